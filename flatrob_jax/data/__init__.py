@@ -1,0 +1,52 @@
+"""Data: sources (tfds data_source, local IDX files) and deterministic batch pipelines.
+
+``build_source(dataset_config, split, train)`` reads ``config.dataset``; everything below
+takes plain arguments.
+"""
+import numpy as np
+
+from flatrob_jax.data.catalog import CATALOG, DatasetInfo, get_info
+from flatrob_jax.data.pipeline import EvalBatches, TrainBatches
+from flatrob_jax.data.sources import (ArraySource, MissingDatasetError, TfdsImageSource,
+                                      idx_source, read_idx, tfds_array_source)
+
+SOURCES = ("idx", "tfds")
+
+
+def build_source(dataset_cfg, split: str, train: bool = False):
+    """The random-access source for ``split`` of ``config.dataset``.
+
+    ``dataset_cfg.num_train_examples`` / ``num_eval_examples`` (-1 for all) keep the first n
+    examples (smoke runs and fast tests)."""
+    info = get_info(dataset_cfg.name)
+    if dataset_cfg.source not in SOURCES:
+        raise ValueError(f"unknown data source {dataset_cfg.source!r}; valid: {', '.join(SOURCES)}")
+    if dataset_cfg.source not in info.sources:
+        raise ValueError(f"dataset {dataset_cfg.name!r} cannot be read from source "
+                         f"{dataset_cfg.source!r}; valid for it: {', '.join(info.sources)}")
+    limit = dataset_cfg.num_train_examples if train else dataset_cfg.num_eval_examples
+    limit = None if limit is None or limit < 0 else int(limit)
+    data_dir = dataset_cfg.data_dir or None
+    if info.name.startswith("imagenet2012"):
+        split_str = split if limit is None else f"{split}[:{limit}]"
+        return TfdsImageSource(dataset_cfg.name, split_str, data_dir, dataset_cfg.image_size[0],
+                               train=train, seed=0)
+    if dataset_cfg.source == "idx":
+        source = idx_source(dataset_cfg.name, split, dataset_cfg.data_dir)
+        if limit is not None:
+            source = ArraySource(source.images[:limit], source.labels[:limit])
+        return source
+    return tfds_array_source(dataset_cfg.name, split, data_dir, limit)
+
+
+def load_arrays(dataset_cfg, split: str, num_examples: int | None = None):
+    """``(images float32 [N,H,W,C] in [0,1], labels int32 [N])`` of a split, for analysis."""
+    source = build_source(dataset_cfg, split, train=False)
+    n = len(source) if num_examples is None else min(num_examples, len(source))
+    images, labels = source.gather(np.arange(n))
+    return images.astype(np.float32) / 255.0, labels
+
+
+__all__ = ["ArraySource", "CATALOG", "DatasetInfo", "EvalBatches", "MissingDatasetError",
+           "TrainBatches", "TfdsImageSource", "build_source", "get_info", "idx_source",
+           "load_arrays", "read_idx", "tfds_array_source"]
