@@ -1,0 +1,373 @@
+"""The study's Markdown report: per-run table, correlation table, figures, methods.
+
+``write_report(rows, out_dir)`` writes into ``out_dir``::
+
+    report.md                      the report (figures embedded by relative path)
+    correlations.csv, .json        one row per (flatness, robust error, method)
+    figures/scatter_grid.png       all flatness x robust-error panels
+    figures/scatter/<flat>__<rob>.png  one PNG per pair
+    figures/correlation_heatmap_<method>.png
+
+Which metrics are flatness measures and which are robust errors is decided from metric-name
+prefixes (see ``classify_metrics``) unless explicit lists are given. Every file is written
+atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from flatrob_jax.analysis import plots, stats
+from flatrob_jax.analysis.results import MetricTable, atomic_write_text, pivot
+
+FLATNESS_PREFIXES = ("curvature/", "sharpness/", "flatness/")
+ROBUST_PREFIXES = ("corruptions/", "attacks/", "robust/")
+CLEAN_PREFIX = "clean/"
+# Last name components that are bookkeeping, not measures (under any prefix).
+BOOKKEEPING_NAMES = frozenset({
+    "residual", "residuals", "tol", "seconds", "time", "wall_s", "steps_per_s", "seed", "eps",
+    "severity", "stderr", "std", "converged",
+})
+ERROR_TOKENS = frozenset({"error", "err", "mce", "ce"})
+LABEL_KEYS = ("augment.name", "augment", "augmentation", "config.augment.name", "augment_name")
+CORRELATION_COLUMNS = ("flatness", "robust", "method", "statistic", "pvalue", "ci_low", "ci_high",
+                       "ci_method", "confidence", "num_resamples", "n", "pvalue_method", "note")
+_CI_NAME = {"bca": "BCa", "percentile": "percentile"}
+_SYMBOL = {"pearson": "r", "spearman": "rho", "kendall": "tau-b"}
+
+
+# --------------------------------------------------------------------------- metric roles
+
+
+def _leaf(metric: str) -> str:
+    return metric.rsplit("/", 1)[-1]
+
+
+def _is_bookkeeping(metric: str) -> bool:
+    leaf = _leaf(metric).lower()
+    return leaf in BOOKKEEPING_NAMES or leaf.startswith("num_") or leaf.endswith("_stderr")
+
+
+def _is_error(metric: str) -> bool:
+    return bool(ERROR_TOKENS & set(re.split(r"[_\-. ]", _leaf(metric).lower())))
+
+
+def classify_metrics(
+    metrics: Sequence[str],
+    *,
+    flatness_metrics: Sequence[str] | None = None,
+    robust_metrics: Sequence[str] | None = None,
+    clean_metric: str | None = None,
+) -> tuple[list[str], list[str], str | None]:
+    """Split metric names into (flatness measures, robust errors, clean error).
+
+    Defaults: flatness = names under ``curvature/``, ``sharpness/`` or ``flatness/`` that are
+    not bookkeeping (``num_*``, residuals, timings); robust errors = names under
+    ``corruptions/``, ``attacks/`` or ``robust/`` whose last component has an error token
+    (``error``, ``err``, ``mce``, ``ce``: ``mean_error``, ``mCE``, ``relative_mce``); clean error
+    = ``clean/error`` or else the first ``clean/*`` error. Explicit lists replace the defaults
+    and must name metrics that exist.
+    """
+    metrics = list(metrics)
+    known = set(metrics)
+    for given, what in ((flatness_metrics, "flatness_metrics"), (robust_metrics, "robust_metrics"),
+                        ([clean_metric] if clean_metric else None, "clean_metric")):
+        if given is not None:
+            unknown = [m for m in given if m not in known]
+            if unknown:
+                raise ValueError(f"{what} names unknown metrics {unknown}; the table has: {', '.join(metrics)}")
+    if flatness_metrics is None:
+        flatness_metrics = [m for m in metrics if m.startswith(FLATNESS_PREFIXES) and not _is_bookkeeping(m)]
+    if robust_metrics is None:
+        robust_metrics = [m for m in metrics
+                          if m.startswith(ROBUST_PREFIXES) and not _is_bookkeeping(m) and _is_error(m)]
+    if clean_metric is None:
+        candidates = [m for m in metrics if m == CLEAN_PREFIX + "error"]
+        candidates += [m for m in metrics if m.startswith(CLEAN_PREFIX) and _is_error(m)]
+        clean_metric = candidates[0] if candidates else None
+    return list(flatness_metrics), list(robust_metrics), clean_metric
+
+
+def run_labels(table: MetricTable, label_key: str | None = None) -> list[str]:
+    """One label per run for plots and tables: the augmentation name from the run's overrides.
+
+    ``label_key`` names the override to use; by default the first of ``LABEL_KEYS`` present,
+    else any override key containing 'aug', else the run name.
+    """
+    labels = []
+    for run, overrides in zip(table.runs, table.overrides):
+        if label_key is not None:
+            if label_key not in overrides:
+                raise ValueError(f"run {run!r} has no override {label_key!r}; its overrides: {sorted(overrides)}")
+            labels.append(str(overrides[label_key]))
+            continue
+        key = next((k for k in LABEL_KEYS if k in overrides), None)
+        if key is None:
+            key = next((k for k in overrides if "aug" in k.lower()), None)
+        labels.append(str(overrides[key]) if key is not None else run)
+    return labels
+
+
+# --------------------------------------------------------------------------- correlations
+
+
+def correlation_rows(
+    table: MetricTable,
+    flatness_metrics: Sequence[str],
+    robust_metrics: Sequence[str],
+    *,
+    methods: Sequence[str] = stats.METHODS,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    ci_method: str = "bca",
+    seed: int = 0,
+) -> list[dict]:
+    """Every flatness x robust-error x method correlation, as dicts with ``CORRELATION_COLUMNS``.
+
+    The bootstrap of pair k uses ``numpy.random.default_rng([seed, k])`` for every method, so
+    the three coefficients of one pair are computed on the same resampled runs.
+    """
+    rows = []
+    for k, (flat, rob) in enumerate((f, r) for f in flatness_metrics for r in robust_metrics):
+        x, y = table.column(flat), table.column(rob)
+        for method in methods:
+            corr = stats.correlate(x, y, method, num_resamples=num_resamples, confidence=confidence,
+                                   ci_method=ci_method, rng=np.random.default_rng([seed, k]))
+            row = {"flatness": flat, "robust": rob, **corr.as_dict()}
+            rows.append({c: row[c] for c in CORRELATION_COLUMNS})
+    return rows
+
+
+def _json_value(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def correlations_to_csv(rows: Iterable[Mapping]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CORRELATION_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if isinstance(row[c], float) and math.isnan(row[c])
+                         else (repr(row[c]) if isinstance(row[c], float) else row[c])
+                         for c in CORRELATION_COLUMNS])
+    return buf.getvalue()
+
+
+def correlations_to_json(rows: Iterable[Mapping]) -> str:
+    payload = [{c: _json_value(row[c]) for c in CORRELATION_COLUMNS} for row in rows]
+    return json.dumps(payload, indent=1, allow_nan=False) + "\n"
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(v: float, digits: int = 4) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:.{digits}g}"
+
+
+def _with_stderr(v: float, se: float) -> str:
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:.4g} ± {se:.2g}" if np.isfinite(se) else f"{v:.4g}"
+
+
+def _pvalue(p: float) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _slug(metric: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", metric).strip("_") or "metric"
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything ``build_report`` wrote and computed."""
+
+    path: str
+    correlations_csv: str
+    correlations_json: str
+    figures: dict  # name -> path relative to out_dir
+    scatter: dict  # (flatness, robust) -> plots.ScatterData of the per-pair PNG
+    grid: dict  # (flatness, robust) -> plots.ScatterData of the grid panel
+    heatmaps: dict  # method -> plotted matrix [flatness, robust]
+    correlations: list
+    table: MetricTable
+    labels: list
+    flatness_metrics: list
+    robust_metrics: list
+    clean_metric: str | None
+
+
+def build_report(
+    results_rows: Iterable[Mapping],
+    out_dir,
+    *,
+    flatness_metrics: Sequence[str] | None = None,
+    robust_metrics: Sequence[str] | None = None,
+    clean_metric: str | None = None,
+    label_key: str | None = None,
+    title: str = "Flatness vs. robustness across augmentations",
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    ci_method: str = "bca",
+    seed: int = 0,
+    dpi: int = plots.DEFAULT_DPI,
+) -> Report:
+    """Write the report files (see the module docstring) and return what was computed."""
+    table = pivot(results_rows)
+    if not table.runs:
+        raise ValueError("results_rows is empty: nothing to report")
+    flat, rob, clean = classify_metrics(table.metrics, flatness_metrics=flatness_metrics,
+                                        robust_metrics=robust_metrics, clean_metric=clean_metric)
+    if not flat or not rob:
+        raise ValueError(f"need at least one flatness measure and one robust error; found flatness {flat} and "
+                         f"robust {rob} among metrics {list(table.metrics)} (pass flatness_metrics/"
+                         f"robust_metrics explicitly)")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(os.path.join(out_dir, "figures", "scatter"), exist_ok=True)
+    labels = run_labels(table, label_key)
+
+    corr = correlation_rows(table, flat, rob, num_resamples=num_resamples, confidence=confidence,
+                            ci_method=ci_method, seed=seed)
+    csv_path = atomic_write_text(os.path.join(out_dir, "correlations.csv"), correlations_to_csv(corr))
+    json_path = atomic_write_text(os.path.join(out_dir, "correlations.json"), correlations_to_json(corr))
+
+    figures: dict[str, str] = {}
+    scatter = {}
+    used_names: set[str] = set()
+    for f in flat:
+        for r in rob:
+            name = f"{_slug(f)}__{_slug(r)}"
+            while name in used_names:
+                name += "_"
+            used_names.add(name)
+            rel = f"figures/scatter/{name}.png"
+            scatter[(f, r)] = plots.plot_scatter(
+                os.path.join(out_dir, rel), table.column(f), table.column(r), labels,
+                xerr=table.stderr_column(f), yerr=table.stderr_column(r), x_metric=f, y_metric=r, dpi=dpi)
+            figures[f"scatter:{f}:{r}"] = rel
+    columns = {m: (table.column(m), table.stderr_column(m)) for m in (*flat, *rob)}
+    figures["scatter_grid"] = "figures/scatter_grid.png"
+    grid = plots.plot_scatter_grid(os.path.join(out_dir, figures["scatter_grid"]), columns, labels, flat, rob,
+                                   dpi=dpi)
+    heatmaps = {}
+    for method in stats.METHODS:
+        matrix = np.array([[next(c["statistic"] for c in corr
+                                 if c["flatness"] == f and c["robust"] == r and c["method"] == method)
+                            for r in rob] for f in flat])
+        rel = f"figures/correlation_heatmap_{method}.png"
+        heatmaps[method] = plots.plot_correlation_heatmap(
+            os.path.join(out_dir, rel), matrix, flat, rob, title=f"{method.capitalize()} {_SYMBOL[method]}",
+            dpi=dpi)
+        figures[f"heatmap:{method}"] = rel
+
+    text = _render_markdown(title, table, labels, flat, rob, clean, corr, figures,
+                            num_resamples=num_resamples, confidence=confidence, ci_method=ci_method, seed=seed)
+    path = atomic_write_text(os.path.join(out_dir, "report.md"), text)
+    return Report(path, csv_path, json_path, figures, scatter, grid, heatmaps, corr, table, labels, flat, rob, clean)
+
+
+def write_report(results_rows: Iterable[Mapping], out_dir, *, flatness_metrics=None, robust_metrics=None,
+                 title: str = "Flatness vs. robustness across augmentations", **kwargs) -> str:
+    """Write report.md (+ correlations.csv/json and figures) into ``out_dir``; return its path.
+
+    ``kwargs`` go to ``build_report`` (clean_metric, label_key, num_resamples, confidence,
+    ci_method, seed, dpi).
+    """
+    return build_report(results_rows, out_dir, flatness_metrics=flatness_metrics, robust_metrics=robust_metrics,
+                        title=title, **kwargs).path
+
+
+def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, num_resamples, confidence,
+                     ci_method, seed) -> str:
+    level = f"{100 * confidence:g}%"
+    parts = [f"# {title}", ""]
+
+    parts += ["## Runs", ""]
+    header = ["run", "augmentation"] + (["clean error"] if clean else []) + flat + rob
+    body = []
+    for i, run in enumerate(table.runs):
+        cells = [run, labels[i]]
+        if clean:
+            j = table.metrics.index(clean)
+            cells.append(_with_stderr(table.values[i, j], table.stderrs[i, j]))
+        for m in (*flat, *rob):
+            j = table.metrics.index(m)
+            cells.append(_with_stderr(table.values[i, j], table.stderrs[i, j]))
+        body.append(cells)
+    parts += [_md_table(header, body), "",
+              "Values are ± one standard error where the measurement has one.", ""]
+
+    parts += ["## Correlations", "",
+              f"Coefficient [{level} bootstrap {_CI_NAME[ci_method]} CI] and two-sided p-value, across runs.", ""]
+    header = ["flatness", "robust error", "n"]
+    for method in stats.METHODS:
+        header += [f"{method.capitalize()} {_SYMBOL[method]}", "p"]
+    body, notes = [], []
+    for f in flat:
+        for r in rob:
+            cells = [f, r, None]
+            for method in stats.METHODS:
+                c = next(c for c in corr if c["flatness"] == f and c["robust"] == r and c["method"] == method)
+                cells[2] = str(c["n"])
+                ci = (f" [{_num(c['ci_low'], 2)}, {_num(c['ci_high'], 2)}]"
+                      if np.isfinite(c["ci_low"]) or np.isfinite(c["ci_high"]) else "")
+                cells += [f"{_num(c['statistic'], 3)}{ci}", _pvalue(c["pvalue"])]
+                if c["note"]:
+                    notes.append(f"- {f} vs {r}, {method}: {c['note']}")
+            body.append(cells)
+    parts += [_md_table(header, body), ""]
+    if notes:
+        parts += ["Notes:", "", *notes, ""]
+
+    parts += ["## Figures", "", f"![scatter grid]({figures['scatter_grid']})", ""]
+    for method in stats.METHODS:
+        parts += [f"![{method} heat-map]({figures['heatmap:' + method]})", ""]
+    parts += ["Per-pair scatter plots:", ""]
+    for f in flat:
+        for r in rob:
+            parts += [f"![{f} vs {r}]({figures[f'scatter:{f}:{r}']})", ""]
+
+    num_tests = len(flat) * len(rob) * len(stats.METHODS)
+    n_runs = len(table.runs)
+    parts += ["## Methods", "",
+              f"The sweep has {n_runs} runs. For each of {len(flat)} flatness measure(s) and {len(rob)} robust "
+              f"error(s), we computed the correlation across runs (each run is one point; a run missing either value "
+              f"is left out of that pair, so n is given per pair). Pearson r uses the raw values; Spearman rho is "
+              f"Pearson r of the ranks (ties get their average rank); Kendall tau-b counts concordant and "
+              f"discordant pairs with the tie correction. Two-sided p-values: Student's t with n - 2 degrees of "
+              f"freedom for Pearson and Spearman; for Kendall the exact permutation distribution when there are "
+              f"no ties and n <= 33, otherwise the tie-corrected normal approximation. Confidence intervals are "
+              f"{level} bootstrap {'BCa (bias-corrected and accelerated, jackknife acceleration)' if ci_method == 'bca' else 'percentile'} "
+              f"intervals from {num_resamples} resamples of the runs with replacement (paired; NumPy generator, "
+              f"seed {seed}; resamples on which a coefficient is undefined are dropped). The scatter plots show "
+              f"one point per run labelled by its augmentation, ± one standard error bars where measured, and "
+              f"the least-squares line. {num_tests} tests are reported without correction for multiple "
+              f"comparisons; with few runs, read the intervals rather than the p-values.", ""]
+    return "\n".join(parts)
