@@ -1,0 +1,299 @@
+"""The training loss over a whole dataset, and its gradient and Hessian-vector products.
+
+Definition. For examples ``(x_i, y_i), i = 1..N`` and a per-example loss ``l`` (softmax
+cross-entropy by default) the objective is
+
+    L(params) = (1 / N) * sum_i l(f(params, state, x_i), y_i),
+
+with ``state`` the non-trained model variables (BatchNorm running statistics), so BatchNorm
+runs in eval mode and the loss is a plain average of per-example terms. Every example has
+weight exactly ``1 / N``: the N examples are padded to a multiple of
+``num_devices * batch_size`` and the padding is masked out, so the value does not depend on
+how the examples are split into batches or devices (up to float summation order). This is
+the same weighting as PyHessian's ``dataloader_hv_product`` (batch means weighted by batch
+size), without its dependence on a full last batch.
+
+Execution. Each quantity is written in the pmap programming model: a per-device function
+scans (``lax.scan``) over microbatches of ``batch_size`` examples of the device's shard,
+accumulates sums, and ``lax.psum``s them over the mesh axis ``'batch'``; it runs as
+``jax.shard_map`` under ``jax.jit`` on a 1-D mesh. The data are placed on the mesh once and
+passed to the jitted functions as arguments (never captured as constants).
+
+``DatasetObjective.hvp`` is a ``jax.tree_util.Partial`` (a pytree whose leaves are the
+parameters and data), so :func:`flatrob_jax.curvature.lanczos` and the trace estimators can
+pass it into their own jitted steps: one compiled call per matvec, data not re-embedded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+PyTree = Any
+AXIS = "batch"
+
+BATCHNORM_MODES = ("eval", "batch")
+
+
+def default_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+    """A 1-D mesh named 'batch' over the first ``num_devices`` devices (all if None or 0)."""
+    devices = jax.devices()
+    n = len(devices) if not num_devices else num_devices
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"num_devices={num_devices} but {len(devices)} devices are available")
+    try:  # the project's mesh helper, once it exists
+        from flatrob_jax.distributed import make_mesh  # type: ignore
+
+        return make_mesh(n)
+    except ImportError:
+        return jax.make_mesh((n,), (AXIS,), devices=devices[:n])
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy with integer labels (natural log)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetObjective:
+    """Loss over a fixed dataset at fixed ``params``; see the module docstring.
+
+    Attributes:
+      params: the point at which curvature is measured.
+      state: non-trained variables passed to ``logits_fn`` (e.g. ``{'batch_stats': ...}``).
+      num_examples: N, the number of real (unpadded) examples.
+      batch_size: microbatch size per device.
+      mesh: the 1-D device mesh with axis 'batch'.
+      hvp: ``v -> H v`` (pytree in, pytree out), a ``jax.tree_util.Partial``.
+      loss: ``params -> L(params)``.
+      value_and_grad: ``params -> (L, grad L)``.
+      error_rate: ``params -> fraction of misclassified examples`` (argmax of logits).
+    """
+
+    params: PyTree
+    state: PyTree
+    num_examples: int
+    batch_size: int
+    mesh: jax.sharding.Mesh
+    hvp: jax.tree_util.Partial
+    loss: Callable[[PyTree], jax.Array]
+    value_and_grad: Callable[[PyTree], tuple[jax.Array, PyTree]]
+    error_rate: Callable[[PyTree], jax.Array]
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+
+
+def make_dataset_objective(
+    logits_fn: Callable[[PyTree, PyTree, jax.Array], jax.Array],
+    params: PyTree,
+    state: PyTree,
+    images: Any,
+    labels: Any,
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
+    per_example_loss: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
+    allow_padding: bool = True,
+) -> DatasetObjective:
+    """Builds the dataset objective for a pure ``logits_fn(params, state, x) -> logits``.
+
+    Args:
+      logits_fn: pure model function; ``x`` is a microbatch ``[batch_size, ...]``.
+      params, state: trained and non-trained variables (``state`` may be ``{}``).
+      images, labels: the N examples (host or device arrays), leading axis N.
+      batch_size: examples per device per scan step (memory knob; no effect on the value).
+      mesh: 1-D mesh with axis 'batch'; default all devices (:func:`default_mesh`).
+      per_example_loss: ``(logits[B, C], labels[B]) -> [B]``.
+      allow_padding: if False, raise unless N divides into whole microbatches (needed when
+        ``logits_fn`` mixes examples, e.g. BatchNorm with batch statistics).
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    n = images.shape[0]
+    if n < 1 or labels.shape[:1] != (n,):
+        raise ValueError(f"need N >= 1 images and N labels; got images {images.shape}, labels {labels.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    mesh = default_mesh() if mesh is None else mesh
+    if mesh.axis_names != (AXIS,):
+        raise ValueError(f"mesh must be 1-D with axis name {AXIS!r}, got axes {mesh.axis_names}")
+    num_devices = mesh.devices.size
+    chunk = num_devices * batch_size
+    padded = math.ceil(n / chunk) * chunk
+    if padded != n and not allow_padding:
+        raise ValueError(
+            f"N={n} examples do not fill whole microbatches of {batch_size} on {num_devices} devices "
+            f"(multiple of {chunk} needed) and padding is not allowed for this model"
+        )
+    pad = padded - n
+    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    labels = np.concatenate([labels, np.zeros((pad,) + labels.shape[1:], labels.dtype)])
+    mask = np.arange(padded) < n
+    sharding = NamedSharding(mesh, P(AXIS))
+    data = tuple(jax.device_put(a, sharding) for a in (images, labels, mask))
+
+    def microbatches(x):
+        return x.reshape((-1, batch_size) + x.shape[1:])
+
+    def masked_sum_loss(p, st, x, y, m):
+        losses = per_example_loss(logits_fn(p, st, x), y)
+        return jnp.sum(jnp.where(m, losses, 0.0))
+
+    def dataset_sum(per_batch_fn, init):
+        """Per-device scan of ``per_batch_fn(x, y, m)`` over microbatches, psum over devices."""
+
+        def per_device(x, y, m):
+            def body(acc, batch):
+                out = per_batch_fn(*batch)
+                return jax.tree_util.tree_map(jnp.add, acc, out), None
+
+            # The carry becomes device-varying inside the scan; mark its initial value so.
+            carry = _to_varying(init)
+            total, _ = jax.lax.scan(body, carry, (microbatches(x), microbatches(y), microbatches(m)))
+            return jax.lax.psum(total, AXIS)
+
+        return per_device
+
+    def run_sharded(per_device, replicated_args, x, y, m):
+        # Replicated inputs are cast to device-varying first: then jax.grad inside the
+        # per-device function yields the local gradient (pmap semantics) and the only
+        # cross-device reduction is the explicit psum, instead of the implicit psum that
+        # differentiating an invariant input inside shard_map would add.
+        fn = jax.shard_map(
+            lambda rep, x, y, m: per_device(_to_varying(rep))(x, y, m),
+            mesh=mesh,
+            in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)),
+            out_specs=P(),
+        )
+        return fn(replicated_args, x, y, m)
+
+    def zeros_like(tree):  # device-invariant zeros (jnp.zeros_like would inherit 'varying')
+        return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
+
+    @jax.jit
+    def _hvp(p, st, x, y, m, v):
+        def per_device(rep):
+            p, st, v = rep
+
+            def per_batch(xb, yb, mb):
+                grad_fn = jax.grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))
+                return jax.jvp(grad_fn, (p,), (v,))[1]
+
+            return dataset_sum(per_batch, zeros_like(p))
+
+        total = run_sharded(per_device, (p, st, v), x, y, m)
+        return jax.tree_util.tree_map(lambda t: t / n, total)
+
+    @jax.jit
+    def _value_and_grad(p, st, x, y, m):
+        def per_device(rep):
+            p, st = rep
+
+            def per_batch(xb, yb, mb):
+                return jax.value_and_grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))(p)
+
+            return dataset_sum(per_batch, (jnp.zeros((), _float_dtype(p)), zeros_like(p)))
+
+        total = run_sharded(per_device, (p, st), x, y, m)
+        return jax.tree_util.tree_map(lambda t: t / n, total)
+
+    @jax.jit
+    def _loss(p, st, x, y, m):
+        def per_device(rep):
+            p, st = rep
+            return dataset_sum(
+                lambda xb, yb, mb: masked_sum_loss(p, st, xb, yb, mb), jnp.zeros((), _float_dtype(p))
+            )
+
+        return run_sharded(per_device, (p, st), x, y, m) / n
+
+    @jax.jit
+    def _error_rate(p, st, x, y, m):
+        def per_device(rep):
+            p, st = rep
+
+            def per_batch(xb, yb, mb):
+                wrong = jnp.argmax(logits_fn(p, st, xb), axis=-1) != yb
+                return jnp.sum(jnp.where(mb, wrong, False), dtype=jnp.int32)
+
+            return dataset_sum(per_batch, jnp.zeros((), jnp.int32))
+
+        return run_sharded(per_device, (p, st), x, y, m) / n
+
+    return DatasetObjective(
+        params=params,
+        state=state,
+        num_examples=n,
+        batch_size=batch_size,
+        mesh=mesh,
+        hvp=jax.tree_util.Partial(_hvp, params, state, *data),
+        loss=lambda p: _loss(p, state, *data),
+        value_and_grad=lambda p: _value_and_grad(p, state, *data),
+        error_rate=lambda p: _error_rate(p, state, *data),
+    )
+
+
+def _to_varying(tree: PyTree) -> PyTree:
+    """Marks each (device-invariant) leaf as varying over the 'batch' axis inside shard_map."""
+    return jax.tree_util.tree_map(lambda a: jax.lax.pcast(a, (AXIS,), to="varying"), tree)
+
+
+def _float_dtype(tree: PyTree):
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.result_type(*leaves) if leaves else jnp.float32
+
+
+def from_flax(
+    model: Any,
+    variables: PyTree,
+    images: Any,
+    labels: Any,
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
+    batchnorm: str = "eval",
+    per_example_loss: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
+) -> DatasetObjective:
+    """Dataset objective of a Flax Linen ``model`` with ``variables = {'params': ..., ...}``.
+
+    ``model.apply(variables, x, train=False)`` must return logits (the project's model
+    contract). ``batchnorm='eval'`` (default) uses the running statistics in ``variables``;
+    ``'batch'`` uses each microbatch's own statistics (``train=True``), which makes the
+    objective depend on ``batch_size`` and forbids padding; offered only for comparison.
+    """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm={batchnorm!r}; allowed: {BATCHNORM_MODES}")
+    if "params" not in variables:
+        raise ValueError(f"variables must contain 'params'; got keys {sorted(variables)}")
+    params = variables["params"]
+    state = {k: v for k, v in variables.items() if k != "params"}
+    if batchnorm == "eval":
+
+        def logits_fn(p, st, x):
+            return model.apply({"params": p, **st}, x, train=False)
+
+    else:
+
+        def logits_fn(p, st, x):
+            logits, _ = model.apply({"params": p, **st}, x, train=True, mutable=list(st))
+            return logits
+
+    return make_dataset_objective(
+        logits_fn,
+        params,
+        state,
+        images,
+        labels,
+        batch_size=batch_size,
+        mesh=mesh,
+        per_example_loss=per_example_loss,
+        allow_padding=batchnorm == "eval",
+    )
