@@ -24,6 +24,7 @@ from flatrob_jax.analysis.results import atomic_write_bytes
 
 DEFAULT_DPI = 100
 SCATTER_FIGSIZE = (5.0, 4.0)
+FIT_LINE_GID = "least_squares"  # the fitted line's artist id, to find it among the error bars
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def scatter_panel(
     if np.isfinite(slope):
         grid = np.array([xs.min(), xs.max()])
         ax.plot(grid, slope * grid + intercept, color="tab:red", lw=1.2, zorder=1,
-                label=f"least squares (r = {_fmt(r)})")
+                label=f"least squares (r = {_fmt(r)})", gid=FIT_LINE_GID)
         ax.legend(fontsize=7, loc="best")
     ax.set_xlabel(x_metric, fontsize=8)
     ax.set_ylabel(y_metric, fontsize=8)

@@ -1,0 +1,189 @@
+"""Plots and the Markdown report: files exist, PNGs are real images of the right size and
+content, plotted points equal the results table, tiny/degenerate sweeps do not crash."""
+import csv
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+import scipy.stats
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+from PIL import Image
+
+from flatrob_jax.analysis import plots, report, results
+
+AUGS = ("none", "standard", "cutout", "autoaugment", "augmix", "mixup")
+
+
+def _sweep_rows(augs=AUGS, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for aug in augs:
+        lam = float(rng.uniform(5.0, 50.0))
+        res = {
+            "clean": {"error": 0.08 + 0.01 * rng.random()},
+            "curvature": {"lambda_max": {"value": lam, "stderr": 0.05 * lam, "num_matvecs": 40},
+                          "trace": {"value": 20 * lam + rng.normal(), "stderr": lam}},
+            "corruptions": {"mean_error": 0.2 + lam / 200 + 0.02 * rng.normal(), "per_severity": [0.1, 0.2]},
+            "attacks": {"pgd_linf_8/255": {"error": 0.5 + lam / 100 + 0.05 * rng.normal(), "accuracy": 0.3}},
+        }
+        rows += results.rows_from_results(f"augment={aug}", res, overrides={"augment.name": aug, "seed": 0})
+    return rows
+
+
+FLAT = ["curvature/lambda_max", "curvature/trace"]
+ROB = ["corruptions/mean_error", "attacks/pgd_linf_8/255/error"]
+
+
+def test_default_metric_roles_from_prefixes():
+    table = results.pivot(_sweep_rows())
+    flat, rob, clean = report.classify_metrics(table.metrics)
+    assert flat == FLAT  # num_matvecs is bookkeeping
+    assert rob == ROB  # per_severity indices and accuracy are not errors
+    assert clean == "clean/error"
+    flat, rob, _ = report.classify_metrics(table.metrics, flatness_metrics=["curvature/trace"],
+                                           robust_metrics=["corruptions/per_severity/1"])
+    assert flat == ["curvature/trace"] and rob == ["corruptions/per_severity/1"]
+    with pytest.raises(ValueError, match=r"robust_metrics names unknown metrics \['attacks/aa'\]"):
+        report.classify_metrics(table.metrics, robust_metrics=["attacks/aa"])
+    assert report.run_labels(table) == list(AUGS)
+
+
+def _png_size(path):
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        return im.format, im.size, np.asarray(im.convert("RGB"))
+
+
+def test_scatter_panel_draws_the_table_points_and_the_least_squares_line(tmp_path):
+    x = np.array([1.0, 2.0, np.nan, 4.0, 5.5])
+    y = np.array([0.2, 0.25, 0.3, 0.41, 0.5])
+    labels = ["a", "b", "c", "d", "e"]
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    data = plots.scatter_panel(ax, x, y, labels, xerr=[0.1, 0.1, 0.1, np.nan, 0.2], x_metric="fx", y_metric="ry")
+    keep = np.isfinite(x)
+    # Read the points back from the Axes' own artists.
+    (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_array_equal(points.get_offsets(), np.c_[x[keep], y[keep]])
+    np.testing.assert_array_equal(data.x, x[keep])
+    assert data.labels == ("a", "b", "d", "e") and data.dropped == ("c",)
+    assert [t.get_text() for t in ax.texts] == ["a", "b", "d", "e"]
+    slope, intercept = np.polyfit(x[keep], y[keep], 1)
+    (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == plots.FIT_LINE_GID]
+    np.testing.assert_allclose(line.get_ydata(), slope * line.get_xdata() + intercept, rtol=1e-12)
+    np.testing.assert_allclose([data.slope, data.intercept], [slope, intercept], rtol=1e-12)
+    r = scipy.stats.pearsonr(x[keep], y[keep]).statistic
+    rho = scipy.stats.spearmanr(x[keep], y[keep]).statistic
+    assert ax.get_title() == f"r = {r:+.2f}, rho = {rho:+.2f} (n = 4)"
+    assert f"r = {r:+.2f}" in ax.get_legend().get_texts()[0].get_text()
+
+    # The rendered PNG shows the markers where the data say they are.
+    path = tmp_path / "scatter.png"
+    plots.save_figure(fig, path, dpi=100)
+    fmt, size, pixels = _png_size(path)
+    assert fmt == "PNG" and size == (500, 400)
+    marker_rgb = np.array([31, 119, 180])  # matplotlib's tab:blue
+    for px, py in ax.transData.transform(np.c_[x[keep], y[keep]]):
+        row, col = int(round(size[1] - py)), int(round(px))
+        patch = pixels[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3).astype(int)
+        assert np.abs(patch - marker_rgb).sum(-1).min() < 30, (px, py)
+
+
+def test_scatter_with_one_distinct_x_draws_no_line():
+    fig = Figure()
+    ax = fig.add_subplot(1, 1, 1)
+    data = plots.scatter_panel(ax, [2.0, 2.0, 2.0], [0.1, 0.2, 0.3], ["a", "b", "c"])
+    assert math.isnan(data.slope) and math.isnan(data.pearson)
+    assert not [ln for ln in ax.get_lines() if ln.get_gid() == plots.FIT_LINE_GID]
+    assert "n/a" in ax.get_title()
+
+
+def test_write_report_files_figures_and_tables(tmp_path):
+    rows = _sweep_rows()
+    path = report.write_report(rows, tmp_path / "rep", num_resamples=200, title="Tiny study")
+    out = tmp_path / "rep"
+    assert path == str(out / "report.md")
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Tiny study")
+    # Every embedded figure exists and is a real PNG.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) == 1 + 3 + len(FLAT) * len(ROB)
+    for link in links:
+        fmt, size, pixels = _png_size(out / link)
+        assert fmt == "PNG" and pixels.std() > 5  # not blank
+    assert _png_size(out / "figures/scatter_grid.png")[1] == (2 * 320, 2 * 280)
+    for link in links:
+        if link.startswith("figures/scatter/"):
+            assert _png_size(out / link)[1] == (500, 400)
+    # Per-run table: one line per run with its augmentation and clean error.
+    table = results.pivot(rows)
+    for i, aug in enumerate(AUGS):
+        clean = table.values[i, table.metrics.index("clean/error")]
+        assert f"| augment={aug} | {aug} | {clean:.4g} |" in text
+    assert "The sweep has 6 runs" in text and "200 resamples" in text and "95%" in text
+
+    # correlations.csv / .json: every flatness x robust x method, equal to scipy.
+    with open(out / "correlations.csv", newline="") as f:
+        corr = list(csv.DictReader(f))
+    corr_json = json.loads((out / "correlations.json").read_text())
+    assert len(corr) == len(corr_json) == len(FLAT) * len(ROB) * 3
+    scipy_fn = {"pearson": scipy.stats.pearsonr, "spearman": scipy.stats.spearmanr,
+                "kendall": scipy.stats.kendalltau}
+    for row, jrow in zip(corr, corr_json):
+        ref = scipy_fn[row["method"]](table.column(row["flatness"]), table.column(row["robust"]))
+        assert float(row["statistic"]) == pytest.approx(ref.statistic, abs=1e-12)
+        assert float(row["pvalue"]) == pytest.approx(ref.pvalue, rel=1e-9)
+        assert float(row["ci_low"]) <= float(row["statistic"]) <= float(row["ci_high"])
+        assert jrow["statistic"] == pytest.approx(float(row["statistic"]), abs=0)
+        assert row["n"] == "6" and row["num_resamples"] == "200"
+
+
+def test_plotted_points_equal_the_table(tmp_path):
+    rows = _sweep_rows()
+    rep = report.build_report(rows, tmp_path, num_resamples=100)
+    table = results.pivot(rows)
+    assert set(rep.scatter) == set(rep.grid) == {(f, r) for f in FLAT for r in ROB}
+    for (f, r), data in (*rep.scatter.items(), *rep.grid.items()):
+        np.testing.assert_array_equal(data.x, table.column(f))
+        np.testing.assert_array_equal(data.y, table.column(r))
+        assert data.labels == AUGS
+    for method, matrix in rep.heatmaps.items():
+        expected = [[next(c["statistic"] for c in rep.correlations
+                          if (c["flatness"], c["robust"], c["method"]) == (f, r, method)) for r in ROB] for f in FLAT]
+        np.testing.assert_allclose(matrix, expected, rtol=0, atol=0)
+
+
+def test_tiny_and_degenerate_sweeps_report_nan_with_notes(tmp_path):
+    two = report.build_report(_sweep_rows(AUGS[:2]), tmp_path / "two", num_resamples=50)
+    assert all(math.isnan(c["statistic"]) and "n=2 < 3" in c["note"] for c in two.correlations)
+    text = open(two.path).read()
+    assert "n=2 < 3 runs" in text and "n/a" in text
+
+    rows = _sweep_rows(AUGS[:4])
+    for row in rows:  # a flatness measure that does not vary, and one run missing an attack
+        if row["metric"] == "curvature/trace":
+            row["value"] = 7.0
+        if row["metric"] == "attacks/pgd_linf_8/255/error" and row["run"] == "augment=cutout":
+            row["value"] = math.nan
+    rep = report.build_report(rows, tmp_path / "deg", num_resamples=50)
+    by_key = {(c["flatness"], c["robust"], c["method"]): c for c in rep.correlations}
+    const = by_key[("curvature/trace", "corruptions/mean_error", "pearson")]
+    assert math.isnan(const["statistic"]) and "x is constant" in const["note"]
+    partial = by_key[("curvature/lambda_max", "attacks/pgd_linf_8/255/error", "spearman")]
+    assert partial["n"] == 3 and "1 run(s) with a missing" in partial["note"]
+    assert rep.scatter[("curvature/lambda_max", "attacks/pgd_linf_8/255/error")].dropped == ("cutout",)
+    assert os.path.exists(rep.correlations_json)
+    json.loads(open(rep.correlations_json).read())  # NaN written as null: strict JSON
+
+
+def test_report_needs_flatness_and_robust_metrics(tmp_path):
+    rows = [r for r in _sweep_rows() if not r["metric"].startswith(("corruptions/", "attacks/"))]
+    with pytest.raises(ValueError, match="need at least one flatness measure and one robust error"):
+        report.write_report(rows, tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        report.write_report([], tmp_path)
