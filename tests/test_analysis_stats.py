@@ -62,6 +62,10 @@ def test_inversion_distribution_is_mahonian():
     # Permutations of 4 items by number of inversions: 1, 3, 5, 6, 5, 3, 1 (of 24).
     np.testing.assert_allclose(stats._inversion_distribution(4) * 24, [1, 3, 5, 6, 5, 3, 1], atol=1e-12)
     assert stats._inversion_distribution(30).sum() == pytest.approx(1.0)
+    # The truncated tail used for p-values equals the head of the full distribution.
+    full = stats._inversion_distribution(12)
+    for upto in (0, 1, 7, 40, 66, 100):
+        np.testing.assert_allclose(stats._inversion_distribution(12, upto=upto), full[: upto + 1], rtol=1e-12)
 
 
 def test_average_ranks_match_scipy():

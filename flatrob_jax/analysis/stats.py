@@ -110,12 +110,17 @@ def _t_pvalue(r: float, n: int) -> float:
     return float(np.clip(special.betainc(df / 2.0, 0.5, 1.0 - r2), 0.0, 1.0))
 
 
-def _inversion_distribution(n: int) -> np.ndarray:
-    """P(K = k), k = 0..n(n-1)/2, for K the number of inversions of a uniform random
-    permutation of n items (Mahonian numbers / n!). Built one item at a time: inserting item
-    j adds 0..j-1 inversions with equal probability."""
+def _inversion_distribution(n: int, upto: int | None = None) -> np.ndarray:
+    """P(K = k) for k = 0..upto (default: all of 0..n(n-1)/2), K the number of inversions of a
+    uniform random permutation of n items (Mahonian numbers / n!).
+
+    Built one item at a time: inserting item j adds 0..j-1 inversions with equal probability,
+    so P_j(k) = (P_{j-1}(k) + ... + P_{j-1}(k-j+1)) / j; entries above ``upto`` never feed the
+    ones below, so truncating keeps the cost at O(n * upto).
+    """
     total = n * (n - 1) // 2
-    dist = np.zeros(total + 1)
+    size = (total if upto is None else min(int(upto), total)) + 1
+    dist = np.zeros(size)
     dist[0] = 1.0
     for j in range(2, n + 1):
         cum = np.cumsum(dist)
@@ -126,12 +131,12 @@ def _inversion_distribution(n: int) -> np.ndarray:
 
 
 def _kendall_exact_pvalue(n: int, discordant: int) -> float:
+    """Two-sided exact p: twice the smaller tail of the inversion-count distribution."""
     total = n * (n - 1) // 2
     c = min(discordant, total - discordant)
     if 4 * c == n * (n - 1):
         return 1.0
-    dist = _inversion_distribution(n)
-    return float(min(1.0, 2.0 * dist[: c + 1].sum()))
+    return float(min(1.0, 2.0 * _inversion_distribution(n, upto=c).sum()))
 
 
 def _kendall_pvalue(x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
