@@ -184,6 +184,8 @@ def _with_stderr(v: float, se: float) -> str:
 def _pvalue(p: float) -> str:
     if not np.isfinite(p):
         return "n/a"
+    if p < 1e-16:
+        return "< 1e-16"
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
 
@@ -362,7 +364,7 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
               f"is left out of that pair, so n is given per pair). Pearson r uses the raw values; Spearman rho is "
               f"Pearson r of the ranks (ties get their average rank); Kendall tau-b counts concordant and "
               f"discordant pairs with the tie correction. Two-sided p-values: Student's t with n - 2 degrees of "
-              f"freedom for Pearson and Spearman; for Kendall the exact permutation distribution when there are "
+              f"freedom for Pearson and Spearman (for Spearman an approximation that is rough below about 10 runs); for Kendall the exact permutation distribution when there are "
               f"no ties and n <= 33, otherwise the tie-corrected normal approximation. Confidence intervals are "
               f"{level} bootstrap {'BCa (bias-corrected and accelerated, jackknife acceleration)' if ci_method == 'bca' else 'percentile'} "
               f"intervals from {num_resamples} resamples of the runs with replacement (paired; NumPy generator, "
