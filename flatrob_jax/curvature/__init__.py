@@ -1,0 +1,67 @@
+"""Curvature of the training loss: Hessian-vector products, extreme eigenvalues, trace,
+spectral density and perturbation sharpness.
+
+Typical use (a trained Flax model, eval-mode BatchNorm, the loss averaged over a dataset)::
+
+    objective = curvature.from_flax(model, variables, images, labels, batch_size=128)
+    top = curvature.lanczos(objective.hvp, objective.params, key, num_steps=100, tol=1e-3)
+    tr = curvature.hutchinson_trace(objective.hvp, objective.params, key, num_probes=200,
+                                    rel_tol=0.05)
+    top.eigenvalues[0], top.residuals[0], tr.trace, tr.stderr
+
+Modules: hvp (forward-over-reverse HVP), dataset_objective (the dataset-level operator,
+sharded over devices), lanczos, power_iteration (PyHessian's method), hutchinson (+ Hutch++),
+density (stochastic Lanczos quadrature), sharpness (Keskar, adaptive, PAC-Bayes), evaluate
+(the analysis entry point's hook).
+"""
+from flatrob_jax.curvature.dataset_objective import (
+    DatasetObjective,
+    cross_entropy,
+    default_mesh,
+    from_flax,
+    make_dataset_objective,
+)
+from flatrob_jax.curvature.density import SpectralDensity, plot_density, slq_density
+from flatrob_jax.curvature.hutchinson import (
+    Estimate,
+    TraceResult,
+    hutchinson_trace,
+    hutchpp_trace,
+)
+from flatrob_jax.curvature.hvp import hvp
+from flatrob_jax.curvature.lanczos import LanczosResult, lanczos
+from flatrob_jax.curvature.power_iteration import PowerIterationResult, power_iteration
+from flatrob_jax.curvature.sharpness import (
+    PacBayesSigma,
+    SharpnessResult,
+    adaptive_sharpness_average,
+    adaptive_sharpness_worst,
+    keskar_sharpness,
+    pac_bayes_sigma,
+)
+
+__all__ = [
+    "DatasetObjective",
+    "Estimate",
+    "LanczosResult",
+    "PacBayesSigma",
+    "PowerIterationResult",
+    "SharpnessResult",
+    "SpectralDensity",
+    "TraceResult",
+    "adaptive_sharpness_average",
+    "adaptive_sharpness_worst",
+    "cross_entropy",
+    "default_mesh",
+    "from_flax",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "hvp",
+    "keskar_sharpness",
+    "lanczos",
+    "make_dataset_objective",
+    "pac_bayes_sigma",
+    "plot_density",
+    "power_iteration",
+    "slq_density",
+]
