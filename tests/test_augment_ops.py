@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from flatrob_jax.augment import ops
-from tests.augment_images import all_images, from_pil, to_pil
+from tests.test_augment_fixtures import all_images, from_pil, to_pil
 
 IMAGES = all_images()
 NAMES = sorted(IMAGES)

@@ -1,0 +1,96 @@
+"""AugMix (Hendrycks et al. 2020), following the authors' code (google-research/augmix).
+
+Per image: ``width`` chains, each of ``depth`` ops (depth <= 0: drawn uniformly from 1..3 per
+chain), ops uniform over the 9-op list (``all_ops``: 13, adding color, contrast, brightness,
+sharpness); every op draws its own level ``u ~ U(0.1, severity)`` and maps it like the
+reference ``augmentations.py`` (int() truncations included):
+  posterize bits     4 - int(u * 4 / 10)
+  rotate degrees     +-int(u * 30 / 10)               (bilinear, as the reference)
+  solarize threshold 256 - int(u * 256 / 10)
+  shear factor       +-u * 0.3 / 10
+  translate pixels   +-int(u * (size / 3) / 10)      (the reference hard-codes size 32)
+  enhance factor     u * 1.8 / 10 + 0.1
+signs with probability 1/2. The chains (Pillow-exact uint8 ops) are mixed in float:
+``(1 - m) x + m * sum_i w_i chain_i(x)`` with ``w ~ Dirichlet(alpha)``, ``m ~ Beta(alpha, alpha)``.
+For the Jensen-Shannon consistency loss the train hook stacks [clean, augmix, augmix].
+"""
+import jax
+import jax.numpy as jnp
+
+from flatrob_jax.augment import op_table
+from flatrob_jax.augment.levels import from_levels, to_levels
+
+OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y")
+ALL_OPS = OPS + ("color", "contrast", "brightness", "sharpness")
+MAX_SEVERITY = 10
+MAX_RANDOM_DEPTH = 3
+
+
+def op_names(all_ops: bool) -> tuple:
+    """identity (for the unused slots of shorter chains) followed by the op list."""
+    return ("identity",) + (ALL_OPS if all_ops else OPS)
+
+
+def level_to_magnitude(names: tuple, op_index, level, negate, height: int, width: int):
+    """The reference code's level -> magnitude maps (module docstring), in ``op_table`` units."""
+    def trunc(v):
+        return jnp.floor(v)  # int() of a non-negative value
+
+    sign = jnp.where(negate, -1.0, 1.0)
+    per_op = {
+        "posterize": 4.0 - trunc(level * 4.0 / 10.0),
+        "rotate": sign * trunc(level * 30.0 / 10.0),
+        "solarize": 256.0 - trunc(level * 256.0 / 10.0),
+        "shear_x": sign * level * 0.3 / 10.0,
+        "shear_y": sign * level * 0.3 / 10.0,
+        # the reference uses transform(..., (1, 0, t, 0, 1, 0)), i.e. our translate by -t
+        "translate_x": -sign * trunc(level * (width / 3.0) / 10.0),
+        "translate_y": -sign * trunc(level * (height / 3.0) / 10.0),
+    }
+    enhance_factor = level * 1.8 / 10.0 + 0.1
+    values = jnp.stack([per_op.get(n, enhance_factor if n in op_table.ENHANCE else 0.0 * level) for n in names])
+    return jnp.take_along_axis(values, op_index[None], axis=0)[0]
+
+
+def sample(key, height: int, width: int, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False) -> dict:
+    """Per-image choices: ``op_indices`` and ``magnitudes`` [width_chains, max_depth],
+    ``weights`` [width_chains] (Dirichlet) and ``mix`` (Beta); plus ``depths`` and ``levels``."""
+    names = op_names(all_ops)
+    max_depth = depth if depth > 0 else MAX_RANDOM_DEPTH
+    shape = (width_chains, max_depth)
+    k_w, k_m, k_d, k_op, k_lvl, k_sign = jax.random.split(key, 6)
+    alpha = jnp.asarray(alpha, jnp.float32)
+    weights = jax.random.dirichlet(k_w, jnp.full((width_chains,), alpha))
+    mix = jax.random.beta(k_m, alpha, alpha)
+    if depth > 0:
+        depths = jnp.full((width_chains,), depth, jnp.int32)
+    else:
+        depths = jax.random.randint(k_d, (width_chains,), 1, MAX_RANDOM_DEPTH + 1)
+    ops = jax.random.randint(k_op, shape, 1, len(names))
+    ops = jnp.where(jnp.arange(max_depth)[None, :] < depths[:, None], ops, 0)
+    levels = jax.random.uniform(k_lvl, shape, minval=0.1, maxval=jnp.asarray(severity, jnp.float32))
+    negate = jax.random.uniform(k_sign, shape) > 0.5
+    mags = level_to_magnitude(names, ops, levels, negate, height, width)
+    return {"op_indices": ops, "magnitudes": mags, "weights": weights, "mix": mix, "depths": depths, "levels": levels}
+
+
+def apply(image, params: dict, *, all_ops: bool = False, interpolation: str = "bilinear"):
+    """Mix the chains described by ``params`` (sampled or injected) into one [0, 1] image."""
+    names = op_names(all_ops)
+    levels = to_levels(image)
+    chains = jax.vmap(lambda o, m: op_table.apply_ops(levels, o, m, names, interpolation))(
+        params["op_indices"], params["magnitudes"]
+    )
+    mixed_chains = jnp.tensordot(params["weights"], from_levels(chains), axes=1)
+    m = params["mix"]
+    return (1.0 - m) * from_levels(levels) + m * mixed_chains
+
+
+def augmix(key, image, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear"):
+    """One image, one key: an AugMix view (float, not quantized)."""
+    h, w, _ = image.shape
+    params = sample(key, h, w, severity=severity, width_chains=width_chains, depth=depth, alpha=alpha, all_ops=all_ops)
+    return apply(image, params, all_ops=all_ops, interpolation=interpolation)
+
+
+__all__ = ["ALL_OPS", "MAX_SEVERITY", "OPS", "apply", "augmix", "level_to_magnitude", "op_names", "sample"]
