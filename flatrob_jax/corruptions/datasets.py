@@ -1,0 +1,83 @@
+"""Loaders for the released corrupted test sets.
+
+* CIFAR-10-C through TFDS ``cifar10_corrupted`` (split 'test') and ImageNet-C through TFDS
+  ``imagenet2012_corrupted`` (split 'validation'), both with ``tfds.data_source`` (random
+  access, no TensorFlow needed); one TFDS config per ``<corruption>_<severity>``.
+* CIFAR-10-C / CIFAR-100-C as released on Zenodo: a directory with ``<corruption>.npy``
+  (uint8 [5 * N, 32, 32, 3], severities 1..5 stacked in order, N = 10000) and ``labels.npy``.
+
+Every loader returns ``(images float32 [n, H, W, C] in [0, 1], labels int32 [n])``, the
+first ``num_examples`` examples (all when None). Corruption names are ours (``BENCHMARK``
+/ ``EXTRA``); the TFDS spellings ('elastic', 'frosted_glass_blur' in cifar10_corrupted)
+are translated here.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from flatrob_jax.corruptions import severity as sev
+
+TFDS_DATASETS = {"cifar10_corrupted": "test", "imagenet2012_corrupted": "validation"}
+_TFDS_NAMES = {"cifar10_corrupted": {"elastic_transform": "elastic", "glass_blur": "frosted_glass_blur"}}
+
+
+def tfds_config(dataset: str, name: str, severity: int) -> str:
+    """TFDS name ``dataset/config`` of one corruption and severity."""
+    if dataset not in TFDS_DATASETS:
+        raise ValueError(f"unknown corrupted TFDS data set {dataset!r}; valid: {sorted(TFDS_DATASETS)}")
+    sev.check_name(name)
+    sev.check_severity(severity)
+    return f"{dataset}/{_TFDS_NAMES.get(dataset, {}).get(name, name)}_{severity}"
+
+
+def _to_arrays(images, labels):
+    return np.asarray(images, np.float32) / 255.0, np.asarray(labels, np.int32)
+
+
+def load_tfds(dataset: str, name: str, severity: int, *, num_examples: Optional[int] = None,
+              data_dir: Optional[str] = None):
+    """One corruption and severity of ``cifar10_corrupted`` or ``imagenet2012_corrupted``."""
+    import tensorflow_datasets as tfds
+    source = tfds.data_source(tfds_config(dataset, name, severity), split=TFDS_DATASETS[dataset],
+                              data_dir=data_dir)
+    n = len(source) if num_examples is None else min(num_examples, len(source))
+    records = [source[i] for i in range(n)]
+    images = np.stack([np.asarray(r["image"]) for r in records]) if records else np.zeros((0, 1, 1, 3))
+    return _to_arrays(images, [r["label"] for r in records])
+
+
+def load_npy_dir(directory: str, name: str, severity: int, *, num_examples: Optional[int] = None):
+    """One corruption and severity from a CIFAR-10-C / CIFAR-100-C directory of .npy files."""
+    sev.check_name(name)
+    sev.check_severity(severity)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"corrupted data directory {directory!r} does not exist")
+    path = os.path.join(directory, f"{name}.npy")
+    labels_path = os.path.join(directory, "labels.npy")
+    for p in (path, labels_path):
+        if not os.path.isfile(p):
+            present = sorted(f for f in os.listdir(directory) if f.endswith(".npy"))
+            raise FileNotFoundError(f"{p} not found; the directory holds {present}")
+    images = np.load(path, mmap_mode="r")
+    labels = np.load(labels_path, mmap_mode="r")
+    if images.shape[0] % 5 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: expected 5 severities stacked ([5 * N, H, W, C]) and as many labels, "
+                         f"got images {images.shape}, labels {labels.shape}")
+    per = images.shape[0] // 5
+    n = per if num_examples is None else min(num_examples, per)
+    start = (severity - 1) * per
+    return _to_arrays(images[start:start + n], labels[start:start + n])
+
+
+def load_released(source: str, name: str, severity: int, *, num_examples: Optional[int] = None,
+                  data_dir: Optional[str] = None):
+    """Dispatch: ``source`` is a TFDS name (``cifar10_corrupted``, ``imagenet2012_corrupted``)
+    or ``'npy'`` (then ``data_dir`` is the directory of .npy files)."""
+    if source == "npy":
+        if not data_dir:
+            raise ValueError("source='npy' needs data_dir, the directory with <corruption>.npy and labels.npy")
+        return load_npy_dir(data_dir, name, severity, num_examples=num_examples)
+    return load_tfds(source, name, severity, num_examples=num_examples, data_dir=data_dir)
