@@ -99,9 +99,11 @@ def tfds_array_source(name: str, split: str, data_dir: str | None,
                       num_examples: int | None = None) -> ArraySource:
     """Read a small tfds dataset (CIFAR, Fashion-MNIST, CIFAR-10-C) fully into memory."""
     source = tfds_random_access(name, _tfds_split(split, num_examples), data_dir)
-    n = len(source)
-    records = source.__getitems__(list(range(n))) if hasattr(source, "__getitems__") else [
-        source[i] for i in range(n)]
+    n = len(source) if num_examples is None else min(len(source), num_examples)
+    try:  # one batched read (ArrayRecord); tfds's mock sources only support single reads
+        records = source.__getitems__(list(range(n)))
+    except (AttributeError, TypeError):
+        records = [source[i] for i in range(n)]
     images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
     if images.ndim == 3:

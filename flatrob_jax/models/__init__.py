@@ -16,8 +16,9 @@ from flatrob_jax.models.wide_resnet import WideResNet
 _REGISTRY = {
     # A few thousand parameters: for tests of curvature and attacks.
     "cnn_tiny": functools.partial(SmallCNN, widths=(8, 16), convs_per_stage=1),
-    # The CPU-friendly default (about 0.29M parameters).
-    "cnn_small": functools.partial(SmallCNN, widths=(32, 64, 128), convs_per_stage=2),
+    # The CPU-friendly default (73k parameters, ~1.5k train images/s on 2 CPU cores).
+    "cnn_small": functools.partial(SmallCNN, widths=(16, 32, 64), convs_per_stage=2),
+    "cnn_medium": functools.partial(SmallCNN, widths=(32, 64, 128), convs_per_stage=2),
     "resnet18": functools.partial(ResNet, block="basic", stage_sizes=(2, 2, 2, 2), stem="cifar"),
     "preact_resnet18": functools.partial(ResNet, block="preact", stage_sizes=(2, 2, 2, 2), stem="cifar"),
     "resnet50": functools.partial(ResNet, block="bottleneck", stage_sizes=(3, 4, 6, 3), stem="imagenet"),

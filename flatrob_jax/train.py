@@ -1,0 +1,23 @@
+"""Train one model: ``python -m flatrob_jax.train --config configs/x.py[:arg] --workdir DIR
+[--config.a.b=value ...]``. Resumes automatically from the latest checkpoint in DIR."""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from flatrob_jax import distributed
+from flatrob_jax.training.trainer import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and config")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    distributed.initialize()
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,1 @@
+"""Training: state, optimizer, losses, the data-parallel steps and the loop."""

@@ -1,0 +1,148 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Thin by design: build everything from the config, restore the latest checkpoint if the workdir
+has one, run the jitted data-parallel step, log, evaluate, checkpoint. A run killed at any
+point and restarted ends with parameters identical to an uninterrupted run: batches and
+augmentation keys are pure functions of (seed, step), and the state comes from the last
+complete checkpoint.
+"""
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flatrob_jax import checkpoint as ckpt_lib
+from flatrob_jax import distributed
+from flatrob_jax.augment import build_train_augmentation
+from flatrob_jax.data import EvalBatches, TrainBatches, build_source, get_info
+from flatrob_jax.metrics_log import MetricWriter, Progress, format_duration
+from flatrob_jax.training import builders
+from flatrob_jax.training.state import eval_variables, state_to_tree, tree_to_state
+from flatrob_jax.training.steps import make_eval_step, make_train_step
+
+
+def evaluate(eval_step, mesh, variables, batches: EvalBatches) -> dict:
+    """Accuracy and mean loss over every example of ``batches`` exactly once."""
+    totals = None
+    for batch in batches:
+        sums = eval_step(variables, distributed.shard_host_batch(mesh, batch))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.tree.map(float, jax.device_get(totals))
+    count = max(totals["count"], 1.0)
+    return {"accuracy": totals["correct"] / count, "loss": totals["loss"] / count,
+            "error": 1.0 - totals["correct"] / count, "num_examples": int(totals["count"])}
+
+
+def _log(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and return the
+    final summary (also written to workdir/summary.json)."""
+    t_start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    if is_main:
+        ckpt_lib.save_config(workdir, config)
+    mesh = distributed.make_mesh(config.num_devices if config.num_devices > 0 else None)
+    num_devices = mesh.devices.size
+    if config.train.batch_size % num_devices:
+        raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
+                         f"{num_devices} devices")
+    info = get_info(config.dataset.name)
+
+    train_source = build_source(config.dataset, config.dataset.train_split, train=True)
+    eval_source = build_source(config.dataset, config.dataset.eval_split, train=False)
+    pidx, pcount = jax.process_index(), jax.process_count()
+    train_batches = TrainBatches(train_source, config.train.batch_size, config.seed, pidx, pcount)
+    eval_batches = EvalBatches(eval_source, config.train.eval_batch_size, pidx, pcount)
+    steps_per_epoch = train_batches.steps_per_epoch
+    total_steps = builders.training_length(config, steps_per_epoch)
+
+    model = builders.build_model(config, axis_name=distributed.AXIS)
+    state = builders.initial_state(config, model, total_steps, steps_per_epoch)
+    checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
+    start_step = 0
+    if checkpointer.latest_step() is not None:
+        tree = checkpointer.restore(state_to_tree(state))
+        state = tree_to_state(state, tree)
+        start_step = int(state.step)
+        _log(f"resumed from {checkpointer.directory}/{start_step}")
+    state = distributed.replicate(mesh, state)
+
+    writer = MetricWriter(workdir, enabled=is_main)
+    writer.truncate_after(start_step)
+    augmentation = build_train_augmentation(config.augment)
+    train_step = make_train_step(mesh, augmentation=augmentation, num_classes=info.num_classes,
+                                 label_smoothing=config.train.label_smoothing)
+    eval_step = make_eval_step(mesh, model.apply)
+    base_key = distributed.replicate(mesh, jax.random.fold_in(jax.random.key(config.seed), 1))
+
+    _log(f"training {config.model.name} on {config.dataset.name} with augmentation "
+         f"{config.augment.name!r}: {total_steps} steps ({steps_per_epoch}/epoch), global "
+         f"batch {config.train.batch_size} on {num_devices} device(s), workdir {workdir}")
+    progress = Progress(total_steps, start_step)
+    log_every = max(1, config.log_every_steps)
+    ckpt_every = config.checkpoint.every_steps
+    eval_every = config.eval_every_steps
+    pending, t_train = [], time.perf_counter()
+    step = start_step
+    for batch in train_batches.iterate(start_step, total_steps):
+        state, metrics = train_step(state, distributed.shard_host_batch(mesh, batch), base_key)
+        step += 1
+        pending.append(metrics)
+        if step % log_every == 0 or step == total_steps:
+            means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+            means["learning_rate"] = float(_lr_at(config, total_steps, steps_per_epoch, step - 1))
+            means["steps_per_second"] = progress.rate(step)
+            means["images_per_second"] = means["steps_per_second"] * config.train.batch_size
+            writer.write(step, "train", means)
+            pending = []
+            _log(progress.line(step, f"loss {means['loss']:.4f} acc {means['accuracy']:.4f}"))
+        if eval_every > 0 and step % eval_every == 0 and step < total_steps:
+            result = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
+            writer.write(step, "eval", result)
+            _log(f"eval at step {step}: accuracy {result['accuracy']:.4f} loss {result['loss']:.4f}")
+        if ckpt_every > 0 and step % ckpt_every == 0 and step < total_steps:
+            checkpointer.save(step, state_to_tree(state))
+    train_seconds = time.perf_counter() - t_train
+
+    if checkpointer.latest_step() != total_steps:
+        checkpointer.save(total_steps, state_to_tree(state), force=True)
+    checkpointer.wait()
+    final = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
+    writer.write(total_steps, "eval", final)
+    trained_steps = total_steps - start_step
+    summary = {
+        "test_accuracy": final["accuracy"], "test_loss": final["loss"],
+        "num_eval_examples": final["num_examples"], "steps": total_steps,
+        "steps_this_session": trained_steps,
+        "train_seconds_this_session": train_seconds,
+        "wall_seconds_this_session": time.time() - t_start,
+        "images_per_second": trained_steps * config.train.batch_size / train_seconds
+        if trained_steps else None,
+        "num_devices": num_devices, "model": config.model.name,
+        "dataset": config.dataset.name, "augment": config.augment.name,
+    }
+    if is_main:
+        ckpt_lib.atomic_write_text(os.path.join(workdir, "summary.json"),
+                                   json.dumps(summary, indent=2))
+    writer.close()
+    checkpointer.close()
+    _log(f"done: test accuracy {final['accuracy']:.4f} after {total_steps} steps; "
+         f"{trained_steps} steps this session in {format_duration(train_seconds)}"
+         + (f" ({summary['images_per_second']:.0f} images/s)" if trained_steps else ""))
+    return summary
+
+
+def _lr_at(config, total_steps, steps_per_epoch, step):
+    from flatrob_jax.training.optimizer import learning_rate_schedule
+
+    warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
+    return learning_rate_schedule(config.optimizer.learning_rate, total_steps, warmup,
+                                  config.optimizer.schedule)(step)

@@ -1,0 +1,144 @@
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from flatrob_jax import distributed
+from flatrob_jax.augment import build_train_augmentation, default_config
+from flatrob_jax.data import ArraySource, EvalBatches
+from flatrob_jax.models import get_model
+from flatrob_jax.training.losses import cross_entropy, jensen_shannon, smooth_labels
+from flatrob_jax.training.optimizer import learning_rate_schedule, sgd
+from flatrob_jax.training.state import create_train_state, eval_variables
+from flatrob_jax.training.steps import make_eval_step, make_train_step
+from flatrob_jax.training.trainer import evaluate, train_and_evaluate
+from tests.helpers import make_idx_dataset, tiny_config
+
+
+def _batch(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8),
+            "label": rng.integers(0, 10, n).astype(np.int32)}
+
+
+def _run_steps(num_devices, steps=2, augment="standard"):
+    mesh = distributed.make_mesh(num_devices)
+    cfg = default_config()
+    cfg.name = augment
+    model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
+    state = create_train_state(jax.random.key(0), model, optax.sgd(0.1, 0.9), (28, 28, 1))
+    state = distributed.replicate(mesh, state)
+    step = make_train_step(mesh, augmentation=build_train_augmentation(cfg), num_classes=10,
+                           label_smoothing=0.1)
+    key = distributed.replicate(mesh, jax.random.key(7))
+    for s in range(steps):
+        state, metrics = step(state, distributed.shard_host_batch(mesh, _batch(seed=s)), key)
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_one_device_and_four_devices_take_the_same_steps():
+    assert len(jax.devices()) >= 4, "conftest sets 4 fake CPU devices"
+    one, m1 = _run_steps(1)
+    four, m4 = _run_steps(4)
+    chex.assert_trees_all_close(one.params, four.params, atol=2e-6, rtol=1e-5)
+    chex.assert_trees_all_close(one.batch_stats, four.batch_stats, atol=2e-6, rtol=1e-5)
+    chex.assert_trees_all_close(m1, m4, atol=1e-5)
+
+
+def test_train_step_compiles_once():
+    mesh = distributed.make_mesh(2)
+    model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
+    state = distributed.replicate(
+        mesh, create_train_state(jax.random.key(0), model, optax.sgd(0.1), (28, 28, 1)))
+    step = make_train_step(mesh, augmentation=build_train_augmentation(default_config()),
+                           num_classes=10, label_smoothing=0.0)
+    key = distributed.replicate(mesh, jax.random.key(0))
+    for s in range(3):
+        state, _ = step(state, distributed.shard_host_batch(mesh, _batch(8, s)), key)
+    assert step._cache_size() == 1
+
+
+def test_masked_eval_counts_each_example_once():
+    mesh = distributed.make_mesh(4)
+    model = get_model("cnn_tiny", 10)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    data = _batch(37, seed=3)
+    result = evaluate(make_eval_step(mesh, model.apply), mesh, variables,
+                      EvalBatches(ArraySource(data["image"], data["label"]), 16))
+    logits = model.apply(variables, data["image"].astype(np.float32) / 255.0)
+    expected_acc = float(np.mean(np.argmax(logits, -1) == data["label"]))
+    expected_loss = float(np.mean(cross_entropy(logits, jax.nn.one_hot(data["label"], 10))))
+    assert result["num_examples"] == 37
+    assert result["accuracy"] == pytest.approx(expected_acc)
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_losses_against_their_definitions():
+    logits = jax.random.normal(jax.random.key(0), (3, 5, 4))
+    labels = jnp.array([0, 3, 1, 2, 2])
+    q = smooth_labels(labels, 4, 0.1)
+    np.testing.assert_allclose(q.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(q[0], [0.925, 0.025, 0.025, 0.025], rtol=1e-6)
+    np.testing.assert_allclose(cross_entropy(logits[0], q),
+                               optax.softmax_cross_entropy(logits[0], q), rtol=1e-6)
+    # AugMix's JS: mean over views of KL(p_v || M), M the clipped mixture.
+    p = np.asarray(jax.nn.softmax(logits, -1), np.float64)
+    m = np.clip(p.mean(0), 1e-7, 1)
+    expected = np.mean(np.sum(p * (np.log(p) - np.log(m)), -1), 0)
+    np.testing.assert_allclose(jensen_shannon(logits), expected, rtol=1e-5, atol=1e-7)
+    assert np.all(np.asarray(jensen_shannon(jnp.stack([logits[0]] * 3))) < 1e-6)
+
+
+def test_schedule_warmup_then_cosine():
+    schedule = learning_rate_schedule(0.1, total_steps=100, warmup_steps=10)
+    assert schedule(0) == 0.0
+    assert schedule(10) == pytest.approx(0.1)
+    assert schedule(55) == pytest.approx(0.05, rel=1e-3)
+    assert schedule(100) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.peers
+def test_sgd_matches_torch_sgd_nesterov_with_weight_decay():
+    import torch
+
+    w0 = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    grads = [np.random.default_rng(i + 1).normal(size=(4, 3)).astype(np.float32)
+             for i in range(5)]
+    tx = sgd(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    params = jnp.asarray(w0)
+    opt_state = tx.init(params)
+    for g in grads:
+        updates, opt_state = tx.update(jnp.asarray(g), opt_state, params)
+        params = optax.apply_updates(params, updates)
+    tw = torch.nn.Parameter(torch.tensor(w0))
+    opt = torch.optim.SGD([tw], lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    for g in grads:
+        tw.grad = torch.tensor(g)
+        opt.step()
+    np.testing.assert_allclose(params, tw.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_train_and_evaluate_learns_writes_metrics_and_does_not_repeat(tmp_path):
+    data = make_idx_dataset(str(tmp_path / "data"), n_train=256, n_test=100)
+    config = tiny_config(data, **{"train.num_steps": 16, "checkpoint.every_steps": 8,
+                                  "optimizer.learning_rate": 0.1, "optimizer.warmup_epochs": 0.0,
+                                  "augment.name": "none"})
+    workdir = str(tmp_path / "run")
+    summary = train_and_evaluate(config, workdir)
+    assert summary["test_accuracy"] > 0.3  # chance is 0.1; intensity classes are easy
+    assert summary["num_eval_examples"] == 100
+    for name in ("config.json", "summary.json", "metrics.jsonl"):
+        assert os.path.exists(os.path.join(workdir, name))
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(2, 17, 2))
+    assert all("steps_per_second" in r and "learning_rate" in r for r in train_rows)
+    again = train_and_evaluate(config, workdir)
+    assert again["steps_this_session"] == 0
+    assert again["test_accuracy"] == summary["test_accuracy"]
