@@ -174,12 +174,17 @@ def hutchinson_trace(
     )
 
 
-def _block_matvec(matvec, block, *, unravel):
-    """H applied to each row of ``block`` ([r, P]) by lax.map (one compiled call)."""
-    return jax.lax.map(lambda x: flat_matvec(matvec, unravel, x), block)
+def _single_matvec(matvec, x, *, unravel):
+    return flat_matvec(matvec, unravel, x)
 
 
-_block_matvec_jit = jax.jit(_block_matvec, static_argnames=("unravel",))
+_single_matvec_jit = jax.jit(_single_matvec, static_argnames=("unravel",))
+
+
+def _apply_rows(op, block, unravel):
+    """H applied to each row of ``block`` ([r, P]), one compiled matvec call per row (the same
+    compiled program for every block size)."""
+    return jnp.stack([_single_matvec_jit(op, row, unravel=unravel) for row in block])
 
 
 def hutchpp_trace(
@@ -200,12 +205,12 @@ def hutchpp_trace(
     residual_probes = num_matvecs - 2 * sketch
     k_sketch, k_probe = jax.random.split(key)
     s = jax.random.rademacher(k_sketch, (sketch, dim), dtype=jnp.int8).astype(dtype)
-    q = jnp.linalg.qr(_block_matvec_jit(op, s, unravel=unravel).T)[0].T  # [sketch, P], orthonormal rows
-    hq = _block_matvec_jit(op, q, unravel=unravel)
+    q = jnp.linalg.qr(_apply_rows(op, s, unravel).T)[0].T  # [sketch, P], orthonormal rows
+    hq = _apply_rows(op, q, unravel)
     top = float(jnp.sum(q * hq))
     g = jax.random.rademacher(k_probe, (residual_probes, dim), dtype=jnp.int8).astype(dtype)
     g = g - jnp.matmul(jnp.matmul(g, q.T, precision=HIGHEST), q, precision=HIGHEST)
-    hg = _block_matvec_jit(op, g, unravel=unravel)
+    hg = _apply_rows(op, g, unravel)
     samples = np.asarray(jnp.sum(g * hg, axis=1), dtype=np.float64)
     rest, stderr = _mean_stderr(samples)
     return TraceResult(
