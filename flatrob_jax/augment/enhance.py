@@ -10,13 +10,29 @@ in float32, as Pillow's C code does (it truncates, it does not round). The degen
 Unlike dm-pix (brightness adds a delta, contrast uses per-channel means), these follow Pillow,
 which is what torchvision's AutoAugment/RandAugment/AugMix run on PIL images.
 """
+import jax
 import jax.numpy as jnp
+
+
+def rounded_product(small_integer, factor):
+    """``float32(a * f)`` for |a| < 512 an integer and f float32, rounded once, as C computes it.
+
+    XLA fuses ``a * f + b`` into a fused multiply-add, which skips the product's rounding and
+    can move a result across an integer boundary that Pillow's truncation then exposes. Here f
+    is split into two halves of at most 12 significant bits, so both partial products are exact
+    and their single float32 sum is the correctly rounded product whether or not it is fused.
+    """
+    f = jnp.asarray(factor, jnp.float32)
+    high = jax.lax.bitcast_convert_type(
+        jax.lax.bitcast_convert_type(f, jnp.uint32) & jnp.uint32(0xFFFFF000), jnp.float32
+    )
+    low = f - high
+    return small_integer * high + small_integer * low
 
 
 def blend(degenerate: jnp.ndarray, levels: jnp.ndarray, factor) -> jnp.ndarray:
     """``Image.blend(degenerate, image, factor)`` on levels (factor may be any real: > 1 extrapolates)."""
-    f = jnp.asarray(factor, jnp.float32)
-    return jnp.floor(jnp.clip(degenerate + f * (levels - degenerate), 0.0, 255.0))
+    return jnp.floor(jnp.clip(degenerate + rounded_product(levels - degenerate, factor), 0.0, 255.0))
 
 
 def grayscale(levels: jnp.ndarray) -> jnp.ndarray:
@@ -46,7 +62,8 @@ def smooth(levels: jnp.ndarray) -> jnp.ndarray:
     five = jnp.float32(5.0) / jnp.float32(13.0)
 
     def row_term(row, centre):
-        return row[:, :-2] * one + row[:, 1:-1] * centre + row[:, 2:] * one
+        left, mid, right = (rounded_product(v, k) for v, k in ((row[:, :-2], one), (row[:, 1:-1], centre), (row[:, 2:], one)))
+        return (left + mid) + right
 
     below = row_term(levels[2:], one)
     middle = row_term(levels[1:-1], five)

@@ -1,0 +1,214 @@
+"""Policies: fused op table == per-op functions, injected choices == composition of the public
+ops, sampled choices follow their distributions, determinism, vmap == loop, no retrace."""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from flatrob_jax.augment import augmix, autoaugment, magnitudes, op_table, ops, randaugment
+from tests.test_augment_fixtures import photos
+
+IMAGE = jnp.asarray(photos()["astronaut"][:16, :20], jnp.float32) / 255.0  # 16 x 20 x 3
+
+
+def public_op(name, magnitude, interpolation):
+    """The public ``ops`` call that ``op_table`` op ``name`` with ``magnitude`` stands for."""
+    m = float(magnitude)
+    calls = {
+        "identity": lambda x: x,
+        "shear_x": lambda x: ops.shear_x(x, m, interpolation),
+        "shear_y": lambda x: ops.shear_y(x, m, interpolation),
+        "translate_x": lambda x: ops.translate_x(x, m, interpolation),
+        "translate_y": lambda x: ops.translate_y(x, m, interpolation),
+        "rotate": lambda x: ops.rotate(x, m, interpolation),
+        "brightness": lambda x: ops.brightness(x, m),
+        "color": lambda x: ops.color(x, m),
+        "contrast": lambda x: ops.contrast(x, m),
+        "sharpness": lambda x: ops.sharpness(x, m),
+        "posterize": lambda x: ops.posterize(x, int(m)),
+        "solarize": lambda x: ops.solarize(x, m / 255.0),
+        "autocontrast": ops.autocontrast,
+        "equalize": ops.equalize,
+        "invert": ops.invert,
+    }
+    return calls[name]
+
+
+def compose(image, names, op_indices, mags, interpolation):
+    x = image
+    for i, m in zip(np.asarray(op_indices), np.asarray(mags)):
+        x = public_op(names[i], m, interpolation)(x)
+    return np.asarray(x)
+
+
+TEST_MAGNITUDES = {
+    "shear_x": (-0.3, 0.21), "shear_y": (0.99, -0.05), "translate_x": (-7.0, 3.0), "translate_y": (5.0, -2.0),
+    "rotate": (-30.0, 13.5), "brightness": (0.1, 1.9), "color": (0.0, 1.6), "contrast": (0.3, 1.99),
+    "sharpness": (0.05, 1.9), "posterize": (2.0, 7.0), "solarize": (128.0, 226.66667),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_fused_op_table_equals_each_op(interpolation):
+    names = op_table.OP_NAMES
+    idx, mags = [], []
+    for k, n in enumerate(names):
+        for m in TEST_MAGNITUDES.get(n, (0.0,)):
+            idx.append(k)
+            mags.append(m)
+    levels = jnp.round(IMAGE * 255.0)
+    fused = jax.jit(jax.vmap(lambda i, m: op_table.apply_op(levels, i, m, names, interpolation)))
+    switch = jax.jit(jax.vmap(lambda i, m: op_table.apply_op_switch(levels, i, m, names, interpolation)))
+    idx, mags = jnp.asarray(idx), jnp.asarray(mags, jnp.float32)
+    np.testing.assert_array_equal(fused(idx, mags), switch(idx, mags))
+    # and the switch branches are the public ops
+    for j in (0, 3, 9, 12, 17, 20, 22):
+        want = compose(IMAGE, names, [idx[j]], [mags[j]], interpolation) * 255.0
+        np.testing.assert_allclose(np.asarray(switch(idx[j : j + 1], mags[j : j + 1])[0]), want, atol=1e-3)
+
+
+@functools.lru_cache(maxsize=None)
+def _sampler(kind):
+    h, w = IMAGE.shape[:2]
+    fns = {
+        "autoaugment_cifar10": lambda k: autoaugment.sample(k, "cifar10", h, w),
+        "autoaugment_imagenet": lambda k: autoaugment.sample(k, "imagenet", h, w),
+        "randaugment": lambda k: randaugment.sample_randaugment(k, 2, 9, 31, h, w),
+        "trivialaugment": lambda k: randaugment.sample_trivialaugment(k, 31, h, w),
+        "augmix": lambda k: augmix.sample(k, h, w, severity=3, width_chains=3, depth=-1, alpha=1.0, all_ops=True),
+    }
+    return jax.jit(jax.vmap(fns[kind]))
+
+
+def _samples(kind, n, seed=0):
+    return jax.tree.map(np.asarray, _sampler(kind)(jax.random.split(jax.random.key(seed), n)))
+
+
+@pytest.mark.parametrize("policy", ["cifar10", "imagenet"])
+def test_autoaugment_injected_choices_equal_composition(policy):
+    params = _samples(f"autoaugment_{policy}", 6, seed=1)
+    names = autoaugment.op_names(policy)
+    apply = jax.jit(jax.vmap(lambda p: autoaugment.apply(IMAGE, p, policy)))
+    got = np.asarray(apply({k: params[k] for k in ("op_indices", "magnitudes")}))
+    for b in range(6):
+        want = compose(IMAGE, names, params["op_indices"][b], params["magnitudes"][b], "nearest")
+        np.testing.assert_allclose(got[b], want, atol=1e-6)
+
+
+def test_randaugment_and_trivialaugment_injected_choices_equal_composition():
+    names = randaugment.OPS
+    idx = jnp.asarray([[1, 5], [10, 11], [3, 8], [13, 12], [6, 9], [4, 7]])
+    mags = jnp.asarray([[0.2, -17.0], [5.0, 100.0], [-9.0, 1.4], [0, 0], [0.5, 1.7], [6.0, 0.4]], jnp.float32)
+    got = np.asarray(jax.jit(jax.vmap(lambda o, m: randaugment.apply(IMAGE, {"op_indices": o, "magnitudes": m})))(idx, mags))
+    for b in range(idx.shape[0]):
+        np.testing.assert_allclose(got[b], compose(IMAGE, names, idx[b], mags[b], "nearest"), atol=1e-6)
+
+
+def test_augmix_injected_choices_equal_mixture_of_op_chains():
+    params = _samples("augmix", 3, seed=2)
+    names = augmix.op_names(True)
+    got = np.asarray(jax.jit(jax.vmap(lambda p: augmix.apply(IMAGE, p, all_ops=True)))(params))
+    for b in range(3):
+        chains = [
+            compose(IMAGE, names, params["op_indices"][b, c], params["magnitudes"][b, c], "bilinear") for c in range(3)
+        ]
+        mixed = sum(w * ch for w, ch in zip(params["weights"][b], chains))
+        m = params["mix"][b]
+        np.testing.assert_allclose(got[b], (1 - m) * np.asarray(IMAGE) + m * mixed, atol=1e-5)
+
+
+def _uniform_counts_ok(values, k):
+    counts = np.bincount(np.ravel(values), minlength=k)
+    assert counts.shape[0] == k
+    return stats.chisquare(counts).pvalue > 1e-4
+
+
+N = 6000
+
+
+def test_randaugment_trivialaugment_distributions():
+    ra = _samples("randaugment", N)
+    assert _uniform_counts_ok(ra["op_indices"], len(randaugment.OPS))
+    table, signed = magnitudes.magnitude_table(randaugment.OPS, 31, "autoaugment", *IMAGE.shape[:2])
+    ops_, mags = ra["op_indices"].ravel(), ra["magnitudes"].ravel()
+    for k, name in enumerate(randaugment.OPS):
+        if name in ("shear_x", "rotate"):
+            sel = mags[ops_ == k]
+            np.testing.assert_array_equal(np.abs(sel), np.float32(table[k, 9]))
+            assert stats.binomtest(int((sel < 0).sum()), sel.size).pvalue > 1e-4
+        if name == "brightness":  # factor 1 +- 0.27
+            m = np.float32(table[k, 9])
+            assert set(mags[ops_ == k].tolist()) == {float(np.float32(1) - m), float(np.float32(1) + m)}
+    ta = _samples("trivialaugment", N)
+    assert _uniform_counts_ok(ta["op_indices"], len(randaugment.OPS))
+    assert _uniform_counts_ok(ta["bins"], 31)
+
+
+def test_autoaugment_distribution_of_sub_policies_and_probabilities():
+    aa = _samples("autoaugment_cifar10", N)
+    assert _uniform_counts_ok(aa["sub_policy"], 25)
+    names = autoaugment.op_names("cifar10")
+    for s, pair in enumerate(autoaugment.POLICIES["cifar10"]):
+        rows = aa["sub_policy"] == s
+        for slot, (op, p, _) in enumerate(pair):
+            applied = aa["op_indices"][rows, slot] == names.index(op)
+            assert set(np.unique(aa["op_indices"][rows, slot])) <= {0, names.index(op)}
+            if 0 < p < 1:
+                assert stats.binomtest(int(applied.sum()), int(rows.sum()), p).pvalue > 1e-4, (s, slot, op, p)
+            else:
+                assert applied.all() == (p == 1.0) and applied.any() == (p > 0)
+
+
+def test_augmix_distribution_of_choices_and_weights():
+    am = _samples("augmix", N)
+    assert stats.kstest(am["mix"], "uniform").pvalue > 1e-4  # Beta(1, 1)
+    assert stats.kstest(am["weights"][:, 0], stats.beta(1, 2).cdf).pvalue > 1e-4  # Dirichlet(1,1,1) marginal
+    np.testing.assert_allclose(am["weights"].sum(axis=1), 1.0, rtol=1e-5)
+    assert _uniform_counts_ok(am["depths"] - 1, 3)
+    used = np.arange(3)[None, None, :] < am["depths"][..., None]
+    assert (am["op_indices"][~used] == 0).all()
+    assert _uniform_counts_ok(am["op_indices"][used] - 1, len(augmix.ALL_OPS))
+    assert stats.kstest(am["levels"][used], stats.uniform(0.1, 2.9).cdf).pvalue > 1e-4
+
+
+@functools.lru_cache(maxsize=None)
+def _batched(name):
+    from flatrob_jax import augment
+
+    kw = {"augmix": {"severity": 3}, "randaugment": {"magnitude": 9}}.get(name, {})
+    return jax.jit(augment.get_augment(name, **kw))
+
+
+@pytest.mark.parametrize("name", ["autoaugment", "randaugment", "trivialaugment", "augmix", "cutout", "gaussian_noise"])
+def test_same_key_same_output_and_vmap_equals_loop(name):
+    images = jnp.stack([IMAGE, IMAGE[::-1], 1.0 - IMAGE, IMAGE[:, ::-1]])
+    keys = jax.random.split(jax.random.key(3), 4)
+    fn = _batched(name)
+    out = np.asarray(fn(keys, images))
+    np.testing.assert_array_equal(out, np.asarray(fn(keys, images)))
+    for b in range(4):  # one example at a time, same per-example key
+        np.testing.assert_allclose(out[b], np.asarray(fn(keys[b : b + 1], images[b : b + 1]))[0], atol=1e-6)
+    other = np.asarray(fn(jax.random.split(jax.random.key(4), 4), images))
+    assert not np.array_equal(out, other)
+
+
+def test_no_retrace_when_magnitudes_change():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def rotate_then_posterize(x, degrees, bits):
+        return ops.posterize(ops.rotate(x, degrees), bits)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def rand_augment(key, x, magnitude, severity):
+        a = randaugment.randaugment(key, x, magnitude=magnitude)
+        return a, augmix.augmix(key, x, severity=severity)
+
+    for deg, bits in [(3.0, 4), (-20.0, 2), (45.0, 7)]:
+        rotate_then_posterize(IMAGE, deg, bits)
+    for m, s in [(0, 1.0), (9, 3.0), (30, 10.0)]:
+        rand_augment(jax.random.key(0), IMAGE, m, s)
