@@ -86,6 +86,14 @@ class DatasetObjective:
     value_and_grad: Callable[[PyTree], tuple[jax.Array, PyTree]]
     error_rate: Callable[[PyTree], jax.Array]
 
+    def at(self, params: PyTree) -> "DatasetObjective":
+        """The same objective with the Hessian taken at ``params`` (same structure and dtypes):
+        reuses the compiled functions, e.g. to measure a reparameterized network."""
+        if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(self.params):
+            raise ValueError("params must have the structure of the objective's params")
+        hvp = jax.tree_util.Partial(self.hvp.func, params, *self.hvp.args[1:])
+        return dataclasses.replace(self, params=params, hvp=hvp)
+
     @property
     def num_params(self) -> int:
         return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
