@@ -59,8 +59,10 @@ def slq_density(
     *,
     num_steps: int,
     num_runs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SpectralDensity:
-    """SLQ with ``num_runs`` Rademacher start vectors and ``num_steps`` Lanczos steps each."""
+    """SLQ with ``num_runs`` Rademacher start vectors and ``num_steps`` Lanczos steps each;
+    ``progress(steps done, total steps)`` is called after each step."""
     if num_steps < 1 or num_runs < 1:
         raise ValueError(f"num_steps and num_runs must be >= 1, got {num_steps}, {num_runs}")
     dim, dtype, _ = flattener(params_like)
@@ -68,7 +70,8 @@ def slq_density(
     nodes, weights, matvecs = [], [], 0
     for run in range(num_runs):
         start = rademacher(jax.random.fold_in(key, run), dim, dtype)
-        alphas, betas, _, _ = lanczos_tridiagonal(matvec, params_like, start, steps)
+        report = None if progress is None else (lambda done, _, r=run: progress(r * steps + done, num_runs * steps))
+        alphas, betas, _, _ = lanczos_tridiagonal(matvec, params_like, start, steps, progress=report)
         matvecs += len(alphas)
         theta, s = ritz_pairs(alphas, betas)
         node = np.zeros(steps)

@@ -127,6 +127,7 @@ def hutchinson_trace(
     min_probes: int = 10,
     rel_tol: float | None = None,
     confidence: float = 0.95,
+    progress: Callable[[int, int], None] | None = None,
 ) -> TraceResult:
     """Hutchinson estimate of tr(H) (plus tr(H^2) and per-layer traces), see module doc.
 
@@ -137,6 +138,7 @@ def hutchinson_trace(
       rel_tol: stop once the ``confidence`` half-width is <= ``rel_tol * |trace|``; None runs
         all ``num_probes``.
       confidence: nominal coverage of the reported interval.
+      progress: called as ``progress(probes done, num_probes)`` after each probe.
     """
     _check_confidence(confidence, rel_tol, min_probes, num_probes)
     dim, dtype, unravel = flattener(params_like)
@@ -149,6 +151,8 @@ def hutchinson_trace(
         squares.append(float(sq))
         per_leaf.append(np.asarray(jax.tree_util.tree_leaves(leafwise), dtype=np.float64))
         n = len(quad)
+        if progress is not None:
+            progress(n, num_probes)
         if rel_tol is not None and n >= max(min_probes, 2):
             mean, se = _mean_stderr(quad)
             if _t_quantile(confidence, n) * se <= rel_tol * abs(mean):

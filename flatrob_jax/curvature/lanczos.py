@@ -113,12 +113,14 @@ def lanczos_tridiagonal(
     start: jax.Array,
     num_steps: int,
     should_stop: Callable[[np.ndarray, np.ndarray, float], bool] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ):
     """Runs up to ``num_steps`` Lanczos steps from the flat vector ``start``.
 
     ``should_stop(theta, S, beta_last)`` (Ritz values ascending, their eigenvectors, last beta)
-    is asked after each step. Returns ``(alphas, betas, basis, stopped)``; ``basis`` holds the
-    Lanczos vectors in its first ``len(alphas)`` rows.
+    is asked, and ``progress(done, total)`` told, after each step. Returns
+    ``(alphas, betas, basis, stopped)``; ``basis`` holds the Lanczos vectors in its first
+    ``len(alphas)`` rows.
     """
     dim, dtype, unravel = flattener(params_like)
     if start.shape != (dim,):
@@ -134,6 +136,8 @@ def lanczos_tridiagonal(
         basis, alpha, beta = _lanczos_step_jit(op, basis, j, beta, unravel=unravel)
         alphas.append(float(alpha))
         betas.append(float(beta))
+        if progress is not None:
+            progress(j + 1, steps)
         theta, s = ritz_pairs(alphas, betas)
         breakdown = betas[-1] <= np.finfo(dtype).eps * max(np.max(np.abs(theta)), np.finfo(np.float64).tiny)
         if breakdown or (should_stop is not None and should_stop(theta, s, betas[-1])):
@@ -152,6 +156,7 @@ def lanczos(
     tol: float = 1e-3,
     smallest: bool = False,
     return_eigenvectors: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LanczosResult:
     """Top-k (and smallest) eigenvalues of the symmetric operator ``matvec`` by Lanczos.
 
@@ -164,6 +169,7 @@ def lanczos(
       tol: stop when every wanted Ritz pair has ``|H y - theta y| <= tol * |theta|``.
       smallest: include the smallest Ritz pair in the stopping test.
       return_eigenvectors: also form the Ritz vectors (on device, from the stored basis).
+      progress: called as ``progress(steps done, num_steps)`` after each step.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -183,7 +189,7 @@ def lanczos(
         return all(residuals[i] <= tol * abs(theta[i]) for i in wanted)
 
     start = jax.random.normal(key, (dim,), dtype)
-    alphas, betas, basis, stopped = lanczos_tridiagonal(matvec, params_like, start, num_steps, converged)
+    alphas, betas, basis, stopped = lanczos_tridiagonal(matvec, params_like, start, num_steps, converged, progress)
     theta, s = ritz_pairs(alphas, betas)
     residuals = np.abs(betas[-1] * s[-1, :])
     order = np.argsort(theta)[::-1][:k]

@@ -250,7 +250,10 @@ def pac_bayes_sigma(
             lo, hi = hi, hi * 4
             steps += 1
             if steps >= max_bracket_steps:
-                raise RuntimeError(f"no sigma up to {hi:g} raises the metric by {target}; is the metric constant?")
+                raise RuntimeError(
+                    f"no sigma up to {hi:g} raises the metric by target={target} above its value {base:g} "
+                    "(a metric that saturates, e.g. an error rate near chance, cannot)"
+                )
     else:
         lo = hi / 4
         while deviation(lo) > target:
