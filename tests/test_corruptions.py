@@ -62,7 +62,9 @@ def test_same_key_same_output_other_key_differs(name):
     assert not np.allclose(a, c)
 
 
-@pytest.mark.parametrize("name", ["shot_noise", "motion_blur", "fog"])
+@pytest.mark.parametrize("name", ["motion_blur", "gaussian_noise",
+                                  pytest.param("shot_noise", marks=pytest.mark.slow),
+                                  pytest.param("fog", marks=pytest.mark.slow)])
 def test_batch_equals_per_image_loop(name):
     """Example i uses fold_in(key, i): a batch equals images corrupted one at a time."""
     x = _images(3)
@@ -83,6 +85,11 @@ def test_grayscale_rules():
     np.testing.assert_allclose(y, np.clip(np.asarray(x) + 0.1, 0, 1), atol=1e-5)
     # saturation of grey is 0: severities 1..3 (shift 0) leave a grey image unchanged
     np.testing.assert_allclose(corrupt_jit(jax.random.key(0), x, "saturate", 1, resolution="cifar"), x, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_grayscale_colour_corruptions_run():
+    x = _images(2, c=1)
     for name in ("gaussian_noise", "frost", "jpeg_compression", "spatter"):
         y = corrupt_jit(jax.random.key(0), x, name, 3)
         assert y.shape == x.shape and y.dtype == jnp.float32

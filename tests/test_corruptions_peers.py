@@ -91,10 +91,15 @@ def test_three_peer_corruptions_break_on_numpy2(ic):
 DETERMINISTIC = ("brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate")
 
 
+# Fast runs check two severities; the slow marker runs all five.
+SEVERITY_SETS = [pytest.param((2, 5), id="sev2,5"), pytest.param((1, 3, 4), id="sev1,3,4", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("severities", SEVERITY_SETS)
 @pytest.mark.parametrize("name", DETERMINISTIC)
-def test_deterministic_match_peer_imagenet_constants(name, ic, peer_shim):
+def test_deterministic_match_peer_imagenet_constants(name, severities, ic, peer_shim):
     x = photos(64)
-    for s in sev.SEVERITIES:
+    for s in severities:
         ours = corrupt_jit(jax.random.key(0), jnp.asarray(x / 255.0, jnp.float32), name, s, resolution="imagenet")
         ref = np.stack([ic.corrupt(im, s, name) for im in x])
         assert_levels_close(as_uint8(ours), ref)
@@ -139,10 +144,11 @@ def _cifar_reference(name, img, c):
     raise KeyError(name)
 
 
+@pytest.mark.parametrize("severities", SEVERITY_SETS)
 @pytest.mark.parametrize("name", DETERMINISTIC)
-def test_deterministic_match_reference_cifar_constants(name, ic):
+def test_deterministic_match_reference_cifar_constants(name, severities, ic):
     x = photos(32)
-    for s in sev.SEVERITIES:
+    for s in severities:
         c = sev.constants(name, s, "cifar")
         ours = corrupt_jit(jax.random.key(0), jnp.asarray(x / 255.0, jnp.float32), name, s, resolution="cifar")
         ref = np.stack([np.uint8(_cifar_reference(name, im, c)) for im in x])
@@ -163,7 +169,7 @@ def _psnr(a, b):
     return 10 * np.log10(255.0 ** 2 / max(np.mean((a - b) ** 2), 1e-12))
 
 
-@pytest.mark.parametrize("resolution,size", [("cifar", 32), ("imagenet", 64)])
+@pytest.mark.parametrize("resolution,size", [("cifar", 32), pytest.param("imagenet", 64, marks=pytest.mark.slow)])
 def test_jpeg_matches_pillow_libjpeg(resolution, size):
     x = photos(size, 4)
     for s in sev.SEVERITIES:
@@ -259,12 +265,13 @@ RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "mot
           "snow", "fog", "glass_blur", "spatter")
 
 
+@pytest.mark.parametrize("severities", [pytest.param((3,), id="sev3"),
+                                        pytest.param((1, 2, 4, 5), id="sev1,2,4,5", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", RANDOM)
-def test_random_match_peer_with_injected_noise(name, ic, peer_shim, monkeypatch):
+def test_random_match_peer_with_injected_noise(name, severities, ic, peer_shim, monkeypatch):
     import skimage.util.noise
     size = 72  # clipped_zoom: the peer's top-left trim equals the scripts' centred trim here
     x = photos(size, 2)
-    severities = sev.SEVERITIES if name not in ("glass_blur",) else (1, 3, 5)
     for s in severities:
         draw, apply, _ = single_image_fns(name, s, size, size, "imagenet")
         for i, img in enumerate(x):

@@ -1,0 +1,121 @@
+"""Released -C loaders (tfds mock data, tiny .npy fixtures), metrics and evaluate()."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from flatrob_jax.corruptions import datasets, metrics
+from flatrob_jax.corruptions import evaluate as ev
+from flatrob_jax.corruptions.severity import BENCHMARK
+
+
+def test_tfds_config_names():
+    assert datasets.tfds_config("cifar10_corrupted", "glass_blur", 3) == "cifar10_corrupted/frosted_glass_blur_3"
+    assert datasets.tfds_config("cifar10_corrupted", "elastic_transform", 1) == "cifar10_corrupted/elastic_1"
+    assert datasets.tfds_config("imagenet2012_corrupted", "glass_blur", 5) == "imagenet2012_corrupted/glass_blur_5"
+    with pytest.raises(ValueError, match="cifar10_corrupted"):
+        datasets.tfds_config("cifar100_corrupted", "fog", 1)
+
+
+@pytest.mark.parametrize("dataset,shape", [("cifar10_corrupted", (32, 32, 3)),
+                                           ("imagenet2012_corrupted", (224, 224, 3))])
+def test_tfds_loaders_under_mock_data(dataset, shape):
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=6):
+        x, y = datasets.load_tfds(dataset, "glass_blur", 2, num_examples=4)
+    assert x.shape == (4,) + shape and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert y.shape == (4,) and y.dtype == np.int32
+
+
+def _npy_fixture(tmp_path, n=3):
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, (5 * n, 32, 32, 3)).astype(np.uint8)
+    for s in range(5):  # severity s+1 images are filled with value s+1 in pixel (0, 0, 0)
+        images[s * n:(s + 1) * n, 0, 0, 0] = s + 1
+    labels = np.tile(np.arange(n), 5).astype(np.uint8)
+    np.save(tmp_path / "fog.npy", images)
+    np.save(tmp_path / "labels.npy", labels)
+    return images
+
+
+def test_npy_loader_picks_the_severity_block(tmp_path):
+    images = _npy_fixture(tmp_path)
+    for s in range(1, 6):
+        x, y = datasets.load_npy_dir(str(tmp_path), "fog", s)
+        assert x.shape == (3, 32, 32, 3)
+        np.testing.assert_allclose(x, images[(s - 1) * 3:s * 3] / 255.0)
+        np.testing.assert_array_equal(y, [0, 1, 2])
+    x, _ = datasets.load_npy_dir(str(tmp_path), "fog", 4, num_examples=2)
+    assert x.shape[0] == 2 and np.allclose(x[:, 0, 0, 0], 4 / 255.0)
+
+
+def test_npy_loader_errors(tmp_path):
+    _npy_fixture(tmp_path)
+    with pytest.raises(FileNotFoundError, match="snow.npy not found.*fog.npy"):
+        datasets.load_npy_dir(str(tmp_path), "snow", 1)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        datasets.load_npy_dir(str(tmp_path / "missing"), "fog", 1)
+    with pytest.raises(ValueError, match="severity"):
+        datasets.load_npy_dir(str(tmp_path), "fog", 6)
+
+
+def test_mce_and_relative_mce_definitions():
+    # a model exactly as bad as AlexNet everywhere: mCE = 1, relative mCE = 1
+    errors = {k: [metrics.ALEXNET_ERRORS[k]] * 5 for k in BENCHMARK}
+    r = metrics.summarize(errors, 1000, metrics.ALEXNET_CLEAN_ERROR, normalize_by_alexnet=True)
+    assert r["mce"] == pytest.approx(1.0) and r["relative_mce"] == pytest.approx(1.0)
+    # halve every corruption error: mCE halves
+    half = {k: [v / 2 for v in e] for k, e in errors.items()}
+    assert metrics.summarize(half, 1000, normalize_by_alexnet=True)["mce"] == pytest.approx(0.5)
+    # CIFAR mean corruption error is the plain average over corruptions and severities
+    r = metrics.summarize({"fog": [0.1, 0.2, 0.3, 0.4, 0.5], "snow": [0.5] * 5}, 100)
+    assert r["mean_corruption_error"] == pytest.approx(0.4)
+    assert r["mean_corruption_error_stderr"] > 0
+    assert metrics.summarize({"fog": [0.1] * 5}, 100, normalize_by_alexnet=True)["mce"] is None
+
+
+def _tiny_model():
+    """A fixed linear classifier on channel means (2 classes)."""
+    def apply(x):
+        m = x.mean(axis=(1, 2, 3))
+        return jnp.stack([0.5 - m, m - 0.5], axis=-1)
+    return apply
+
+
+def test_evaluate_on_the_fly_writes_json_and_heatmap(tmp_path):
+    rng = np.random.RandomState(0)
+    x = rng.rand(20, 32, 32, 3).astype(np.float32) * 0.6 + 0.2 * rng.randint(0, 2, (20, 1, 1, 1))
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
+    cfg = ev.default_config()
+    cfg.corruptions = "contrast,gaussian_noise"
+    cfg.severities = "1,5"
+    cfg.batch_size = 8
+    logs = []
+    r = ev.evaluate(_tiny_model(), (x, y), cfg, key=jax.random.key(0), log=logs.append, out_dir=str(tmp_path))
+    json.dumps(r)
+    assert r["clean_error"] == 0.0 and r["resolution"] == "cifar"
+    assert set(r["errors"]) == {"contrast", "gaussian_noise"} and len(r["errors"]["contrast"]) == 2
+    assert os.path.getsize(r["heatmap_png"]) > 1000
+    assert any("images/s" in line and "ETA" in line for line in logs)
+    # same key, same numbers; batch size does not matter (per-example keys)
+    cfg.batch_size = 20
+    r2 = ev.evaluate(_tiny_model(), (x, y), cfg, key=jax.random.key(0), log=lambda s: None)
+    assert r2["errors"] == r["errors"]
+
+
+def test_evaluate_released_npy(tmp_path):
+    _npy_fixture(tmp_path)
+    cfg = ev.default_config()
+    cfg.source = "npy"
+    cfg.data_dir = str(tmp_path)
+    cfg.corruptions = "fog"
+    r = ev.evaluate(_tiny_model(), None, cfg, key=jax.random.key(0), log=lambda s: None)
+    assert len(r["errors"]["fog"]) == 5 and r["num_examples"] == 3 and "clean_error" not in r
+    cfg.source = "bogus"
+    with pytest.raises(ValueError, match="on_the_fly"):
+        ev.evaluate(_tiny_model(), None, cfg, key=jax.random.key(0))
