@@ -11,7 +11,7 @@ import os
 
 import ml_collections
 
-from flatrob_jax import augment
+from flatrob_jax import analyze, augment
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.eval_every_steps = -1  # -1: only at the end
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, max_to_keep=2))
+    c.analysis = analyze.default_config()  # what `flatrob_jax.analyze` / the sweep measure
     return c
 
 

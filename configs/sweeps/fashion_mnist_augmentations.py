@@ -1,0 +1,51 @@
+"""The offline default study: Fashion-MNIST, the small CNN, one model per augmentation;
+flatness (lambda_max, trace) on clean and augmented training data, on-the-fly corruption
+error and PGD error; correlations and the report. Sized to finish within 15 minutes on a
+2-core CPU (short training: 2 epochs; analysis on subsets).
+
+    python -m flatrob_jax.sweep --sweep configs/sweeps/fashion_mnist_augmentations.py \
+        --workdir workdirs/fashion_mnist_study
+    ... :smoke   a 3-run, few-step version for tests
+"""
+from flatrob_jax.sweep import Sweep
+
+AUGMENTATIONS = ("none", "standard", "cutout", "autoaugment", "randaugment", "trivialaugment",
+                 "augmix", "gaussian_noise", "mixup")
+
+
+def get_sweep(arg=None):
+    overrides = {
+        "train.num_epochs": 2.0,
+        "optimizer.learning_rate": 0.1,
+        "optimizer.warmup_epochs": 0.2,
+        "log_every_steps": 100,
+        "eval_every_steps": -1,
+        "checkpoint.every_steps": 250,
+        # AugMix without the 3-view JSD loss keeps every run at one forward pass per image.
+        "augment.augmix.jsd": False,
+        "augment.cutout.length": 12,
+        "augment.gaussian_noise.sigma": 0.1,
+        "analysis.measures": "clean,curvature,curvature_augmented,corruptions,attacks",
+        "analysis.num_train_examples": 1000,
+        "analysis.num_test_examples": 500,
+    }
+    augmentations = AUGMENTATIONS
+    num_resamples = 2000
+    if arg == "smoke":
+        overrides.update({
+            "train.num_steps": 6, "train.batch_size": 32, "log_every_steps": 3,
+            "checkpoint.every_steps": 3, "dataset.num_train_examples": 512,
+            "dataset.num_eval_examples": 128, "model.name": "cnn_tiny",
+            "analysis.num_train_examples": 64, "analysis.num_test_examples": 64,
+        })
+        augmentations = ("none", "standard", "cutout")
+        num_resamples = 200
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown sweep argument {arg!r}; valid: 'smoke' or none")
+    return Sweep(
+        base="../fashion_mnist_cnn.py",
+        overrides=overrides,
+        runs=[{"augment.name": name} for name in augmentations],
+        title="Fashion-MNIST, small CNN: flatness vs robustness across augmentations",
+        num_resamples=num_resamples,
+    )
