@@ -29,7 +29,8 @@ class TinyCNN(nn.Module):
     """Two stride-2 convs (explicit padding 1, as torch's ``padding=1``) and two dense layers."""
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = False):
+        del train  # no BatchNorm/dropout; accepted for the models' calling convention
         x = (x - 0.5) / 0.5
         x = nn.relu(nn.Conv(8, (3, 3), (2, 2), padding=((1, 1), (1, 1)))(x))
         x = nn.relu(nn.Conv(16, (3, 3), (2, 2), padding=((1, 1), (1, 1)))(x))

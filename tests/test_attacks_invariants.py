@@ -1,0 +1,179 @@
+"""Invariants of every attack's output (ball, box, no NaN), the cascade's ordering, batch-size
+and device-count independence, one compiled program per attack, input validation and the
+analysis entry point ``evaluate``."""
+import importlib
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from flatrob_jax import attacks
+from flatrob_jax.attacks import evaluate as evaluate_lib
+from flatrob_jax.attacks import runner
+from test_attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
+
+apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
+N = 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model, params = trained_tiny_cnn()
+    x, y = fashion_mnist("test", N)
+    return model, params, apply_fn_of(model, params), x, y
+
+
+def _accuracy(f, x_adv, y):
+    return float((np.asarray(f(x_adv)).argmax(1) == y).mean())
+
+
+def _assert_valid(x_adv, x, eps, norm):
+    assert x_adv.shape == x.shape and x_adv.dtype == np.float32
+    assert not np.isnan(x_adv).any()
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    d = (x_adv - x).reshape(len(x), -1)
+    if norm == "Linf":
+        assert np.abs(d).max() <= eps + 1e-6
+    else:
+        assert np.sqrt((d.astype(np.float64) ** 2).sum(1)).max() <= eps + 1e-5
+
+
+@pytest.mark.parametrize("norm,eps", [("Linf", 8 / 255),
+                                      pytest.param("L2", 0.5, marks=pytest.mark.slow)])
+def test_every_attack_output_is_in_ball_and_box(setup, norm, eps):
+    _, _, f, x, y = setup
+    key = jax.random.key(0)
+    outs = {
+        "pgd": attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=5, step_size=eps / 4,
+                           restarts=2, batch_size=8),
+        "fgsm": attacks.fgsm(f, x, y, eps=eps, norm=norm, batch_size=8),
+        "pgd-margin": attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=3,
+                                  step_size=eps / 2, loss="margin", batch_size=8),
+        "apgd-ce": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="ce", steps=10,
+                                batch_size=8),
+        "apgd-dlr": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr", steps=10,
+                                 batch_size=8),
+        "apgd-t": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr-targeted",
+                               steps=10, n_target_classes=2, batch_size=8),
+        "square": attacks.square(f, x, y, key, eps=eps, norm=norm, n_queries=30,
+                                 batch_size=8),
+        "fab-t": attacks.fab_targeted(f, x, y, eps=eps, norm=norm, n_iter=10,
+                                      n_target_classes=2, batch_size=8),
+    }
+    clean = _accuracy(f, x, y)
+    for name, x_adv in outs.items():
+        _assert_valid(x_adv, x, eps, norm)
+        if name != "pgd" and name != "fgsm" and name != "pgd-margin":
+            # AutoAttack-style attacks return clean images where they fail: never worse.
+            assert _accuracy(f, x_adv, y) <= clean, name
+
+
+def test_cascade_is_at_most_each_attack_and_pgd(setup):
+    _, _, f, x, y = setup
+    key, eps = jax.random.key(3), 8 / 255
+    res = attacks.autoattack(f, x, y, key, eps=eps, norm="Linf", version="custom",
+                             attacks=("apgd-ce", "apgd-t"), batch_size=8)
+    _assert_valid(res.x_adv, x, eps, "Linf")
+    assert res.checks["final"]["in_ball"] and res.checks["final"]["in_box"]
+    assert res.robust_accuracy == pytest.approx(_accuracy(f, res.x_adv, y))
+    after = res.robust_accuracy_after
+    assert after["clean"] >= after["apgd-ce"] >= after["apgd-t"] == res.robust_accuracy
+    single = {
+        a: attacks.apgd(f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=l,
+                        batch_size=8)
+        for a, l in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted"))}
+    for a, x_adv in single.items():
+        assert res.robust_accuracy <= _accuracy(f, x_adv, y), a
+    # The first attack of the cascade is the standalone attack with the same key.
+    assert after["apgd-ce"] == _accuracy(f, single["apgd-ce"], y)
+    x_pgd = attacks.pgd(f, x, y, key, eps=eps, norm="Linf", steps=10, step_size=eps / 4)
+    assert res.robust_accuracy <= _accuracy(f, x_pgd, y)
+    json.dumps(res.to_dict())
+
+
+def test_standard_model_is_broken_at_large_eps(setup):
+    # On Fashion-MNIST this tiny CNN keeps ~47% robust accuracy at 8/255 under AutoAttack, in
+    # pyautoattack as here (a property of the model); at eps = 0.15 it must fall to ~0%.
+    _, _, f, _, _ = setup
+    x, y = fashion_mnist("test", 64)
+    x_adv = attacks.apgd(f, x, y, jax.random.key(0), eps=0.15, norm="Linf", loss="ce")
+    assert _accuracy(f, x, y) > 0.6
+    assert _accuracy(f, x_adv, y) <= 0.05
+
+
+@pytest.mark.parametrize("attack", ["apgd", pytest.param("square", marks=pytest.mark.slow)])
+def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack):
+    _, _, f, x, y = setup
+    key = jax.random.key(7)
+
+    def run(batch_size, num_devices):
+        mesh = runner.default_mesh(num_devices)
+        if attack == "apgd":
+            return attacks.apgd(f, x, y, key, eps=4 / 255, norm="Linf", loss="ce", steps=20,
+                                batch_size=batch_size, mesh=mesh, return_info=True)
+        return attacks.square(f, x, y, key, eps=8 / 255, norm="L2", n_queries=40,
+                              batch_size=batch_size, mesh=mesh, return_info=True)
+
+    ref_adv, ref_info = run(16, 4)
+    for batch_size, num_devices in ((5, 1), (8, 2)):
+        x_adv, info = run(batch_size, num_devices)
+        np.testing.assert_array_equal(info["fooled"], ref_info["fooled"])
+        np.testing.assert_allclose(x_adv, ref_adv, atol=1e-6)
+
+
+def test_one_compiled_program_serves_every_batch(setup):
+    _, _, f, x, y = setup
+    mesh = runner.default_mesh()
+    attacks.apgd(f, x, y, jax.random.key(0), eps=0.1, norm="L2", loss="dlr", steps=7,
+                 batch_size=4, mesh=mesh)  # 4 batches
+    key_data, impl = runner.example_key_data(jax.random.key(0), np.arange(2))
+    static = dict(eps=0.1, norm="L2", loss="dlr", n_iter=7, n_restarts=1,
+                  n_target_classes=9, rho=0.75, key_impl=impl)
+    fn = runner._compiled(apgd_lib.apgd_program, tuple(sorted(static.items())), mesh, 3)
+    assert fn._cache_size() == 1
+
+
+def test_bad_inputs_raise_clear_errors(setup):
+    _, _, f, x, y = setup
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="'L3'.*Linf"):
+        attacks.apgd(f, x, y, key, eps=0.1, norm="L3")
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        attacks.pgd(f, x, y, key, eps=-1.0, norm="Linf", steps=1, step_size=0.1)
+    with pytest.raises(ValueError, match="'hinge'.*ce"):
+        attacks.apgd(f, x, y, key, eps=0.1, norm="Linf", loss="hinge")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        attacks.apgd(f, x * 255, y, key, eps=0.1, norm="Linf")
+    with pytest.raises(ValueError, match="'plus'.*standard"):
+        attacks.autoattack(f, x, y, key, eps=0.1, norm="Linf", version="plus")
+    with pytest.raises(ValueError, match="'fab'.*apgd-ce"):
+        attacks.autoattack(f, x, y, key, eps=0.1, norm="Linf", version="custom",
+                           attacks=("fab",))
+
+
+class _EvalModel:
+    def __init__(self, model, params):
+        self.model = model
+        self.variables = {"params": params}
+
+
+def test_evaluate_returns_json_results(setup):
+    model, params, _, x, y = setup
+    cfg = evaluate_lib.default_config()
+    cfg.num_examples = 12
+    cfg.batch_size = 8
+    cfg.pgd_steps = 3
+    cfg.autoattack = False
+    logs = []
+    out = evaluate_lib.evaluate(_EvalModel(model, params), (x, y), cfg, key=jax.random.key(0),
+                                log=logs.append)
+    json.loads(json.dumps(out))
+    assert out["clean"]["num_examples"] == 12
+    for norm in ("Linf", "L2"):
+        pgd = out[norm]["pgd"]
+        assert 0.0 <= pgd["accuracy"] <= out["clean"]["accuracy"]
+        assert pgd["error"] == pytest.approx(1 - pgd["accuracy"])
+        assert pgd["stderr"] >= 0
+    assert out["Linf"]["eps"] == pytest.approx(8 / 255) and out["L2"]["eps"] == 0.5
+    assert any("examples/s" in line for line in logs)
