@@ -100,6 +100,6 @@ def apply_zoom_blur(x, noise, c):
     mh = np.stack([filters.clipped_zoom_matrix(h, z) for z in c])
     mw = np.stack([filters.clipped_zoom_matrix(w, z) for z in c])
     # sum_z Mh_z X Mw_z^T, all factors in one contraction
-    zoomed = jnp.einsum("zhi,ij...,zwj->hw...", jnp.asarray(mh, jnp.float32), x,
-                        jnp.asarray(mw, jnp.float32), precision="highest")
+    rows = jnp.einsum("zhi,ij...->zhj...", jnp.asarray(mh, jnp.float32), x, precision="highest")
+    zoomed = jnp.einsum("zhj...,zwj->hw...", rows, jnp.asarray(mw, jnp.float32), precision="highest")
     return jnp.clip((x + zoomed) / (len(c) + 1), 0.0, 1.0)

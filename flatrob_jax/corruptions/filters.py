@@ -142,12 +142,10 @@ def correlate2d(x: jnp.ndarray, kernel: np.ndarray, mode: str = "reflect") -> jn
                 if k[i, j] != 0:
                     out = out + float(k[i, j]) * xp[i:i + h, j:j + w]
         return out
-    import jax
-    c = x.shape[2]
-    lhs = jnp.moveaxis(xp, -1, 0)[:, None]  # [C, 1, H+2r, W+2r]
-    out = jax.lax.conv_general_dilated(lhs, jnp.asarray(k)[None, None], (1, 1), "VALID",
-                                       precision="highest")
-    return jnp.moveaxis(out[:, 0], 0, -1).reshape(h, w, c)
+    # large kernels: one banded matrix per kernel row (column border folded into it)
+    rows = jnp.stack([xp[i:i + h, r:r + w] for i in range(k.shape[0])])  # [K, H, W, ...]
+    bands = np.stack([_filter_matrix(w, k[i], mode).T for i in range(k.shape[0])])  # [K, W_in, W_out]
+    return jnp.einsum("khw...,kwv->hv...", rows, jnp.asarray(bands, jnp.float32), precision="highest")
 
 
 def cv2_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
