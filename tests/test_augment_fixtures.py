@@ -23,10 +23,10 @@ def photos() -> dict:
     import skimage.data
 
     out = {
-        "astronaut": _shrink(skimage.data.astronaut(), 40, 48),
-        "chelsea": _shrink(skimage.data.chelsea(), 30, 45),
-        "coffee": _shrink(skimage.data.coffee(), 32, 32),
-        "camera": _shrink(skimage.data.camera()[..., None], 36, 36),
+        "astronaut": _shrink(skimage.data.astronaut(), 24, 32),
+        "chelsea": _shrink(skimage.data.chelsea(), 24, 32),
+        "coffee": _shrink(skimage.data.coffee(), 24, 32),
+        "camera": _shrink(skimage.data.camera()[..., None], 28, 28),
     }
     if os.path.exists(FASHION_MNIST):
         with gzip.open(FASHION_MNIST) as f:
@@ -37,14 +37,16 @@ def photos() -> dict:
 
 @functools.lru_cache(maxsize=None)
 def edge_cases() -> dict:
-    """Constant image, two-level image, one flat channel, full range gradient, tiny image."""
+    """Constant image, two-level image, one flat channel, every level present, tiny image
+    (all but the tiny one at the photos' 24 x 32 so they share compiled functions)."""
     rng = np.random.default_rng(0)
-    two = np.where(rng.random((20, 24, 3)) < 0.3, 17, 200).astype(np.uint8)
+    two = np.where(rng.random((24, 32, 3)) < 0.3, 17, 200).astype(np.uint8)
     flat_channel = photos()["coffee"].copy()
     flat_channel[..., 1] = 77
-    gradient = np.broadcast_to(np.arange(256, dtype=np.uint8).reshape(16, 16, 1), (16, 16, 3)).copy()
+    levels = np.arange(24 * 32) % 256
+    gradient = np.stack([levels, levels[::-1], (levels * 7) % 256], -1).reshape(24, 32, 3).astype(np.uint8)
     return {
-        "constant": np.full((12, 14, 3), 123, np.uint8),
+        "constant": np.full((24, 32, 3), 123, np.uint8),
         "two_level": two,
         "flat_channel": flat_channel,
         "gradient": gradient,
@@ -54,6 +56,14 @@ def edge_cases() -> dict:
 
 def all_images() -> dict:
     return {**photos(), **edge_cases()}
+
+
+def by_shape() -> dict:
+    """shape -> (names, uint8 [N, H, W, C]) grouping all_images() for batched test calls."""
+    groups: dict = {}
+    for name, image in sorted(all_images().items()):
+        groups.setdefault(image.shape, []).append((name, image))
+    return {shape: ([n for n, _ in items], np.stack([i for _, i in items])) for shape, items in groups.items()}
 
 
 def to_pil(image: np.ndarray):

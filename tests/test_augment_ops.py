@@ -12,58 +12,85 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from flatrob_jax.augment import ops
-from tests.test_augment_fixtures import all_images, from_pil, to_pil
+from tests.test_augment_fixtures import by_shape, from_pil, to_pil
 
-IMAGES = all_images()
-NAMES = sorted(IMAGES)
+GROUPS = by_shape()  # shape -> (names, uint8 [N, H, W, C])
 
 
 @functools.lru_cache(maxsize=None)
 def _jitted(op, kw_items):
-    """One compiled function per (op, keywords, image shape), mapped over a vector of magnitudes."""
+    """One compiled function per (op, keywords, image shape), mapped over images and magnitudes."""
     kw = dict(kw_items)
-    return jax.jit(jax.vmap(lambda x, m: op(x, m, **kw), in_axes=(None, 0)))
+    per_image = jax.vmap(lambda x, m: op(x, m, **kw), in_axes=(None, 0))
+    return jax.jit(jax.vmap(per_image, in_axes=(0, None)))
 
 
-def ours(op, image_u8, magnitudes, **kw):
-    """op(image, m) for each m in magnitudes, as uint8 levels [len(magnitudes), H, W, C]."""
-    x = jnp.asarray(image_u8, jnp.float32) / 255.0
+def ours(op, images_u8, magnitudes, **kw):
+    """op(image, m) for every image and every m, as uint8 levels [N, M, H, W, C]."""
+    x = jnp.asarray(images_u8, jnp.float32) / 255.0
     out = _jitted(op, tuple(sorted(kw.items())))(x, jnp.asarray(magnitudes, jnp.float32))
     return np.round(np.asarray(out) * 255.0).astype(np.int64)
 
 
-def ours1(op, image_u8):
-    return ours(lambda x, m: op(x), image_u8, [0.0])[0]
+def ours1(op, images_u8):
+    return ours(lambda x, m: op(x), images_u8, [0.0])[:, 0]
 
 
-def assert_exact(got, want):
+def each(shape_group, magnitudes, got):
+    """Yield (name, image, magnitude, our result) over a batched result."""
+    names, images = shape_group
+    for n, name in enumerate(names):
+        for k, m in enumerate(magnitudes):
+            yield name, images[n], m, got[n, k]
+
+
+def assert_exact(got, want, what=""):
     want = want.astype(np.int64)
-    assert got.shape == want.shape
+    assert got.shape == want.shape, what
     bad = np.argwhere(got != want)
-    assert bad.size == 0, f"{len(bad)} pixels differ, first at {bad[0]}: ours {got[tuple(bad[0])]} pil {want[tuple(bad[0])]}"
+    assert bad.size == 0, f"{what}: {len(bad)} pixels differ, first at {bad[0]}: ours {got[tuple(bad[0])]} pil {want[tuple(bad[0])]}"
 
 
-def assert_close(got, want, tol_fraction=0.01):
+def assert_close(got, want, what="", tol_fraction=0.01):
     diff = np.abs(got - want.astype(np.int64))
     frac = np.mean(diff > 1)
-    assert frac <= tol_fraction, f"{frac:.2%} of pixels differ by more than 1 level (max {diff.max()})"
+    assert frac <= tol_fraction, f"{what}: {frac:.2%} of pixels differ by more than 1 level (max {diff.max()})"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_lut_ops_exact(name):
-    img = IMAGES[name]
-    pil = to_pil(img)
+@pytest.mark.parametrize("shape", sorted(GROUPS))
+def test_lut_ops_exact(shape):
+    group = GROUPS[shape]
+    images = group[1]
     bits = [1, 3, 4, 6, 8]
-    got = ours(ops.posterize, img, bits + [0])
-    for b, g in zip(bits, got):
-        assert_exact(g, from_pil(ImageOps.posterize(pil, b)))
-    assert not got[-1].any()  # Pillow refuses 0 bits; the mask keeps nothing
+    for name, img, b, got in each(group, bits, ours(ops.posterize, images, bits)):
+        assert_exact(got, from_pil(ImageOps.posterize(to_pil(img), b)), f"{name} bits={b}")
+    assert not ours(ops.posterize, images, [0]).any()  # Pillow refuses 0 bits; the mask keeps nothing
     thresholds = [0, 1, 128, 226.66667, 255, 256]
-    for t, g in zip(thresholds, ours(ops.solarize, img, [t / 255.0 for t in thresholds])):
-        assert_exact(g, from_pil(ImageOps.solarize(pil, t)))
-    assert_exact(ours1(ops.invert, img), from_pil(ImageOps.invert(pil)))
-    assert_exact(ours1(ops.autocontrast, img), from_pil(ImageOps.autocontrast(pil)))
-    assert_exact(ours1(ops.equalize, img), from_pil(ImageOps.equalize(pil)))
+    got = ours(ops.solarize, images, [t / 255.0 for t in thresholds])
+    for name, img, t, g in each(group, thresholds, got):
+        assert_exact(g, from_pil(ImageOps.solarize(to_pil(img), t)), f"{name} threshold={t}")
+    for op, pil_op in ((ops.invert, ImageOps.invert), (ops.autocontrast, ImageOps.autocontrast), (ops.equalize, ImageOps.equalize)):
+        for name, img, _, g in each(group, [None], ours1(op, images)[:, None]):
+            assert_exact(g, from_pil(pil_op(to_pil(img))), f"{name} {op.__name__}")
+
+
+def test_autocontrast_exact_on_every_level_range():
+    """Images holding every level in [lo, hi], for ranges where Pillow's double arithmetic
+    truncates an exact integer one level down (the correction table) and random ones."""
+    from flatrob_jax.augment.lut import _autocontrast_undershoots
+
+    keys = _autocontrast_undershoots()
+    rng = np.random.default_rng(0)
+    corrected = {(int(k) >> 16, (int(k) >> 8) & 255) for k in rng.choice(keys, 40)}
+    ranges = sorted(corrected | {(0, 255), (0, 25), (3, 4), (100, 101)} | {tuple(sorted(rng.choice(256, 2, replace=False))) for _ in range(20)})
+    images = []
+    for lo, hi in ranges:
+        values = np.concatenate([np.arange(lo, hi + 1), np.full(256 - (hi - lo + 1), lo)])
+        images.append(np.stack([values, values[::-1], np.full(256, lo)], -1).reshape(16, 16, 3).astype(np.uint8))
+    images = np.stack(images)
+    got = ours1(ops.autocontrast, images)
+    for (lo, hi), img, g in zip(ranges, images, got):
+        assert_exact(g, from_pil(ImageOps.autocontrast(to_pil(img))), f"lo={lo} hi={hi}")
 
 
 ENHANCERS = {
@@ -77,11 +104,10 @@ ENHANCERS = {
 @pytest.mark.parametrize("op_name", sorted(ENHANCERS))
 def test_enhance_ops_exact(op_name):
     op, enhancer = ENHANCERS[op_name]
-    for name in NAMES:
-        img = IMAGES[name]
-        factors = [0.0, 0.1, 0.37, 1.0, 1.3, 1.9]
-        for factor, got in zip(factors, ours(op, img, factors)):
-            assert_exact(got, from_pil(enhancer(to_pil(img)).enhance(factor)))
+    factors = [0.0, 0.1, 0.20000005, 0.37, 1.0, 1.3, 1.9]
+    for group in GROUPS.values():
+        for name, img, f, got in each(group, factors, ours(op, group[1], factors)):
+            assert_exact(got, from_pil(enhancer(to_pil(img)).enhance(float(np.float32(f)))), f"{name} factor={f}")
 
 
 def pil_affine(img, matrix, resample):
@@ -90,29 +116,25 @@ def pil_affine(img, matrix, resample):
 
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR}
+GEOMETRIC = {
+    "rotate": (ops.rotate, [-30.0, -7.0, 0.0, 3.0, 22.5, 90.0, 135.0, -135.0], None),
+    "shear_x": (ops.shear_x, [-0.3, -0.12, 0.05, 0.3, 0.99], lambda m: (1, m, 0, 0, 1, 0)),
+    "shear_y": (ops.shear_y, [-0.3, -0.12, 0.05, 0.3, 0.99], lambda m: (1, 0, 0, m, 1, 0)),
+    "translate_x": (ops.translate_x, [-14.0, -3.0, 1.0, 9.0, 40.0], lambda t: (1, 0, -t, 0, 1, 0)),
+    "translate_y": (ops.translate_y, [-14.0, -3.0, 1.0, 9.0, 40.0], lambda t: (1, 0, 0, 0, 1, -t)),
+}
 
 
 @pytest.mark.parametrize("interpolation", sorted(RESAMPLE))
-def test_geometric_ops_close(interpolation):
+@pytest.mark.parametrize("op_name", sorted(GEOMETRIC))
+def test_geometric_ops_close(op_name, interpolation):
+    op, magnitudes, matrix = GEOMETRIC[op_name]
     resample = RESAMPLE[interpolation]
-    for name in NAMES:
-        img = IMAGES[name]
-        degrees = [-30.0, -7.0, 0.0, 3.0, 22.5, 90.0, 135.0, -135.0]
-        for deg, got in zip(degrees, ours(ops.rotate, img, degrees, interpolation=interpolation)):
-            assert_close(got, from_pil(to_pil(img).rotate(deg, resample=resample)))
-        shears = [-0.3, -0.12, 0.05, 0.3, 0.99]
-        for m, gx, gy in zip(
-            shears,
-            ours(ops.shear_x, img, shears, interpolation=interpolation),
-            ours(ops.shear_y, img, shears, interpolation=interpolation),
-        ):
-            assert_close(gx, pil_affine(img, (1, m, 0, 0, 1, 0), resample))
-            assert_close(gy, pil_affine(img, (1, 0, 0, m, 1, 0), resample))
-        shifts = [-14.0, -3.0, 1.0, 9.0, 40.0]
-        for t, gx, gy in zip(
-            shifts,
-            ours(ops.translate_x, img, shifts, interpolation=interpolation),
-            ours(ops.translate_y, img, shifts, interpolation=interpolation),
-        ):
-            assert_close(gx, pil_affine(img, (1, 0, -t, 0, 1, 0), resample))
-            assert_close(gy, pil_affine(img, (1, 0, 0, 0, 1, -t), resample))
+    for group in GROUPS.values():
+        got = ours(op, group[1], magnitudes, interpolation=interpolation)
+        for name, img, m, g in each(group, magnitudes, got):
+            if matrix is None:
+                want = from_pil(to_pil(img).rotate(m, resample=resample))
+            else:
+                want = pil_affine(img, matrix(m), resample)
+            assert_close(g, want, f"{name} {op_name}({m})")

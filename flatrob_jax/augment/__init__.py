@@ -40,28 +40,53 @@ def _is_concrete(value) -> bool:
     return isinstance(value, (numbers.Number, bool))
 
 
+def _path(policy: str, field: str) -> str:
+    return f"augment.{policy}.{field}" if policy else f"augment.{field}"
+
+
 def _check_range(policy: str, field: str, value, low, high=None, integer: bool = False):
     if not _is_concrete(value):
         return  # a traced or array magnitude: checked by whoever made it
     if integer and int(value) != value:
-        raise ValueError(f"augment.{policy}.{field} must be an integer; got {value!r}")
+        raise ValueError(f"{_path(policy, field)} must be an integer; got {value!r}")
     too_low = value < low
     too_high = high is not None and value > high
     if too_low or too_high:
         valid = f"{low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"augment.{policy}.{field}={value!r} is out of range; valid: {valid}")
+        raise ValueError(f"{_path(policy, field)}={value!r} is out of range; valid: {valid}")
 
 
 def _check_choice(policy: str, field: str, value, choices):
     if value not in choices:
-        raise ValueError(f"augment.{policy}.{field}={value!r} is not valid; valid choices: {', '.join(map(str, choices))}")
+        raise ValueError(f"{_path(policy, field)}={value!r} is not valid; valid choices: {', '.join(map(str, choices))}")
 
 
-def _per_example(images_fn):
-    """Lift ``f(key, image) -> image`` to ``fn(key_or_keys, images)`` with per-example keys."""
+EXECUTIONS = ("auto", "vectorized", "sequential")
+
+
+def resolve_execution(execution: str) -> str:
+    """"auto" -> "sequential" on CPU, "vectorized" on GPU/TPU (benchmarks/augment.md: on CPU a
+    vmapped gather/scatter costs more than looping over images, and a per-image loop lets
+    ``lax.switch`` run only the chosen op; on accelerators the batch must stay vectorized)."""
+    _check_choice("", "execution", execution, EXECUTIONS)
+    if execution == "auto":
+        return "sequential" if jax.default_backend() == "cpu" else "vectorized"
+    return execution
+
+
+def _select(execution: str) -> str:
+    return "switch" if resolve_execution(execution) == "sequential" else "fused"
+
+
+def _per_example(images_fn, execution: str = "vectorized"):
+    """Lift ``f(key, image) -> image`` to ``fn(key_or_keys, images)`` with per-example keys,
+    vmapped ("vectorized") or one image after another with ``lax.map`` ("sequential")."""
+    sequential = resolve_execution(execution) == "sequential"
 
     def fn(key, images):
         keys = as_example_keys(key, images.shape[0])
+        if sequential:
+            return jax.lax.map(lambda a: images_fn(*a), (keys, images))
         return jax.vmap(images_fn)(keys, images)
 
     return fn
@@ -95,29 +120,59 @@ def _gaussian_noise(sigma: float = 0.1):
     return _per_example(lambda k, x: regularizers.gaussian_noise(k, x, sigma))
 
 
-def _autoaugment(policy: str = "cifar10", interpolation: str = "nearest"):
+def _policy(sample_fn, apply_fn, execution: str):
+    """Batched policy: choices sampled for the whole batch at once (vmap: the Gamma/Beta
+    samplers are loops that should not run image by image), then applied per image, vmapped or
+    with ``lax.map`` (``execution``). Same result either way."""
+    sequential = resolve_execution(execution) == "sequential"
+
+    def fn(key, images):
+        b, h, w, _ = images.shape
+        keys = as_example_keys(key, b)
+        params = jax.vmap(lambda k: sample_fn(k, h, w))(keys)
+        if sequential:
+            return jax.lax.map(lambda a: apply_fn(*a), (images, params))
+        return jax.vmap(apply_fn)(images, params)
+
+    return fn
+
+
+def _autoaugment(policy: str = "cifar10", interpolation: str = "nearest", execution: str = "auto"):
     _check_choice("autoaugment", "policy", policy, tuple(autoaugment_lib.POLICIES))
     _check_choice("autoaugment", "interpolation", interpolation, geometry.INTERPOLATIONS)
-    return _per_example(lambda k, x: autoaugment_lib.autoaugment(k, x, policy, interpolation))
+    select = _select(execution)
+    return _policy(
+        lambda k, h, w: autoaugment_lib.sample(k, policy, h, w),
+        lambda x, p: autoaugment_lib.apply(x, p, policy, interpolation, select),
+        execution,
+    )
 
 
-def _randaugment(num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31, interpolation: str = "nearest"):
+def _randaugment(num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31, interpolation: str = "nearest", execution: str = "auto"):
     _check_range("randaugment", "num_ops", num_ops, 0, integer=True)
     _check_range("randaugment", "num_magnitude_bins", num_magnitude_bins, 1, integer=True)
     _check_range("randaugment", "magnitude", magnitude, 0, num_magnitude_bins - 1, integer=True)
     _check_choice("randaugment", "interpolation", interpolation, geometry.INTERPOLATIONS)
-    return _per_example(
-        lambda k, x: randaugment_lib.randaugment(k, x, num_ops, magnitude, num_magnitude_bins, interpolation)
+    select = _select(execution)
+    return _policy(
+        lambda k, h, w: randaugment_lib.sample_randaugment(k, num_ops, magnitude, num_magnitude_bins, h, w),
+        lambda x, p: randaugment_lib.apply(x, p, interpolation, select),
+        execution,
     )
 
 
-def _trivialaugment(num_magnitude_bins: int = 31, interpolation: str = "nearest"):
+def _trivialaugment(num_magnitude_bins: int = 31, interpolation: str = "nearest", execution: str = "auto"):
     _check_range("trivialaugment", "num_magnitude_bins", num_magnitude_bins, 1, integer=True)
     _check_choice("trivialaugment", "interpolation", interpolation, geometry.INTERPOLATIONS)
-    return _per_example(lambda k, x: randaugment_lib.trivialaugment(k, x, num_magnitude_bins, interpolation))
+    select = _select(execution)
+    return _policy(
+        lambda k, h, w: randaugment_lib.sample_trivialaugment(k, num_magnitude_bins, h, w),
+        lambda x, p: randaugment_lib.apply(x, p, interpolation, select),
+        execution,
+    )
 
 
-def _augmix(severity=3, width: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear", **train_only):
+def _augmix(severity=3, width: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear", execution: str = "auto", **train_only):
     """AugMix view; ``jsd`` / ``consistency_weight`` are read by build_train_augmentation."""
     unknown = set(train_only) - {"jsd", "consistency_weight"}
     if unknown:
@@ -128,10 +183,11 @@ def _augmix(severity=3, width: int = 3, depth: int = -1, alpha=1.0, all_ops: boo
         raise ValueError(f"augment.augmix.depth={depth!r} is out of range; valid: -1 (random 1..3) or 1..10")
     _check_range("augmix", "alpha", alpha, 1e-6)
     _check_choice("augmix", "interpolation", interpolation, geometry.INTERPOLATIONS)
-    return _per_example(
-        lambda k, x: augmix_lib.augmix(
-            k, x, severity=severity, width_chains=width, depth=depth, alpha=alpha, all_ops=all_ops, interpolation=interpolation
-        )
+    select = _select(execution)
+    return _policy(
+        lambda k, h, w: augmix_lib.sample(k, h, w, severity=severity, width_chains=width, depth=depth, alpha=alpha, all_ops=all_ops),
+        lambda x, p: augmix_lib.apply(x, p, all_ops=all_ops, interpolation=interpolation, select=select),
+        execution,
     )
 
 
@@ -193,6 +249,10 @@ def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "name": "standard",
+            # how per-image choices run: "vectorized" (vmap; op slots family-fused), "sequential"
+            # (lax.map; lax.switch runs only the chosen op) or "auto" (sequential on CPU only).
+            # Same results either way; see benchmarks/augment.md for the speeds.
+            "execution": "auto",
             "crop_padding": 4,  # the crop+flip applied before every policy (0 disables the crop)
             "flip": True,  # False for data whose label changes under a mirror (digits)
             "cutout": {"length": 16, "fill": 0.0},
@@ -216,10 +276,16 @@ def default_config() -> ml_collections.ConfigDict:
     )
 
 
+_EXECUTION_AWARE = ("autoaugment", "randaugment", "trivialaugment", "augmix")
+
+
 def _section(cfg, name):
     if name in ("none", "standard"):
         return {}
-    return dict(cfg[name])
+    kw = dict(cfg[name])
+    if name in _EXECUTION_AWARE:
+        kw["execution"] = cfg.execution
+    return kw
 
 
 def build_train_augmentation(cfg: ml_collections.ConfigDict) -> TrainAugmentation:
@@ -228,6 +294,7 @@ def build_train_augmentation(cfg: ml_collections.ConfigDict) -> TrainAugmentatio
     ``fold_in(key_i, 0)``, the policy ``fold_in(key_i, 1)`` (and ``2`` for AugMix's second view)."""
     _check_name(cfg.name)
     _check_range("", "crop_padding", cfg.crop_padding, 0, integer=True)
+    resolve_execution(cfg.execution)
     if cfg.name == "none":
         return TrainAugmentation(apply=lambda keys, x, y: (x, y))
     base = _standard(cfg.crop_padding, cfg.flip)
@@ -252,7 +319,10 @@ def build_train_augmentation(cfg: ml_collections.ConfigDict) -> TrainAugmentatio
         if mixes_labels:
             return policy(derive(keys, 1), images, labels)
         if num_views == 3:
-            views = [images, policy(derive(keys, 1), images), policy(derive(keys, 2), images)]
+            # both AugMix views in one call (one traced policy, twice the batch)
+            both = jax.numpy.concatenate([derive(keys, 1), derive(keys, 2)])
+            augmented = policy(both, jax.numpy.concatenate([images, images]))
+            views = [images, augmented[: images.shape[0]], augmented[images.shape[0] :]]
             return jax.numpy.stack(views), labels
         return policy(derive(keys, 1), images), labels
 
@@ -260,6 +330,7 @@ def build_train_augmentation(cfg: ml_collections.ConfigDict) -> TrainAugmentatio
 
 
 __all__ = [
+    "EXECUTIONS",
     "LABEL_MIXING",
     "TrainAugmentation",
     "as_example_keys",
@@ -269,4 +340,5 @@ __all__ = [
     "get_augment",
     "names",
     "register",
+    "resolve_execution",
 ]

@@ -17,7 +17,7 @@ For the Jensen-Shannon consistency loss the train hook stacks [clean, augmix, au
 import jax
 import jax.numpy as jnp
 
-from flatrob_jax.augment import op_table
+from flatrob_jax.augment import op_table, sampling
 from flatrob_jax.augment.levels import from_levels, to_levels
 
 OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y")
@@ -58,39 +58,48 @@ def sample(key, height: int, width: int, *, severity=3, width_chains: int = 3, d
     names = op_names(all_ops)
     max_depth = depth if depth > 0 else MAX_RANDOM_DEPTH
     shape = (width_chains, max_depth)
-    k_w, k_m, k_d, k_op, k_lvl, k_sign = jax.random.split(key, 6)
+    slots = width_chains * max_depth
+    draws = sampling.Uniforms(key, (width_chains + 2) * sampling.GAMMA_UNIFORMS + width_chains + 3 * slots)
     alpha = jnp.asarray(alpha, jnp.float32)
-    weights = jax.random.dirichlet(k_w, jnp.full((width_chains,), alpha))
-    mix = jax.random.beta(k_m, alpha, alpha)
+    weights = draws.dirichlet(jnp.full((width_chains,), alpha))
+    mix = draws.beta(alpha, alpha)
     if depth > 0:
         depths = jnp.full((width_chains,), depth, jnp.int32)
+        draws.take((width_chains,))
     else:
-        depths = jax.random.randint(k_d, (width_chains,), 1, MAX_RANDOM_DEPTH + 1)
-    ops = jax.random.randint(k_op, shape, 1, len(names))
+        depths = draws.integers((width_chains,), 1, MAX_RANDOM_DEPTH + 1)
+    ops = draws.integers(shape, 1, len(names))
     ops = jnp.where(jnp.arange(max_depth)[None, :] < depths[:, None], ops, 0)
-    levels = jax.random.uniform(k_lvl, shape, minval=0.1, maxval=jnp.asarray(severity, jnp.float32))
-    negate = jax.random.uniform(k_sign, shape) > 0.5
+    levels = 0.1 + draws.take(shape) * (jnp.asarray(severity, jnp.float32) - 0.1)
+    negate = draws.take(shape) > 0.5
     mags = level_to_magnitude(names, ops, levels, negate, height, width)
     return {"op_indices": ops, "magnitudes": mags, "weights": weights, "mix": mix, "depths": depths, "levels": levels}
 
 
-def apply(image, params: dict, *, all_ops: bool = False, interpolation: str = "bilinear"):
-    """Mix the chains described by ``params`` (sampled or injected) into one [0, 1] image."""
+def apply(image, params: dict, *, all_ops: bool = False, interpolation: str = "bilinear", select: str = "fused"):
+    """Mix the chains described by ``params`` (sampled or injected) into one [0, 1] image.
+    ``select`` "fused": chains vmapped; "switch": chains one after another (``lax.map``) so each
+    op slot runs only its chosen op (see ``op_table.apply_ops``)."""
     names = op_names(all_ops)
     levels = to_levels(image)
-    chains = jax.vmap(lambda o, m: op_table.apply_ops(levels, o, m, names, interpolation))(
-        params["op_indices"], params["magnitudes"]
-    )
+
+    def chain(o, m):
+        return op_table.apply_ops(levels, o, m, names, interpolation, select=select)
+
+    if select == "switch":
+        chains = jax.lax.map(lambda a: chain(*a), (params["op_indices"], params["magnitudes"]))
+    else:
+        chains = jax.vmap(chain)(params["op_indices"], params["magnitudes"])
     mixed_chains = jnp.tensordot(params["weights"], from_levels(chains), axes=1)
     m = params["mix"]
     return (1.0 - m) * from_levels(levels) + m * mixed_chains
 
 
-def augmix(key, image, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear"):
+def augmix(key, image, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear", select: str = "fused"):
     """One image, one key: an AugMix view (float, not quantized)."""
     h, w, _ = image.shape
     params = sample(key, h, w, severity=severity, width_chains=width_chains, depth=depth, alpha=alpha, all_ops=all_ops)
-    return apply(image, params, all_ops=all_ops, interpolation=interpolation)
+    return apply(image, params, all_ops=all_ops, interpolation=interpolation, select=select)
 
 
 __all__ = ["ALL_OPS", "MAX_SEVERITY", "OPS", "apply", "augmix", "level_to_magnitude", "op_names", "sample"]

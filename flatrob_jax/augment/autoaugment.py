@@ -5,11 +5,10 @@ magnitude bin) entries is applied when ``u <= probability`` (u ~ U[0, 1)), with 
 magnitude for that bin out of 10 (``magnitudes.magnitude_table``, space "autoaugment"),
 negated with probability 1/2 for signed ops. Interpolation defaults to nearest, as torchvision.
 """
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax.augment import magnitudes, op_table
+from flatrob_jax.augment import magnitudes, op_table, sampling
 from flatrob_jax.augment.levels import from_levels, to_levels
 
 NUM_BINS = 10
@@ -127,28 +126,29 @@ def sample(key, policy: str, height: int, width: int) -> dict:
     names = op_names(policy)
     ops, probs, bins = (jnp.asarray(a) for a in _policy_arrays(policy))
     table, signed = magnitudes.magnitude_table(names, NUM_BINS, "autoaugment", height, width)
-    k_pick, k_prob, k_sign = jax.random.split(key, 3)
-    sub = jax.random.randint(k_pick, (), 0, ops.shape[0])
-    applied = jax.random.uniform(k_prob, (2,)) <= probs[sub]
-    negate = jax.random.bernoulli(k_sign, 0.5, (2,))
+    draws = sampling.Uniforms(key, 5)
+    sub = draws.integers((), 0, ops.shape[0])
+    applied = draws.take((2,)) <= probs[sub]
+    negate = draws.bernoulli((2,))
     op = jnp.where(applied, ops[sub], 0)
     raw = table[op, bins[sub]]
     m = jnp.where(signed[op] & negate, -raw, raw)
     return {"op_indices": op, "magnitudes": magnitudes.to_op_magnitude(names, op, m), "sub_policy": sub}
 
 
-def apply(image, params: dict, policy: str, interpolation: str = "nearest"):
-    """Apply sampled (or injected) choices to one [0, 1] image; output quantized to levels/255."""
+def apply(image, params: dict, policy: str, interpolation: str = "nearest", select: str = "fused"):
+    """Apply sampled (or injected) choices to one [0, 1] image; output quantized to levels/255.
+    ``select``: see ``op_table.apply_ops``."""
     levels = op_table.apply_ops(
-        to_levels(image), params["op_indices"], params["magnitudes"], op_names(policy), interpolation
+        to_levels(image), params["op_indices"], params["magnitudes"], op_names(policy), interpolation, select=select
     )
     return from_levels(levels)
 
 
-def autoaugment(key, image, policy: str = "cifar10", interpolation: str = "nearest"):
+def autoaugment(key, image, policy: str = "cifar10", interpolation: str = "nearest", select: str = "fused"):
     """One image, one key: AutoAugment with ``policy`` in POLICIES (cifar10, imagenet, svhn)."""
     h, w, _ = image.shape
-    return apply(image, sample(key, policy, h, w), policy, interpolation)
+    return apply(image, sample(key, policy, h, w), policy, interpolation, select)
 
 
 __all__ = ["NUM_BINS", "POLICIES", "apply", "autoaugment", "check_policy", "op_names", "sample"]

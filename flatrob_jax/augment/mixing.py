@@ -10,6 +10,8 @@ which would). An odd final example is paired with itself (left unchanged).
 import jax
 import jax.numpy as jnp
 
+from flatrob_jax.augment import sampling
+
 
 def partner_index(batch_size: int) -> jnp.ndarray:
     """i ^ 1, with an odd last example paired with itself."""
@@ -21,7 +23,7 @@ def mixup(keys, images, labels, alpha=1.0):
     """``x_i <- lam_i x_i + (1 - lam_i) x_j``, same for labels, ``lam_i ~ Beta(alpha, alpha)``."""
     j = partner_index(images.shape[0])
     a = jnp.asarray(alpha, jnp.float32)
-    lam = jax.vmap(lambda k: jax.random.beta(k, a, a))(keys)
+    lam = jax.vmap(lambda k: sampling.beta(k, a, a))(keys)
     mixed = lam[:, None, None, None] * images + (1.0 - lam[:, None, None, None]) * images[j]
     return mixed, lam[:, None] * labels + (1.0 - lam[:, None]) * labels[j]
 
@@ -30,14 +32,14 @@ def cutmix_box(key, height: int, width: int, alpha):
     """CutMix's box: ``lam ~ Beta(alpha, alpha)``; a box of ``int(H sqrt(1-lam))`` x
     ``int(W sqrt(1-lam))`` centred at a uniform pixel, clipped (the reference ``rand_bbox``).
     Returns (mask [H, W] of the pasted region, the label weight ``1 - area / (H W)``)."""
-    k_lam, k_y, k_x = jax.random.split(key, 3)
+    draws = sampling.Uniforms(key, 2 * sampling.GAMMA_UNIFORMS + 2)
     a = jnp.asarray(alpha, jnp.float32)
-    lam = jax.random.beta(k_lam, a, a)
+    lam = draws.beta(a, a)
     ratio = jnp.sqrt(1.0 - lam)
     cut_h = jnp.floor(height * ratio).astype(jnp.int32)
     cut_w = jnp.floor(width * ratio).astype(jnp.int32)
-    cy = jax.random.randint(k_y, (), 0, height)
-    cx = jax.random.randint(k_x, (), 0, width)
+    cy = draws.integers((), 0, height)
+    cx = draws.integers((), 0, width)
     y1, y2 = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
     x1, x2 = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
     rows = jnp.arange(height)[:, None]

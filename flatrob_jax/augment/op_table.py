@@ -140,16 +140,26 @@ def apply_op_switch(levels, op_index, magnitude, op_names: Sequence[str], interp
     return jax.lax.switch(op_index, branches, levels, jnp.asarray(magnitude, jnp.float32))
 
 
-__all__ = ["ENHANCE", "GEOMETRIC", "LOOKUP", "OP_NAMES", "apply_op", "apply_ops", "apply_op_switch", "check_op_names", "level_op"]
+__all__ = ["ENHANCE", "GEOMETRIC", "LOOKUP", "OP_NAMES", "SELECTS", "apply_op", "apply_ops", "apply_op_switch", "check_op_names", "level_op"]
 
 
-def apply_ops(levels, op_indices, magnitudes, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0):
+SELECTS = ("fused", "switch")
+
+
+def apply_ops(levels, op_indices, magnitudes, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0, select: str = "fused"):
     """Apply the slots ``op_names[op_indices[s]]`` with ``magnitudes[s]`` in order s = 0, 1, ...
-    (a ``lax.scan`` over slots, so compile time does not grow with the number of slots)."""
+    (a ``lax.scan`` over slots, so compile time does not grow with the number of slots).
+
+    ``select``: "fused" (``apply_op``; for vmapped batches) or "switch" (``apply_op_switch``; for
+    code that runs one image at a time, e.g. under ``lax.map``, where only the chosen branch
+    executes). Both give the same result."""
+    if select not in SELECTS:
+        raise ValueError(f"unknown select {select!r}; valid choices: {', '.join(SELECTS)}")
+    slot_fn = apply_op if select == "fused" else apply_op_switch
 
     def step(x, slot):
         op_index, magnitude = slot
-        return apply_op(x, op_index, magnitude, op_names, interpolation, fill), None
+        return slot_fn(x, op_index, magnitude, op_names, interpolation, fill), None
 
     out, _ = jax.lax.scan(step, levels, (jnp.asarray(op_indices, jnp.int32), jnp.asarray(magnitudes, jnp.float32)))
     return out

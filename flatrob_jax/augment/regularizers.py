@@ -2,7 +2,7 @@
 import jax
 import jax.numpy as jnp
 
-from flatrob_jax.augment import ops
+from flatrob_jax.augment import ops, sampling
 
 
 def cutout(key, image, length: int = 16, fill=0.0):
@@ -10,9 +10,9 @@ def cutout(key, image, length: int = 16, fill=0.0):
     centred at a uniform pixel, clipped at the border, set to ``fill`` (16 px on CIFAR). Their
     code zeroes *normalized* pixels (the dataset mean); ``fill`` is in [0, 1] pixel units here."""
     h, w, _ = image.shape
-    ky, kx = jax.random.split(key)
-    cy = jax.random.randint(ky, (), 0, h)
-    cx = jax.random.randint(kx, (), 0, w)
+    draws = sampling.Uniforms(key, 2)
+    cy = draws.integers((), 0, h)
+    cx = draws.integers((), 0, w)
     return ops.cutout(image, cy, cx, length, fill)
 
 

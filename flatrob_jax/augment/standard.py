@@ -1,30 +1,38 @@
-"""The CIFAR default: random crop with zero padding plus a random horizontal flip."""
+"""The CIFAR default: random crop with zero padding plus a random horizontal flip.
+
+Randomness comes from one uniform draw per image (``sampling.Uniforms``: one Threefry call
+compiles much faster than one per decision)."""
 import jax
 import jax.numpy as jnp
+
+from flatrob_jax.augment import sampling
+
+
+def _crop(image, padding: int, draws) -> jax.Array:
+    if padding == 0:
+        return image
+    h, w, c = image.shape
+    padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    dy = draws.integers((), 0, 2 * padding + 1)
+    dx = draws.integers((), 0, 2 * padding + 1)
+    return jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
 
 
 def random_crop(key: jax.Array, image: jax.Array, padding: int = 4) -> jax.Array:
     """Zero-pad by ``padding`` on each side, then crop back to H x W at a uniform offset
     (torchvision RandomCrop(size, padding) with fill 0)."""
-    if padding == 0:
-        return image
-    h, w, c = image.shape
-    padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-    ky, kx = jax.random.split(key)
-    dy = jax.random.randint(ky, (), 0, 2 * padding + 1)
-    dx = jax.random.randint(kx, (), 0, 2 * padding + 1)
-    return jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
+    return _crop(image, padding, sampling.Uniforms(key, 2))
 
 
 def random_flip(key: jax.Array, image: jax.Array) -> jax.Array:
     """Mirror left-right with probability 1/2."""
-    return jnp.where(jax.random.bernoulli(key), image[:, ::-1, :], image)
+    return jnp.where(sampling.Uniforms(key, 1).bernoulli(()), image[:, ::-1, :], image)
 
 
 def crop_flip(key: jax.Array, image: jax.Array, padding: int = 4, flip: bool = True) -> jax.Array:
     """One image: random crop with ``padding`` then (if ``flip``) a random horizontal flip."""
-    k_crop, k_flip = jax.random.split(key)
-    image = random_crop(k_crop, image, padding)
+    draws = sampling.Uniforms(key, 3)
+    image = _crop(image, padding, draws)
     if flip:
-        image = random_flip(k_flip, image)
+        image = jnp.where(draws.bernoulli(()), image[:, ::-1, :], image)
     return image
