@@ -141,4 +141,6 @@ def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:
     finally:
         ckpt.close()
     state = tree_to_state(template, tree)
-    return EvalModel(config, model, eval_variables(state), restored_step)
+    # Host arrays: each consumer (curvature, attacks, corruptions) places them on its own mesh.
+    variables = jax.device_get(eval_variables(state))
+    return EvalModel(config, model, variables, restored_step)

@@ -34,9 +34,26 @@ class Sweep:
     runs: list  # one {'a.b': value} dict of overrides per run
     overrides: dict = dataclasses.field(default_factory=dict)  # applied to every run
     title: str = "Flatness vs. robustness across augmentations"
-    flatness_metrics: tuple = ()  # () = every curvature/* and sharpness/* measure
-    robust_metrics: tuple = ()  # () = every corruptions/* and attacks/* error
+    flatness_metrics: tuple = ()  # () = the headline ones (see headline_metrics)
+    robust_metrics: tuple = ()  # () = the headline ones (see headline_metrics)
     num_resamples: int = 2000  # bootstrap resamples for the confidence intervals
+
+
+FLATNESS_HEADLINES = ("lambda_max", "trace", "keskar_sharpness", "adaptive_sharpness_worst",
+                      "adaptive_sharpness_average", "pac_bayes_sigma")
+ROBUST_HEADLINES = ("corruptions/mean_corruption_error", "corruptions/mCE",
+                    "corruptions/relative_mCE")
+
+
+def headline_metrics(metrics) -> tuple:
+    """The measures a report correlates by default: lambda_max, trace and the sharpness
+    measures (on clean and augmented data) against the mean corruption error / mCE and the
+    PGD and AutoAttack errors. Bookkeeping (residuals, per-layer traces, timings) is left out."""
+    flat = [m for m in metrics if m.startswith("curvature/") and "/seconds/" not in m
+            and any(m.endswith("/" + h) or m.endswith("/" + h + "/value") for h in FLATNESS_HEADLINES)]
+    robust = [m for m in metrics if m in ROBUST_HEADLINES or (
+        m.startswith("attacks/") and (m.endswith("/pgd/error") or m.endswith("/autoattack/error")))]
+    return flat, robust
 
 
 def product(**axes) -> list:
@@ -160,10 +177,11 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
             rows += rows_from_results(name, keep, overrides=overrides)
         paths["results_csv"] = write_csv(rows, os.path.join(root, "results.csv"))
         paths["results_json"] = write_json(rows, os.path.join(root, "results.json"))
+        flat, robust = headline_metrics(sorted({r["metric"] for r in rows}))
         paths["report"] = write_report(
             rows, os.path.join(root, "report"), title=sweep.title,
-            flatness_metrics=list(sweep.flatness_metrics) or None,
-            robust_metrics=list(sweep.robust_metrics) or None,
+            flatness_metrics=list(sweep.flatness_metrics) or flat,
+            robust_metrics=list(sweep.robust_metrics) or robust,
             num_resamples=sweep.num_resamples)
         log(f"report: {paths['report']}")
     log(f"sweep done in {format_duration(time.time() - t0)}")
