@@ -143,7 +143,7 @@ def main():
             vec_ips = ours(policy, images, "vectorized")
             peer_ips = float("nan")
             if os.path.exists(args.peer_python):
-                batches = 4 if size <= 32 else 1
+                batches = 6 if size <= 32 else 3
                 peer_ips = peer(args.peer_python, images_u8, policy, batches)
             rows.append((policy, size, seq_ips, vec_ips, peer_ips))
             print(f"| {policy} | {size} | {seq_ips:.0f} | {vec_ips:.0f} | {peer_ips:.0f} | {seq_ips / peer_ips:.1f}x |", flush=True)

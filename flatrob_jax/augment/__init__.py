@@ -78,15 +78,12 @@ def _select(execution: str) -> str:
     return "switch" if resolve_execution(execution) == "sequential" else "fused"
 
 
-def _per_example(images_fn, execution: str = "vectorized"):
-    """Lift ``f(key, image) -> image`` to ``fn(key_or_keys, images)`` with per-example keys,
-    vmapped ("vectorized") or one image after another with ``lax.map`` ("sequential")."""
-    sequential = resolve_execution(execution) == "sequential"
+def _per_example(images_fn):
+    """Lift ``f(key, image) -> image`` to ``fn(key_or_keys, images)`` with per-example keys
+    (vmapped: the simple ops have no per-image choice among ops)."""
 
     def fn(key, images):
         keys = as_example_keys(key, images.shape[0])
-        if sequential:
-            return jax.lax.map(lambda a: images_fn(*a), (keys, images))
         return jax.vmap(images_fn)(keys, images)
 
     return fn
@@ -121,9 +118,8 @@ def _gaussian_noise(sigma: float = 0.1):
 
 
 def _policy(sample_fn, apply_fn, execution: str):
-    """Batched policy: choices sampled for the whole batch at once (vmap: the Gamma/Beta
-    samplers are loops that should not run image by image), then applied per image, vmapped or
-    with ``lax.map`` (``execution``). Same result either way."""
+    """Batched policy: choices sampled for the whole batch at once (vmapped elementwise math),
+    then applied per image, vmapped or with ``lax.map`` (``execution``). Same result either way."""
     sequential = resolve_execution(execution) == "sequential"
 
     def fn(key, images):
