@@ -222,6 +222,11 @@ def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss
     clean_logits = model_fn(x)
     robust = (jnp.argmax(clean_logits, axis=1) == y) & valid
     targeted = loss == "dlr-targeted"
+    num_classes = clean_logits.shape[1]
+    min_classes = {"ce": 2, "dlr": 3, "dlr-targeted": max(4, n_target_classes + 1)}[loss]
+    if num_classes < min_classes:
+        raise ValueError(f"loss {loss!r} with n_target_classes={n_target_classes} needs at "
+                         f"least {min_classes} classes; the model has {num_classes}")
     num_runs = n_restarts * (n_target_classes if targeted else 1)
 
     def cond(c):

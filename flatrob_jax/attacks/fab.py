@@ -88,6 +88,9 @@ def fab_targeted_program(model_fn, valid, x, y, *, eps: float, norm: str, n_iter
     robust = (jnp.argmax(clean_logits, axis=1) == y) & valid
     order = jnp.argsort(clean_logits, axis=1)
     num_classes = clean_logits.shape[1]
+    if n_target_classes + 1 > num_classes:
+        raise ValueError(f"n_target_classes={n_target_classes} needs at least "
+                         f"{n_target_classes + 1} classes; the model has {num_classes}")
 
     def cond(c):
         r, robust, _ = c

@@ -1,0 +1,97 @@
+"""Wall time of APGD-CE (100 steps) and of the full standard AutoAttack, ours (JAX, jitted,
+sharded over the CPU devices) vs pyautoattack 0.2.0 (PyTorch, CPU), on the same tiny
+Fashion-MNIST CNN (weights ported Flax -> PyTorch) and the same test images.
+
+    python benchmarks/bench_attacks.py [--n 500] [--eps-apgd 8/255] [--eps-aa 0.1]
+
+Ours is timed twice (first call includes compilation; second is the steady state).  Prints a
+markdown table (paste into benchmarks/attacks.md).
+"""
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flatrob_jax import attacks  # noqa: E402
+from test_attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,  # noqa: E402
+                                  trained_tiny_cnn)
+
+
+def _acc_jax(f, x, y):
+    return float((np.asarray(f(x)).argmax(1) == y).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--eps-apgd", type=str, default="8/255")
+    ap.add_argument("--eps-aa", type=str, default="0.1")
+    ap.add_argument("--norm", default="Linf")
+    args = ap.parse_args()
+    eps_apgd, eps_aa = eval(args.eps_apgd), eval(args.eps_aa)  # noqa: S307 - CLI fractions
+    import pyautoattack
+    from pyautoattack import checks as ref_checks
+    from pyautoattack.autopgd_base import APGDAttack
+
+    model, params = trained_tiny_cnn()
+    x, y = fashion_mnist("test", args.n)
+    f = apply_fn_of(model, params)
+    net = torch_twin(params)
+    xt, yt = to_nchw(x), torch.from_numpy(y).long()
+    rows = []
+
+    def ours_apgd():
+        return attacks.apgd(f, x, y, jax.random.key(0), eps=eps_apgd, norm=args.norm, loss="ce",
+                            steps=100)
+
+    t = time.perf_counter(); ours_apgd(); t_first = time.perf_counter() - t
+    t = time.perf_counter(); xa = ours_apgd(); t_ours = time.perf_counter() - t
+    acc_ours = _acc_jax(f, xa, y)
+    ref = APGDAttack(net, n_iter=100, norm=args.norm, eps=eps_apgd, loss="ce", seed=0,
+                     device="cpu")
+    t = time.perf_counter(); xr = ref.perturb(xt, yt); t_ref = time.perf_counter() - t
+    acc_ref = float((net(xr).argmax(1) == yt).float().mean())
+    rows.append((f"APGD-CE 100 steps, {args.norm} eps={args.eps_apgd}", t_first, t_ours, t_ref,
+                 acc_ours, acc_ref))
+
+    def ours_aa():
+        return attacks.autoattack(f, x, y, jax.random.key(0), eps=eps_aa, norm=args.norm)
+
+    t = time.perf_counter(); ours_aa(); t_first = time.perf_counter() - t
+    t = time.perf_counter(); res = ours_aa(); t_ours = time.perf_counter() - t
+    captured = {}
+    original = ref_checks.check_square_sr
+
+    def capture(acc_dict, **kw):
+        captured.update(acc_dict)
+        return original(acc_dict, **kw)
+
+    ref_checks.check_square_sr = capture
+    aa = pyautoattack.AutoAttack(net, eps=eps_aa, norm=args.norm, seed=0, device="cpu")
+    t = time.perf_counter(); aa.run_standard_evaluation(xt, yt, batch_size=500)
+    t_ref = time.perf_counter() - t
+    rows.append((f"AutoAttack standard, {args.norm} eps={args.eps_aa}", t_first, t_ours, t_ref,
+                 res.robust_accuracy, captured["square"] if "square" in captured else
+                 min(captured.values())))
+
+    print(f"\n{args.n} Fashion-MNIST test images, tiny CNN, {jax.device_count()} JAX CPU "
+          f"devices, torch threads {torch.get_num_threads()}\n")
+    print("| attack | ours first call (s, incl. compile) | ours (s) | pyautoattack (s) | "
+          "speed-up | robust acc ours | robust acc pyautoattack |")
+    print("|---|---|---|---|---|---|---|")
+    for name, first, ours, ref_t, a_o, a_r in rows:
+        print(f"| {name} | {first:.1f} | {ours:.1f} | {ref_t:.1f} | {ref_t / ours:.1f}x | "
+              f"{a_o:.2%} | {a_r:.2%} |")
+    print("\nper attack (cumulative robust accuracy), ours:", res.robust_accuracy_after)
+    print("per attack (cumulative robust accuracy), pyautoattack:", captured)
+
+
+if __name__ == "__main__":
+    main()
