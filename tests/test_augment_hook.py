@@ -123,11 +123,11 @@ def test_mixup_and_cutmix_mix_images_and_labels_consistently():
     keys = jax.random.split(jax.random.key(0), b)
     j = np.asarray(mixing.partner_index(b))
     np.testing.assert_array_equal(j, [1, 0, 3, 2, 5, 4])
-    x, y = mixing.mixup(keys, images, labels, 1.0)
+    x, y = jax.jit(mixing.mixup)(keys, images, labels, 1.0)
     lam = np.asarray(y)[np.arange(b), np.arange(b)]
     np.testing.assert_allclose(np.asarray(y)[np.arange(b), j], 1 - lam, atol=1e-6)
     np.testing.assert_allclose(np.asarray(x)[:, 0, 0, 0], lam * values + (1 - lam) * values[j], atol=1e-6)
-    x, y = mixing.cutmix(keys, images, labels, 1.0)
+    x, y = jax.jit(mixing.cutmix)(keys, images, labels, 1.0)
     from_partner = np.mean(np.isclose(np.asarray(x)[..., 0], np.asarray(values)[j][:, None, None]), axis=(1, 2))
     np.testing.assert_allclose(np.asarray(y)[np.arange(b), j], from_partner, atol=1e-6)
     np.testing.assert_array_equal(mixing.partner_index(5), [1, 0, 3, 2, 4])
@@ -135,10 +135,11 @@ def test_mixup_and_cutmix_mix_images_and_labels_consistently():
 
 def test_cutout_and_noise():
     image = jnp.full((32, 32, 3), 0.5)
+    cutout = jax.jit(lambda k, x: regularizers.cutout(k, x, 16, 0.0))
     for seed in range(5):
-        out = np.asarray(regularizers.cutout(jax.random.key(seed), image, 16, 0.0))
+        out = np.asarray(cutout(jax.random.key(seed), image))
         rows, cols = np.nonzero(out[..., 0] == 0.0)
         assert rows.max() - rows.min() < 16 and cols.max() - cols.min() < 16 and rows.size <= 256
         assert (out[out[..., 0] != 0.0] == 0.5).all()
-    noisy = np.asarray(regularizers.gaussian_noise(jax.random.key(0), image, 0.05))
+    noisy = np.asarray(jax.jit(regularizers.gaussian_noise)(jax.random.key(0), image, 0.05))
     assert abs(np.std(noisy - 0.5) - 0.05) < 0.003 and abs(np.mean(noisy - 0.5)) < 0.003
