@@ -219,3 +219,21 @@ def test_no_retrace_when_magnitudes_change():
     for m, s in [(0, 1.0), (9, 3.0), (30, 10.0)]:
         ra, _ = sample(jax.random.key(0), m, s)
         rand_augment(IMAGE, ra)
+
+
+def test_one_draw_gamma_beta_dirichlet_samplers():
+    """sampling.Uniforms' Gamma (Marsaglia-Tsang, 8 proposals; boost below 1), Beta and
+    Dirichlet against scipy's distributions (Kolmogorov-Smirnov)."""
+    from flatrob_jax.augment import sampling
+
+    def draw(key, a):
+        u = sampling.Uniforms(key, 5 * sampling.GAMMA_UNIFORMS)
+        return u.gamma(a), u.beta(a, 2.0 * a), u.dirichlet(jnp.stack([a, 1.0]))[0]
+
+    keys = jax.random.split(jax.random.key(7), 4000)
+    fn = jax.jit(jax.vmap(draw, in_axes=(0, None)))
+    for a in (0.3, 2.5):
+        g, b, d = (np.asarray(v) for v in fn(keys, jnp.float32(a)))
+        assert stats.kstest(g, stats.gamma(a).cdf).pvalue > 1e-4, a
+        assert stats.kstest(b, stats.beta(a, 2 * a).cdf).pvalue > 1e-4, a
+        assert stats.kstest(d, stats.beta(a, 1.0).cdf).pvalue > 1e-4, a
