@@ -1,10 +1,10 @@
 """CIFAR-10 with ResNet-18 (CIFAR stem), AugMix's recipe: SGD Nesterov 0.9, lr 0.1 cosine,
 weight decay 5e-4, batch 128, 200 epochs, crop + flip before the policy.
 
-    python -m flatrob_jax.train --config configs/cifar10_resnet18.py --workdir gs://.../c10_r18 \
+    python -m flatrob_jax.train --config configs/cifar10_resnet18.py --workdir /mnt/runs/c10_r18 \
         --config.dataset.data_dir=$TFDS_DATA_DIR --config.augment.name=augmix
 """
-from flatrob_jax.configuration import base_config
+from flatrob_jax.configuration import base_config, shrink_for_smoke
 
 
 def get_config(arg=None):
@@ -43,14 +43,8 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 1955  # every 5 epochs
     c.checkpoint.max_to_keep = 2
     if arg == "smoke":
-        c.dataset.num_train_examples = 32
-        c.dataset.num_eval_examples = 16
-        c.train.batch_size = 8
-        c.train.eval_batch_size = 8
-        c.train.num_steps = 1
-        c.log_every_steps = 1
-        c.eval_every_steps = -1
-        c.checkpoint.every_steps = -1
+        shrink_for_smoke(c, batch_size=8, num_train_examples=32, num_eval_examples=16,
+                         num_steps=1)
     elif arg not in (None, ""):
         raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
     return c

@@ -1,6 +1,6 @@
 """CIFAR-10 with WRN-40-2, AugMix's recipe (Hendrycks et al. 2020): SGD Nesterov 0.9, lr 0.1
 cosine, weight decay 5e-4, batch 128, 100 epochs."""
-from flatrob_jax.configuration import base_config
+from flatrob_jax.configuration import base_config, shrink_for_smoke
 
 
 def get_config(arg=None):
@@ -39,14 +39,8 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 1955
     c.checkpoint.max_to_keep = 2
     if arg == "smoke":
-        c.dataset.num_train_examples = 32
-        c.dataset.num_eval_examples = 16
-        c.train.batch_size = 8
-        c.train.eval_batch_size = 8
-        c.train.num_steps = 1
-        c.log_every_steps = 1
-        c.eval_every_steps = -1
-        c.checkpoint.every_steps = -1
+        shrink_for_smoke(c, batch_size=8, num_train_examples=32, num_eval_examples=16,
+                         num_steps=1)
     elif arg not in (None, ""):
         raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
     return c

@@ -4,7 +4,7 @@ small CNN and the standard crop + flip augmentation.
     python -m flatrob_jax.train --config configs/fashion_mnist_cnn.py --workdir /tmp/fm
     python -m flatrob_jax.train --config configs/fashion_mnist_cnn.py:smoke --workdir /tmp/fm_smoke
 """
-from flatrob_jax.configuration import base_config
+from flatrob_jax.configuration import base_config, shrink_for_smoke
 
 
 def get_config(arg=None):
@@ -43,14 +43,8 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 500
     c.checkpoint.max_to_keep = 2
     if arg == "smoke":
-        c.dataset.num_train_examples = 512
-        c.dataset.num_eval_examples = 256
-        c.train.batch_size = 64
-        c.train.eval_batch_size = 128
-        c.train.num_steps = 4
-        c.log_every_steps = 2
-        c.eval_every_steps = -1
-        c.checkpoint.every_steps = 2
+        shrink_for_smoke(c, batch_size=64, num_train_examples=512, num_eval_examples=256,
+                         num_steps=4, checkpoint_every_steps=2)
     elif arg not in (None, ""):
         raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
     return c

@@ -3,10 +3,10 @@ epochs then cosine, weight decay 1e-4, label smoothing 0.1, 90 epochs, batch 102
 preprocessing: random-resized crop to 224 (train), resize + center crop (eval); the flip and
 the policy run on device.
 
-    python -m flatrob_jax.train --config configs/imagenet_resnet50.py --workdir gs://.../in_r50 \
-        --config.dataset.data_dir=gs://.../tensorflow_datasets
+    python -m flatrob_jax.train --config configs/imagenet_resnet50.py --workdir /mnt/runs/in_r50 \
+        --config.dataset.data_dir=/mnt/runs/tensorflow_datasets
 """
-from flatrob_jax.configuration import base_config
+from flatrob_jax.configuration import base_config, shrink_for_smoke
 
 
 def get_config(arg=None):
@@ -45,16 +45,9 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 1251  # every epoch
     c.checkpoint.max_to_keep = 2
     if arg == "smoke":
-        c.dataset.image_size = (32, 32, 3)
-        c.dataset.num_train_examples = 8
-        c.dataset.num_eval_examples = 4
-        c.train.batch_size = 4
-        c.train.eval_batch_size = 4
-        c.train.num_steps = 1
-        c.optimizer.warmup_epochs = 0.0
-        c.log_every_steps = 1
-        c.eval_every_steps = -1
-        c.checkpoint.every_steps = -1
+        c.dataset.image_size = (32, 32, 3)  # tiny shapes for a CPU step
+        shrink_for_smoke(c, batch_size=4, num_train_examples=8, num_eval_examples=4,
+                         num_steps=1)
     elif arg not in (None, ""):
         raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
     return c

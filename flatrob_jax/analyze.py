@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from flatrob_jax import checkpoint as ckpt_lib
+from flatrob_jax.atomic_files import atomic_write_text
 
 MEASURES = ("clean", "curvature", "curvature_augmented", "corruptions", "attacks")
 
@@ -138,7 +139,7 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print) -> dict
         results["attacks"] = attacks_eval.evaluate(
             run, test, cfg.attacks, key=jax.random.fold_in(key, 4), log=log)
     results["seconds"] = time.time() - t0
-    ckpt_lib.atomic_write_text(os.path.join(workdir, "analysis.json"),
+    atomic_write_text(os.path.join(workdir, "analysis.json"),
                                json.dumps(_jsonable(results), indent=2))
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
     return results

@@ -13,32 +13,16 @@ deleted except by orbax's ``max_to_keep`` after a newer checkpoint is fully writ
 """
 import json
 import os
-import tempfile
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from flatrob_jax.atomic_files import atomic_write_text
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be restored."""
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and os.replace."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> str:

@@ -38,6 +38,22 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def shrink_for_smoke(c, *, batch_size: int, num_train_examples: int, num_eval_examples: int,
+                     num_steps: int, checkpoint_every_steps: int = -1):
+    """The ``:smoke`` argument of every config: the same model and pipeline, a few steps on
+    the first examples, so a whole run takes seconds on a CPU."""
+    c.dataset.num_train_examples = num_train_examples
+    c.dataset.num_eval_examples = num_eval_examples
+    c.train.batch_size = batch_size
+    c.train.eval_batch_size = batch_size * 2 if num_eval_examples >= 2 * batch_size else batch_size
+    c.train.num_steps = num_steps
+    c.optimizer.warmup_epochs = 0.0
+    c.log_every_steps = max(1, num_steps // 2)
+    c.eval_every_steps = -1
+    c.checkpoint.every_steps = checkpoint_every_steps
+    return c
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """``'configs/x.py'`` or ``'configs/x.py:arg'`` -> the file's ``get_config(arg)``, locked."""
     path, _, arg = spec.partition(":")

@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from flatrob_jax.atomic_files import atomic_write_text
+
 
 def _plain(value):
     value = np.asarray(value)
@@ -36,8 +38,6 @@ class MetricWriter:
             lines = [ln for ln in f if ln.strip()]
         kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
         if len(kept) != len(lines):
-            from flatrob_jax.checkpoint import atomic_write_text
-
             atomic_write_text(self.path, "".join(kept))
 
     def write(self, step: int, split: str, metrics: dict) -> None:

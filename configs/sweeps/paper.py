@@ -18,3 +18,15 @@ ANALYSIS = {
     "analysis.attacks.num_examples": 1000,
     "analysis.attacks.autoattack": True,
 }
+
+
+def paper_sweep(base: str, title: str, extra: dict, arg=None):
+    """One run per augmentation (``arg='seeds'``: x3 seeds) of ``base`` with the analysis
+    above plus ``extra`` overrides."""
+    from flatrob_jax.sweep import Sweep, product
+
+    if arg not in (None, "", "seeds"):
+        raise ValueError(f"unknown sweep argument {arg!r}; valid: 'seeds' or none")
+    seeds = (0, 1, 2) if arg == "seeds" else (0,)
+    return Sweep(base=base, overrides={**ANALYSIS, **extra}, title=title,
+                 runs=product(**{"augment.name": list(AUGMENTATIONS), "seed": list(seeds)}))

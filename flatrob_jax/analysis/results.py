@@ -35,11 +35,12 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from flatrob_jax.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 COLUMNS = ("run", "overrides", "metric", "value", "stderr")
 SEPARATOR = "/"
@@ -197,29 +198,7 @@ def parse_overrides(overrides: Any) -> dict:
 # --------------------------------------------------------------------------- atomic files
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same directory, fsync,
-    then ``os.replace``. On any error the temporary file is removed and ``path`` is untouched."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    """``atomic_write_bytes`` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+# atomic_write_bytes / atomic_write_text live in flatrob_jax.atomic_files (re-exported).
 
 
 # --------------------------------------------------------------------------- CSV / JSON

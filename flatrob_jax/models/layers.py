@@ -23,3 +23,9 @@ def batch_norm(train: bool, axis_name, dtype=jnp.float32, **kw):
 # PyTorch's default conv init is kaiming_uniform(a=sqrt(5)); the ResNet papers and the CIFAR
 # reference code use He-normal (fan_out) for convolutions. We use He-normal fan_out.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv(width: int, kernel: int, stride: int, name=None, *, dtype=jnp.float32):
+    """Bias-free convolution with 'same'-style padding of kernel // 2 and He-normal init."""
+    return nn.Conv(width, (kernel, kernel), (stride, stride), padding=kernel // 2,
+                   use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)

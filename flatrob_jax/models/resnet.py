@@ -1,11 +1,13 @@
 """ResNets: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool; He et al. / the common CIFAR
 code), PreAct-ResNet-18 (He et al. 2016, identity mappings), and ResNet-50 with the ImageNet
 stem (7x7/2 conv + 3x3/2 max-pool; torchvision layout, stride on the 3x3 conv as in v1.5)."""
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flatrob_jax.models import layers
 from flatrob_jax.models.layers import batch_norm, conv_init
 from flatrob_jax.models.normalization import Normalize
 
@@ -18,9 +20,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda w, k, s, name=None: nn.Conv(  # noqa: E731
-            w, (k, k), (s, s), padding=k // 2 if k > 1 else 0, use_bias=False,
-            kernel_init=conv_init, dtype=self.dtype, name=name)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         y = nn.relu(self.norm()(conv(self.width, 3, self.stride)(x)))
         y = self.norm()(conv(self.width, 3, 1)(y))
         if self.stride != 1 or x.shape[-1] != self.width:
@@ -36,9 +36,7 @@ class PreActBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda w, k, s, name=None: nn.Conv(  # noqa: E731
-            w, (k, k), (s, s), padding=k // 2 if k > 1 else 0, use_bias=False,
-            kernel_init=conv_init, dtype=self.dtype, name=name)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         out = nn.relu(self.norm()(x))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.width:
@@ -57,9 +55,7 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda w, k, s, name=None: nn.Conv(  # noqa: E731
-            w, (k, k), (s, s), padding=k // 2 if k > 1 else 0, use_bias=False,
-            kernel_init=conv_init, dtype=self.dtype, name=name)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         out_width = self.width * self.expansion
         y = nn.relu(self.norm()(conv(self.width, 1, 1)(x)))
         y = nn.relu(self.norm()(conv(self.width, 3, self.stride)(y)))

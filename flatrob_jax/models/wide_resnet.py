@@ -1,11 +1,13 @@
 """Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), as used by AugMix for CIFAR
 (WRN-40-2) and by much of the robustness literature (WRN-28-10): pre-activation basic blocks,
 (d - 4) / 6 blocks per stage, widths 16k, 32k, 64k."""
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from flatrob_jax.models import layers
 from flatrob_jax.models.layers import batch_norm, conv_init
 from flatrob_jax.models.normalization import Normalize
 
@@ -18,9 +20,7 @@ class WideBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        conv = lambda w, k, s, name=None: nn.Conv(  # noqa: E731
-            w, (k, k), (s, s), padding=k // 2 if k > 1 else 0, use_bias=False,
-            kernel_init=conv_init, dtype=self.dtype, name=name)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         out = nn.relu(self.norm()(x))
         if self.stride != 1 or x.shape[-1] != self.width:
             shortcut = conv(self.width, 1, self.stride, "shortcut_conv")(out)

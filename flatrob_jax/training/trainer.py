@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatrob_jax import checkpoint as ckpt_lib
+from flatrob_jax.atomic_files import atomic_write_text
 from flatrob_jax import distributed
 from flatrob_jax.augment import build_train_augmentation
 from flatrob_jax.data import EvalBatches, TrainBatches, build_source, get_info
@@ -130,7 +131,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "dataset": config.dataset.name, "augment": config.augment.name,
     }
     if is_main:
-        ckpt_lib.atomic_write_text(os.path.join(workdir, "summary.json"),
+        atomic_write_text(os.path.join(workdir, "summary.json"),
                                    json.dumps(summary, indent=2))
     writer.close()
     checkpointer.close()
