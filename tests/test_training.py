@@ -142,3 +142,29 @@ def test_train_and_evaluate_learns_writes_metrics_and_does_not_repeat(tmp_path):
     again = train_and_evaluate(config, workdir)
     assert again["steps_this_session"] == 0
     assert again["test_accuracy"] == summary["test_accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["augmix", "autoaugment", "randaugment", "trivialaugment",
+                                    "cutout", "gaussian_noise", "mixup", "cutmix"])
+def test_every_policy_trains_inside_the_data_parallel_step(policy):
+    """One step on 2 fake devices; AugMix brings its 3 views and the JSD term."""
+    from flatrob_jax.augment import names
+
+    assert policy in names()
+    mesh = distributed.make_mesh(2)
+    cfg = default_config()
+    cfg.name = policy
+    augmentation = build_train_augmentation(cfg)
+    if policy == "augmix":
+        assert augmentation.num_views == 3 and augmentation.consistency_weight == 12.0
+    model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
+    state = distributed.replicate(
+        mesh, create_train_state(jax.random.key(0), model, optax.sgd(0.05, 0.9), (28, 28, 1)))
+    step = make_train_step(mesh, augmentation=augmentation, num_classes=10, label_smoothing=0.0)
+    state, metrics = step(state, distributed.shard_host_batch(mesh, _batch(8)),
+                          distributed.replicate(mesh, jax.random.key(1)))
+    metrics = jax.device_get(metrics)
+    assert np.isfinite(metrics["loss"]) and int(state.step) == 1
+    if policy == "augmix":
+        assert metrics["loss"] > metrics["cross_entropy"]  # the JSD term is in the loss
