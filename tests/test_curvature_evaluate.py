@@ -21,7 +21,7 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
     rng = np.random.RandomState(0)
     data = (rng.rand(20, 8, 8, 1).astype(np.float32), rng.randint(0, 3, 20).astype(np.int32))
     cfg = curvature_evaluate.default_config()
-    cfg.batch_size = 3
+    cfg.batch_size = 5  # one microbatch per device on the 4 test devices
     cfg.lanczos_steps = 30
     cfg.smallest = True
     cfg.trace_max_probes = 20

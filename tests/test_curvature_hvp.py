@@ -37,7 +37,7 @@ def test_dataset_objective_equals_the_full_batch_loss_gradient_and_hvp():
         images, labels = dataset(37)
         loss = full_batch_loss(model, variables, images, labels)
         params = variables["params"]
-        obj = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=curvature.default_mesh(1))
+        obj = curvature.from_flax(model, variables, images, labels, batch_size=13, mesh=curvature.default_mesh(1))
         value, grad = obj.value_and_grad(params)
         np.testing.assert_allclose(float(value), float(loss(params)), rtol=1e-12)
         np.testing.assert_allclose(float(obj.loss(params)), float(loss(params)), rtol=1e-12)
@@ -49,8 +49,10 @@ def test_dataset_objective_equals_the_full_batch_loss_gradient_and_hvp():
         np.testing.assert_allclose(float(obj.error_rate(params)), expected_error, rtol=1e-6)
 
 
-def test_dataset_operator_is_invariant_to_the_batch_partition():
-    """37 examples split as 1 batch, 8 x 5 (last padded), 13 x 3 (last padded), on 1 device."""
+@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled", "lax.scan"])
+def test_dataset_operator_is_invariant_to_the_batch_partition(unroll):
+    """37 examples split as 1 batch, 2 x 19 (last padded), 5 x 8 (last padded), on 1 device;
+    both microbatch loops (straight-line: the CPU default; lax.scan: the accelerator default)."""
     model = BnCnn()
     with jax.enable_x64(True):
         variables = init(model, jnp.float64)
@@ -58,9 +60,10 @@ def test_dataset_operator_is_invariant_to_the_batch_partition():
         params = variables["params"]
         v = ravel_pytree(params)[1](jax.random.normal(jax.random.key(2), (ravel_pytree(params)[0].size,), jnp.float64))
         results = []
-        for batch_size in (37, 5, 3):
+        for batch_size in (37, 19, 8):
             obj = curvature.from_flax(
-                model, variables, images, labels, batch_size=batch_size, mesh=curvature.default_mesh(1)
+                model, variables, images, labels, batch_size=batch_size, mesh=curvature.default_mesh(1),
+                unroll_microbatches=unroll,
             )
             results.append((_flat(obj.hvp(v)), float(obj.loss(params))))
         for hv, value in results[1:]:
@@ -72,12 +75,12 @@ def test_one_and_four_devices_agree_in_float32():
     assert jax.device_count() >= 4, "conftest sets 4 fake CPU devices"
     model = BnCnn()
     variables = init(model)
-    images, labels = dataset(37)  # 4 devices x 3 per microbatch: 48 slots, 11 padded
+    images, labels = dataset(37)  # 4 devices x 2 microbatches x 5: 40 slots, 3 padded
     params = variables["params"]
     flat, unravel = ravel_pytree(params)
     v = unravel(jax.random.normal(jax.random.key(3), flat.shape))
-    one = curvature.from_flax(model, variables, images, labels, batch_size=3, mesh=curvature.default_mesh(1))
-    four = curvature.from_flax(model, variables, images, labels, batch_size=3, mesh=curvature.default_mesh(4))
+    one = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=curvature.default_mesh(1))
+    four = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=curvature.default_mesh(4))
     hv1, hv4 = _flat(one.hvp(v)), _flat(four.hvp(v))
     np.testing.assert_allclose(hv4, hv1, rtol=2e-4, atol=2e-5 * np.max(np.abs(hv1)))
     np.testing.assert_allclose(float(four.loss(params)), float(one.loss(params)), rtol=1e-6)

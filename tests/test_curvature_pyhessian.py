@@ -65,7 +65,7 @@ def problem():
     variables = init(BnCnn())  # float32, the values float64_problem casts
     with jax.enable_x64(True):
         _, _, images, labels, h = float64_problem("bn_cnn")
-    obj = curvature.from_flax(BnCnn(), variables, images, labels, batch_size=7, mesh=curvature.default_mesh(1))
+    obj = curvature.from_flax(BnCnn(), variables, images, labels, batch_size=10, mesh=curvature.default_mesh(1))
     torch_model = _port(variables)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     y = torch.from_numpy(labels.astype(np.int64))

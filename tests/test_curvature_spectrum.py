@@ -16,7 +16,7 @@ from test_curvature_models import float64_problem
 def _objective(name):
     """Cached, so that each solver's jitted step compiles once for all tests (float64)."""
     model, variables, images, labels, h = float64_problem(name)
-    obj = curvature.from_flax(model, variables, images, labels, batch_size=7, mesh=curvature.default_mesh(1))
+    obj = curvature.from_flax(model, variables, images, labels, batch_size=12, mesh=curvature.default_mesh(1))
     return obj, h
 
 # Lanczos on the BN CNN converges (top-2 and bottom, tol 1e-7) in ~22 steps; SLQ uses the same
