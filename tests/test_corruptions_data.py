@@ -119,3 +119,63 @@ def test_evaluate_released_npy(tmp_path):
     cfg.source = "bogus"
     with pytest.raises(ValueError, match="on_the_fly"):
         ev.evaluate(_tiny_model(), None, cfg, key=jax.random.key(0))
+
+
+def _linear_apply(params, x):
+    m = x.mean(axis=(1, 2, 3))
+    return m[:, None] * params["w"] + params["b"]
+
+
+def _data(n=20):
+    rng = np.random.RandomState(0)
+    x = rng.rand(n, 32, 32, 3).astype(np.float32) * 0.6 + 0.2 * rng.randint(0, 2, (n, 1, 1, 1))
+    return x, (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
+
+
+def test_corrupted_sets_are_the_corrupt_outputs_and_evaluate_reuses_them():
+    """corrupted_sets: cell (name, s) = corrupt(fold_in(fold_in(key, index), s), images)
+    whatever the batch size; evaluate on them == evaluate corrupting on the fly, for
+    float32 and uint8 storage."""
+    from flatrob_jax.corruptions import ALL, corrupt_jit
+    x, y = _data()
+    key = jax.random.key(3)
+    cfg = ev.default_config()
+    cfg.corruptions = "contrast,gaussian_noise"
+    cfg.severities = "2,5"
+    cfg.batch_size = 8
+    sets = ev.corrupted_sets(x, key, cfg)
+    assert set(sets) == {(n, s) for n in ("contrast", "gaussian_noise") for s in (2, 5)}
+    cell = jax.random.fold_in(jax.random.fold_in(key, ALL.index("gaussian_noise")), 5)
+    np.testing.assert_allclose(sets[("gaussian_noise", 5)], corrupt_jit(cell, x, "gaussian_noise", 5), atol=1e-6)
+    model = jax.tree_util.Partial(_linear_apply, {"w": jnp.array([-1.0, 1.0]), "b": jnp.array([0.5, -0.5])})
+    quiet = dict(key=key, log=lambda s: None)
+    for dtype in ("float32", "uint8"):
+        cfg.corrupted_dtype = dtype
+        sets = ev.corrupted_sets(x, key, cfg)
+        assert sets[("contrast", 2)].dtype == np.dtype(dtype)
+        on_the_fly = ev.evaluate(model, (x, y), cfg, **quiet)
+        reused = ev.evaluate(model, (x, y), cfg, corrupted=sets, **quiet)
+        assert reused["errors"] == on_the_fly["errors"]
+        assert 0 < np.mean(on_the_fly["errors"]["gaussian_noise"]) < 1
+    with pytest.raises(ValueError, match="lack"):
+        ev.evaluate(model, (x[:10], y[:10]), cfg, corrupted=sets, **quiet)
+    cfg.corrupted_dtype = "int8"
+    with pytest.raises(ValueError, match="uint8"):
+        ev.corrupted_sets(x, key, cfg)
+
+
+def test_evaluate_compiles_the_model_once_for_all_cells_and_weights():
+    """A Partial model's weights are arguments: new weights reuse the compilation."""
+    x, y = _data()
+    cfg = ev.default_config()
+    cfg.corruptions = "contrast"
+    cfg.severities = "1,3"
+    cfg.batch_size = 8
+    quiet = dict(key=jax.random.key(0), log=lambda s: None)
+    ev.evaluate(jax.tree_util.Partial(_linear_apply, {"w": jnp.array([-1.0, 1.0]), "b": jnp.array([0.5, -0.5])}),
+                (x, y), cfg, **quiet)
+    size = ev._count_errors._cache_size()
+    r = ev.evaluate(jax.tree_util.Partial(_linear_apply, {"w": jnp.array([1.0, -1.0]), "b": jnp.array([-0.5, 0.5])}),
+                    (x, y), cfg, **quiet)
+    assert ev._count_errors._cache_size() == size
+    assert r["clean_error"] == 1.0  # flipped weights: every prediction is wrong
