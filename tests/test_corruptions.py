@@ -149,3 +149,22 @@ def test_psnr_falls_with_severity_on_real_images(setting):
         if any(b > a + 0.25 for a, b in zip(ps, ps[1:])) or not ps[4] < ps[0] - 1.0:
             failures.append((name, [round(p, 1) for p in ps]))
     assert not failures, failures
+
+
+def test_shot_noise_sampler_is_poisson():
+    """Chi-square goodness of fit of poisson_counts against the Poisson pmf on both sides
+    of the inversion / PTRS switch (lam = 10), from one compiled call."""
+    from scipy import stats
+    from flatrob_jax.corruptions.noise import poisson_counts
+    lams = (0.5, 4.0, 9.5, 10.0, 30.0, 300.0)
+    n = 20000
+    k = np.asarray(jax.jit(poisson_counts)(jax.random.key(0), jnp.repeat(jnp.array(lams), n))).reshape(len(lams), n)
+    for lam, draws in zip(lams, k):
+        assert np.all(draws == np.round(draws)) and draws.min() >= 0
+        lo, hi = int(stats.poisson.ppf(1e-3, lam)), int(stats.poisson.ppf(1 - 1e-3, lam))
+        edges = np.arange(lo, hi + 2)
+        observed = np.histogram(np.clip(draws, lo, hi), bins=edges)[0]
+        expected = np.diff(stats.poisson.cdf(edges - 1, lam))
+        expected[0], expected[-1] = stats.poisson.cdf(lo, lam), stats.poisson.sf(hi - 1, lam)
+        p = stats.chisquare(observed, expected / expected.sum() * n).pvalue
+        assert p > 1e-3, (lam, p)
