@@ -49,7 +49,7 @@ def test_dataset_objective_equals_the_full_batch_loss_gradient_and_hvp():
         np.testing.assert_allclose(float(obj.error_rate(params)), expected_error, rtol=1e-6)
 
 
-@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled", "lax.scan"])
+@pytest.mark.parametrize("unroll", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["unrolled", "lax.scan"])
 def test_dataset_operator_is_invariant_to_the_batch_partition(unroll):
     """37 examples split as 1 batch, 2 x 19 (last padded), 5 x 8 (last padded), on 1 device;
     both microbatch loops (straight-line: the CPU default; lax.scan: the accelerator default)."""

@@ -99,6 +99,7 @@ def test_hvp_equals_pyhessians_single_batch_and_dataloader_products(problem):
         np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-4, atol=1e-5 * scale)
 
 
+@pytest.mark.slow
 def test_top_eigenvalue_and_trace_agree_with_pyhessian(problem):
     obj, _, _, _, h, torch_model, x, y = problem
     torch.manual_seed(0)
