@@ -39,32 +39,35 @@ def _assert_valid(x_adv, x, eps, norm):
         assert np.sqrt((d.astype(np.float64) ** 2).sum(1)).max() <= eps + 1e-5
 
 
-@pytest.mark.parametrize("norm,eps", [("Linf", 8 / 255),
-                                      pytest.param("L2", 0.5, marks=pytest.mark.slow)])
-def test_every_attack_output_is_in_ball_and_box(setup, norm, eps):
+@pytest.mark.parametrize("norm,eps,heavy", [
+    ("Linf", 8 / 255, False),
+    pytest.param("Linf", 8 / 255, True, marks=pytest.mark.slow),
+    pytest.param("L2", 0.5, True, marks=pytest.mark.slow)])
+def test_every_attack_output_is_in_ball_and_box(setup, norm, eps, heavy):
     _, _, f, x, y = setup
     key = jax.random.key(0)
     outs = {
         "pgd": attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=5, step_size=eps / 4,
                            restarts=2, batch_size=8),
         "fgsm": attacks.fgsm(f, x, y, eps=eps, norm=norm, batch_size=8),
-        "pgd-margin": attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=3,
-                                  step_size=eps / 2, loss="margin", batch_size=8),
         "apgd-ce": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="ce", steps=10,
                                 batch_size=8),
-        "apgd-dlr": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr", steps=10,
-                                 batch_size=8),
         "apgd-t": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr-targeted",
                                steps=10, n_target_classes=2, batch_size=8),
-        "square": attacks.square(f, x, y, key, eps=eps, norm=norm, n_queries=30,
-                                 batch_size=8),
-        "fab-t": attacks.fab_targeted(f, x, y, eps=eps, norm=norm, n_iter=10,
-                                      n_target_classes=2, batch_size=8),
     }
+    if heavy:  # more compilations: only in the slow variant
+        outs["pgd-margin"] = attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=3,
+                                         step_size=eps / 2, loss="margin", batch_size=8)
+        outs["apgd-dlr"] = attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr",
+                                        steps=10, batch_size=8)
+        outs["square"] = attacks.square(f, x, y, key, eps=eps, norm=norm, n_queries=30,
+                                        batch_size=8)
+        outs["fab-t"] = attacks.fab_targeted(f, x, y, eps=eps, norm=norm, n_iter=10,
+                                             n_target_classes=2, batch_size=8)
     clean = _accuracy(f, x, y)
     for name, x_adv in outs.items():
         _assert_valid(x_adv, x, eps, norm)
-        if name != "pgd" and name != "fgsm" and name != "pgd-margin":
+        if not name.startswith(("pgd", "fgsm")):
             # AutoAttack-style attacks return clean images where they fail: never worse.
             assert _accuracy(f, x_adv, y) <= clean, name
 
@@ -96,8 +99,8 @@ def test_standard_model_is_broken_at_large_eps(setup):
     # On Fashion-MNIST this tiny CNN keeps ~47% robust accuracy at 8/255 under AutoAttack, in
     # pyautoattack as here (a property of the model); at eps = 0.15 it must fall to ~0%.
     _, _, f, _, _ = setup
-    x, y = fashion_mnist("test", 64)
-    x_adv = attacks.apgd(f, x, y, jax.random.key(0), eps=0.15, norm="Linf", loss="ce")
+    x, y = fashion_mnist("test", 48)
+    x_adv = attacks.apgd(f, x, y, jax.random.key(0), eps=0.15, norm="Linf", loss="ce", steps=50)
     assert _accuracy(f, x, y) > 0.6
     assert _accuracy(f, x_adv, y) <= 0.05
 
@@ -116,7 +119,7 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
                               batch_size=batch_size, mesh=mesh, return_info=True)
 
     ref_adv, ref_info = run(16, 4)
-    for batch_size, num_devices in ((5, 1), (8, 2)):
+    for batch_size, num_devices in ((5, 1),):
         x_adv, info = run(batch_size, num_devices)
         np.testing.assert_array_equal(info["fooled"], ref_info["fooled"])
         np.testing.assert_allclose(x_adv, ref_adv, atol=1e-6)

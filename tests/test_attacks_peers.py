@@ -17,6 +17,11 @@ fab_lib = importlib.import_module("flatrob_jax.attacks.fab")
 pytestmark = pytest.mark.peers
 N = 32
 RECORD = 10
+# With 100 iterations the first checkpoint is at iteration 21, so the RECORD compared iterates
+# are pure gradient/momentum steps; at checkpoints a halving decision can flip between
+# frameworks on an example whose consecutive losses differ only by float noise (the decision
+# logic itself is tested exactly on shared loss sequences in test_attacks_units.py).
+N_ITER = 100
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,8 @@ def _recording(net):
     return Recorder()
 
 
-# Linf/CE runs in the default suite; the other five combinations are heavier (slow).
-_CASES = [pytest.param(n, e, l, marks=() if (n, l) == ("Linf", "ce") else pytest.mark.slow)
+# Each case compiles a 100-iteration APGD and runs the reference: slow.
+_CASES = [pytest.param(n, e, l, marks=pytest.mark.slow)
           for n, e in (("Linf", 8 / 255), ("L2", 0.5)) for l in ("ce", "dlr", "dlr-targeted")]
 
 
@@ -63,14 +68,14 @@ def test_apgd_follows_the_reference_trajectory(setup, norm, eps, loss):
     y_target = jnp.asarray(target) if loss == "dlr-targeted" else None
     ours = jax.jit(lambda x0: apgd_lib.single_run(
         f, jnp.asarray(x), jnp.asarray(y), x0, y_target, eps=eps, norm=norm, loss=loss,
-        n_iter=100, record=RECORD))(x0)
+        n_iter=N_ITER, record=RECORD))(x0)
 
     rec = _recording(net)
     if loss == "dlr-targeted":
-        ref = APGDAttack_targeted(rec, n_iter=100, norm=norm, eps=eps, device="cpu")
+        ref = APGDAttack_targeted(rec, n_iter=N_ITER, norm=norm, eps=eps, device="cpu")
         ref.y_target = torch.from_numpy(target).long()
     else:
-        ref = APGDAttack(rec, n_iter=100, norm=norm, eps=eps, loss=loss, device="cpu")
+        ref = APGDAttack(rec, n_iter=N_ITER, norm=norm, eps=eps, loss=loss, device="cpu")
     ref.init_hyperparam(to_nchw(x))
     _, acc, _, x_best_adv = ref.attack_single_run(to_nchw(x), torch.from_numpy(y).long(),
                                                   x_init=to_nchw(np.asarray(x0)))
@@ -84,7 +89,7 @@ def test_apgd_follows_the_reference_trajectory(setup, norm, eps, loss):
     assert regular.sum() >= N // 2
     diff = np.abs(np.asarray(ours.iterates) - ref_iterates).reshape(RECORD, N, -1).max(2)
     assert diff[:, regular].max() < 1e-5, diff.max(0)
-    # Over all 100 iterations the outcome agrees on all regular examples.
+    # Over all N_ITER iterations the outcome agrees on all regular examples.
     np.testing.assert_array_equal(np.asarray(ours.robust)[regular], acc.numpy()[regular])
 
 

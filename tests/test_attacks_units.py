@@ -156,14 +156,15 @@ def test_step_size_halving_decisions_match_pyautoattack(n_iter):
     state = apgd_lib.init_check_state(loss_best, n_iter)
     loss_steps = jnp.zeros((n_iter, b), jnp.float32)
     step = np.full(b, 2 * eps, np.float32)
+    check = jax.jit(lambda st, ls, lb, i: apgd_lib.checkpoint_step(st, ls, lb, i, n_iter=n_iter,
+                                                                   rho=0.75))
     ours = []
     for i in range(n_iter):
         ours.append(step.copy())
         loss_i = jnp.asarray(seq[2 + i])
         loss_steps = loss_steps.at[i].set(loss_i)
         loss_best = jnp.where(loss_i > loss_best, loss_i, loss_best)
-        halve, state = apgd_lib.checkpoint_step(state, loss_steps, loss_best, jnp.int32(i),
-                                                n_iter=n_iter, rho=0.75)
+        halve, state = check(state, loss_steps, loss_best, jnp.int32(i))
         step = np.where(np.asarray(halve), step / 2, step)
     ours = np.stack(ours)
     np.testing.assert_array_equal(ours, ref_steps)
