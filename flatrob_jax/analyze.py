@@ -79,9 +79,13 @@ def augmented_copy(config, images: np.ndarray, labels: np.ndarray, key) -> tuple
     return np.concatenate(out_images), np.concatenate(out_labels)
 
 
-def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print) -> dict:
+def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
+                cache: dict | None = None) -> dict:
     """Run the configured measures on the latest checkpoint of ``workdir``; returns the
-    results dict and writes it atomically to ``workdir/analysis.json``."""
+    results dict and writes it atomically to ``workdir/analysis.json``.
+
+    ``cache``: a dict the caller keeps across runs (the sweep does); model-independent work,
+    the corrupted test sets, is done once per (dataset, settings) and reused from it."""
     from flatrob_jax.data import load_arrays
 
     t0 = time.time()
@@ -103,10 +107,8 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print) -> dict
     if need_train:
         train = load_arrays(config.dataset, config.dataset.train_split,
                             _limit(cfg.num_train_examples))
-    apply_fn = jax.jit(run.apply_fn)
-
     if "clean" in measures:
-        logits = np.concatenate([np.asarray(apply_fn(test[0][i:i + 500]))
+        logits = np.concatenate([np.asarray(_logits(run.apply_fn, test[0][i:i + 500]))
                                  for i in range(0, test[0].shape[0], 500)])
         error = float(np.mean(np.argmax(logits, -1) != test[1]))
         results["clean"] = {"error": error, "num_examples": int(test[0].shape[0])}
@@ -130,9 +132,19 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print) -> dict
     if "corruptions" in measures:
         from flatrob_jax.corruptions import evaluate as corruptions_eval
 
+        corruption_key = jax.random.fold_in(key, 3)
+        corrupted = None
+        if cache is not None and cfg.corruptions.source == "on_the_fly":
+            cache_key = json.dumps([config.dataset.to_dict(), cfg.corruptions.to_dict(),
+                                    cfg.num_test_examples, cfg.seed], sort_keys=True, default=str)
+            if cache_key not in cache:
+                log(f"[{workdir}] corrupting {test[0].shape[0]} test images once for the sweep")
+                cache[cache_key] = corruptions_eval.corrupted_sets(test[0], corruption_key,
+                                                                   cfg.corruptions)
+            corrupted = cache[cache_key]
         results["corruptions"] = corruptions_eval.evaluate(
-            run.apply_fn, test, cfg.corruptions, key=jax.random.fold_in(key, 3), log=log,
-            out_dir=out_dir)
+            run.apply_fn, test, cfg.corruptions, key=corruption_key, log=log, out_dir=out_dir,
+            corrupted=corrupted)
     if "attacks" in measures:
         from flatrob_jax.attacks import evaluate as attacks_eval
 
@@ -143,6 +155,11 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print) -> dict
                                json.dumps(_jsonable(results), indent=2))
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
     return results
+
+
+@jax.jit
+def _logits(apply_fn, x):
+    return apply_fn(x)
 
 
 def _curvature_cfg(cfg, out_dir: str, which: str):

@@ -11,6 +11,7 @@ Layout of a workdir::
 A checkpoint that cannot be read raises ``CheckpointError`` naming its path; nothing is ever
 deleted except by orbax's ``max_to_keep`` after a newer checkpoint is fully written.
 """
+import functools
 import json
 import os
 
@@ -105,9 +106,16 @@ class EvalModel:
         self.variables = variables
         self.step = step
 
-    def apply_fn(self, x):
-        """logits of float32 NHWC images in [0, 1], BatchNorm in eval mode."""
-        return self.model.apply(self.variables, x, train=False)
+    @property
+    def apply_fn(self):
+        """``x -> logits`` (float32 NHWC in [0, 1], BatchNorm in eval mode), as a
+        ``jax.tree_util.Partial`` whose leaves are the weights: jitted consumers that take it
+        as an argument compile once for any weights of the same model."""
+        return jax.tree_util.Partial(functools.partial(_apply_eval, self.model), self.variables)
+
+
+def _apply_eval(model, variables, x):
+    return model.apply(variables, x, train=False)
 
 
 def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:

@@ -37,6 +37,16 @@ class Sweep:
     flatness_metrics: tuple = ()  # () = the headline ones (see headline_metrics)
     robust_metrics: tuple = ()  # () = the headline ones (see headline_metrics)
     num_resamples: int = 2000  # bootstrap resamples for the confidence intervals
+    # Persist compiled programs under <workdir>/.jax_cache: runs of one model share their
+    # eval, curvature and attack programs (weights are arguments), and a rerun compiles little.
+    compilation_cache: bool = True
+
+
+def _enable_compilation_cache(directory: str) -> None:
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 FLATNESS_HEADLINES = ("lambda_max", "trace", "keskar_sharpness", "adaptive_sharpness_worst",
@@ -142,6 +152,8 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
 
     runs = run_configs(sweep)
     os.makedirs(root, exist_ok=True)
+    if sweep.compilation_cache:
+        _enable_compilation_cache(os.path.join(root, ".jax_cache"))
     t0 = time.time()
     log(f"sweep of {len(runs)} runs in {root}; per-run training commands:")
     for name, overrides, _ in runs:
@@ -155,13 +167,14 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
             log(f"[{i + 1}/{len(runs)}] {name}: training (elapsed {format_duration(time.time() - t0)})")
             train_and_evaluate(config, workdir)
     if "analyze" in steps:
+        cache: dict = {}  # model-independent analysis work shared by the runs (corrupted sets)
         for i, (name, _, config) in enumerate(runs):
             workdir = os.path.join(root, name)
             if analysis_current(workdir, config):
                 log(f"[{i + 1}/{len(runs)}] {name}: analyzed already")
                 continue
             log(f"[{i + 1}/{len(runs)}] {name}: analyzing (elapsed {format_duration(time.time() - t0)})")
-            analyze_run(workdir, config.analysis, log=log)
+            analyze_run(workdir, config.analysis, log=log, cache=cache)
     paths = {}
     if "report" in steps:
         rows = []
