@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--eps-apgd", type=str, default="8/255")
     ap.add_argument("--eps-aa", type=str, default="0.1")
     ap.add_argument("--norm", default="Linf")
+    ap.add_argument("--device", default="cpu", help="torch device of the reference (cpu, cuda)")
     args = ap.parse_args()
     eps_apgd, eps_aa = eval(args.eps_apgd), eval(args.eps_aa)  # noqa: S307 - CLI fractions
     import pyautoattack
@@ -43,8 +44,8 @@ def main():
     model, params = trained_tiny_cnn()
     x, y = fashion_mnist("test", args.n)
     f = apply_fn_of(model, params)
-    net = torch_twin(params)
-    xt, yt = to_nchw(x), torch.from_numpy(y).long()
+    net = torch_twin(params).to(args.device)
+    xt, yt = to_nchw(x).to(args.device), torch.from_numpy(y).long().to(args.device)
     rows = []
 
     def ours_apgd():
@@ -55,7 +56,7 @@ def main():
     t = time.perf_counter(); xa = ours_apgd(); t_ours = time.perf_counter() - t
     acc_ours = _acc_jax(f, xa, y)
     ref = APGDAttack(net, n_iter=100, norm=args.norm, eps=eps_apgd, loss="ce", seed=0,
-                     device="cpu")
+                     device=args.device)
     t = time.perf_counter(); xr = ref.perturb(xt, yt); t_ref = time.perf_counter() - t
     acc_ref = float((net(xr).argmax(1) == yt).float().mean())
     rows.append((f"APGD-CE 100 steps, {args.norm} eps={args.eps_apgd}", t_first, t_ours, t_ref,
@@ -74,15 +75,16 @@ def main():
         return original(acc_dict, **kw)
 
     ref_checks.check_square_sr = capture
-    aa = pyautoattack.AutoAttack(net, eps=eps_aa, norm=args.norm, seed=0, device="cpu")
+    aa = pyautoattack.AutoAttack(net, eps=eps_aa, norm=args.norm, seed=0, device=args.device)
     t = time.perf_counter(); aa.run_standard_evaluation(xt, yt, batch_size=500)
     t_ref = time.perf_counter() - t
     rows.append((f"AutoAttack standard, {args.norm} eps={args.eps_aa}", t_first, t_ours, t_ref,
                  res.robust_accuracy, captured["square"] if "square" in captured else
                  min(captured.values())))
 
-    print(f"\n{args.n} Fashion-MNIST test images, tiny CNN, {jax.device_count()} JAX CPU "
-          f"devices, torch threads {torch.get_num_threads()}\n")
+    print(f"\n{args.n} Fashion-MNIST test images, tiny CNN, {jax.device_count()} JAX "
+          f"{jax.devices()[0].platform} device(s); pyautoattack on {args.device}, torch threads "
+          f"{torch.get_num_threads()}\n")
     print("| attack | ours first call (s, incl. compile) | ours (s) | pyautoattack (s) | "
           "speed-up | robust acc ours | robust acc pyautoattack |")
     print("|---|---|---|---|---|---|---|")
