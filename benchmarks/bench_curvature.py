@@ -252,6 +252,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small CNN only, fewer steps")
     parser.add_argument("--skip-ratio", action="store_true", help="skip the HVP/gradient table")
+    parser.add_argument("--batch", type=int, default=32, help="batch of the HVP/gradient table")
     args = parser.parse_args()
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs")
 
@@ -261,7 +262,7 @@ def main():
     names = [] if args.skip_ratio else ["cnn_small"] if args.quick else ["cnn_small", "resnet18", "wrn40_2"]
     for name in names:
         log(f"HVP/gradient timing: {name}")
-        r = hvp_over_grad(name, batch=32, reps=3)
+        r = hvp_over_grad(name, batch=args.batch, reps=3)
         print(f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['grad']:.3f} | {r['hvp']:.3f} | "
               f"{r['hvp'] / r['grad']:.2f} | {r['compile']:.1f} |", flush=True)
 
