@@ -1,7 +1,7 @@
 """The offline default study: Fashion-MNIST, the small CNN, one model per augmentation;
 flatness (lambda_max, trace) on clean and augmented training data, on-the-fly corruption
 error and PGD error; correlations and the report. Sized to finish within 15 minutes on a
-2-core CPU: short training (1.5 epochs over 20000 training images), flatness on 512 training
+2-core CPU: short training (1.5 epochs over 20000 training images), flatness on 256 training
 images, robustness on 500 test images (15 corruptions x 5 severities, PGD-10 at 8/255).
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/fashion_mnist_augmentations.py \
@@ -28,11 +28,11 @@ def get_sweep(arg=None):
         "augment.cutout.length": 12,
         "augment.gaussian_noise.sigma": 0.1,
         "analysis.measures": "clean,curvature,curvature_augmented,corruptions,attacks",
-        "analysis.num_train_examples": 512,
+        "analysis.num_train_examples": 256,
         "analysis.num_test_examples": 500,
         "analysis.curvature.lanczos_steps": 20,
-        "analysis.curvature.trace_max_probes": 24,
-        "analysis.curvature.trace_min_probes": 12,
+        "analysis.curvature.trace_max_probes": 20,
+        "analysis.curvature.trace_min_probes": 10,
         "analysis.curvature.trace_rel_tol": 0.1,
         "analysis.corruptions.corrupted_dtype": "uint8",
         "analysis.attacks.norms": ("Linf",),
