@@ -17,9 +17,7 @@ import numpy as np
 class TrainBatches:
     def __init__(self, source, global_batch_size: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
-        if global_batch_size % process_count:
-            raise ValueError(f"global batch {global_batch_size} is not divisible by the "
-                             f"{process_count} processes")
+        _check_divisible(global_batch_size, process_count)
         if len(source) < global_batch_size:
             raise ValueError(f"the dataset has {len(source)} examples, fewer than one global "
                              f"batch of {global_batch_size}")
@@ -55,9 +53,7 @@ class TrainBatches:
 class EvalBatches:
     def __init__(self, source, global_batch_size: int, process_index: int = 0,
                  process_count: int = 1):
-        if global_batch_size % process_count:
-            raise ValueError(f"global batch {global_batch_size} is not divisible by the "
-                             f"{process_count} processes")
+        _check_divisible(global_batch_size, process_count)
         self.source = source
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // process_count
@@ -77,6 +73,12 @@ class EvalBatches:
 
     def __len__(self):
         return self.num_batches
+
+
+def _check_divisible(global_batch_size: int, process_count: int) -> None:
+    if global_batch_size % process_count:
+        raise ValueError(f"global batch {global_batch_size} is not divisible by the "
+                         f"{process_count} processes")
 
 
 def _prefetch(iterator, size: int):

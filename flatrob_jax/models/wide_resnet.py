@@ -1,34 +1,14 @@
 """Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), as used by AugMix for CIFAR
-(WRN-40-2) and by much of the robustness literature (WRN-28-10): pre-activation basic blocks,
-(d - 4) / 6 blocks per stage, widths 16k, 32k, 64k."""
-import functools
+(WRN-40-2) and by much of the robustness literature (WRN-28-10): pre-activation basic blocks
+(the same block as PreAct-ResNet), (d - 4) / 6 blocks per stage, widths 16k, 32k, 64k."""
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flatrob_jax.models import layers
 from flatrob_jax.models.layers import batch_norm, conv_init
 from flatrob_jax.models.normalization import Normalize
-
-
-class WideBlock(nn.Module):
-    width: int
-    stride: int
-    norm: callable
-    dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x):
-        conv = functools.partial(layers.conv, dtype=self.dtype)
-        out = nn.relu(self.norm()(x))
-        if self.stride != 1 or x.shape[-1] != self.width:
-            shortcut = conv(self.width, 1, self.stride, "shortcut_conv")(out)
-        else:
-            shortcut = x
-        y = conv(self.width, 3, self.stride)(out)
-        y = conv(self.width, 3, 1)(nn.relu(self.norm()(y)))
-        return y + shortcut
+from flatrob_jax.models.resnet import PreActBlock
 
 
 class WideResNet(nn.Module):
@@ -52,7 +32,7 @@ class WideResNet(nn.Module):
         for stage, width in enumerate((16 * self.widen_factor, 32 * self.widen_factor,
                                         64 * self.widen_factor)):
             for i in range(n):
-                x = WideBlock(width, 2 if (stage > 0 and i == 0) else 1, norm, self.dtype)(x)
+                x = PreActBlock(width, 2 if (stage > 0 and i == 0) else 1, norm, self.dtype)(x)
         x = nn.relu(norm(name="final_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
