@@ -14,17 +14,30 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 AXIS = "batch"
 
 
+# Environment variables that say this process is one of several (Cloud TPU pods, SLURM,
+# an explicit coordinator); jax.distributed.initialize() detects the rest from them.
+_MULTI_PROCESS_HINTS = ("TPU_WORKER_HOSTNAMES", "CLOUD_TPU_TASK_ID", "JAX_COORDINATOR_ADDRESS",
+                        "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
-    """``jax.distributed.initialize`` for multi-host runs (Cloud TPU pods detect the
-    arguments themselves); a no-op for a single process with no coordinator."""
-    if coordinator_address is None and num_processes is None:
-        try:
-            jax.distributed.initialize()
-        except (ValueError, RuntimeError):
-            pass  # single host: nothing to initialize
+    """``jax.distributed.initialize`` for multi-host runs.
+
+    With explicit arguments, or when the environment says this is one process of several
+    (a Cloud TPU pod, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS), initialize and let any
+    failure raise: silently going on would train N independent copies. Otherwise (one
+    process on one host) there is nothing to initialize."""
+    import os
+
+    if coordinator_address is not None or num_processes is not None:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id)
         return
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    hints = [v for v in _MULTI_PROCESS_HINTS if v in os.environ]
+    if os.environ.get("SLURM_NTASKS") == "1" or os.environ.get("OMPI_COMM_WORLD_SIZE") == "1":
+        hints = [v for v in hints if v not in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")]
+    if hints:
+        jax.distributed.initialize()
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
