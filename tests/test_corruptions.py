@@ -151,20 +151,44 @@ def test_psnr_falls_with_severity_on_real_images(setting):
     assert not failures, failures
 
 
+def _assert_poisson(draws, lam):
+    """Chi-square goodness of fit of integer draws against Poisson(lam) (tails pooled)."""
+    from scipy import stats
+    n = len(draws)
+    assert np.all(draws == np.round(draws)) and draws.min() >= 0
+    if lam == 0:
+        assert np.all(draws == 0)
+        return
+    lo, hi = int(stats.poisson.ppf(1e-3, lam)), int(stats.poisson.ppf(1 - 1e-3, lam))
+    if hi <= lo:  # tiny rate: compare P(0) by a binomial test
+        assert stats.binomtest(int(np.sum(draws == 0)), n, stats.poisson.pmf(0, lam)).pvalue > 1e-3, lam
+        return
+    edges = np.arange(lo, hi + 2)
+    observed = np.histogram(np.clip(draws, lo, hi), bins=edges)[0]
+    expected = np.diff(stats.poisson.cdf(edges - 1, lam))
+    expected[0], expected[-1] = stats.poisson.cdf(lo, lam), stats.poisson.sf(hi - 1, lam)
+    p = stats.chisquare(observed, expected / expected.sum() * n).pvalue
+    assert p > 1e-3, (lam, p)
+
+
 def test_shot_noise_sampler_is_poisson():
     """Chi-square goodness of fit of poisson_counts against the Poisson pmf on both sides
     of the inversion / PTRS switch (lam = 10), from one compiled call."""
-    from scipy import stats
     from flatrob_jax.corruptions.noise import poisson_counts
     lams = (0.5, 4.0, 9.5, 10.0, 30.0, 300.0)
     n = 20000
     k = np.asarray(jax.jit(poisson_counts)(jax.random.key(0), jnp.repeat(jnp.array(lams), n))).reshape(len(lams), n)
     for lam, draws in zip(lams, k):
-        assert np.all(draws == np.round(draws)) and draws.min() >= 0
-        lo, hi = int(stats.poisson.ppf(1e-3, lam)), int(stats.poisson.ppf(1 - 1e-3, lam))
-        edges = np.arange(lo, hi + 2)
-        observed = np.histogram(np.clip(draws, lo, hi), bins=edges)[0]
-        expected = np.diff(stats.poisson.cdf(edges - 1, lam))
-        expected[0], expected[-1] = stats.poisson.cdf(lo, lam), stats.poisson.sf(hi - 1, lam)
-        p = stats.chisquare(observed, expected / expected.sum() * n).pvalue
-        assert p > 1e-3, (lam, p)
+        _assert_poisson(draws, lam)
+
+
+@pytest.mark.parametrize("c", [3.0, 60.0, 500.0])
+def test_shot_counts_is_poisson_of_c_times_x(c):
+    """shot_counts (table inversion on 8-bit levels + a small remainder) against Poisson(c x)
+    for quantized pixel values, values between levels, and the ends of [0, 1]."""
+    from flatrob_jax.corruptions.noise import shot_counts
+    xs = np.array([0.0, 1 / 255, 17 / 255, 128 / 255, 0.5, 200 / 255 + 0.0013, 1.0], np.float32)
+    n = 20000
+    k = np.asarray(jax.jit(shot_counts, static_argnums=2)(jax.random.key(1), jnp.repeat(jnp.asarray(xs), n), c))
+    for x, draws in zip(xs, k.reshape(len(xs), n)):
+        _assert_poisson(draws, float(c) * float(x))
