@@ -4,8 +4,13 @@ chosen per image with ``lax.switch`` under vmap (every branch runs) versus our f
 ``op_table.apply_op`` and a sequential ``lax.map`` of the switch.
 
     python benchmarks/bench_augment.py [--peer-python /tmp/tvenv/bin/python] [--sizes 32,224]
+        [--cpu-devices 2]
 
 The peer runs back to back in its own venv (see bench_augment_torchvision.py). Not run by pytest.
+``--cpu-devices N`` splits the host CPU into N JAX devices (XLA's
+``--xla_force_host_platform_device_count``) and runs our policies data-parallel over them with
+``distributed.sharded_step``, each device augmenting its slice of the batch, as the training
+step does; the peer's DataLoader likewise runs one worker process per core.
 """
 import argparse
 import json
@@ -14,11 +19,15 @@ import subprocess
 import sys
 import time
 
+if "--cpu-devices" in sys.argv:  # must reach XLA before jax is imported
+    _n = sys.argv[sys.argv.index("--cpu-devices") + 1]
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_n}"
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax import augment
+from flatrob_jax import augment, distributed
 from flatrob_jax.augment import augmix, op_table
 from flatrob_jax.augment.levels import from_levels, to_levels
 
@@ -62,8 +71,15 @@ def time_fn(fn, *args, min_seconds=3.0, max_iters=50):
 
 
 def ours(policy: str, images: jnp.ndarray, execution: str = "auto") -> float:
-    fn = jax.jit(augment.get_augment(policy, execution=execution, **POLICIES[policy]))
-    return BATCH / time_fn(fn, jax.random.key(0), images)
+    """Images/s of the jitted policy on one batch, data-parallel over all devices (per-example
+    keys travel with their images, so the result does not depend on the device count)."""
+    policy_fn = augment.get_augment(policy, execution=execution, **POLICIES[policy])
+    keys = augment.example_keys(jax.random.key(0), images.shape[0])
+    mesh = distributed.make_mesh()
+    spec = jax.sharding.PartitionSpec(distributed.AXIS)
+    fn = distributed.sharded_step(policy_fn, mesh, in_specs=(spec, spec), out_specs=spec)
+    sharding = distributed.batch_sharded(mesh)
+    return BATCH / time_fn(fn, jax.device_put(keys, sharding), jax.device_put(images, sharding))
 
 
 def augmix_with(slot_fn, images, sequential=False):
@@ -122,8 +138,10 @@ def main():
     parser.add_argument("--sizes", default="32,224")
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--switch", action="store_true", help="also time the vmap-of-switch baselines")
+    parser.add_argument("--cpu-devices", type=int, default=None, help="split the CPU into this many JAX devices")
     args = parser.parse_args()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, batch {BATCH}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s), "
+          f"{os.cpu_count()} CPUs, batch {BATCH}")
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         images_u8 = photo_batch(size)

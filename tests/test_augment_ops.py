@@ -138,3 +138,44 @@ def test_geometric_ops_close(op_name, interpolation):
             else:
                 want = pil_affine(img, matrix(m), resample)
             assert_close(g, want, f"{name} {op_name}({m})")
+
+
+def test_elementwise_lookup_ops_equal_their_tables():
+    """posterize/solarize/invert computed per value == the same ops through their tables,
+    on every level, for every bit count and for whole and fractional thresholds."""
+    from flatrob_jax.augment import lut
+
+    levels = jnp.tile(jnp.arange(256, dtype=jnp.float32)[:, None, None], (1, 2, 3))
+    for bits in range(9):
+        want = lut.apply_lut(levels, lut.posterize_lut(bits, 3))
+        np.testing.assert_array_equal(lut.posterize_levels(levels, bits), want)
+    for threshold in (0.0, 1.0, 127.5, 128.0, 226.66667, 256.0):
+        want = lut.apply_lut(levels, lut.solarize_lut(threshold, 3))
+        np.testing.assert_array_equal(lut.solarize_levels(levels, threshold), want)
+    np.testing.assert_array_equal(lut.invert_levels(levels), lut.apply_lut(levels, lut.invert_lut(3)))
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_whole_pixel_shift_equals_translate_warp(interpolation):
+    """geometry.shift (the per-op path of whole-pixel translations) == the affine warp by the
+    translate matrix, both directions and axes, including shifts past the image size."""
+    from flatrob_jax.augment import geometry
+
+    levels = jnp.asarray(np.random.default_rng(0).integers(0, 256, (9, 13, 3)), jnp.float32)
+    for pixels in (-20.0, -13.0, -3.0, 0.0, 1.0, 8.0, 13.0, 30.0):
+        for axis, matrix in ((1, geometry.translate_matrix(pixels, 0.0)), (0, geometry.translate_matrix(0.0, pixels))):
+            want = geometry.warp(levels, matrix, interpolation, fill=7.0)
+            np.testing.assert_array_equal(geometry.shift(levels, pixels, axis, fill=7.0), want, err_msg=f"{pixels} {axis}")
+            got = jax.jit(lambda x, p: geometry.translate(x, p, axis, interpolation, 7.0))(levels, pixels)
+            np.testing.assert_array_equal(got, want)
+    # a fractional shift takes the warp branch
+    frac = jax.jit(lambda x, p: geometry.translate(x, p, 1, interpolation, 0.0))(levels, 2.5)
+    np.testing.assert_array_equal(frac, geometry.warp(levels, geometry.translate_matrix(2.5, 0.0), interpolation))
+
+
+def test_materialized_is_the_identity():
+    from flatrob_jax.augment.buffers import materialized
+
+    x = jnp.arange(24.0).reshape(2, 3, 4) * 0.37
+    np.testing.assert_array_equal(jax.jit(materialized)(x), x)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(materialized))(x), x)

@@ -110,10 +110,17 @@ def test_randaugment_and_trivialaugment_injected_choices_equal_composition():
         np.testing.assert_allclose(got[b], compose(IMAGE, names, idx[b], mags[b], "nearest"), atol=1e-6)
 
 
-def test_augmix_injected_choices_equal_mixture_of_op_chains():
-    params = _samples("augmix", 3, seed=2)
+@pytest.mark.parametrize("select", ["fused", "switch"])
+def test_augmix_injected_choices_equal_mixture_of_op_chains(select):
+    """Both executions against the composition of the public ops; the injected chains
+    include an identity between two ops and an all-identity chain, which the one-by-one
+    ("switch") path must not cut short or skip wrongly."""
+    params = jax.tree.map(np.array, _samples("augmix", 3, seed=2))  # writable copies
+    params["op_indices"][0, 0] = [3, 0, 5]  # identity inside a chain
+    params["op_indices"][1, 2] = [0, 0, 0]  # a chain of identities only
     names = augmix.op_names(True)
-    got = np.asarray(jax.jit(jax.vmap(lambda p: augmix.apply(IMAGE, p, all_ops=True)))(params))
+    apply = jax.jit(lambda ps: jax.lax.map(lambda p: augmix.apply(IMAGE, p, all_ops=True, select=select), ps))
+    got = np.asarray(apply(params))
     for b in range(3):
         chains = [
             compose(IMAGE, names, params["op_indices"][b, c], params["magnitudes"][b, c], "bilinear") for c in range(3)

@@ -8,10 +8,15 @@ torchvision uses on PIL images), so one warp serves every geometric op.
 Resampling, as in Pillow's ``Geometry.c``:
   nearest   16.16 fixed-point coordinates (``affine_fixed``), input pixel ``floor(coordinate)``;
   bilinear  the sample point must lie in [0, W) x [0, H); neighbours are clamped at the edges;
-            the result is truncated to an integer level (Pillow does not round).
+            the result is truncated to an integer level (Pillow does not round). Pillow
+            computes the coordinates in double precision; here they are 16.16 fixed point
+            too (see ``warp_bilinear``), within a level of Pillow on >= 99% of pixels (tested).
 Pixels that sample outside the image get ``fill`` (levels).
 """
+import jax
 import jax.numpy as jnp
+
+from flatrob_jax.augment.buffers import materialized
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -88,30 +93,75 @@ def warp_nearest(levels: jnp.ndarray, matrix: jnp.ndarray, fill=0.0) -> jnp.ndar
 
 
 def warp_bilinear(levels: jnp.ndarray, matrix: jnp.ndarray, fill=0.0) -> jnp.ndarray:
-    """Bilinear affine warp as Pillow's ``bilinear_filter32RGB`` (float32 here, double there)."""
-    h, w, _ = levels.shape
-    a, b, c, d, e, f = (matrix[i] for i in range(6))
-    x, y = _grid(h, w)
-    xs = a * (x + 0.5) + b * (y + 0.5) + c
-    ys = d * (x + 0.5) + e * (y + 0.5) + f
-    inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
-    xs = xs - 0.5
-    ys = ys - 0.5
-    x0 = jnp.floor(xs)
-    y0 = jnp.floor(ys)
-    dx = (xs - x0)[..., None]
-    dy = (ys - y0)[..., None]
-    x0 = x0.astype(jnp.int32)
-    y0 = y0.astype(jnp.int32)
-    xa, xb = jnp.clip(x0, 0, w - 1), jnp.clip(x0 + 1, 0, w - 1)
-    ya, yb = jnp.clip(y0, 0, h - 1), jnp.clip(y0 + 1, 0, h - 1)
-    flat = levels.reshape(h * w, -1)
-    top_l, top_r = flat[ya * w + xa], flat[ya * w + xb]
-    bot_l, bot_r = flat[yb * w + xa], flat[yb * w + xb]
+    """Bilinear affine warp as Pillow's ``bilinear_filter32RGB``.
+
+    Sample coordinates are integers in 16.16 fixed point (as Pillow's nearest filter; its
+    bilinear filter uses doubles, so results can differ by a level at rare pixels): the
+    block index (``>> 16``) and the weights (the low 16 bits) then come from one exact
+    integer, whichever way XLA fuses or duplicates the computation. (With float
+    coordinates XLA computed them twice, rounded differently, and put one neighbour's weight
+    on the next at rare pixels, 5 levels off.) Each output pixel reads its 2x2 block of input
+    pixels with ONE gather from the image padded by its edge pixels (Pillow clamps the
+    right/bottom neighbour), not four: 1.7x faster on CPU at 224x224 (measured).
+    """
+    h, w, ch = levels.shape
+    # the six entries go through their own buffer, so that a matrix known at compile time
+    # (a shear's 1 and 0) and one picked at run time give the same fixed-point values
+    a, b, c, d, e, f = (materialized(jnp.asarray(matrix, jnp.float32))[i] for i in range(6))
+    # sample point minus half a pixel: (a x + b y + c + (a + b - 1) / 2, same for y)
+    coefficients = materialized(jnp.stack([
+        _fixed(a), _fixed(b), _fixed(c + 0.5 * (a + b - 1.0)), _fixed(d), _fixed(e), _fixed(f + 0.5 * (d + e - 1.0)),
+    ]))
+    y, x = jnp.meshgrid(jnp.arange(h, dtype=jnp.int32), jnp.arange(w, dtype=jnp.int32), indexing="ij")
+    fx = coefficients[0] * x + coefficients[1] * y + coefficients[2]
+    fy = coefficients[3] * x + coefficients[4] * y + coefficients[5]
+    half, one = 1 << 15, 1 << 16
+    # Pillow's test on the sample point itself: 0 <= xs < w, 0 <= ys < h
+    inside = (fx >= -half) & (fx < w * one - half) & (fy >= -half) & (fy < h * one - half)
+    x0 = jnp.right_shift(fx, 16)
+    y0 = jnp.right_shift(fy, 16)
+    dx = (jnp.bitwise_and(fx, one - 1).astype(jnp.float32) / one)[..., None]
+    dy = (jnp.bitwise_and(fy, one - 1).astype(jnp.float32) / one)[..., None]
+    # padded index of the block's top-left pixel; outside pixels are clamped, then masked
+    col = jnp.clip(x0, -1, w - 1) + 1
+    row = jnp.clip(y0, -1, h - 1) + 1
+    padded = jnp.pad(levels, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    dims = jax.lax.GatherDimensionNumbers(offset_dims=(2, 3, 4), collapsed_slice_dims=(), start_index_map=(0, 1))
+    block = jax.lax.gather(padded, jnp.stack([row, col], -1), dims, slice_sizes=(2, 2, ch), mode="clip")
+    top_l, top_r = block[:, :, 0, 0], block[:, :, 0, 1]
+    bot_l, bot_r = block[:, :, 1, 0], block[:, :, 1, 1]
     top = top_l + (top_r - top_l) * dx
     bottom = bot_l + (bot_r - bot_l) * dx
     value = jnp.floor(top + (bottom - top) * dy)
     return jnp.where(inside[..., None], value, jnp.asarray(fill, jnp.float32))
+
+
+def shift(levels: jnp.ndarray, pixels, axis: int, fill=0.0) -> jnp.ndarray:
+    """Move the content by an integer number of ``pixels`` along ``axis`` (1: right,
+    0: down), ``fill`` where nothing moves in. Equal, for whole pixels and either
+    interpolation, to ``warp`` with ``translate_matrix``: the sample points then fall on pixel
+    centres (bilinear weight 0, nearest exact), and a point is inside exactly when the source
+    pixel exists. One pass instead of a gather per pixel."""
+    n = levels.shape[axis]
+    pixels = jnp.clip(jnp.asarray(pixels, jnp.float32), -n, n).astype(jnp.int32)
+    rolled = jnp.roll(levels, pixels, axis=axis)
+    source = jnp.arange(n) - pixels
+    inside = (source >= 0) & (source < n)
+    inside = inside.reshape((n, 1, 1) if axis == 0 else (1, n, 1))
+    return jnp.where(inside, rolled, jnp.asarray(fill, jnp.float32))
+
+
+def translate(levels: jnp.ndarray, pixels, axis: int, interpolation: str = "nearest", fill=0.0) -> jnp.ndarray:
+    """``warp`` by ``translate_matrix`` along one axis (1: x, 0: y), by ``shift`` when
+    ``pixels`` is whole (``lax.cond``: under ``lax.map`` only the taken branch runs)."""
+    pixels = jnp.asarray(pixels, jnp.float32)
+    matrix = translate_matrix(pixels, 0.0) if axis == 1 else translate_matrix(0.0, pixels)
+    return jax.lax.cond(
+        pixels == jnp.round(pixels),
+        lambda x: shift(x, pixels, axis, fill),
+        lambda x: warp(x, matrix, interpolation, fill),
+        levels,
+    )
 
 
 def warp(levels: jnp.ndarray, matrix: jnp.ndarray, interpolation: str = "nearest", fill=0.0) -> jnp.ndarray:
@@ -127,8 +177,10 @@ __all__ = [
     "INTERPOLATIONS",
     "identity_matrix",
     "rotate_matrix",
+    "shift",
     "shear_x_matrix",
     "shear_y_matrix",
+    "translate",
     "translate_matrix",
     "warp",
     "warp_bilinear",

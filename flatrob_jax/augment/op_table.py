@@ -125,6 +125,9 @@ def level_op(name: str, interpolation: str = "nearest", fill=0.0):
     check_op_names([name])
     if name == "identity":
         return lambda x, m: x
+    if name in ("translate_x", "translate_y"):
+        axis = 1 if name == "translate_x" else 0
+        return lambda x, m: geometry.translate(x, m, axis, interpolation, fill)
     if name in GEOMETRIC:
         return lambda x, m: geometry.warp(x, _matrix(name, m, x.shape[0], x.shape[1]), interpolation, fill)
     if name in ENHANCE:
