@@ -107,14 +107,15 @@ def _mix_chains_one_by_one(levels, params: dict, names: tuple, interpolation: st
     def slot(c, i, x):
         return op_table.apply_op_switch(x, ops[c, i], mags[c, i], names, interpolation)
 
-    def chain(c, total):
+    def chain(c):
         # the first slot reads ``levels`` directly: a loop starting from ``levels`` would
         # first copy it into the loop's buffer, once per chain (~0.08 ms at 224x224)
         first = slot(c, 0, levels)
-        return total + weights[c] * jax.lax.fori_loop(1, used[c], lambda i, x: slot(c, i, x), first)
+        return jax.lax.fori_loop(1, used[c], lambda i, x: slot(c, i, x), first)
 
-    # chains in a loop too: unrolled, the op switch is compiled once per chain (3x compile time)
-    return jax.lax.fori_loop(0, ops.shape[0], chain, jnp.zeros_like(levels))
+    # chains unrolled, so that their weighted sum is one pass over the image (6-9% faster at
+    # 224x224 than accumulating in a loop over chains, for ~2 s more compile time)
+    return sum(weights[c] * chain(c) for c in range(ops.shape[0]))
 
 
 def augmix(key, image, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear", select: str = "fused"):
