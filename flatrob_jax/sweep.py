@@ -125,22 +125,27 @@ def command_line(sweep, overrides: dict, workdir: str) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def training_finished(workdir: str, config) -> bool:
-    path = os.path.join(workdir, "summary.json")
+def _read_json(workdir: str, name: str):
+    """The JSON file ``workdir/name``, or None when it does not exist yet."""
+    path = os.path.join(workdir, name)
     if not os.path.exists(path):
-        return False
+        return None
     with open(path) as f:
-        summary = json.load(f)
+        return json.load(f)
+
+
+def training_finished(workdir: str, config) -> bool:
+    summary = _read_json(workdir, "summary.json")
+    if summary is None:
+        return False
     want = config.train.num_steps if config.train.num_steps > 0 else None
     return want is None or summary.get("steps") == want
 
 
 def analysis_current(workdir: str, config) -> bool:
-    path = os.path.join(workdir, "analysis.json")
-    if not os.path.exists(path):
+    stored = _read_json(workdir, "analysis.json")
+    if stored is None:
         return False
-    with open(path) as f:
-        stored = json.load(f)
     return stored.get("analysis_config") == json.loads(config.analysis.to_json(sort_keys=True))
 
 

@@ -64,13 +64,6 @@ def rotate_matrix(degrees, height: int, width: int) -> jnp.ndarray:
     return jnp.stack([cos, sin, c, -sin, cos, f]).astype(jnp.float32)
 
 
-def _grid(height: int, width: int):
-    y, x = jnp.meshgrid(
-        jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32), indexing="ij"
-    )
-    return x, y
-
-
 def _fixed(v):
     """Pillow's FIX: ``floor(v * 65536 + 0.5)`` as int32."""
     return jnp.floor(v * 65536.0 + 0.5).astype(jnp.int32)

@@ -169,9 +169,6 @@ def lut_op(name: str):
     if name in direct:
         return direct[name]
     builders = {
-        "posterize": lambda x, m: posterize_lut(m, x.shape[-1]),
-        "solarize": lambda x, m: solarize_lut(m, x.shape[-1]),
-        "invert": lambda x, m: invert_lut(x.shape[-1]),
         "autocontrast": lambda x, m: autocontrast_lut(x),
         "equalize": lambda x, m: equalize_lut(x),
     }
