@@ -1,0 +1,1 @@
+"""Sweep configs, shipped with the package: ``get_sweep(arg)`` per file."""
