@@ -6,7 +6,8 @@ import pytest
 from flatrob_jax.configuration import apply_overrides, load_config_file
 from tests.helpers import REPO
 
-CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+                 if not os.path.basename(p).startswith("_"))
 
 
 def test_the_expected_configs_exist():
