@@ -7,6 +7,7 @@ enhance ops, and to within float32-vs-double rounding for the resampling ops. Wh
 function each op reproduces, and torchvision's convention for its magnitude, is in its docstring.
 Magnitudes may be traced values: changing them does not retrace.
 """
+import dm_pix as pix
 import jax.numpy as jnp
 
 from flatrob_jax.augment import enhance, geometry, lut
@@ -31,13 +32,14 @@ def posterize(image, bits):
 
 def solarize(image, threshold):
     """``ImageOps.solarize(img, threshold * 255)``: invert pixels at or above ``threshold``
-    (given in [0, 1] units; pass ``t / 255`` for Pillow's threshold t)."""
+    (given in [0, 1] units; pass ``t / 255`` for Pillow's threshold t).
+
+    ``pix.solarize`` on the quantized image: ``l / 255 < t`` in float32 is Pillow's
+    ``l < t * 255`` for every level l and every t = k / 255 (both sides are k / 255 correctly
+    rounded when l = k) and for fractional Pillow thresholds such as torchvision's 226.67.
+    Its ``1 - x`` is re-quantized so the result is exactly ``levels / 255``, as every op's."""
     check_image(image)
-    x = to_levels(image)
-    # levels are integers, so i < t*255 <=> i < ceil(t*255); the tolerance absorbs t = k/255 * 255
-    # landing a hair above the integer k in float32.
-    t = jnp.ceil(jnp.asarray(threshold, jnp.float32) * 255.0 - 1e-3)
-    return from_levels(lut.apply_lut(x, lut.solarize_lut(t, x.shape[-1])))
+    return from_levels(to_levels(pix.solarize(from_levels(to_levels(image)), threshold)))
 
 
 def invert(image):
