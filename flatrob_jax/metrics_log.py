@@ -1,14 +1,15 @@
-"""Metrics as JSON lines and TensorBoard events (tensorboardX: no TensorFlow needed), and
-progress lines with steps/s and ETA."""
+"""Metrics as JSON lines and TensorBoard events (tensorboardX: no TensorFlow needed).
+
+``Progress`` and ``format_duration`` (steps/s and ETA lines) are ``flatrob_jax.progress``'s,
+re-exported here."""
 import json
-import math
 import os
-import sys
 import time
 
 import numpy as np
 
 from flatrob_jax.atomic_files import atomic_write_text
+from flatrob_jax.progress import Progress, format_duration
 
 
 def _plain(value):
@@ -61,37 +62,6 @@ class MetricWriter:
             self._tb.close()
 
 
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class Progress:
-    """Rate and ETA of a loop of ``total`` units started at ``start``; ``line()`` formats them."""
-
-    def __init__(self, total: int, start: int = 0, unit: str = "step", stream=None):
-        self.total = total
-        self.start = start
-        self.unit = unit
-        self.stream = stream or sys.stdout
-        self.t0 = time.perf_counter()
-        self.last = (start, self.t0)
-
-    def rate(self, done: int) -> float:
-        elapsed = time.perf_counter() - self.t0
-        return (done - self.start) / elapsed if elapsed > 0 else float("nan")
-
-    def line(self, done: int, extra: str = "") -> str:
-        rate = self.rate(done)
-        eta = (self.total - done) / rate if rate and rate > 0 else float("nan")
-        pct = 100.0 * done / max(self.total, 1)
-        return (f"{self.unit} {done}/{self.total} ({pct:.0f}%) {rate:.2f} {self.unit}s/s "
-                f"elapsed {format_duration(time.perf_counter() - self.t0)} "
-                f"ETA {format_duration(eta)}" + (f" | {extra}" if extra else ""))
-
-    def report(self, done: int, extra: str = "") -> None:
-        print(self.line(done, extra), file=self.stream, flush=True)
+# The one progress reporter lives in flatrob_jax.progress; re-exported for existing importers
+# (training/trainer.py, sweep.py).
+__all__ = ["MetricWriter", "Progress", "format_duration"]

@@ -4,14 +4,15 @@ analysis entry point ``evaluate``."""
 import importlib
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
 
-from flatrob_jax import attacks
+from flatrob_jax import attacks, execution
 from flatrob_jax.attacks import evaluate as evaluate_lib
-from flatrob_jax.attacks import runner
-from test_attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
+from flatrob_jax.distributed import make_mesh
+from attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
 
 apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
 N = 16
@@ -111,7 +112,7 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
     key = jax.random.key(7)
 
     def run(batch_size, num_devices):
-        mesh = runner.default_mesh(num_devices)
+        mesh = make_mesh(num_devices)
         if attack == "apgd":
             return attacks.apgd(f, x, y, key, eps=4 / 255, norm="Linf", loss="ce", steps=20,
                                 batch_size=batch_size, mesh=mesh, return_info=True)
@@ -127,14 +128,17 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
 
 def test_one_compiled_program_serves_every_batch(setup):
     _, _, f, x, y = setup
-    mesh = runner.default_mesh()
-    attacks.apgd(f, x, y, jax.random.key(0), eps=0.1, norm="L2", loss="dlr", steps=7,
-                 batch_size=4, mesh=mesh)  # 4 batches
-    key_data, impl = runner.example_key_data(jax.random.key(0), np.arange(2))
+    chex.clear_trace_counter()
+    program = chex.assert_max_traces(apgd_lib.apgd_program, n=1)
     static = dict(eps=0.1, norm="L2", loss="dlr", n_iter=7, n_restarts=1,
-                  n_target_classes=9, rho=0.75, key_impl=impl)
-    fn = runner._compiled(apgd_lib.apgd_program, tuple(sorted(static.items())), mesh, 3)
-    assert fn._cache_size() == 1
+                  n_target_classes=9, rho=0.75)
+    for _ in range(2):  # 4 batches of 4 (the last padded on 1 device), twice: one trace
+        x_adv, fooled, _ = execution.run_batched(program, static, f, (x[:13], y[:13]),
+                                                 key=jax.random.key(0), batch_size=4,
+                                                 mesh=make_mesh(1))
+    ref = attacks.apgd(f, x[:13], y[:13], jax.random.key(0), eps=0.1, norm="L2", loss="dlr",
+                       steps=7, batch_size=4, mesh=make_mesh(1))
+    np.testing.assert_array_equal(x_adv, ref)
 
 
 def test_bad_inputs_raise_clear_errors(setup):
@@ -163,14 +167,10 @@ class _EvalModel:
 
 def test_evaluate_returns_json_results(setup):
     model, params, _, x, y = setup
-    cfg = evaluate_lib.default_config()
-    cfg.num_examples = 12
-    cfg.batch_size = 8
-    cfg.pgd_steps = 3
-    cfg.autoattack = False
     logs = []
-    out = evaluate_lib.evaluate(_EvalModel(model, params), (x, y), cfg, key=jax.random.key(0),
-                                log=logs.append)
+    out = evaluate_lib.evaluate(_EvalModel(model, params), (x, y), key=jax.random.key(0),
+                                log=logs.append, num_examples=12, batch_size=8, pgd_steps=3,
+                                autoattack=False)
     json.loads(json.dumps(out))
     assert out["clean"]["num_examples"] == 12
     for norm in ("Linf", "L2"):
@@ -180,3 +180,11 @@ def test_evaluate_returns_json_results(setup):
         assert pgd["stderr"] >= 0
     assert out["Linf"]["eps"] == pytest.approx(8 / 255) and out["L2"]["eps"] == 0.5
     assert any("examples/s" in line for line in logs)
+
+
+def test_evaluate_rejects_the_old_vocabulary(setup):
+    _, _, f, x, y = setup
+    with pytest.raises(ValueError, match="num_examples must be None"):
+        evaluate_lib.evaluate(f, (x, y), key=jax.random.key(0), num_examples=0)
+    with pytest.raises(ValueError, match="'L3'"):
+        evaluate_lib.evaluate(f, (x, y), key=jax.random.key(0), norms=("L3",))

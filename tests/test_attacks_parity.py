@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from flatrob_jax import attacks
-from test_attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,
+from attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,
                                   trained_tiny_cnn)
 
 pytestmark = [

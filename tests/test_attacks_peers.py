@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from test_attacks_support import (apply_fn_of, fashion_mnist, to_nchw, to_nhwc, torch_twin,
+from attacks_support import (apply_fn_of, fashion_mnist, to_nchw, to_nhwc, torch_twin,
                                   trained_tiny_cnn)
 
 apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")

@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax.attacks import losses, norms, runner
+from flatrob_jax import execution
+from flatrob_jax.attacks import losses, norms
 
 APGD_LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -218,7 +219,7 @@ def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss
     Returns ``(x_adv, fooled, zero_grad)`` per example: the adversarial example (clean where
     not fooled), whether it was fooled, whether some run met an all-zero gradient at its start.
     """
-    keys = runner.wrap_keys(key_data, key_impl)
+    keys = execution.wrap_keys(key_data, key_impl)
     clean_logits = model_fn(x)
     robust = (jnp.argmax(clean_logits, axis=1) == y) & valid
     targeted = loss == "dlr-targeted"
@@ -285,15 +286,15 @@ def apgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, los
     if steps < 1 or n_restarts < 1:
         raise ValueError(f"steps and n_restarts must be >= 1, got {steps} and {n_restarts}")
     x, y = check_inputs(x, y, eps, norm)
-    key_data, impl = runner.example_key_data(key, np.arange(x.shape[0]))
     static = dict(eps=float(eps), norm=norm, loss=loss, n_iter=int(steps),
                   n_restarts=int(n_restarts), n_target_classes=int(n_target_classes),
-                  rho=float(rho), key_impl=impl)
+                  rho=float(rho))
     if x.shape[0] == 0:
         out = (x, np.zeros(0, bool), np.zeros(0, bool))
     else:
-        out = runner.run_batched(apgd_program, static, apply_fn, (x, y, key_data),
-                                 batch_size=batch_size, mesh=mesh, log=log, desc=f"apgd-{loss}")
+        out = execution.run_batched(apgd_program, static, apply_fn, (x, y), key=key,
+                                    batch_size=batch_size, mesh=mesh, log=log,
+                                    desc=f"apgd-{loss}")
     x_adv, fooled, zero_grad = out
     if return_info:
         return x_adv, {"fooled": fooled, "zero_grad": zero_grad}

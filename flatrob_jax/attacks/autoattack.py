@@ -9,7 +9,8 @@ accuracy is reported after every attack (cumulative, the reference's ``robust_ac
 with the reference's sanity checks (``checks.py``) and its final check (max perturbation,
 NaNs, range), plus explicit ball and box flags.
 
-Keys: attack ``a`` uses ``fold_in(key, TAGS[a])`` and example ``i`` (its index in ``x``) gets
+Attacks come from the table ``registry.ATTACKS`` (program, standard settings, key tag).
+Keys: attack ``a`` uses ``fold_in(key, ATTACKS[a].tag)`` and example ``i`` (its index in ``x``) gets
 ``fold_in(that, i)``, exactly like a standalone call ``apgd(..., key=attack_key(key, a))``, so
 the cascade's accuracy is at most each single attack's on the same key.
 """
@@ -20,25 +21,15 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax.attacks import checks, runner
-from flatrob_jax.attacks.apgd import apgd_program, check_inputs
-from flatrob_jax.attacks.fab import fab_targeted_program
-from flatrob_jax.attacks.square import square_program
+from flatrob_jax import execution
+from flatrob_jax.attacks import checks
+from flatrob_jax.attacks.apgd import check_inputs
+from flatrob_jax.attacks.registry import ATTACKS, N_TARGET_CLASSES, attack_key, run_attack
 
-TAGS = {"apgd-ce": 0, "apgd-t": 1, "fab-t": 2, "square": 3, "apgd-dlr": 4}
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 VERSIONS = ("standard", "custom")
-N_TARGET_CLASSES = 9
-
-
-def attack_key(key: jax.Array, attack: str) -> jax.Array:
-    """Key that attack ``attack`` of the cascade uses (pass it to the standalone attack)."""
-    if attack not in TAGS:
-        raise ValueError(f"unknown attack {attack!r}; allowed: {tuple(TAGS)}")
-    return runner.derive_key(key, TAGS[attack])
 
 
 @dataclasses.dataclass
@@ -80,30 +71,11 @@ def _stderr(p: float, n: int) -> float:
     return float(np.sqrt(p * (1.0 - p) / n)) if n else float("nan")
 
 
-def _predict_program(model_fn, valid, x):
-    del valid
-    logits = model_fn(x)
-    return logits, jnp.argmax(logits, axis=1)
-
-
 def predict(apply_fn, x, *, batch_size: int = 500, mesh=None):
-    """Logits and predicted labels of all examples (batched and sharded like the attacks)."""
-    return runner.run_batched(_predict_program, {}, apply_fn, (x,), batch_size=batch_size,
-                              mesh=mesh)
-
-
-def _attack_program(attack: str, eps: float, norm: str):
-    if attack in ("apgd-ce", "apgd-dlr", "apgd-t"):
-        loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[attack]
-        return apgd_program, dict(eps=eps, norm=norm, loss=loss, n_iter=100, n_restarts=1,
-                                  n_target_classes=N_TARGET_CLASSES, rho=0.75), True
-    if attack == "fab-t":
-        return fab_targeted_program, dict(eps=eps, norm=norm, n_iter=100,
-                                          n_target_classes=N_TARGET_CLASSES, alpha_max=0.1,
-                                          eta=1.05, beta=0.9), False
-    if attack == "square":
-        return square_program, dict(eps=eps, norm=norm, n_queries=5000, p_init=0.8), True
-    raise ValueError(f"unknown attack {attack!r}; allowed: {tuple(TAGS)}")
+    """Logits and predicted labels of all examples (``execution.predict``, batched and sharded
+    like the attacks)."""
+    logits = execution.predict(apply_fn, x, batch_size=batch_size, mesh=mesh)
+    return logits, np.argmax(logits, axis=1)
 
 
 def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str,
@@ -112,9 +84,10 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
                ) -> AutoAttackResult:
     """Run the AutoAttack cascade on ``x`` (float32 NHWC in [0, 1]) with labels ``y``.
 
-    ``version='standard'`` runs :data:`STANDARD`; ``version='custom'`` runs ``attacks`` (any of
-    ``'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab-t', 'square'`` in the given order).  The reference's
-    'plus' and 'rand' versions are not implemented.
+    ``version='standard'`` runs :data:`STANDARD`; ``version='custom'`` runs ``attacks`` (names
+    of ``registry.ATTACKS``: ``'apgd-ce', 'apgd-t', 'fab-t', 'square', 'apgd-dlr'`` and any
+    registered later, in the given order).  The reference's 'plus' and 'rand' versions are not
+    implemented.
     """
     if version not in VERSIONS:
         raise ValueError(f"unknown AutoAttack version {version!r}; allowed: {VERSIONS}")
@@ -125,13 +98,15 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
     elif not attacks:
         raise ValueError("version='custom' needs a non-empty attacks list")
     for a in attacks:
-        if a not in TAGS:
-            raise ValueError(f"unknown attack {a!r}; allowed: {tuple(TAGS)}")
+        if a not in ATTACKS:
+            raise ValueError(f"unknown attack {a!r}; allowed: {tuple(ATTACKS)}")
+        if norm not in ATTACKS[a].norms:
+            raise ValueError(f"attack {a!r} supports norms {ATTACKS[a].norms}, not {norm!r}")
     x, y = check_inputs(x, y, eps, norm)
     n = x.shape[0]
     if n == 0:
         raise ValueError("autoattack needs at least one example")
-    mesh = runner.default_mesh() if mesh is None else mesh
+    mesh = execution.make_mesh() if mesh is None else mesh
     say = log or (lambda s: None)
     warnings: list[str] = []
 
@@ -161,16 +136,12 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
             say("no robust examples left, skipping remaining attacks")
             break
         t0 = time.perf_counter()
-        program, static, keyed = _attack_program(attack, float(eps), norm)
-        inputs = [x[idx], y[idx]]
-        if keyed:
-            key_data, impl = runner.example_key_data(attack_key(key, attack), idx)
-            inputs.append(key_data)
-            static["key_impl"] = impl
-        out = runner.run_batched(program, static, apply_fn, inputs, batch_size=batch_size,
-                                 mesh=mesh, log=log, desc=attack)
+        spec = ATTACKS[attack]
+        out = run_attack(attack, apply_fn, x[idx], y[idx],
+                         attack_key(key, attack) if spec.keyed else None, eps=float(eps),
+                         norm=norm, indices=idx, batch_size=batch_size, mesh=mesh, log=log)
         adv, fooled = out[0], out[1]
-        if attack in ("apgd-dlr", "apgd-t"):
+        if spec.counts_zero_grad:
             num_zero_grad += int(out[2].sum())
         robust[idx[fooled]] = False
         x_adv[idx[fooled]] = adv[fooled]

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax.attacks import norms, runner
+from flatrob_jax import execution
+from flatrob_jax.attacks import norms
 from flatrob_jax.attacks.apgd import check_inputs
 from flatrob_jax.attacks.fab_projections import projection
 
@@ -122,6 +123,7 @@ def fab_targeted(apply_fn: Callable, x, y, *, eps: float, norm: str, n_iter: int
     static = dict(eps=float(eps), norm=norm, n_iter=int(n_iter),
                   n_target_classes=int(n_target_classes), alpha_max=float(alpha_max),
                   eta=float(eta), beta=float(beta))
-    x_adv, fooled = runner.run_batched(fab_targeted_program, static, apply_fn, (x, y),
-                                       batch_size=batch_size, mesh=mesh, log=log, desc="fab-t")
+    x_adv, fooled = execution.run_batched(fab_targeted_program, static, apply_fn, (x, y),
+                                          batch_size=batch_size, mesh=mesh, log=log,
+                                          desc="fab-t")
     return (x_adv, {"fooled": fooled}) if return_info else x_adv

@@ -9,16 +9,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# ``logsumexp(z) - z_y`` (``torch.nn.CrossEntropyLoss(reduction='none')``): the project's one
+# cross-entropy, re-exported here as the attacks' CE loss.
+from flatrob_jax.losses import cross_entropy
+
 LOSSES = ("ce", "dlr", "dlr-targeted", "margin")
 
 
 def _take(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-
-
-def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
-    """``logsumexp(z) - z_y``: ``torch.nn.CrossEntropyLoss(reduction='none')``."""
-    return jax.nn.logsumexp(logits, axis=1) - _take(logits, y)
 
 
 def dlr(logits: jax.Array, y: jax.Array) -> jax.Array:

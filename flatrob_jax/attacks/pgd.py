@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax.attacks import losses, norms, runner
+from flatrob_jax import execution
+from flatrob_jax.attacks import losses, norms
 from flatrob_jax.attacks.apgd import check_inputs
 
 PGD_LOSSES = ("ce", "margin")
@@ -46,7 +47,7 @@ def pgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, steps
                 step_size: float, restarts: int, random_start: bool, loss: str, key_impl: str):
     """Per-device PGD; returns ``(x_adv, fooled)``."""
     del valid
-    keys = runner.wrap_keys(key_data, key_impl)
+    keys = execution.wrap_keys(key_data, key_impl)
 
     def loss_and_grad(z):
         def total(z):
@@ -96,12 +97,10 @@ def pgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, step
     x, y = check_inputs(x, y, eps, norm)
     if x.shape[0] == 0:
         return x
-    key_data, impl = runner.example_key_data(key, np.arange(x.shape[0]))
     static = dict(eps=float(eps), norm=norm, steps=int(steps), step_size=float(step_size),
-                  restarts=int(restarts), random_start=bool(random_start), loss=loss,
-                  key_impl=impl)
-    x_adv, _ = runner.run_batched(pgd_program, static, apply_fn, (x, y, key_data),
-                                  batch_size=batch_size, mesh=mesh, log=log, desc="pgd")
+                  restarts=int(restarts), random_start=bool(random_start), loss=loss)
+    x_adv, _ = execution.run_batched(pgd_program, static, apply_fn, (x, y), key=key,
+                                     batch_size=batch_size, mesh=mesh, log=log, desc="pgd")
     return x_adv
 
 

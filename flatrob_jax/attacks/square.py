@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax.attacks import losses, norms, runner
+from flatrob_jax import execution
+from flatrob_jax.attacks import losses, norms
 from flatrob_jax.attacks.apgd import check_inputs
 
 
@@ -156,7 +157,7 @@ def _propose_l2(key, x, x_best, s, level, eps, canv, canv_t):
 def square_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, n_queries: int,
                    p_init: float, key_impl: str):
     """Per-device Square attack; returns ``(x_adv, fooled)`` (``x_adv`` clean where not fooled)."""
-    keys = runner.wrap_keys(key_data, key_impl)
+    keys = execution.wrap_keys(key_data, key_impl)
     _, h, w, _ = x.shape
     sizes = square_sizes(norm, p_init, n_queries, h, w)
     levels_list = sorted(set(sizes.tolist()))
@@ -225,9 +226,8 @@ def square(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str,
         raise ValueError(f"p_init must be in (0, 1], got {p_init}")
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
-    key_data, impl = runner.example_key_data(key, np.arange(x.shape[0]))
-    static = dict(eps=float(eps), norm=norm, n_queries=int(n_queries), p_init=float(p_init),
-                  key_impl=impl)
-    x_adv, fooled = runner.run_batched(square_program, static, apply_fn, (x, y, key_data),
-                                       batch_size=batch_size, mesh=mesh, log=log, desc="square")
+    static = dict(eps=float(eps), norm=norm, n_queries=int(n_queries), p_init=float(p_init))
+    x_adv, fooled = execution.run_batched(square_program, static, apply_fn, (x, y), key=key,
+                                          batch_size=batch_size, mesh=mesh, log=log,
+                                          desc="square")
     return (x_adv, {"fooled": fooled}) if return_info else x_adv

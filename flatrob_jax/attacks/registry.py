@@ -1,0 +1,124 @@
+"""The table of attacks the AutoAttack cascade can run: name -> per-device program and its
+standard settings, key tag, targeted or not, threat models.
+
+Adding an attack: write its per-device program (``program(model_fn, valid, x, y[, key_data],
+*, eps, norm, ..., [key_impl]) -> (x_adv, fooled, ...)`` with ``x_adv`` clean where the attack
+failed, see ``flatrob_jax.execution``) and ``register`` it here; ``autoattack(...,
+version='custom', attacks=(name, ...))`` and :func:`run_attack` then run it, and
+``tests/test_attacks_contract.py`` checks it like every other entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import numpy as np
+
+from flatrob_jax import execution
+from flatrob_jax.attacks.apgd import apgd_program, check_inputs
+from flatrob_jax.attacks.fab import fab_targeted_program
+from flatrob_jax.attacks.norms import NORMS
+from flatrob_jax.attacks.square import square_program
+
+N_TARGET_CLASSES = 9  # AutoAttack's standard version: target classes ranked 2nd..10th
+
+
+@dataclasses.dataclass(frozen=True)
+class Attack:
+    """One entry of the table.
+
+    Attributes:
+      name: the name ``autoattack(attacks=...)`` takes (pyautoattack's spelling).
+      program: the per-device program; returns ``(x_adv, fooled, ...)``.
+      settings: its static settings in AutoAttack's standard version (besides eps and norm).
+      tag: the cascade derives the attack's key as ``fold_in(key, tag)``; unique and fixed
+        forever (a result is reproducible only while its tag stays).
+      keyed: the program takes per-example keys (``key_data`` and ``key_impl``).
+      targeted: runs over target classes (needs ``n_target_classes + 1`` classes).
+      norms: the threat models it supports.
+      counts_zero_grad: its third output flags examples with a zero gradient, which the
+        cascade's sanity check counts (pyautoattack's ``check_zero_gradients``).
+    """
+    name: str
+    program: Callable
+    settings: dict
+    tag: int
+    keyed: bool
+    targeted: bool
+    norms: tuple = NORMS
+    counts_zero_grad: bool = False
+
+
+ATTACKS: dict[str, Attack] = {}
+
+
+def register(attack: Attack) -> Attack:
+    """Add ``attack`` to the table; its name and tag must be new."""
+    if attack.name in ATTACKS:
+        raise ValueError(f"attack {attack.name!r} is already registered")
+    used = {a.tag: a.name for a in ATTACKS.values()}
+    if attack.tag in used:
+        raise ValueError(f"tag {attack.tag} of {attack.name!r} is already used by "
+                         f"{used[attack.tag]!r}")
+    bad = [n for n in attack.norms if n not in NORMS]
+    if bad:
+        raise ValueError(f"attack {attack.name!r}: unknown norms {bad}; allowed: {NORMS}")
+    ATTACKS[attack.name] = attack
+    return attack
+
+
+def get_attack(name: str) -> Attack:
+    """The entry named ``name``; a clear error lists the registered names otherwise."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; allowed: {tuple(ATTACKS)}")
+    return ATTACKS[name]
+
+
+def attack_key(key: jax.Array, attack: str) -> jax.Array:
+    """Key that attack ``attack`` of the cascade uses (pass it to the standalone attack)."""
+    return jax.random.fold_in(execution.typed_key(key), get_attack(attack).tag)
+
+
+def run_attack(name: str, apply_fn, x, y, key: jax.Array | None, *, eps: float, norm: str,
+               indices=None, batch_size: int = 500, mesh=None, log=None,
+               **settings) -> tuple[np.ndarray, ...]:
+    """Run registered attack ``name`` on ``x`` (float32 NHWC in [0, 1]) and labels ``y``.
+
+    ``key`` is the attack's own key (the cascade passes ``attack_key(key, name)``); example
+    ``i`` draws from ``fold_in(key, indices[i])`` (``indices`` default ``0..N-1``).
+    ``settings`` override the standard ones (e.g. ``n_iter=10``). Returns the program's
+    outputs ``(x_adv, fooled, ...)`` as host arrays.
+    """
+    attack = get_attack(name)
+    if norm not in attack.norms:
+        raise ValueError(f"attack {name!r} supports norms {attack.norms}, not {norm!r}")
+    unknown = sorted(set(settings) - set(attack.settings))
+    if unknown:
+        raise ValueError(f"unknown settings {unknown} for attack {name!r}; "
+                         f"allowed: {sorted(attack.settings)}")
+    x, y = check_inputs(x, y, eps, norm)
+    static = dict(attack.settings, **settings, eps=float(eps), norm=norm)
+    if attack.keyed and key is None:
+        raise ValueError(f"attack {name!r} draws random numbers: pass a key")
+    return execution.run_batched(attack.program, static, apply_fn, (x, y),
+                                 key=key if attack.keyed else None,
+                                 indices=indices if attack.keyed else None,
+                                 batch_size=batch_size, mesh=mesh, log=log, desc=name)
+
+
+def _apgd(loss: str) -> dict:
+    return dict(loss=loss, n_iter=100, n_restarts=1, n_target_classes=N_TARGET_CLASSES, rho=0.75)
+
+
+register(Attack("apgd-ce", apgd_program, _apgd("ce"), tag=0, keyed=True, targeted=False))
+register(Attack("apgd-t", apgd_program, _apgd("dlr-targeted"), tag=1, keyed=True, targeted=True,
+                counts_zero_grad=True))
+register(Attack("fab-t", fab_targeted_program,
+                dict(n_iter=100, n_target_classes=N_TARGET_CLASSES, alpha_max=0.1, eta=1.05,
+                     beta=0.9),
+                tag=2, keyed=False, targeted=True))
+register(Attack("square", square_program, dict(n_queries=5000, p_init=0.8), tag=3, keyed=True,
+                targeted=False))
+register(Attack("apgd-dlr", apgd_program, _apgd("dlr"), tag=4, keyed=True, targeted=False,
+                counts_zero_grad=True))

@@ -1,0 +1,301 @@
+"""Per-example programs over a dataset: fixed padded batches, sharded over the mesh,
+per-example keys.
+
+Attacks, corruption evaluation, clean error/predictions and the curvature data path all run
+through this module, so three conventions hold for each of them (DESIGN.md) and the outcome
+for an example does not depend on the batch size or the device count:
+
+* per-example keys: example ``i`` of a dataset draws all its randomness from
+  ``fold_in(key, i)`` (:func:`example_keys`, :func:`example_key_data`);
+* fixed padded batches: the host cuts the examples into batches of one fixed global size
+  (:func:`padded_batch_size`), pads the last one with copies of a real example flagged
+  ``valid=False`` (:func:`padded_indices`), so one compiled program serves every batch;
+* the program is written in the pmap model (a per-device function) and runs as
+  ``jax.shard_map`` under ``jax.jit`` over the 1-D mesh of ``flatrob_jax.distributed``
+  (axis :data:`AXIS`).
+
+A *program* is a module-level function ``program(model_fn, valid, *batched, **static)``
+returning a tuple of per-example arrays; ``model_fn`` is a ``jax.tree_util.Partial``
+(:func:`as_model_fn`), so model weights travel as replicated arguments, not as constants
+baked into the compiled program: new weights of the same model reuse the compilation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import operator
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from flatrob_jax import distributed
+from flatrob_jax.distributed import AXIS, make_mesh
+from flatrob_jax.progress import Progress
+
+# --------------------------------------------------------------------------- keys
+
+
+def typed_key(key: jax.Array) -> jax.Array:
+    """Accept a new-style typed key or a raw ``uint32[2]`` PRNGKey; return a typed key."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+
+
+def example_keys(key: jax.Array, n: int, offset=0) -> jax.Array:
+    """Keys ``fold_in(key, offset + i)`` for ``i in range(n)``; jittable (``offset`` may be
+    traced, e.g. a device's first global index inside shard_map)."""
+    idx = offset + jnp.arange(n)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+
+
+@jax.jit
+def _fold_in_indices(key: jax.Array, indices: jax.Array) -> jax.Array:
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
+
+
+def example_key_data(key: jax.Array, indices) -> tuple[np.ndarray, str]:
+    """Raw data of ``fold_in(key, i)`` for each example index ``i`` (host array, one row per
+    index) and the key implementation's name: the form in which per-example keys travel
+    through :func:`run_batched` (a typed key array cannot be gathered and padded on the host).
+    """
+    key = typed_key(key)
+    keys = _fold_in_indices(key, jnp.asarray(np.asarray(indices), jnp.uint32))
+    return np.asarray(jax.random.key_data(keys)), str(jax.random.key_impl(key))
+
+
+def wrap_keys(key_data: jax.Array, impl: str) -> jax.Array:
+    """Inverse of :func:`example_key_data` inside a program."""
+    return jax.random.wrap_key_data(key_data, impl=impl)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalApply:
+    """``(variables, x) -> model.apply(variables, x, train=False)``; equal for equal models,
+    so jit caches keyed on a :func:`model_fn` Partial hit across runs of one architecture."""
+
+    model: Any
+
+    def __call__(self, variables, x):
+        return self.model.apply(variables, x, train=False)
+
+
+def model_fn(model, variables) -> jax.tree_util.Partial:
+    """``x -> logits`` of a Flax Linen ``model`` (BatchNorm in eval mode: running statistics),
+    as a ``jax.tree_util.Partial`` whose leaves are ``variables``: the one apply-function
+    wrapper of the project (``load_for_eval(...).apply_fn`` is one)."""
+    return jax.tree_util.Partial(_EvalApply(model), variables)
+
+
+def _identity(x):
+    return x
+
+
+def as_model_fn(apply_fn) -> jax.tree_util.Partial:
+    """Whatever names a model, as a ``jax.tree_util.Partial`` that jit takes as an argument.
+
+    * a ``Partial`` is returned as is (its leaves, the weights, are traced: one compilation
+      for any weights of the same model);
+    * an object with ``.model`` and ``.variables`` (an ``EvalModel``) becomes
+      :func:`model_fn` of them;
+    * a plain callable ``x -> logits`` becomes ``Partial(fn)`` (compiled once per distinct
+      callable, with the arrays it closes over as constants);
+    * None becomes the identity (programs that use no model, e.g. corrupting images).
+    """
+    if isinstance(apply_fn, jax.tree_util.Partial):
+        return apply_fn
+    if apply_fn is None:
+        return jax.tree_util.Partial(_identity)
+    if hasattr(apply_fn, "model") and hasattr(apply_fn, "variables"):
+        return model_fn(apply_fn.model, apply_fn.variables)
+    if not callable(apply_fn):
+        raise TypeError("apply_fn must be a callable x -> logits, a jax.tree_util.Partial or an "
+                        f"object with .model and .variables; got {type(apply_fn).__name__}")
+    return jax.tree_util.Partial(apply_fn)
+
+
+def to_float_images(images: jax.Array) -> jax.Array:
+    """Stored pixels -> float32 model input: uint8 as ``x / 255``, other dtypes cast."""
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / jnp.float32(255.0)
+    return images.astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def check_count(name: str, value, *, none_means: str = "all") -> None:
+    """The config vocabulary for counts: None means ``none_means`` (all examples, all
+    devices); otherwise an int >= 1 (0 and -1 no longer mean "all")."""
+    if value is None:
+        return
+    try:
+        ok = not isinstance(value, bool) and operator.index(value) >= 1
+    except TypeError as e:
+        raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, "
+                         f"got {value!r}") from e
+    if not ok:
+        raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, got {value!r}")
+
+
+def padded_batch_size(batch_size: int, num_examples: int, num_devices: int) -> int:
+    """Global batch size: ``batch_size`` rounded up to a multiple of the device count, and no
+    larger than needed for ``num_examples``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    per_device = math.ceil(min(batch_size, max(num_examples, 1)) / num_devices)
+    return per_device * num_devices
+
+
+def padded_indices(lo: int, hi: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``lo..hi-1`` of a dataset padded to ``size`` rows with copies of row ``lo``:
+    ``(take, valid)`` with ``take`` the row indices to gather and ``valid`` False on padding.
+    Copies of a real example (not zeros) keep every padded row a valid model input."""
+    if not 0 <= hi - lo <= size:
+        raise ValueError(f"rows {lo}..{hi} do not fit a batch of {size}")
+    take = np.concatenate([np.arange(lo, hi), np.full(size - (hi - lo), lo)]).astype(np.int64)
+    return take, np.arange(size) < (hi - lo)
+
+
+class Batch(NamedTuple):
+    """One padded batch of :func:`iter_batched`: rows ``lo..hi-1`` of the dataset, its
+    ``valid`` mask and the program's outputs (device arrays, padded, sharded over the mesh)."""
+    lo: int
+    hi: int
+    valid: jax.Array
+    outputs: tuple
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(program: Callable, static: tuple, mesh: jax.sharding.Mesh, num_batched: int):
+    fn = functools.partial(program, **dict(static))
+    in_specs = (P(), P(AXIS)) + (P(AXIS),) * num_batched
+    # check_vma=False: pmap semantics; programs use no collectives, and their device-local
+    # while_loop predicates (e.g. an attack's early exit once a device's examples are all
+    # fooled) are allowed.
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_vma=False)
+    return jax.jit(mapped)
+
+
+def sharded(program: Callable, static: dict, mesh: jax.sharding.Mesh, num_batched: int):
+    """The compiled ``jit(shard_map(program))`` for ``mesh``: called as
+    ``fn(model_fn, valid, *batched)`` on arrays sharded over :data:`AXIS` (one cached program
+    per ``(program, static, mesh, num_batched)``)."""
+    return _compiled(program, tuple(sorted(static.items())), mesh, num_batched)
+
+
+def _key_inputs(key, indices, n, static):
+    if key is None:
+        if indices is not None:
+            raise ValueError("indices are the example indices of per-example keys; pass key too")
+        return (), static
+    indices = np.arange(n) if indices is None else np.asarray(indices)
+    if indices.shape != (n,):
+        raise ValueError(f"indices must have shape ({n},), one per example; got {indices.shape}")
+    key_data, impl = example_key_data(key, indices)
+    return (key_data,), dict(static, key_impl=impl)
+
+
+def iter_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.ndarray], *,
+                 batch_size: int, mesh: jax.sharding.Mesh | None = None,
+                 key: jax.Array | None = None, indices=None) -> Iterator[Batch]:
+    """Run ``program`` batch by batch over ``inputs`` (host arrays with a common leading axis
+    ``N``) and yield each padded :class:`Batch` with its outputs still on the devices.
+
+    ``key``: if given, per-example key data of ``fold_in(key, indices[i])`` (``indices``
+    defaults to ``0..N-1``) is appended as the last batched input and ``key_impl`` to
+    ``static``; the program rebuilds the keys with :func:`wrap_keys`.
+    """
+    mesh = make_mesh() if mesh is None else mesh
+    n = int(inputs[0].shape[0])
+    for a in inputs:
+        if a.shape[:1] != (n,):
+            raise ValueError(f"inputs must share the leading axis {n}; got shapes "
+                             f"{[np.shape(b) for b in inputs]}")
+    extra, static = _key_inputs(key, indices, n, static)
+    inputs = tuple(inputs) + extra
+    bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
+    fn = sharded(program, static, mesh, len(inputs))
+    model = jax.device_put(as_model_fn(apply_fn), distributed.replicated(mesh))
+    sharding = distributed.batch_sharded(mesh)
+    for lo in range(0, n, bs):
+        hi = min(lo + bs, n)
+        take, valid = padded_indices(lo, hi, bs)
+        valid = jax.device_put(valid, sharding)
+        args = [jax.device_put(np.asarray(a)[take], sharding) for a in inputs]
+        yield Batch(lo, hi, valid, tuple(fn(model, valid, *args)))
+
+
+def run_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.ndarray], *,
+                batch_size: int, mesh: jax.sharding.Mesh | None = None,
+                key: jax.Array | None = None, indices=None,
+                log: Callable[[str], None] | None = None, desc: str = "",
+                every_secs: float | None = 10.0) -> tuple[np.ndarray, ...]:
+    """Run ``program`` over all examples of ``inputs`` (see :func:`iter_batched`) and return
+    its outputs, without padding, as host arrays. ``log``: progress lines (examples/s, ETA)
+    at most every ``every_secs`` seconds and after the last batch."""
+    n = int(inputs[0].shape[0])
+    progress = None if log is None else Progress(n, unit="example", desc=desc, log=log,
+                                                 every_secs=every_secs)
+    outputs: list[tuple] = []
+    for batch in iter_batched(program, static, apply_fn, inputs, batch_size=batch_size,
+                              mesh=mesh, key=key, indices=indices):
+        outputs.append(tuple(np.asarray(o)[: batch.hi - batch.lo] for o in batch.outputs))
+        if progress is not None:
+            progress(batch.hi)
+    if not outputs:
+        return ()
+    return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs))
+
+
+# --------------------------------------------------------------------------- clean evaluation
+
+
+def _logits_program(model_fn, valid, x):
+    del valid
+    return (model_fn(to_float_images(x)),)
+
+
+def misclassified(model_fn, valid, x, y):
+    """Program: per-example ``argmax(logits) != label`` (padding included; cut by the caller)."""
+    del valid
+    return (jnp.argmax(model_fn(to_float_images(x)), axis=-1) != y,)
+
+
+def predict(apply_fn, images, *, batch_size: int = 500,
+            mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+    """Logits ``[N, K]`` (host array) of ``images`` ``[N, H, W, C]`` (float in [0, 1], or
+    uint8 read as ``x / 255``), in fixed padded batches sharded over ``mesh`` (default: all
+    devices). ``apply_fn``: anything :func:`as_model_fn` takes."""
+    images = np.asarray(images)
+    if images.shape[0] == 0:
+        raise ValueError("predict needs at least one image")
+    (logits,) = run_batched(_logits_program, {}, apply_fn, (images,), batch_size=batch_size,
+                            mesh=mesh)
+    return logits
+
+
+def error_rate(apply_fn, images, labels, *, batch_size: int = 500,
+               mesh: jax.sharding.Mesh | None = None) -> float:
+    """Top-1 error (fraction of ``argmax(logits) != label``) of ``apply_fn`` on ``images``
+    (as :func:`predict`) and integer ``labels`` ``[N]``."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.shape[0] == 0 or labels.shape != images.shape[:1]:
+        raise ValueError(f"need N >= 1 images and N labels; got images {images.shape}, "
+                         f"labels {labels.shape}")
+    (wrong,) = run_batched(misclassified, {}, apply_fn, (images, labels.astype(np.int32)),
+                           batch_size=batch_size, mesh=mesh)
+    return float(np.mean(wrong))
+
+
+__all__ = ["AXIS", "Batch", "as_model_fn", "check_count", "error_rate", "example_key_data",
+           "example_keys", "iter_batched", "make_mesh", "misclassified", "model_fn",
+           "padded_batch_size", "padded_indices", "predict", "run_batched", "sharded",
+           "to_float_images", "typed_key", "wrap_keys"]
