@@ -1,71 +1,144 @@
-"""Configs: the base config every experiment starts from, loading ``path.py:arg`` files, and
-``key=value`` overrides with clear errors.
+"""Loading configs and overriding their fields: the bottom layer every entry point shares.
 
-An experiment config is a file in configs/ with ``get_config(arg=None)`` returning a locked
-``ml_collections.ConfigDict``; command lines override fields with ``--config.a.b=value``
-(absl's config_flags) and sweeps with the same ``a.b=value`` strings (``apply_overrides``).
+An experiment config is a module with ``get_config(arg=None)`` returning an
+``ml_collections.ConfigDict``; the ones that ship live in ``flatrob_jax.configs`` (the
+repository's ``configs/`` is a symlink to it), sweeps in ``flatrob_jax.configs.sweeps``.
+A config is named by a path (``configs/fashion_mnist_cnn.py:smoke``) or, from any directory,
+by its name in the package (``fashion_mnist_cnn:smoke``). The text after the colon is the
+config's argument, parsed by ``parse_arg`` (``smoke``, ``smoke,seed=1``).
+
+Command lines override fields with ``--config.a.b=value`` (absl's config_flags); code and
+sweeps use the same ``a.b=value`` strings or ``{'a.b': value}`` dicts (``apply_overrides``).
+
+This module imports no other flatrob_jax module: configs import the library, never the
+reverse, so loading a config cannot form an import cycle.
 """
 import ast
+import copy
+import importlib
 import importlib.util
+import json
 import os
+import pkgutil
 
 import ml_collections
 
-from flatrob_jax import analyze, augment
+CONFIGS_PACKAGE = "flatrob_jax.configs"
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Every field the trainer reads, with neutral defaults; experiment files set them all."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.num_devices = -1  # -1: every device; n: the first n (tests, benchmarks)
-    c.dataset = ml_collections.ConfigDict(dict(
-        name="fashion_mnist", source="idx", data_dir="/usr/share/datasets/fashion-mnist",
-        train_split="train", eval_split="test", image_size=(28, 28, 1),
-        mean=(0.2860,), std=(0.3530,), num_train_examples=-1, num_eval_examples=-1))
-    c.model = ml_collections.ConfigDict(dict(name="cnn_small", dtype="float32"))
-    c.augment = augment.default_config()
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-        warmup_epochs=0.0, schedule="cosine"))
-    c.train = ml_collections.ConfigDict(dict(
-        batch_size=128, eval_batch_size=500, num_epochs=10.0, num_steps=-1,
-        label_smoothing=0.0))
-    c.log_every_steps = 50
-    c.eval_every_steps = -1  # -1: only at the end
-    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, max_to_keep=2))
-    c.analysis = analyze.default_config()  # what `flatrob_jax.analyze` / the sweep measure
-    return c
+def _parse_typed(key: str, text: str, default):
+    """``text`` as the type of ``default`` (bool, int, float, str; None: a Python literal)."""
+    if isinstance(default, bool):
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"config argument {key}={text!r}: expected a bool "
+                         f"({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(text)
+        except ValueError as e:
+            raise ValueError(f"config argument {key}={text!r}: expected "
+                             f"{type(default).__name__}") from e
+    if isinstance(default, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
-def shrink_for_smoke(c, *, batch_size: int, num_train_examples: int, num_eval_examples: int,
-                     num_steps: int, checkpoint_every_steps: int = -1):
-    """The ``:smoke`` argument of every config: the same model and pipeline, a few steps on
-    the first examples, so a whole run takes seconds on a CPU."""
-    c.dataset.num_train_examples = num_train_examples
-    c.dataset.num_eval_examples = num_eval_examples
-    c.train.batch_size = batch_size
-    c.train.eval_batch_size = batch_size * 2 if num_eval_examples >= 2 * batch_size else batch_size
-    c.train.num_steps = num_steps
-    c.optimizer.warmup_epochs = 0.0
-    c.log_every_steps = max(1, num_steps // 2)
-    c.eval_every_steps = -1
-    c.checkpoint.every_steps = checkpoint_every_steps
-    return c
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """The ``get_config(arg)`` argument as typed values (big_vision's configs/common.parse_arg).
+
+    ``arg`` is comma-separated ``key=value`` pairs (values hold no commas); a bare ``key``
+    means ``key=True`` (for bool keys). Every key must be one of ``defaults``, whose values
+    give the defaults and the types (a None default takes a Python literal)::
+
+        arg = parse_arg("smoke,seed=1", smoke=False, seed=0)  # arg.smoke, arg.seed == True, 1
+
+    Unknown keys and values of the wrong type raise ValueError naming the valid keys.
+    """
+    result = ml_collections.ConfigDict(dict(defaults))
+    valid = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "none"
+    for item in (arg or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, has_value, text = item.partition("=")
+        key = key.strip()
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r} (in {arg!r}); valid: {valid}")
+        if not has_value:
+            if not isinstance(defaults[key], bool):
+                raise ValueError(f"config argument {key!r} needs a value ({key}=...); "
+                                 f"valid: {valid}")
+            text = "true"
+        result[key] = _parse_typed(key, text.strip(), defaults[key])
+    return result
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """``'configs/x.py'`` or ``'configs/x.py:arg'`` -> the file's ``get_config(arg)``, locked."""
-    path, _, arg = spec.partition(":")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file {path!r} not found")
-    module_spec = importlib.util.spec_from_file_location(
-        "_flatrob_config_" + os.path.basename(path).removesuffix(".py"), path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+def _is_path(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
+def config_names(subpackage: str = "") -> list:
+    """The names ``load_config`` (or, with ``subpackage='sweeps'``, ``load_sweep``) accepts:
+    the modules of ``flatrob_jax.configs[.subpackage]`` that define ``get_config`` (or
+    ``get_sweep``); shared modules such as ``common`` are left out."""
+    package = CONFIGS_PACKAGE + (f".{subpackage}" if subpackage else "")
+    function = "get_sweep" if subpackage == "sweeps" else "get_config"
+    names = []
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        if info.ispkg or info.name.startswith("_"):
+            continue
+        if hasattr(importlib.import_module(f"{package}.{info.name}"), function):
+            names.append(info.name)
+    return sorted(names)
+
+
+def load_config_module(spec: str, subpackage: str = ""):
+    """``'path.py[:arg]'`` or ``'name[:arg]'`` -> ``(module, arg or None)``.
+
+    A path (ends in .py or contains a slash) is loaded from the file; a name is a module of
+    ``flatrob_jax.configs`` (or of ``flatrob_jax.configs.<subpackage>``: 'sweeps' for sweep
+    files), so it resolves from any working directory and in an installed package.
+    """
+    name, _, arg = spec.partition(":")
+    if _is_path(name):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"config file {name!r} not found")
+        stem = os.path.basename(name).removesuffix(".py")
+        module_spec = importlib.util.spec_from_file_location(f"_flatrob_config_{stem}", name)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module, arg or None
+    package = CONFIGS_PACKAGE + (f".{subpackage}" if subpackage else "")
+    full = f"{package}.{name}"
+    try:
+        return importlib.import_module(full), arg or None
+    except ModuleNotFoundError as e:
+        if e.name not in (full, package) and not full.startswith(f"{e.name}."):
+            raise  # the config exists but imports something missing
+        raise FileNotFoundError(
+            f"no config named {name!r} in {package}; valid names: "
+            f"{', '.join(config_names(subpackage))} (or give a path to a .py file)") from e
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """``'configs/x.py[:arg]'`` or ``'x[:arg]'`` -> the module's ``get_config(arg)``, locked."""
+    module, arg = load_config_module(spec)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config {spec!r} ({module.__file__}) has no get_config(arg) function")
+    config = module.get_config(arg)
     config.lock()
     return config
+
+
+load_config_file = load_config  # the earlier name
 
 
 def _parse_value(text: str, current):
@@ -81,14 +154,16 @@ def _parse_value(text: str, current):
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
     """Apply ``{'a.b': value}`` or ``['a.b=value', ...]`` to a copy of ``config``.
 
-    Unknown keys and wrong types raise ValueError naming the key and the valid keys/type."""
+    Unknown keys and wrong types raise ValueError naming the key and the valid keys/type.
+    Fields that may be None (``placeholder(int)``) keep their type: ``num_devices=2`` and
+    ``num_devices=None`` pass, ``num_devices='two'`` does not."""
     if isinstance(overrides, dict):
         items = list(overrides.items())
         parse = False
     else:
         items = [tuple(o.split("=", 1)) if "=" in o else (o, None) for o in overrides]
         parse = True
-    config = config.copy_and_resolve_references()
+    config = copy.deepcopy(config)  # keeps placeholders typed (copy_and_resolve would not)
     config.lock()
     for key, value in items:
         if value is None and parse:
@@ -106,11 +181,118 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
         current = node[parts[-1]]
         if parse:
             value = _parse_value(value, current)
-        if isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
+        if isinstance(value, list):
+            value = tuple(value)  # lists are tuples in configs
         try:
             setattr(node, parts[-1], value)
         except TypeError as e:
-            raise ValueError(f"config key {key!r} expects {type(current).__name__} "
-                             f"(currently {current!r}), got {value!r}: {e}") from None
+            field = node.get_ref(parts[-1]).get_type() if current is None else type(current)
+            raise ValueError(f"config key {key!r} expects {field.__name__} "
+                             f"(currently {current!r}), got {value!r}: {e}") from e
     return config
+
+
+def _none_or(parser_class):
+    class NoneOr(parser_class):
+        """``--config.a.b=None`` sets the field to None; other values parse as before."""
+
+        def parse(self, argument):
+            if isinstance(argument, str) and argument.strip() in ("None", "none"):
+                return None
+            return super().parse(argument)
+
+    NoneOr.__name__ = f"NoneOr{parser_class.__name__}"
+    return NoneOr()
+
+
+def accept_none_on_command_line() -> None:
+    """Let ``--config.a.b=None`` set int, float and bool fields to None (absl's config_flags
+    parses them strictly, so ``placeholder(int)`` fields could be set but never reset to
+    "all"). Entry points call this before their flags are parsed."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    for field_type, parser in ((int, flags.IntegerParser), (float, flags.FloatParser),
+                               (bool, flags.BooleanParser)):
+        config_flags.register_flag_parser_for_type(field_type, _none_or(parser))
+
+
+# Fields whose meaning "all" (or "never") was spelled -1 or 0 before it became None, with the
+# test that recognizes the old spelling; and fields that were comma-separated strings.
+def _negative(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
+
+
+def _not_positive(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
+
+
+def _names(v):
+    return tuple(s.strip() for s in v.split(",") if s.strip()) if isinstance(v, str) else v
+
+
+def _ints(v):
+    return tuple(int(s) for s in v.split(",") if s.strip()) if isinstance(v, str) else v
+
+
+_LEGACY_ALL = {
+    "num_devices": _not_positive,
+    "dataset.num_train_examples": _negative,
+    "dataset.num_eval_examples": _negative,
+    "train.num_steps": _not_positive,
+    "eval_every_steps": _not_positive,
+    "checkpoint.every_steps": _not_positive,
+    "analysis.num_train_examples": _negative,
+    "analysis.num_test_examples": _negative,
+    "analysis.curvature.num_devices": _not_positive,
+    "analysis.curvature.trace_rel_tol": _not_positive,
+    "analysis.corruptions.num_examples": _not_positive,
+    "analysis.attacks.num_examples": _not_positive,
+    "analysis.attacks.num_devices": _not_positive,
+}
+_LEGACY_CONVERT = {
+    "analysis.measures": _names,
+    "analysis.corruptions.corruptions": _names,
+    "analysis.corruptions.severities": _ints,
+    "analysis.corruptions.normalize_by_alexnet":
+        lambda v: {"auto": None, "yes": True, "no": False}.get(v, v) if isinstance(v, str) else v,
+}
+
+
+def _tuples(tree):
+    if isinstance(tree, dict):
+        return {k: _tuples(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_tuples(v) for v in tree)
+    return tree
+
+
+def upgrade_legacy(tree: dict) -> dict:
+    """A stored config (plain dict, e.g. from an older workdir's config.json) in today's
+    vocabulary: -1/0 that meant "all" or "never" become None, comma strings become tuples,
+    JSON lists become tuples. Fields it does not have are left out; new values pass as they are.
+    """
+    tree = _tuples(tree)
+    for path, fix in [*((p, None) for p in _LEGACY_ALL), *_LEGACY_CONVERT.items()]:
+        *parents, leaf = path.split(".")
+        node = tree
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        if fix is None:
+            if _LEGACY_ALL[path](node[leaf]):
+                node[leaf] = None
+        else:
+            node[leaf] = fix(node[leaf])
+    return tree
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """A run's stored ``config.json`` as a ConfigDict, in today's vocabulary (``upgrade_legacy``),
+    so workdirs written before a field changed its spelling still load for analysis."""
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"stored config is not valid JSON: {e}") from e
+    return ml_collections.ConfigDict(upgrade_legacy(tree))

@@ -1,11 +1,15 @@
 """Train one model: ``python -m flatrob_jax.train --config configs/x.py[:arg] --workdir DIR
-[--config.a.b=value ...]``. Resumes automatically from the latest checkpoint in DIR."""
+[--config.a.b=value ...]``. Resumes automatically from the latest checkpoint in DIR.
+
+``arg`` is the config's argument (``smoke``, ``smoke,seed=1``); ``--config.a.b=None`` sets a
+field to None ("all" examples or devices, steps derived from epochs, never)."""
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flatrob_jax import distributed
+from flatrob_jax import configuration, distributed
 from flatrob_jax.training.trainer import train_and_evaluate
 
+configuration.accept_none_on_command_line()
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and config")
 flags.mark_flags_as_required(["config", "workdir"])

@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 
-from flatrob_jax.configuration import apply_overrides, load_config_file
+from flatrob_jax.configuration import apply_overrides, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,9 +33,9 @@ def make_idx_dataset(directory: str, n_train: int = 256, n_test: int = 100, seed
 
 def tiny_config(data_dir: str, **overrides):
     """The offline default shrunk to the tiny CNN on a fake IDX dataset."""
-    config = load_config_file(os.path.join(REPO, "configs", "fashion_mnist_cnn.py") + ":smoke")
+    config = load_config("fashion_mnist_cnn:smoke")
     base = {"dataset.data_dir": data_dir, "model.name": "cnn_tiny",
-            "dataset.num_train_examples": -1, "dataset.num_eval_examples": -1,
+            "dataset.num_train_examples": None, "dataset.num_eval_examples": None,
             "train.batch_size": 32, "train.eval_batch_size": 64, "log_every_steps": 2}
     base.update(overrides)
     return apply_overrides(config, base)

@@ -15,7 +15,7 @@ REAL_FASHION = "/usr/share/datasets/fashion-mnist"
 def _dataset_cfg(**kw):
     base = dict(name="fashion_mnist", source="idx", data_dir=REAL_FASHION, train_split="train",
                 eval_split="test", image_size=(28, 28, 1), mean=(0.286,), std=(0.353,),
-                num_train_examples=-1, num_eval_examples=-1)
+                num_train_examples=None, num_eval_examples=None)
     base.update(kw)
     return ml_collections.ConfigDict(base)
 

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from flatrob_jax.checkpoint import CheckpointError, load_for_eval
+from flatrob_jax import load_for_eval
+from flatrob_jax.checkpoint import CheckpointError
 from flatrob_jax.training.trainer import train_and_evaluate
 from tests.helpers import REPO, make_idx_dataset, tiny_config
 
@@ -23,7 +24,7 @@ def _train_command(data_dir, workdir):
             "--workdir", workdir, f"--config.dataset.data_dir={data_dir}",
             "--config.model.name=cnn_tiny", "--config.num_devices=1",
             f"--config.train.num_steps={TOTAL_STEPS}", "--config.train.batch_size=32",
-            "--config.dataset.num_train_examples=-1", "--config.checkpoint.every_steps=2",
+            "--config.dataset.num_train_examples=None", "--config.checkpoint.every_steps=2",
             "--config.log_every_steps=1", "--config.augment.name=standard"]
 
 

@@ -16,7 +16,7 @@ SOURCES = ("idx", "tfds")
 def build_source(dataset_cfg, split: str, train: bool = False):
     """The random-access source for ``split`` of ``config.dataset``.
 
-    ``dataset_cfg.num_train_examples`` / ``num_eval_examples`` (-1 for all) keep the first n
+    ``dataset_cfg.num_train_examples`` / ``num_eval_examples`` (None: all) keep the first n
     examples (smoke runs and fast tests)."""
     info = get_info(dataset_cfg.name)
     if dataset_cfg.source not in SOURCES:
@@ -24,8 +24,8 @@ def build_source(dataset_cfg, split: str, train: bool = False):
     if dataset_cfg.source not in info.sources:
         raise ValueError(f"dataset {dataset_cfg.name!r} cannot be read from source "
                          f"{dataset_cfg.source!r}; valid for it: {', '.join(info.sources)}")
-    limit = dataset_cfg.num_train_examples if train else dataset_cfg.num_eval_examples
-    limit = None if limit is None or limit < 0 else int(limit)
+    field = "num_train_examples" if train else "num_eval_examples"
+    limit = _example_limit(field, dataset_cfg[field])
     data_dir = dataset_cfg.data_dir or None
     if info.name.startswith("imagenet2012"):
         split_str = split if limit is None else f"{split}[:{limit}]"
@@ -37,6 +37,16 @@ def build_source(dataset_cfg, split: str, train: bool = False):
             source = ArraySource(source.images[:limit], source.labels[:limit])
         return source
     return tfds_array_source(dataset_cfg.name, split, data_dir, limit)
+
+
+def _example_limit(field: str, value) -> int | None:
+    """None (all examples) or a positive count; anything else names the field."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"dataset.{field}={value!r}: expected None (all examples) or a "
+                         f"positive number of examples")
+    return value
 
 
 def load_arrays(dataset_cfg, split: str, num_examples: int | None = None):

@@ -74,7 +74,7 @@ def idx_source(name: str, split: str, data_dir: str) -> ArraySource:
     except FileNotFoundError as e:
         raise MissingDatasetError(
             f"dataset {name!r} split {split!r}: {e.args[0]}[.gz] not found in data_dir "
-            f"{data_dir!r}. To get it: {info.how_to_get}") from None
+            f"{data_dir!r}. To get it: {info.how_to_get}") from e
     return ArraySource(images[..., None], labels)
 
 
@@ -92,7 +92,7 @@ def tfds_random_access(name: str, split: str, data_dir: str | None):
     except Exception as e:  # tfds raises several types for "not prepared"
         raise MissingDatasetError(
             f"dataset {name!r} split {split!r} is not prepared in data_dir {data_dir!r} "
-            f"({type(e).__name__}: {str(e)[:300]}). To get it: {info.how_to_get}") from None
+            f"({type(e).__name__}: {str(e)[:300]}). To get it: {info.how_to_get}") from e
 
 
 def tfds_array_source(name: str, split: str, data_dir: str | None,

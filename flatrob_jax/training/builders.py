@@ -3,8 +3,17 @@ import jax
 
 from flatrob_jax.data import get_info
 from flatrob_jax.models import get_model
-from flatrob_jax.training.optimizer import build_optimizer
+from flatrob_jax.training import optimizer
 from flatrob_jax.training.state import create_train_state
+
+
+def count_or_none(name: str, value) -> int | None:
+    """A config field that is None ("all", "derived" or "never") or a positive count."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r}: expected None or a positive integer")
+    return value
 
 
 def build_model(config, axis_name=None):
@@ -15,15 +24,26 @@ def build_model(config, axis_name=None):
     return get_model(config.model.name, info.num_classes, **kw)
 
 
-def initial_state(config, model, total_steps: int, steps_per_epoch: int):
-    """Freshly initialized TrainState from ``config.seed`` (also the restore template)."""
-    tx, _ = build_optimizer(config.optimizer, total_steps, steps_per_epoch)
+def build_optimizer(config, total_steps: int, steps_per_epoch: int):
+    """``(tx, schedule)`` from ``config.optimizer``: the schedule is built once, used by the
+    optimizer and by whatever logs the learning rate."""
+    return optimizer.build_optimizer(config.optimizer, total_steps, steps_per_epoch)
+
+
+def initial_state(config, model, total_steps: int = 1, steps_per_epoch: int = 1, *, tx=None):
+    """Freshly initialized TrainState from ``config.seed`` (also the restore template).
+
+    ``tx``: the optimizer from ``build_optimizer``; without it one is built for
+    ``total_steps`` (a restore template for evaluation needs only its state's structure)."""
+    if tx is None:
+        tx, _ = build_optimizer(config, total_steps, steps_per_epoch)
     key = jax.random.fold_in(jax.random.key(config.seed), 0)
     return create_train_state(key, model, tx, tuple(config.dataset.image_size))
 
 
 def training_length(config, steps_per_epoch: int) -> int:
-    """Total steps: ``train.num_steps`` if > 0, else ``train.num_epochs`` epochs."""
-    if config.train.num_steps > 0:
-        return int(config.train.num_steps)
+    """Total steps: ``train.num_steps`` if set, else ``train.num_epochs`` epochs."""
+    num_steps = count_or_none("train.num_steps", config.train.num_steps)
+    if num_steps is not None:
+        return num_steps
     return int(round(config.train.num_epochs * steps_per_epoch))

@@ -50,7 +50,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     if is_main:
         ckpt_lib.save_config(workdir, config)
-    mesh = distributed.make_mesh(config.num_devices if config.num_devices > 0 else None)
+    mesh = distributed.make_mesh(builders.count_or_none("num_devices", config.num_devices))
     num_devices = mesh.devices.size
     if config.train.batch_size % num_devices:
         raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
@@ -89,8 +89,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
          f"batch {config.train.batch_size} on {num_devices} device(s), workdir {workdir}")
     progress = Progress(total_steps, start_step)
     log_every = max(1, config.log_every_steps)
-    ckpt_every = config.checkpoint.every_steps
-    eval_every = config.eval_every_steps
+    ckpt_every = builders.count_or_none("checkpoint.every_steps", config.checkpoint.every_steps)
+    eval_every = builders.count_or_none("eval_every_steps", config.eval_every_steps)
     pending, t_train = [], time.perf_counter()
     step = start_step
     for batch in train_batches.iterate(start_step, total_steps):
@@ -105,11 +105,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
             writer.write(step, "train", means)
             pending = []
             _log(progress.line(step, f"loss {means['loss']:.4f} acc {means['accuracy']:.4f}"))
-        if eval_every > 0 and step % eval_every == 0 and step < total_steps:
+        if eval_every is not None and step % eval_every == 0 and step < total_steps:
             result = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
             writer.write(step, "eval", result)
             _log(f"eval at step {step}: accuracy {result['accuracy']:.4f} loss {result['loss']:.4f}")
-        if ckpt_every > 0 and step % ckpt_every == 0 and step < total_steps:
+        if ckpt_every is not None and step % ckpt_every == 0 and step < total_steps:
             checkpointer.save(step, state_to_tree(state))
     train_seconds = time.perf_counter() - t_train
 

@@ -1,4 +1,7 @@
-"""Shared pieces of the paper-scale sweeps (imported by the sweep files beside it)."""
+"""Shared pieces of the paper-scale sweeps: the augmentations compared and the analysis run
+on every checkpoint (the sweep files beside it import this module)."""
+from flatrob_jax.configuration import parse_arg
+from flatrob_jax.study import Sweep, product
 
 # Label-preserving augmentations of the paper, plus the label-mixing ones for contrast.
 AUGMENTATIONS = ("none", "standard", "cutout", "gaussian_noise", "autoaugment", "randaugment",
@@ -7,7 +10,7 @@ AUGMENTATIONS = ("none", "standard", "cutout", "gaussian_noise", "autoaugment", 
 # Flatness on 5000 training examples (eval-mode BatchNorm), robustness on 10000 test images
 # (corruptions) and 1000 (AutoAttack, as RobustBench reports).
 ANALYSIS = {
-    "analysis.measures": "clean,curvature,curvature_augmented,corruptions,attacks",
+    "analysis.measures": ("clean", "curvature", "curvature_augmented", "corruptions", "attacks"),
     "analysis.num_train_examples": 5000,
     "analysis.num_test_examples": 10000,
     "analysis.curvature.lanczos_steps": 100,
@@ -20,13 +23,10 @@ ANALYSIS = {
 }
 
 
-def paper_sweep(base: str, title: str, extra: dict, arg=None):
-    """One run per augmentation (``arg='seeds'``: x3 seeds) of ``base`` with the analysis
-    above plus ``extra`` overrides."""
-    from flatrob_jax.sweep import Sweep, product
-
-    if arg not in (None, "", "seeds"):
-        raise ValueError(f"unknown sweep argument {arg!r}; valid: 'seeds' or none")
-    seeds = (0, 1, 2) if arg == "seeds" else (0,)
+def paper_sweep(base: str, title: str, extra: dict, arg=None) -> Sweep:
+    """One run per augmentation of ``base`` (``arg='seeds'``: x3 seeds) with the analysis
+    above plus the ``extra`` overrides."""
+    arg = parse_arg(arg, seeds=False)
+    seeds = (0, 1, 2) if arg.seeds else (0,)
     return Sweep(base=base, overrides={**ANALYSIS, **extra}, title=title,
-                 runs=product(**{"augment.name": list(AUGMENTATIONS), "seed": list(seeds)}))
+                 runs=product(**{"augment.name": AUGMENTATIONS, "seed": seeds}))
