@@ -168,3 +168,15 @@ def test_every_policy_trains_inside_the_data_parallel_step(policy):
     assert np.isfinite(metrics["loss"]) and int(state.step) == 1
     if policy == "augmix":
         assert metrics["loss"] > metrics["cross_entropy"]  # the JSD term is in the loss
+
+
+def test_a_diverging_run_stops_with_an_error_naming_the_step(tmp_path):
+    data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=32)
+    # lr 1e30: the losses of steps 1 and 2 are finite, from step 3 on they are NaN. Metrics
+    # reach the host only at step 6 (the log step); the error still names step 3.
+    config = tiny_config(data, **{"train.num_steps": 6, "optimizer.learning_rate": 1e30,
+                                  "augment.name": "none", "log_every_steps": 6,
+                                  "checkpoint.every_steps": None})
+    with pytest.raises(FloatingPointError, match=r"training loss is nan at step 3:"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "6"))

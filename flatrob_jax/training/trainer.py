@@ -4,7 +4,8 @@ Thin by design: build everything from the config, restore the latest checkpoint 
 has one, run the jitted data-parallel step, log, evaluate, checkpoint. A run killed at any
 point and restarted ends with parameters identical to an uninterrupted run: batches and
 augmentation keys are pure functions of (seed, step), and the state comes from the last
-complete checkpoint.
+complete checkpoint. A non-finite training loss stops the run with a FloatingPointError that
+names the step.
 """
 import json
 import os
@@ -37,6 +38,19 @@ def evaluate(eval_step, mesh, variables, batches: EvalBatches) -> dict:
             "error": 1.0 - totals["correct"] / count, "num_examples": int(totals["count"])}
 
 
+def check_finite_loss(metrics: list, first_step: int) -> None:
+    """Stop a diverged run: ``metrics`` are the host copies of the metrics of steps
+    ``first_step``, ``first_step + 1``, ... (numbered as in the logs); the first non-finite
+    loss raises FloatingPointError naming its step and value. Called where metrics reach the
+    host anyway (logging, checkpoints), so it adds no device sync."""
+    for i, m in enumerate(metrics):
+        loss = float(m["loss"])
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss} at step {first_step + i}: the run diverged. Lower "
+                f"optimizer.learning_rate (or add warmup) and train again in a new workdir.")
+
+
 def _log(msg: str) -> None:
     if jax.process_index() == 0:
         print(msg, flush=True)
@@ -66,7 +80,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     total_steps = builders.training_length(config, steps_per_epoch)
 
     model = builders.build_model(config, axis_name=distributed.AXIS)
-    state = builders.initial_state(config, model, total_steps, steps_per_epoch)
+    tx, schedule = builders.build_optimizer(config, total_steps, steps_per_epoch)
+    state = builders.initial_state(config, model, tx=tx)
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     start_step = 0
     if checkpointer.latest_step() is not None:
@@ -98,8 +113,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         step += 1
         pending.append(metrics)
         if step % log_every == 0 or step == total_steps:
-            means = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
-            means["learning_rate"] = float(_lr_at(config, total_steps, steps_per_epoch, step - 1))
+            fetched = jax.device_get(pending)
+            check_finite_loss(fetched, first_step=step - len(fetched) + 1)
+            means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+            means["learning_rate"] = float(schedule(step - 1))
             means["steps_per_second"] = progress.rate(step)
             means["images_per_second"] = means["steps_per_second"] * config.train.batch_size
             writer.write(step, "train", means)
@@ -110,6 +127,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
             writer.write(step, "eval", result)
             _log(f"eval at step {step}: accuracy {result['accuracy']:.4f} loss {result['loss']:.4f}")
         if ckpt_every is not None and step % ckpt_every == 0 and step < total_steps:
+            # Saving waits for the state anyway: check the losses not yet logged first, so a
+            # run that has visibly diverged writes no new checkpoint.
+            check_finite_loss(jax.device_get(pending), first_step=step - len(pending) + 1)
             checkpointer.save(step, state_to_tree(state))
     train_seconds = time.perf_counter() - t_train
 
@@ -140,10 +160,3 @@ def train_and_evaluate(config, workdir: str) -> dict:
          + (f" ({summary['images_per_second']:.0f} images/s)" if trained_steps else ""))
     return summary
 
-
-def _lr_at(config, total_steps, steps_per_epoch, step):
-    from flatrob_jax.training.optimizer import learning_rate_schedule
-
-    warmup = int(round(config.optimizer.warmup_epochs * steps_per_epoch))
-    return learning_rate_schedule(config.optimizer.learning_rate, total_steps, warmup,
-                                  config.optimizer.schedule)(step)
