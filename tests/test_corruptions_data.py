@@ -5,12 +5,13 @@ import os
 import numpy as np
 import pytest
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from flatrob_jax.corruptions import datasets, metrics
 from flatrob_jax.corruptions import evaluate as ev
-from flatrob_jax.corruptions.severity import BENCHMARK
+from flatrob_jax.corruptions.severity import BENCHMARK, EXTRA
 
 
 def test_tfds_config_names():
@@ -91,34 +92,30 @@ def test_evaluate_on_the_fly_writes_json_and_heatmap(tmp_path):
     rng = np.random.RandomState(0)
     x = rng.rand(20, 32, 32, 3).astype(np.float32) * 0.6 + 0.2 * rng.randint(0, 2, (20, 1, 1, 1))
     y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int32)
-    cfg = ev.default_config()
-    cfg.corruptions = "contrast,gaussian_noise"
-    cfg.severities = "1,5"
-    cfg.batch_size = 8
+    settings = dict(corruptions=("contrast", "gaussian_noise"), severities=(1, 5), batch_size=8)
     logs = []
-    r = ev.evaluate(_tiny_model(), (x, y), cfg, key=jax.random.key(0), log=logs.append, out_dir=str(tmp_path))
+    r = ev.evaluate(_tiny_model(), (x, y), key=jax.random.key(0), log=logs.append,
+                    out_dir=str(tmp_path), **settings)
     json.dumps(r)
     assert r["clean_error"] == 0.0 and r["resolution"] == "cifar"
     assert set(r["errors"]) == {"contrast", "gaussian_noise"} and len(r["errors"]["contrast"]) == 2
     assert os.path.getsize(r["heatmap_png"]) > 1000
     assert any("images/s" in line and "ETA" in line for line in logs)
     # same key, same numbers; batch size does not matter (per-example keys)
-    cfg.batch_size = 20
-    r2 = ev.evaluate(_tiny_model(), (x, y), cfg, key=jax.random.key(0), log=lambda s: None)
+    settings["batch_size"] = 20
+    r2 = ev.evaluate(_tiny_model(), (x, y), key=jax.random.key(0), log=lambda s: None,
+                     **settings)
     assert r2["errors"] == r["errors"]
 
 
 def test_evaluate_released_npy(tmp_path):
     _npy_fixture(tmp_path)
-    cfg = ev.default_config()
-    cfg.source = "npy"
-    cfg.data_dir = str(tmp_path)
-    cfg.corruptions = "fog"
-    r = ev.evaluate(_tiny_model(), None, cfg, key=jax.random.key(0), log=lambda s: None)
+    settings = dict(source="npy", data_dir=str(tmp_path), corruptions=("fog",))
+    r = ev.evaluate(_tiny_model(), None, key=jax.random.key(0), log=lambda s: None, **settings)
     assert len(r["errors"]["fog"]) == 5 and r["num_examples"] == 3 and "clean_error" not in r
-    cfg.source = "bogus"
+    settings["source"] = "bogus"
     with pytest.raises(ValueError, match="on_the_fly"):
-        ev.evaluate(_tiny_model(), None, cfg, key=jax.random.key(0))
+        ev.evaluate(_tiny_model(), None, key=jax.random.key(0), **settings)
 
 
 def _linear_apply(params, x):
@@ -139,43 +136,77 @@ def test_corrupted_sets_are_the_corrupt_outputs_and_evaluate_reuses_them():
     from flatrob_jax.corruptions import ALL, corrupt_jit
     x, y = _data()
     key = jax.random.key(3)
-    cfg = ev.default_config()
-    cfg.corruptions = "contrast,gaussian_noise"
-    cfg.severities = "2,5"
-    cfg.batch_size = 8
-    sets = ev.corrupted_sets(x, key, cfg)
+    settings = dict(corruptions=("contrast", "gaussian_noise"), severities=(2, 5), batch_size=8)
+    sets = ev.corrupted_sets(x, key, **settings)
     assert set(sets) == {(n, s) for n in ("contrast", "gaussian_noise") for s in (2, 5)}
     cell = jax.random.fold_in(jax.random.fold_in(key, ALL.index("gaussian_noise")), 5)
     np.testing.assert_allclose(sets[("gaussian_noise", 5)], corrupt_jit(cell, x, "gaussian_noise", 5), atol=1e-6)
     model = jax.tree_util.Partial(_linear_apply, {"w": jnp.array([-1.0, 1.0]), "b": jnp.array([0.5, -0.5])})
     quiet = dict(key=key, log=lambda s: None)
     for dtype in ("float32", "uint8"):
-        cfg.corrupted_dtype = dtype
-        sets = ev.corrupted_sets(x, key, cfg)
+        settings["corrupted_dtype"] = dtype
+        sets = ev.corrupted_sets(x, key, **settings)
         assert sets[("contrast", 2)].dtype == np.dtype(dtype)
-        on_the_fly = ev.evaluate(model, (x, y), cfg, **quiet)
-        reused = ev.evaluate(model, (x, y), cfg, corrupted=sets, **quiet)
+        if dtype == "uint8":  # round(255 x) of the float32 corruption
+            np.testing.assert_array_equal(
+                sets[("gaussian_noise", 5)],
+                np.clip(np.round(np.asarray(corrupt_jit(cell, x, "gaussian_noise", 5)) * 255),
+                        0, 255).astype(np.uint8))
+        on_the_fly = ev.evaluate(model, (x, y), **settings, **quiet)
+        reused = ev.evaluate(model, (x, y), corrupted=sets, **settings, **quiet)
         assert reused["errors"] == on_the_fly["errors"]
         assert 0 < np.mean(on_the_fly["errors"]["gaussian_noise"]) < 1
     with pytest.raises(ValueError, match="lack"):
-        ev.evaluate(model, (x[:10], y[:10]), cfg, corrupted=sets, **quiet)
-    cfg.corrupted_dtype = "int8"
+        ev.evaluate(model, (x[:10], y[:10]), corrupted=sets, **settings, **quiet)
+    settings["corrupted_dtype"] = "int8"
     with pytest.raises(ValueError, match="uint8"):
-        ev.corrupted_sets(x, key, cfg)
+        ev.corrupted_sets(x, key, **settings)
+
+
+_traced_linear_apply = chex.assert_max_traces(_linear_apply, n=1)
 
 
 def test_evaluate_compiles_the_model_once_for_all_cells_and_weights():
-    """A Partial model's weights are arguments: new weights reuse the compilation."""
+    """A Partial model's weights are arguments: one trace of the model for the clean error,
+    every cell and new weights (the corruption programs are separate, per cell)."""
     x, y = _data()
-    cfg = ev.default_config()
-    cfg.corruptions = "contrast"
-    cfg.severities = "1,3"
-    cfg.batch_size = 8
+    settings = dict(corruptions=("contrast",), severities=(1, 3), batch_size=8)
     quiet = dict(key=jax.random.key(0), log=lambda s: None)
-    ev.evaluate(jax.tree_util.Partial(_linear_apply, {"w": jnp.array([-1.0, 1.0]), "b": jnp.array([0.5, -0.5])}),
-                (x, y), cfg, **quiet)
-    size = ev._count_errors._cache_size()
-    r = ev.evaluate(jax.tree_util.Partial(_linear_apply, {"w": jnp.array([1.0, -1.0]), "b": jnp.array([-0.5, 0.5])}),
-                    (x, y), cfg, **quiet)
-    assert ev._count_errors._cache_size() == size
+    chex.clear_trace_counter()
+    params = {"w": jnp.array([-1.0, 1.0]), "b": jnp.array([0.5, -0.5])}
+    ev.evaluate(jax.tree_util.Partial(_traced_linear_apply, params), (x, y), **settings, **quiet)
+    flipped = {"w": jnp.array([1.0, -1.0]), "b": jnp.array([-0.5, 0.5])}
+    r = ev.evaluate(jax.tree_util.Partial(_traced_linear_apply, flipped), (x, y), **settings,
+                    **quiet)
     assert r["clean_error"] == 1.0  # flipped weights: every prediction is wrong
+
+
+@pytest.mark.parametrize("corrupted", [False, True], ids=["on_the_fly", "stored"])
+def test_one_and_four_devices_give_the_same_numbers(corrupted):
+    x, y = _data(22)
+    key = jax.random.key(1)
+    settings = dict(corruptions=("gaussian_noise", "contrast"), severities=(3,), batch_size=6,
+                    corrupted_dtype="uint8")
+    model = jax.tree_util.Partial(_linear_apply, {"w": jnp.array([-1.0, 1.0]),
+                                                  "b": jnp.array([0.5, -0.5])})
+    out = {}
+    for devices in (1, 4):
+        sets = ev.corrupted_sets(x, key, num_devices=devices, **settings) if corrupted else None
+        out[devices] = ev.evaluate(model, (x, y), key=key, log=lambda s: None, corrupted=sets,
+                                   num_devices=devices, **settings)
+    assert out[1]["errors"] == out[4]["errors"] and out[1]["clean_error"] == out[4]["clean_error"]
+    assert out[1]["mean_corruption_error"] == out[4]["mean_corruption_error"]
+
+
+def test_settings_use_the_config_vocabulary():
+    x, y = _data(4)
+    quiet = dict(key=jax.random.key(0), log=lambda s: None)
+    assert ev.parse_corruptions(("extra", "fog", "spatter")) == list(EXTRA) + ["fog"]
+    with pytest.raises(ValueError, match="'fog,snow'.*tuple"):
+        ev.parse_corruptions("fog,snow")
+    with pytest.raises(ValueError, match="num_examples must be None"):
+        ev.evaluate(_tiny_model(), (x, y), num_examples=0, **quiet)
+    with pytest.raises(ValueError, match="normalize_by_alexnet"):
+        ev.evaluate(_tiny_model(), (x, y), normalize_by_alexnet="auto", **quiet)
+    with pytest.raises(ValueError, match="severit"):
+        ev.evaluate(_tiny_model(), (x, y), severities=(6,), **quiet)

@@ -14,7 +14,9 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from flatrob_jax.corruptions import blur, color, digital, jpeg, noise, severity as sev, spatter, weather
+from flatrob_jax.corruptions import blur, color, digital, jpeg, noise, spatter, weather
+from flatrob_jax.corruptions import severity as sev
+from flatrob_jax.execution import example_keys
 
 
 def _no_noise(key, x, c):
@@ -115,12 +117,19 @@ def corrupt(key, images, name: str, severity: int, *, resolution: Optional[str] 
     Returns the corrupted images, float32, same shape, in [0, 1]. Jittable with
     ``name``, ``severity`` and ``resolution`` static.
     """
+    images = jnp.asarray(images)
+    keys = example_keys(key, images.shape[0], index_offset)
+    return corrupt_examples(keys, images, name, severity, resolution=resolution)
+
+
+def corrupt_examples(keys, images, name: str, severity: int, *,
+                     resolution: Optional[str] = None):
+    """:func:`corrupt` with the per-example keys given: image ``i`` draws from ``keys[i]``
+    (the form the sharded evaluation uses, ``flatrob_jax.execution``)."""
     sev.check_name(name)
     sev.check_severity(severity)
     images = jnp.asarray(images)
     _check_images(images, name)
-    idx = index_offset + jnp.arange(images.shape[0])
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
     fn = functools.partial(corrupt_image, name=name, severity=severity, resolution=resolution)
     return jax.vmap(fn)(keys, images).astype(jnp.float32)
 
