@@ -242,8 +242,8 @@ _LEGACY_ALL = {
     "train.num_steps": _not_positive,
     "eval_every_steps": _not_positive,
     "checkpoint.every_steps": _not_positive,
-    "analysis.num_train_examples": _negative,
-    "analysis.num_test_examples": _negative,
+    "analysis.num_train_examples": _not_positive,
+    "analysis.num_test_examples": _not_positive,
     "analysis.curvature.num_devices": _not_positive,
     "analysis.curvature.trace_rel_tol": _not_positive,
     "analysis.corruptions.num_examples": _not_positive,
@@ -254,6 +254,7 @@ _LEGACY_CONVERT = {
     "analysis.measures": _names,
     "analysis.corruptions.corruptions": _names,
     "analysis.corruptions.severities": _ints,
+    "analysis.attacks.norms": _names,
     "analysis.corruptions.normalize_by_alexnet":
         lambda v: {"auto": None, "yes": True, "no": False}.get(v, v) if isinstance(v, str) else v,
 }
