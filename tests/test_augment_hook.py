@@ -1,6 +1,7 @@
 """The training hook built from each policy's config: runs inside jit + shard_map on 4 fake
 devices, gives the shapes the train step expects, and does not depend on the device count.
 Also: config validation errors and the batch-level ops (mixup, cutmix, cutout, noise)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +32,12 @@ def _run(hook, num_devices, images, labels, key):
 
     image_spec = P(None, "batch") if hook.num_views > 1 else P("batch")
     fn = jax.jit(
-        jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("batch"), P("batch")), out_specs=(image_spec, P("batch")))
+        jax.shard_map(
+            per_device,
+            mesh=mesh,
+            in_specs=(P(), P("batch"), P("batch")),
+            out_specs=(image_spec, P("batch")),
+        )
     )
     batch_sharding = jax.sharding.NamedSharding(mesh, P("batch"))
     images, labels = jax.device_put((images, labels), batch_sharding)
@@ -80,7 +86,9 @@ def test_hook_result_does_not_depend_on_device_count(name):
 def test_every_policy_has_its_config_section():
     cfg = augment.default_config()
     for name in augment.names():
-        assert name in ("none", "standard") or name in cfg, name
+        spec = augment.spec_of(name)
+        assert (spec.section is None) == (name in ("none", "standard")), name
+        assert spec.section is None or spec.section in cfg, name
 
 
 @pytest.mark.parametrize(
@@ -109,7 +117,9 @@ def test_out_of_range_parameters_fail_clearly(name, field, value, message):
 def test_unknown_name_lists_the_valid_ones():
     cfg = augment.default_config()
     cfg.name = "augmax"
-    with pytest.raises(ValueError, match="unknown augmentation 'augmax'; valid choices: augmix, autoaugment"):
+    with pytest.raises(
+        ValueError, match="unknown augmentation 'augmax'; valid choices: augmix, autoaugment"
+    ):
         augment.build_train_augmentation(cfg)
     with pytest.raises(ValueError, match="valid choices"):
         augment.get_augment("rand_augment")
@@ -126,9 +136,13 @@ def test_mixup_and_cutmix_mix_images_and_labels_consistently():
     x, y = jax.jit(mixing.mixup)(keys, images, labels, 1.0)
     lam = np.asarray(y)[np.arange(b), np.arange(b)]
     np.testing.assert_allclose(np.asarray(y)[np.arange(b), j], 1 - lam, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(x)[:, 0, 0, 0], lam * values + (1 - lam) * values[j], atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(x)[:, 0, 0, 0], lam * values + (1 - lam) * values[j], atol=1e-6
+    )
     x, y = jax.jit(mixing.cutmix)(keys, images, labels, 1.0)
-    from_partner = np.mean(np.isclose(np.asarray(x)[..., 0], np.asarray(values)[j][:, None, None]), axis=(1, 2))
+    from_partner = np.mean(
+        np.isclose(np.asarray(x)[..., 0], np.asarray(values)[j][:, None, None]), axis=(1, 2)
+    )
     np.testing.assert_allclose(np.asarray(y)[np.arange(b), j], from_partner, atol=1e-6)
     np.testing.assert_array_equal(mixing.partner_index(5), [1, 0, 3, 2, 4])
 

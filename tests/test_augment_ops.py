@@ -5,6 +5,7 @@ translate) within 1 uint8 level on at least 99% of pixels (float32 here, double 
 """
 import functools
 
+import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,7 @@ from tests.test_augment_fixtures import by_shape, from_pil, to_pil
 GROUPS = by_shape()  # shape -> (names, uint8 [N, H, W, C])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(op, kw_items):
     """One compiled function per (op, keywords, image shape), mapped over images and magnitudes."""
     kw = dict(kw_items)
@@ -128,16 +129,27 @@ GEOMETRIC = {
 @pytest.mark.parametrize("interpolation", sorted(RESAMPLE))
 @pytest.mark.parametrize("op_name", sorted(GEOMETRIC))
 def test_geometric_ops_close(op_name, interpolation):
+    """Within a level on 99% of pixels, and, image by image, dm-pix's PSNR >= 50 dB and SSIM
+    >= 0.999 against Pillow (measured worst: 58.5 dB, 0.99995; dm-pix's own affine_transform
+    is further off, see benchmarks/bench_augment_dmpix.py)."""
     op, magnitudes, matrix = GEOMETRIC[op_name]
     resample = RESAMPLE[interpolation]
-    for group in GROUPS.values():
+    for shape, group in GROUPS.items():
         got = ours(op, group[1], magnitudes, interpolation=interpolation)
+        pairs = []
         for name, img, m, g in each(group, magnitudes, got):
             if matrix is None:
                 want = from_pil(to_pil(img).rotate(m, resample=resample))
             else:
                 want = pil_affine(img, matrix(m), resample)
             assert_close(g, want, f"{name} {op_name}({m})")
+            pairs.append((g, want))
+        ours_, pils = (jnp.asarray(np.stack(v), jnp.float32) / 255.0 for v in zip(*pairs))
+        psnr = np.asarray(pix.psnr(ours_, pils))
+        assert psnr.min() >= 50.0, f"{shape}: PSNR {psnr.min():.1f} dB"
+        if min(shape[:2]) >= 11:  # SSIM's 11x11 window
+            ssim = np.asarray(pix.ssim(ours_, pils))
+            assert ssim.min() >= 0.999, f"{shape}: SSIM {ssim.min():.5f}"
 
 
 def test_elementwise_lookup_ops_equal_their_tables():
@@ -166,7 +178,7 @@ def test_whole_pixel_shift_equals_translate_warp(interpolation):
         for axis, matrix in ((1, geometry.translate_matrix(pixels, 0.0)), (0, geometry.translate_matrix(0.0, pixels))):
             want = geometry.warp(levels, matrix, interpolation, fill=7.0)
             np.testing.assert_array_equal(geometry.shift(levels, pixels, axis, fill=7.0), want, err_msg=f"{pixels} {axis}")
-            got = jax.jit(lambda x, p: geometry.translate(x, p, axis, interpolation, 7.0))(levels, pixels)
+            got = jax.jit(lambda x, p, a=axis: geometry.translate(x, p, a, interpolation, 7.0))(levels, pixels)
             np.testing.assert_array_equal(got, want)
     # a fractional shift takes the warp branch
     frac = jax.jit(lambda x, p: geometry.translate(x, p, 1, interpolation, 0.0))(levels, 2.5)

@@ -19,6 +19,7 @@ Every image op follows Pillow on uint8 images (what torchvision's policies run o
 crop padding are dm-pix's. Which ops are written here rather than taken from dm-pix, and the
 measured reason, is in the README (benchmarks/bench_augment_dmpix.py measures it).
 """
+
 from flatrob_jax.augment import ops
 from flatrob_jax.augment.keys import as_example_keys, example_keys
 from flatrob_jax.augment.registry import (

@@ -6,6 +6,7 @@
 name the config field, ``augment.<section>.<field>``) and its keyword defaults are the
 defaults a config section starts from. ``registry`` maps names to these.
 """
+
 import jax
 
 from flatrob_jax.augment import augmix as augmix_lib
@@ -104,13 +105,17 @@ def randaugment(
     check_choice("randaugment", "interpolation", interpolation, geometry.INTERPOLATIONS)
     select = op_select(execution)
     return batched_policy(
-        lambda k, h, w: randaugment_lib.sample_randaugment(k, num_ops, magnitude, num_magnitude_bins, h, w),
+        lambda k, h, w: randaugment_lib.sample_randaugment(
+            k, num_ops, magnitude, num_magnitude_bins, h, w
+        ),
         lambda x, p: randaugment_lib.apply(x, p, interpolation, select),
         execution,
     )
 
 
-def trivialaugment(num_magnitude_bins: int = 31, interpolation: str = "nearest", execution: str = "auto"):
+def trivialaugment(
+    num_magnitude_bins: int = 31, interpolation: str = "nearest", execution: str = "auto"
+):
     """TrivialAugmentWide: one uniform op at a uniform bin."""
     check_range("trivialaugment", "num_magnitude_bins", num_magnitude_bins, 1, integer=True)
     check_choice("trivialaugment", "interpolation", interpolation, geometry.INTERPOLATIONS)
@@ -136,15 +141,26 @@ def augmix(
     check_range("augmix", "severity", severity, 1, augmix_lib.MAX_SEVERITY)
     check_range("augmix", "width", width, 1, integer=True)
     if is_concrete(depth) and (depth == 0 or depth > 10 or int(depth) != depth):
-        raise ValueError(f"augment.augmix.depth={depth!r} is out of range; valid: -1 (random 1..3) or 1..10")
+        raise ValueError(
+            f"augment.augmix.depth={depth!r} is out of range; valid: -1 (random 1..3) or 1..10"
+        )
     check_range("augmix", "alpha", alpha, 1e-6)
     check_choice("augmix", "interpolation", interpolation, geometry.INTERPOLATIONS)
     select = op_select(execution)
     return batched_policy(
         lambda k, h, w: augmix_lib.sample(
-            k, h, w, severity=severity, width_chains=width, depth=depth, alpha=alpha, all_ops=all_ops
+            k,
+            h,
+            w,
+            severity=severity,
+            width_chains=width,
+            depth=depth,
+            alpha=alpha,
+            all_ops=all_ops,
         ),
-        lambda x, p: augmix_lib.apply(x, p, all_ops=all_ops, interpolation=interpolation, select=select),
+        lambda x, p: augmix_lib.apply(
+            x, p, all_ops=all_ops, interpolation=interpolation, select=select
+        ),
         execution,
     )
 

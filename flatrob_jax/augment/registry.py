@@ -7,7 +7,9 @@ loss), whether it takes ``execution``. ``build_train_augmentation`` and ``defaul
 read only these declarations, so an augmentation added with ``register()`` is selectable with
 ``--config.augment.name=<name>`` like the built-in ones.
 """
-from typing import Callable, NamedTuple, Optional
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import ml_collections
 
@@ -21,14 +23,14 @@ class AugmentSpec(NamedTuple):
     """How one augmentation is built and used in training."""
 
     factory: Callable  # factory(**params) -> fn(key, images) or fn(key, images, labels)
-    section: Optional[str] = None  # config section (augment.<section>) with its parameters
-    config: Optional[dict] = None  # that section's default fields (added to default_config)
+    section: str | None = None  # config section (augment.<section>) with its parameters
+    config: dict | None = None  # that section's default fields (added to default_config)
     label_mixing: bool = False  # fn(key, images, labels) -> (images, soft labels)
     execution_aware: bool = False  # the factory takes ``execution`` (augment.execution)
     num_views: int = 1  # views in training when multi-view is on: the clean one, then augmented
-    views_field: Optional[str] = None  # bool field of the section switching multi-view on
+    views_field: str | None = None  # bool field of the section switching multi-view on
     consistency_weight: float = 0.0  # consistency-loss weight when multi-view ...
-    consistency_weight_field: Optional[str] = None  # ... or the section field that holds it
+    consistency_weight_field: str | None = None  # ... or the section field that holds it
     crop_flip: bool = True  # in training, the shared crop/flip (augment.crop_padding/flip) first
     train_policy: bool = True  # False: in training it IS that crop/flip ("standard")
 
@@ -47,7 +49,9 @@ class AugmentSpec(NamedTuple):
         if self.consistency_weight_field is not None:
             weight = params.get(self.consistency_weight_field, weight)
             check_range(self.section or "", self.consistency_weight_field, weight, 0.0)
-        multi = self.num_views > 1 and bool(params.get(self.views_field, True) if self.views_field else True)
+        multi = self.num_views > 1 and bool(
+            params.get(self.views_field, True) if self.views_field else True
+        )
         return (self.num_views, float(weight)) if multi else (1, 0.0)
 
 
@@ -61,12 +65,12 @@ def register(
     *,
     label_mixing: bool = False,
     section=_SECTION_IS_NAME,
-    config: Optional[dict] = None,
+    config: dict | None = None,
     execution_aware: bool = False,
     num_views: int = 1,
-    views_field: Optional[str] = None,
+    views_field: str | None = None,
     consistency_weight: float = 0.0,
-    consistency_weight_field: Optional[str] = None,
+    consistency_weight_field: str | None = None,
     crop_flip: bool = True,
     train_policy: bool = True,
 ) -> AugmentSpec:
@@ -85,7 +89,9 @@ def register(
         raise TypeError(f"factory for augmentation {name!r} must be callable; got {factory!r}")
     check_range(name, "num_views", num_views, 1, integer=True)
     if label_mixing and num_views > 1:
-        raise ValueError(f"augmentation {name!r}: label_mixing with num_views={num_views} is not supported")
+        raise ValueError(
+            f"augmentation {name!r}: label_mixing with num_views={num_views} is not supported"
+        )
     spec = AugmentSpec(
         factory=factory,
         section=name if section is _SECTION_IS_NAME else section,
@@ -206,8 +212,8 @@ def _register_builtins():
 _register_builtins()
 
 __all__ = [
-    "AugmentSpec",
     "LABEL_MIXING",
+    "AugmentSpec",
     "default_config",
     "get_augment",
     "names",

@@ -11,7 +11,9 @@
      (AugMix with ``jsd``) stacks ``[clean, view 1, view 2, ...]`` with view v drawn from
      ``fold_in(key_i, v)``, all views in one call of the policy.
 """
-from typing import Callable, NamedTuple
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +82,10 @@ def build_train_augmentation(cfg: ml_collections.ConfigDict) -> TrainAugmentatio
         return jnp.stack(views), labels
 
     return TrainAugmentation(
-        apply=apply, num_views=num_views, consistency_weight=weight, label_preserving=not mixes_labels
+        apply=apply,
+        num_views=num_views,
+        consistency_weight=weight,
+        label_preserving=not mixes_labels,
     )
 
 

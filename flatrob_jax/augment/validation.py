@@ -5,6 +5,7 @@ Factories call these with the config path of the field (``augment.<section>.<fie
 bad ``--config.augment.augmix.severity=11`` fails at build time with the path the user typed.
 A traced (non-concrete) value is left alone: whoever made it checks it.
 """
+
 import numbers
 
 import jax
@@ -21,7 +22,7 @@ def field_path(section: str, field: str) -> str:
 
 
 def check_range(section: str, field: str, value, low, high=None, integer: bool = False) -> None:
-    """Raise ValueError unless ``low <= value`` (``<= high`` if given), an integer if ``integer``."""
+    """Raise ValueError unless low <= value (<= high if given), an integer if ``integer``."""
     if not is_concrete(value):
         return
     if integer and int(value) != value:
@@ -37,14 +38,16 @@ def check_choice(section: str, field: str, value, choices) -> None:
     """Raise ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:
         valid = ", ".join(map(str, choices))
-        raise ValueError(f"{field_path(section, field)}={value!r} is not valid; valid choices: {valid}")
+        raise ValueError(
+            f"{field_path(section, field)}={value!r} is not valid; valid choices: {valid}"
+        )
 
 
 EXECUTIONS = ("auto", "vectorized", "sequential")
 
 
 def resolve_execution(execution: str) -> str:
-    """"auto" -> "sequential" on CPU, "vectorized" on GPU/TPU (benchmarks/augment.md: on CPU a
+    """ "auto" -> "sequential" on CPU, "vectorized" on GPU/TPU (benchmarks/augment.md: on CPU a
     vmapped gather/scatter costs more than looping over images, and a per-image loop lets
     ``lax.switch`` run only the chosen op; on accelerators the batch must stay vectorized)."""
     check_choice("", "execution", execution, EXECUTIONS)
