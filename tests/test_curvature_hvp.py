@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from test_curvature_models import BnCnn, dataset, float64_problem, full_batch_loss, init
 
 from flatrob_jax import curvature
-from test_curvature_models import BnCnn, dataset, float64_problem, full_batch_loss, init
+from flatrob_jax.distributed import make_mesh
 
 
 def _flat(tree):
@@ -37,7 +38,7 @@ def test_dataset_objective_equals_the_full_batch_loss_gradient_and_hvp():
         images, labels = dataset(37)
         loss = full_batch_loss(model, variables, images, labels)
         params = variables["params"]
-        obj = curvature.from_flax(model, variables, images, labels, batch_size=13, mesh=curvature.default_mesh(1))
+        obj = curvature.from_flax(model, variables, images, labels, batch_size=13, mesh=make_mesh(1))
         value, grad = obj.value_and_grad(params)
         np.testing.assert_allclose(float(value), float(loss(params)), rtol=1e-12)
         np.testing.assert_allclose(float(obj.loss(params)), float(loss(params)), rtol=1e-12)
@@ -62,7 +63,7 @@ def test_dataset_operator_is_invariant_to_the_batch_partition(unroll):
         results = []
         for batch_size in (37, 19, 8):
             obj = curvature.from_flax(
-                model, variables, images, labels, batch_size=batch_size, mesh=curvature.default_mesh(1),
+                model, variables, images, labels, batch_size=batch_size, mesh=make_mesh(1),
                 unroll_microbatches=unroll,
             )
             results.append((_flat(obj.hvp(v)), float(obj.loss(params))))
@@ -79,8 +80,8 @@ def test_one_and_four_devices_agree_in_float32():
     params = variables["params"]
     flat, unravel = ravel_pytree(params)
     v = unravel(jax.random.normal(jax.random.key(3), flat.shape))
-    one = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=curvature.default_mesh(1))
-    four = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=curvature.default_mesh(4))
+    one = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=make_mesh(1))
+    four = curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=make_mesh(4))
     hv1, hv4 = _flat(one.hvp(v)), _flat(four.hvp(v))
     np.testing.assert_allclose(hv4, hv1, rtol=2e-4, atol=2e-5 * np.max(np.abs(hv1)))
     np.testing.assert_allclose(float(four.loss(params)), float(one.loss(params)), rtol=1e-6)
@@ -93,7 +94,7 @@ def test_batchnorm_batch_mode_differs_and_refuses_padding():
     model = BnCnn()
     variables = init(model)
     images, labels = dataset(32)
-    mesh = curvature.default_mesh(1)
+    mesh = make_mesh(1)
     eval_obj = curvature.from_flax(model, variables, images, labels, batch_size=8, mesh=mesh)
     batch_obj = curvature.from_flax(model, variables, images, labels, batch_size=8, mesh=mesh, batchnorm="batch")
     assert abs(float(eval_obj.loss(variables["params"])) - float(batch_obj.loss(variables["params"]))) > 1e-3

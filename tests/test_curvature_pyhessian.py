@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from test_curvature_models import BnCnn, float64_problem, init
 
 from flatrob_jax import curvature
-from test_curvature_models import BnCnn, float64_problem, init
+from flatrob_jax.distributed import make_mesh
 
 pytestmark = pytest.mark.peers
 
@@ -65,7 +66,7 @@ def problem():
     variables = init(BnCnn())  # float32, the values float64_problem casts
     with jax.enable_x64(True):
         _, _, images, labels, h = float64_problem("bn_cnn")
-    obj = curvature.from_flax(BnCnn(), variables, images, labels, batch_size=10, mesh=curvature.default_mesh(1))
+    obj = curvature.from_flax(BnCnn(), variables, images, labels, batch_size=10, mesh=make_mesh(1))
     torch_model = _port(variables)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     y = torch.from_numpy(labels.astype(np.int64))

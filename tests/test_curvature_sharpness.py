@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from test_curvature_models import float64_problem
 
 from flatrob_jax import curvature
-from test_curvature_models import float64_problem
+from flatrob_jax.distributed import make_mesh
 
 
 def _quadratic(dim=30, seed=0):
@@ -88,7 +89,7 @@ def test_reparameterization_changes_lambda_max_as_predicted_but_not_adaptive_sha
     c = 4.0
     with jax.enable_x64(True):
         model, variables, images, labels, h = float64_problem("mlp")
-        obj = curvature.from_flax(model, variables, images, labels, batch_size=24, mesh=curvature.default_mesh(1))
+        obj = curvature.from_flax(model, variables, images, labels, batch_size=24, mesh=make_mesh(1))
         params = obj.params
         scale = {"hidden": {"bias": c, "kernel": c}, "out": {"bias": 1.0, "kernel": 1.0 / c}}
         reparam = jax.tree_util.tree_map(lambda w, s: w * s, params, scale)

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 from PIL import Image
+from test_curvature_models import float64_problem
 
 from flatrob_jax import curvature
-from test_curvature_models import float64_problem
+from flatrob_jax.distributed import make_mesh
 
 
 @functools.lru_cache(maxsize=None)
 def _objective(name):
     """Cached, so that each solver's jitted step compiles once for all tests (float64)."""
     model, variables, images, labels, h = float64_problem(name)
-    obj = curvature.from_flax(model, variables, images, labels, batch_size=12, mesh=curvature.default_mesh(1))
+    obj = curvature.from_flax(model, variables, images, labels, batch_size=12, mesh=make_mesh(1))
     return obj, h
 
 # Lanczos on the BN CNN converges (top-2 and bottom, tol 1e-7) in ~22 steps; SLQ uses the same

@@ -32,32 +32,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
+
+from flatrob_jax import distributed, execution
+from flatrob_jax.distributed import AXIS, make_mesh
+from flatrob_jax.losses import cross_entropy
 
 PyTree = Any
-AXIS = "batch"
 
 BATCHNORM_MODES = ("eval", "batch")
-
-
-def default_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh named 'batch' over the first ``num_devices`` devices (all if None or 0)."""
-    devices = jax.devices()
-    n = len(devices) if not num_devices else num_devices
-    if not 1 <= n <= len(devices):
-        raise ValueError(f"num_devices={num_devices} but {len(devices)} devices are available")
-    try:  # the project's mesh helper, once it exists
-        from flatrob_jax.distributed import make_mesh  # type: ignore
-
-        return make_mesh(n)
-    except ImportError:
-        return jax.make_mesh((n,), (AXIS,), devices=devices[:n])
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example softmax cross-entropy with integer labels (natural log)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +102,7 @@ def make_dataset_objective(
       params, state: trained and non-trained variables (``state`` may be ``{}``).
       images, labels: the N examples (host or device arrays), leading axis N.
       batch_size: examples per device per scan step (memory knob; no effect on the value).
-      mesh: 1-D mesh with axis 'batch'; default all devices (:func:`default_mesh`).
+      mesh: 1-D mesh with axis 'batch'; default all devices (``distributed.make_mesh``).
       per_example_loss: ``(logits[B, C], labels[B]) -> [B]``.
       allow_padding: if False, raise unless N divides into whole microbatches (needed when
         ``logits_fn`` mixes examples, e.g. BatchNorm with batch statistics).
@@ -135,7 +118,7 @@ def make_dataset_objective(
         raise ValueError(f"need N >= 1 images and N labels; got images {images.shape}, labels {labels.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    mesh = default_mesh() if mesh is None else mesh
+    mesh = make_mesh() if mesh is None else mesh
     if unroll_microbatches is None:
         unroll_microbatches = mesh.devices.flat[0].platform == "cpu"
     if mesh.axis_names != (AXIS,):
@@ -148,12 +131,10 @@ def make_dataset_objective(
             f"N={n} examples do not fill whole microbatches of {batch_size} on {num_devices} devices "
             f"(multiple of {chunk} needed) and padding is not allowed for this model"
         )
-    pad = padded - n
-    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-    labels = np.concatenate([labels, np.zeros((pad,) + labels.shape[1:], labels.dtype)])
-    mask = np.arange(padded) < n
-    sharding = NamedSharding(mesh, P(AXIS))
-    data = tuple(jax.device_put(a, sharding) for a in (images, labels, mask))
+    # The execution layer's padding (copies of a real example, masked out) and sharding.
+    take, mask = execution.padded_indices(0, n, padded)
+    sharding = distributed.batch_sharded(mesh)
+    data = tuple(jax.device_put(a, sharding) for a in (images[take], labels[take], mask))
 
     def microbatches(x):
         return x.reshape((-1, batch_size) + x.shape[1:])

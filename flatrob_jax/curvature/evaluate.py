@@ -1,8 +1,8 @@
 """Curvature measurement of one trained model, for ``python -m flatrob_jax.analyze``.
 
-``evaluate(eval_model, data, cfg, key=..., log=...)`` builds the dataset-level objective (the
+``evaluate(eval_model, data, *, key, log, **settings)`` builds the dataset-level objective (the
 mean cross-entropy over the given examples, eval-mode BatchNorm, sharded over the mesh) and
-measures, as ``cfg`` switches:
+measures, as the keyword settings switch:
 
 * lambda_max (top Hessian eigenvalue, Lanczos) with its Ritz residual ``|Hv - lambda v|``;
   optionally the top-k and the smallest eigenvalue;
@@ -20,10 +20,10 @@ import time
 from typing import Any, Callable
 
 import jax
-import ml_collections
 import numpy as np
 
-from flatrob_jax.curvature.dataset_objective import default_mesh, from_flax
+from flatrob_jax import execution
+from flatrob_jax.curvature.dataset_objective import from_flax
 from flatrob_jax.curvature.density import plot_density, slq_density
 from flatrob_jax.curvature.hutchinson import hutchinson_trace, hutchpp_trace
 from flatrob_jax.curvature.lanczos import lanczos
@@ -33,85 +33,85 @@ from flatrob_jax.curvature.sharpness import (
     keskar_sharpness,
     pac_bayes_sigma,
 )
+from flatrob_jax.distributed import make_mesh
+from flatrob_jax.progress import Progress
 
 TRACE_METHODS = ("hutchinson", "hutch++")
 PAC_BAYES_METRICS = ("error", "loss")
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """Every field of the curvature section, with its default."""
-    cfg = ml_collections.ConfigDict()
-    cfg.batch_size = 128  # examples per device per microbatch (memory only; no effect on values)
-    cfg.num_devices = 0  # 0: all devices
-    cfg.batchnorm = "eval"  # 'eval' (running statistics) or 'batch'
-    # lambda_max by Lanczos
-    cfg.lanczos_steps = 100  # max Hessian-vector products
-    cfg.lanczos_tol = 1e-3  # stop when |Hv - theta v| <= tol * |theta|
-    cfg.top_k = 1
-    cfg.smallest = False  # also converge the smallest eigenvalue
-    # trace
-    cfg.trace = True
-    cfg.trace_method = "hutchinson"  # or 'hutch++'
-    cfg.trace_max_probes = 200  # Hutchinson: max probes; Hutch++: the matvec budget
-    cfg.trace_min_probes = 10
-    cfg.trace_rel_tol = 0.05  # stop when the CI half-width <= rel_tol * |trace| (0: use all)
-    cfg.confidence = 0.95
-    # spectral density
-    cfg.density = False
-    cfg.density_steps = 80
-    cfg.density_runs = 1
-    cfg.density_png = ""  # path of the PNG plot; '' for none
-    # sharpness
-    cfg.sharpness = False
-    cfg.keskar_epsilon = 1e-3
-    cfg.keskar_iters = 10
-    cfg.adaptive_rho = 0.05  # worst case, l2 ball of |w|-scaled perturbations
-    cfg.adaptive_steps = 10
-    cfg.adaptive_average_rho = 0.1
-    cfg.adaptive_samples = 10
-    cfg.pac_bayes = False  # many loss evaluations; off by default
-    cfg.pac_bayes_metric = "error"  # 'error' (Jiang et al.) or 'loss'
-    cfg.pac_bayes_target = 0.1
-    cfg.pac_bayes_samples = 5
-    return cfg
+def _check(trace_method, pac_bayes_metric):
+    if trace_method not in TRACE_METHODS:
+        raise ValueError(f"trace_method={trace_method!r}; allowed: {TRACE_METHODS}")
+    if pac_bayes_metric not in PAC_BAYES_METRICS:
+        raise ValueError(f"pac_bayes_metric={pac_bayes_metric!r}; allowed: {PAC_BAYES_METRICS}")
 
 
-def _check(cfg):
-    if cfg.trace_method not in TRACE_METHODS:
-        raise ValueError(f"trace_method={cfg.trace_method!r}; allowed: {TRACE_METHODS}")
-    if cfg.pac_bayes_metric not in PAC_BAYES_METRICS:
-        raise ValueError(f"pac_bayes_metric={cfg.pac_bayes_metric!r}; allowed: {PAC_BAYES_METRICS}")
+def _progress(log, stage):
+    """The ``progress(done, total)`` callback of the solvers: a line at most every 10 s."""
+    return Progress(0, unit="HVP", desc=f"curvature/{stage}", log=log, every_secs=10.0)
 
 
-class _Progress:
-    """Logs ``stage: done/total, steps/s, ETA`` at most every ``every_s`` seconds."""
-
-    def __init__(self, log, stage, every_s=10.0):
-        self.log, self.stage, self.every_s = log, stage, every_s
-        self.start = self.last = time.time()
-
-    def __call__(self, done, total):
-        now = time.time()
-        if now - self.last < self.every_s and done < total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("nan")
-        self.log(f"curvature/{self.stage}: {done}/{total} HVPs, {rate:.2f} HVP/s, ETA <= {eta:.0f}s")
-
-
-def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.Array, log: Callable = print) -> dict:
+def evaluate(
+    eval_model: Any,
+    data,
+    *,
+    key: jax.Array,
+    log: Callable = print,
+    batch_size: int = 128,
+    num_devices: int | None = None,
+    batchnorm: str = "eval",
+    lanczos_steps: int = 100,
+    lanczos_tol: float = 1e-3,
+    top_k: int = 1,
+    smallest: bool = False,
+    trace: bool = True,
+    trace_method: str = "hutchinson",
+    trace_max_probes: int = 200,
+    trace_min_probes: int = 10,
+    trace_rel_tol: float | None = 0.05,
+    confidence: float = 0.95,
+    density: bool = False,
+    density_steps: int = 80,
+    density_runs: int = 1,
+    density_png: str | None = "",
+    sharpness: bool = False,
+    keskar_epsilon: float = 1e-3,
+    keskar_iters: int = 10,
+    adaptive_rho: float = 0.05,
+    adaptive_steps: int = 10,
+    adaptive_average_rho: float = 0.1,
+    adaptive_samples: int = 10,
+    pac_bayes: bool = False,
+    pac_bayes_metric: str = "error",
+    pac_bayes_target: float = 0.1,
+    pac_bayes_samples: int = 5,
+) -> dict:
     """Curvature measures of ``eval_model`` on ``data``; see the module docstring.
 
     Args:
       eval_model: has ``.model`` (Flax module, ``apply(variables, x, train=False)``) and
-        ``.variables`` (``{'params', 'batch_stats'}``), e.g. ``checkpoint.load_for_eval(...)``.
+        ``.variables`` (``{'params', 'batch_stats'}``), e.g. ``flatrob_jax.load_for_eval(...)``.
       data: ``(images float32 [N,H,W,C] in [0,1], labels int [N])``.
-      cfg: a ConfigDict with the fields of :func:`default_config`.
       key: PRNG key; each measure uses its own ``fold_in``.
       log: progress printer.
+      batch_size: examples per device per microbatch (memory only; no effect on values).
+      num_devices: devices of the mesh; None: all.
+      batchnorm: ``'eval'`` (running statistics) or ``'batch'``.
+      lanczos_steps, lanczos_tol, top_k, smallest: lambda_max by Lanczos (at most
+        ``lanczos_steps`` HVPs, stop when ``|Hv - theta v| <= tol * |theta|``), the top-k, and
+        whether to converge the smallest eigenvalue too.
+      trace, trace_method, trace_max_probes, trace_min_probes, trace_rel_tol, confidence:
+        tr(H) by ``'hutchinson'`` (stop when the CI half-width <= ``trace_rel_tol * |trace|``;
+        None: use every probe) or ``'hutch++'`` (``trace_max_probes`` is its matvec budget).
+      density, density_steps, density_runs, density_png: the SLQ eigenvalue density and the
+        path of its plot ('' or None: no plot).
+      sharpness, keskar_*, adaptive_*: Keskar and adaptive (worst-case, average) sharpness.
+      pac_bayes, pac_bayes_metric, pac_bayes_target, pac_bayes_samples: the PAC-Bayes sigma
+        (``'error'`` or ``'loss'`` rises by ``pac_bayes_target``).
     """
-    _check(cfg)
+    _check(trace_method, pac_bayes_metric)
+    execution.check_count("num_devices", num_devices, none_means="all devices")
     images, labels = data
     timings = {}
     t0 = time.time()
@@ -120,9 +120,9 @@ def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.
         eval_model.variables,
         images,
         labels,
-        batch_size=cfg.batch_size,
-        mesh=default_mesh(cfg.num_devices or None),
-        batchnorm=cfg.batchnorm,
+        batch_size=batch_size,
+        mesh=make_mesh(num_devices),
+        batchnorm=batchnorm,
     )
     params = objective.params
     out = {
@@ -137,8 +137,8 @@ def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.
 
     t0 = time.time()
     top = lanczos(
-        objective.hvp, params, jax.random.fold_in(key, 0), num_steps=cfg.lanczos_steps, k=cfg.top_k,
-        tol=cfg.lanczos_tol, smallest=cfg.smallest, progress=_Progress(log, "lanczos"),
+        objective.hvp, params, jax.random.fold_in(key, 0), num_steps=lanczos_steps, k=top_k,
+        tol=lanczos_tol, smallest=smallest, progress=_progress(log, "lanczos"),
     )
     timings["lanczos"] = time.time() - t0
     out.update(
@@ -154,13 +154,13 @@ def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.
     log(f"curvature: lambda_max {out['lambda_max']:.6g} (residual {out['lambda_max_residual']:.2g}, "
         f"{top.num_matvecs} HVPs, converged={top.converged})")
 
-    if cfg.trace:
+    if trace:
         t0 = time.time()
-        if cfg.trace_method == "hutchinson":
+        if trace_method == "hutchinson":
             tr = hutchinson_trace(
-                objective.hvp, params, jax.random.fold_in(key, 1), num_probes=cfg.trace_max_probes,
-                min_probes=cfg.trace_min_probes, rel_tol=cfg.trace_rel_tol or None, confidence=cfg.confidence,
-                progress=_Progress(log, "trace"),
+                objective.hvp, params, jax.random.fold_in(key, 1), num_probes=trace_max_probes,
+                min_probes=trace_min_probes, rel_tol=trace_rel_tol or None, confidence=confidence,
+                progress=_progress(log, "trace"),
             )
             out.update(
                 trace_of_square=tr.trace_of_square.value,
@@ -169,8 +169,8 @@ def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.
             )
         else:
             tr = hutchpp_trace(
-                objective.hvp, params, jax.random.fold_in(key, 1), num_matvecs=cfg.trace_max_probes,
-                confidence=cfg.confidence,
+                objective.hvp, params, jax.random.fold_in(key, 1), num_matvecs=trace_max_probes,
+                confidence=confidence,
             )
         timings["trace"] = time.time() - t0
         out.update(
@@ -178,35 +178,35 @@ def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.
             trace_stderr=tr.stderr,
             trace_ci_halfwidth=tr.ci_halfwidth,
             trace_confidence=tr.confidence,
-            trace_method=cfg.trace_method,
+            trace_method=trace_method,
             trace_hvps=int(tr.num_matvecs),
         )
         log(f"curvature: trace {tr.trace:.6g} +- {tr.ci_halfwidth:.2g} ({tr.confidence:.0%}, {tr.num_matvecs} HVPs)")
 
-    if cfg.density:
+    if density:
         t0 = time.time()
-        density = slq_density(
-            objective.hvp, params, jax.random.fold_in(key, 2), num_steps=cfg.density_steps,
-            num_runs=cfg.density_runs, progress=_Progress(log, "density"),
+        spectrum = slq_density(
+            objective.hvp, params, jax.random.fold_in(key, 2), num_steps=density_steps,
+            num_runs=density_runs, progress=_progress(log, "density"),
         )
-        trace, stderr = density.trace()
+        slq_trace, slq_stderr = spectrum.trace()
         out["density"] = {
-            "nodes": density.nodes.tolist(),
-            "weights": density.weights.tolist(),
-            "trace": trace,
-            "trace_stderr": stderr if np.isfinite(stderr) else None,
-            "png": plot_density(density, cfg.density_png) if cfg.density_png else None,
+            "nodes": spectrum.nodes.tolist(),
+            "weights": spectrum.weights.tolist(),
+            "trace": slq_trace,
+            "trace_stderr": slq_stderr if np.isfinite(slq_stderr) else None,
+            "png": plot_density(spectrum, density_png) if density_png else None,
         }
         timings["density"] = time.time() - t0
 
-    if cfg.sharpness:
+    if sharpness:
         t0 = time.time()
-        keskar = keskar_sharpness(objective.value_and_grad, params, epsilon=cfg.keskar_epsilon,
-                                  max_iters=cfg.keskar_iters)
-        worst = adaptive_sharpness_worst(objective.value_and_grad, params, rho=cfg.adaptive_rho,
-                                         steps=cfg.adaptive_steps)
+        keskar = keskar_sharpness(objective.value_and_grad, params, epsilon=keskar_epsilon,
+                                  max_iters=keskar_iters)
+        worst = adaptive_sharpness_worst(objective.value_and_grad, params, rho=adaptive_rho,
+                                         steps=adaptive_steps)
         average = adaptive_sharpness_average(objective.loss, params, jax.random.fold_in(key, 3),
-                                             rho=cfg.adaptive_average_rho, num_samples=cfg.adaptive_samples)
+                                             rho=adaptive_average_rho, num_samples=adaptive_samples)
         out.update(
             keskar_sharpness=keskar.value,
             adaptive_sharpness_worst=worst.value,
@@ -216,12 +216,12 @@ def evaluate(eval_model: Any, data, cfg: ml_collections.ConfigDict, *, key: jax.
         timings["sharpness"] = time.time() - t0
         log(f"curvature: keskar {keskar.value:.4g}%, adaptive worst {worst.value:.4g}, "
             f"average {average.value:.4g} +- {average.stderr:.2g}")
-    if cfg.pac_bayes:
+    if pac_bayes:
         t0 = time.time()
-        metric = objective.error_rate if cfg.pac_bayes_metric == "error" else objective.loss
+        metric = objective.error_rate if pac_bayes_metric == "error" else objective.loss
         try:
-            sigma = pac_bayes_sigma(metric, params, jax.random.fold_in(key, 4), target=cfg.pac_bayes_target,
-                                    num_samples=cfg.pac_bayes_samples)
+            sigma = pac_bayes_sigma(metric, params, jax.random.fold_in(key, 4), target=pac_bayes_target,
+                                    num_samples=pac_bayes_samples)
         except RuntimeError as e:  # e.g. an error rate already at chance cannot rise by the target
             out.update(pac_bayes_sigma=None, pac_bayes_sharpness=None, pac_bayes_deviation=None,
                        pac_bayes_failure=str(e))
