@@ -1,18 +1,18 @@
-"""Losses on logits: cross-entropy with soft labels (label smoothing, mixed labels) and
-AugMix's Jensen-Shannon consistency."""
+"""Training losses on logits: label smoothing, cross-entropy (the project's one,
+``flatrob_jax.losses.cross_entropy``, re-exported; soft labels give -sum_k q_k log softmax(z)_k)
+and AugMix's Jensen-Shannon consistency."""
 import jax
 import jax.numpy as jnp
+
+from flatrob_jax.losses import cross_entropy
+
+__all__ = ["cross_entropy", "jensen_shannon", "smooth_labels"]
 
 
 def smooth_labels(labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
     """Integer labels -> one-hot with ``smoothing`` spread uniformly: (1-s) e_y + s/K."""
     onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
     return onehot * (1.0 - smoothing) + smoothing / num_classes
-
-
-def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
-    """Per-example cross-entropy -sum_k q_k log softmax(z)_k."""
-    return -jnp.sum(soft_labels * jax.nn.log_softmax(logits), axis=-1)
 
 
 def jensen_shannon(logits_views: jax.Array) -> jax.Array:

@@ -9,16 +9,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flatrob_jax.augment import TrainAugmentation, example_keys
+from flatrob_jax.augment import TrainAugmentation
 from flatrob_jax.distributed import AXIS, P, sharded_step
-from flatrob_jax.training.losses import cross_entropy, jensen_shannon, smooth_labels
+from flatrob_jax.execution import example_keys, to_float_images
+from flatrob_jax.losses import cross_entropy
+from flatrob_jax.training.losses import jensen_shannon, smooth_labels
 
-
-def to_float_images(images: jax.Array) -> jax.Array:
-    """uint8 pixels -> float32 in [0, 1] (float inputs pass through)."""
-    if images.dtype == jnp.uint8:
-        return images.astype(jnp.float32) / 255.0
-    return images.astype(jnp.float32)
+__all__ = ["eval_step_per_device", "make_eval_step", "make_train_step", "to_float_images",
+           "train_step_per_device"]
 
 
 def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmentation,
