@@ -49,7 +49,8 @@ def _accuracy(f, x, y):
     return float((np.asarray(f(x)).argmax(1) == y).mean())
 
 
-@pytest.mark.parametrize("norm,eps", [("Linf", 8 / 255), pytest.param("L2", 0.5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("norm,eps", [("Linf", 8 / 255),
+                                      pytest.param("L2", 0.5, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
 def test_every_registered_attack_keeps_the_contract(problem, name, norm, eps):
     f, x, y = problem
