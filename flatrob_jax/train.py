@@ -10,7 +10,8 @@ from flatrob_jax import configuration, distributed
 from flatrob_jax.training.trainer import train_and_evaluate
 
 configuration.accept_none_on_command_line()
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
+                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and config")
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -25,7 +25,8 @@ def make_idx_dataset(directory: str, n_train: int = 256, n_test: int = 100, seed
     for split, n, prefix in (("train", n_train, "train"), ("test", n_test, "t10k")):
         labels = rng.integers(0, 10, n).astype(np.uint8)
         noise = rng.integers(-15, 16, (n, 28, 28))
-        images = np.clip(20 + 23 * labels[:, None, None].astype(int) + noise, 0, 255).astype(np.uint8)
+        images = np.clip(20 + 23 * labels[:, None, None].astype(int) + noise, 0, 255)
+        images = images.astype(np.uint8)
         write_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte"), images)
         write_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte"), labels)
     return directory

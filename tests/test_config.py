@@ -6,8 +6,14 @@ import os
 import pytest
 
 from flatrob_jax import configuration
-from flatrob_jax.configuration import (apply_overrides, config_from_json, config_names,
-                                       load_config, load_config_file, parse_arg)
+from flatrob_jax.configuration import (
+    apply_overrides,
+    config_from_json,
+    config_names,
+    load_config,
+    load_config_file,
+    parse_arg,
+)
 from flatrob_jax.data import get_info
 from tests.helpers import REPO
 
@@ -171,7 +177,8 @@ def test_old_workdir_configs_load_in_todays_vocabulary():
 
 
 def _imports(path):
-    tree = ast.parse(open(path).read())
+    with open(path) as f:
+        tree = ast.parse(f.read())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
@@ -189,7 +196,8 @@ def test_config_and_sweep_files_import_normally():
         os.path.join(PACKAGE_DIR, "sweeps", "*.py"))
     assert len(files) >= 12
     for path in files:
-        text = open(path).read()
+        with open(path) as f:
+            text = f.read()
         assert "importlib" not in text and "sys.path" not in text, path
         assert not [m for m in _imports(path) if m in ("paper", "common")], path
 

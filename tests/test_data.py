@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from flatrob_jax.data import (ArraySource, EvalBatches, MissingDatasetError, TrainBatches,
-                              build_source, get_info, load_arrays, read_idx)
+from flatrob_jax.data import (
+    ArraySource,
+    EvalBatches,
+    MissingDatasetError,
+    TrainBatches,
+    build_source,
+    get_info,
+    load_arrays,
+    read_idx,
+)
 from tests.helpers import make_idx_dataset, write_idx
 
 REAL_FASHION = "/usr/share/datasets/fashion-mnist"

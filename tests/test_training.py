@@ -14,7 +14,7 @@ from flatrob_jax.data import ArraySource, EvalBatches
 from flatrob_jax.models import get_model
 from flatrob_jax.training.losses import cross_entropy, jensen_shannon, smooth_labels
 from flatrob_jax.training.optimizer import learning_rate_schedule, sgd
-from flatrob_jax.training.state import create_train_state, eval_variables
+from flatrob_jax.training.state import create_train_state
 from flatrob_jax.training.steps import make_eval_step, make_train_step
 from flatrob_jax.training.trainer import evaluate, train_and_evaluate
 from tests.helpers import make_idx_dataset, tiny_config

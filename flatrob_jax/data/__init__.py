@@ -7,8 +7,14 @@ import numpy as np
 
 from flatrob_jax.data.catalog import CATALOG, DatasetInfo, get_info
 from flatrob_jax.data.pipeline import EvalBatches, TrainBatches
-from flatrob_jax.data.sources import (ArraySource, MissingDatasetError, TfdsImageSource,
-                                      idx_source, read_idx, tfds_array_source)
+from flatrob_jax.data.sources import (
+    ArraySource,
+    MissingDatasetError,
+    TfdsImageSource,
+    idx_source,
+    read_idx,
+    tfds_array_source,
+)
 
 SOURCES = ("idx", "tfds")
 

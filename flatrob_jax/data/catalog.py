@@ -37,7 +37,8 @@ CATALOG = {
         "cifar100", ("tfds",), _CIFAR_HOW.format(name="cifar100")),
     "cifar10_corrupted": DatasetInfo(
         "cifar10_corrupted", 10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        "cifar10_corrupted", ("tfds",), _CIFAR_HOW.format(name="cifar10_corrupted/<corruption>_<severity>")),
+        "cifar10_corrupted", ("tfds",),
+        _CIFAR_HOW.format(name="cifar10_corrupted/<corruption>_<severity>")),
     "imagenet2012": DatasetInfo(
         "imagenet2012", 1000, (224, 224, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
         "imagenet2012", ("tfds",),

@@ -55,7 +55,8 @@ def read_idx(path: str) -> np.ndarray:
     with _open_maybe_gz(path) as f:
         zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
         if zero != 0 or dtype_code != 0x08:
-            raise ValueError(f"{path}: not an unsigned-byte IDX file (header {zero}, {dtype_code:#x})")
+            raise ValueError(f"{path}: not an unsigned-byte IDX file "
+                             f"(header {zero}, {dtype_code:#x})")
         dims = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
         data = np.frombuffer(f.read(), dtype=np.uint8)
     if data.size != int(np.prod(dims)):

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatrob_jax import checkpoint as ckpt_lib
-from flatrob_jax.atomic_files import atomic_write_text
 from flatrob_jax import distributed
+from flatrob_jax.atomic_files import atomic_write_text
 from flatrob_jax.augment import build_train_augmentation
 from flatrob_jax.data import EvalBatches, TrainBatches, build_source, get_info
 from flatrob_jax.metrics_log import MetricWriter, Progress, format_duration
@@ -125,7 +125,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if eval_every is not None and step % eval_every == 0 and step < total_steps:
             result = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
             writer.write(step, "eval", result)
-            _log(f"eval at step {step}: accuracy {result['accuracy']:.4f} loss {result['loss']:.4f}")
+            _log(f"eval at step {step}: accuracy {result['accuracy']:.4f} "
+                 f"loss {result['loss']:.4f}")
         if ckpt_every is not None and step % ckpt_every == 0 and step < total_steps:
             # Saving waits for the state anyway: check the losses not yet logged first, so a
             # run that has visibly diverged writes no new checkpoint.
