@@ -22,8 +22,13 @@ _REGISTRY = {
     "resnet18": functools.partial(ResNet, block="basic", stage_sizes=(2, 2, 2, 2), stem="cifar"),
     "preact_resnet18": functools.partial(ResNet, block="preact", stage_sizes=(2, 2, 2, 2), stem="cifar"),
     "resnet50": functools.partial(ResNet, block="bottleneck", stage_sizes=(3, 4, 6, 3), stem="imagenet"),
+    "wide_resnet50_2": functools.partial(ResNet, block="bottleneck", stage_sizes=(3, 4, 6, 3),
+                                         stem="imagenet", bottleneck_width_factor=2),
     "wrn40_2": functools.partial(WideResNet, depth=40, widen_factor=2),
+    # The WRNs of the adversarial-robustness literature (RobustBench's WideResNet layout).
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),
+    "wrn34_10": functools.partial(WideResNet, depth=34, widen_factor=10),
+    "wrn70_16": functools.partial(WideResNet, depth=70, widen_factor=16),
     "wrn16_1": functools.partial(WideResNet, depth=16, widen_factor=1),
 }
 

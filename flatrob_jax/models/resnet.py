@@ -1,6 +1,8 @@
 """ResNets: ResNet-18 with the CIFAR stem (3x3 conv, no max-pool; He et al. / the common CIFAR
 code), PreAct-ResNet-18 (He et al. 2016, identity mappings), and ResNet-50 with the ImageNet
-stem (7x7/2 conv + 3x3/2 max-pool; torchvision layout, stride on the 3x3 conv as in v1.5)."""
+stem (7x7/2 conv + 3x3/2 max-pool; torchvision layout, stride on the 3x3 conv as in v1.5), and
+Wide ResNet-50-2 (torchvision's wide_resnet50_2: ResNet-50 with twice the channels inside each
+bottleneck, ``bottleneck_width_factor=2``; Zagoruyko & Komodakis 2016)."""
 import functools
 from typing import Sequence
 
@@ -47,18 +49,23 @@ class PreActBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (stride) -> 1x1 with ``width * inner_factor`` channels inside and
+    ``width * expansion`` out (``inner_factor=2``: torchvision's wide_resnet50_2)."""
+
     width: int
     stride: int
     norm: callable
     dtype: jnp.dtype
     expansion: int = 4
+    inner_factor: int = 1
 
     @nn.compact
     def __call__(self, x):
         conv = functools.partial(layers.conv, dtype=self.dtype)
         out_width = self.width * self.expansion
-        y = nn.relu(self.norm()(conv(self.width, 1, 1)(x)))
-        y = nn.relu(self.norm()(conv(self.width, 3, self.stride)(y)))
+        inner = self.width * self.inner_factor
+        y = nn.relu(self.norm()(conv(inner, 1, 1)(x)))
+        y = nn.relu(self.norm()(conv(inner, 3, self.stride)(y)))
         # Zero-init of the last BN scale in each residual branch (Goyal et al.).
         y = self.norm(scale_init=nn.initializers.zeros)(conv(out_width, 1, 1)(y))
         if self.stride != 1 or x.shape[-1] != out_width:
@@ -74,6 +81,8 @@ class ResNet(nn.Module):
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
     widths: Sequence[int] = (64, 128, 256, 512)
     stem: str = "cifar"
+    # Channels inside each bottleneck block relative to ``widths`` (2: Wide ResNet-50-2).
+    bottleneck_width_factor: int = 1
     mean: Sequence[float] = (0.4914, 0.4822, 0.4465)
     std: Sequence[float] = (0.2470, 0.2435, 0.2616)
     axis_name: str | None = None
@@ -99,7 +108,11 @@ class ResNet(nn.Module):
         for stage, (size, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for i in range(size):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                x = block_cls(width, stride, norm, self.dtype)(x)
+                if self.block == "bottleneck":
+                    x = block_cls(width, stride, norm, self.dtype,
+                                  inner_factor=self.bottleneck_width_factor)(x)
+                else:
+                    x = block_cls(width, stride, norm, self.dtype)(x)
         if self.block == "preact":
             x = nn.relu(norm(name="final_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
