@@ -41,11 +41,15 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-    """A 1-D mesh named ``AXIS`` over the first ``num_devices`` devices (all by default)."""
+    """A 1-D mesh named ``AXIS`` over the first ``num_devices`` devices (None: all).
+
+    The project's one mesh helper: training, the execution layer (attacks, corruptions, clean
+    error) and the curvature objective all shard over this mesh."""
     devices = jax.devices()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
-            raise ValueError(f"num_devices={num_devices} but {len(devices)} devices are available")
+            raise ValueError(f"num_devices must be None (all) or 1..{len(devices)} (the devices "
+                             f"available), got {num_devices!r}")
         devices = devices[:num_devices]
     return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
 
