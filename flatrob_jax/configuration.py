@@ -10,8 +10,9 @@ config's argument, parsed by ``parse_arg`` (``smoke``, ``smoke,seed=1``).
 Command lines override fields with ``--config.a.b=value`` (absl's config_flags); code and
 sweeps use the same ``a.b=value`` strings or ``{'a.b': value}`` dicts (``apply_overrides``).
 
-This module imports no other flatrob_jax module: configs import the library, never the
-reverse, so loading a config cannot form an import cycle.
+It also reads and writes a run's stored config (``save_run_config`` / ``load_run_config``).
+This module imports no flatrob_jax module but ``atomic_files``: configs import the library,
+never the reverse, so loading a config cannot form an import cycle.
 """
 import ast
 import copy
@@ -22,6 +23,8 @@ import os
 import pkgutil
 
 import ml_collections
+
+from flatrob_jax.atomic_files import atomic_write_text
 
 CONFIGS_PACKAGE = "flatrob_jax.configs"
 
@@ -297,3 +300,32 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
     except json.JSONDecodeError as e:
         raise ValueError(f"stored config is not valid JSON: {e}") from e
     return ml_collections.ConfigDict(upgrade_legacy(tree))
+
+
+# --------------------------------------------------------------------------- a run's config files
+
+
+def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> str:
+    """Write config.json beside the checkpoints; if one exists and differs, keep both."""
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            if f.read() == text:
+                return path
+        n = 1
+        while os.path.exists(os.path.join(workdir, f"config.{n}.json")):
+            n += 1
+        path = os.path.join(workdir, f"config.{n}.json")
+    atomic_write_text(path, text)
+    return path
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run was started with (the latest config.<n>.json if it was changed)."""
+    names = [f for f in os.listdir(workdir) if f.startswith("config") and f.endswith(".json")]
+    if not names:
+        raise FileNotFoundError(f"no config.json in workdir {workdir!r}: is it a flatrob_jax run?")
+    latest = max(names, key=lambda f: (f.count("."), f))
+    with open(os.path.join(workdir, latest)) as f:
+        return config_from_json(f.read())

@@ -12,25 +12,26 @@ import pytest
 from PIL import Image
 
 from flatrob_jax.analysis import read_rows
-from flatrob_jax.sweep import load_sweep, run_name, run_sweep
+from flatrob_jax.study import load_sweep, run_name, run_sweep
 from tests.helpers import REPO, make_idx_dataset
 
 SWEEP_FILE = '''
-from flatrob_jax.sweep import Sweep
+from flatrob_jax.study import Sweep
 
 def get_sweep(arg=None):
     return Sweep(
         base={base!r},
         overrides={{
             "dataset.data_dir": {data!r}, "model.name": "cnn_tiny", "train.num_steps": 4,
-            "train.batch_size": 32, "dataset.num_train_examples": -1, "log_every_steps": 2,
+            "train.batch_size": 32, "dataset.num_train_examples": None, "log_every_steps": 2,
             "checkpoint.every_steps": 2, "num_devices": 1,
-            "analysis.measures": "clean,curvature,curvature_augmented,corruptions,attacks",
+            "analysis.measures": ("clean", "curvature", "curvature_augmented", "corruptions",
+                                  "attacks"),
             "analysis.num_train_examples": 32, "analysis.num_test_examples": 32,
             "analysis.curvature.lanczos_steps": 8, "analysis.curvature.trace_max_probes": 6,
             "analysis.curvature.trace_min_probes": 4,
-            "analysis.corruptions.corruptions": "gaussian_noise,brightness",
-            "analysis.corruptions.severities": "1,5", "analysis.corruptions.batch_size": 32,
+            "analysis.corruptions.corruptions": ("gaussian_noise", "brightness"),
+            "analysis.corruptions.severities": (1, 5), "analysis.corruptions.batch_size": 32,
             "analysis.attacks.norms": ("Linf",), "analysis.attacks.pgd_steps": 3,
             "analysis.attacks.autoattack": False, "analysis.attacks.batch_size": 32,
         }},

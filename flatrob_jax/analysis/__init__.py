@@ -1,12 +1,16 @@
-"""Analysis of a sweep: tidy results table, correlation statistics, plots, Markdown report.
+"""Analysis of runs and sweeps.
 
-* ``results``: rows {run, overrides, metric, value, stderr} from nested evaluate() dicts;
-  CSV/JSON read and atomic write; run x metric pivot.
-* ``stats``: Pearson, Spearman, Kendall tau-b with p-values; paired bootstrap intervals
-  (percentile, BCa).
+* ``registry``: the analyses (one contract: ``run(inputs, *, log, **settings) -> metrics``,
+  with declared headline flatness / robustness / clean metrics); ``analyses`` registers the
+  built-in ones (clean, curvature, curvature_augmented, corruptions, attacks).
+* ``config``: the ``analysis`` config section; ``runner``: ``analyze_run(workdir, cfg)``.
+* ``results``: rows {run, overrides, metric, value, stderr} from nested results; CSV/JSON.
+* ``stats``: Pearson, Spearman, Kendall tau-b with p-values; paired bootstrap intervals.
 * ``plots``: flatness-vs-robust-error scatter plots, grid, correlation heat-map (Agg, PNG).
 * ``report``: ``write_report(rows, out_dir)`` -> report.md, correlations.csv/json, figures.
 """
+from flatrob_jax.analysis.config import default_config
+from flatrob_jax.analysis.registry import Analysis, Inputs, headline_metrics, register
 from flatrob_jax.analysis.report import build_report, classify_metrics, write_report
 from flatrob_jax.analysis.results import (
     MetricTable,
@@ -17,10 +21,12 @@ from flatrob_jax.analysis.results import (
     write_csv,
     write_json,
 )
+from flatrob_jax.analysis.runner import analysis_config_for, analyze_run
 from flatrob_jax.analysis.stats import bootstrap_ci, correlate, correlation, kendall, pearson, spearman
 
 __all__ = [
-    "MetricTable", "bootstrap_ci", "build_report", "classify_metrics", "correlate", "correlation",
-    "flatten_results", "kendall", "pearson", "pivot", "read_rows", "rows_from_results", "spearman",
-    "write_csv", "write_json", "write_report",
+    "Analysis", "Inputs", "MetricTable", "analysis_config_for", "analyze_run", "bootstrap_ci",
+    "build_report", "classify_metrics", "correlate", "correlation", "default_config",
+    "flatten_results", "headline_metrics", "kendall", "pearson", "pivot", "read_rows",
+    "register", "rows_from_results", "spearman", "write_csv", "write_json", "write_report",
 ]

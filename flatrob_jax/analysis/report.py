@@ -8,8 +8,8 @@
     figures/scatter/<flat>__<rob>.png  one PNG per pair
     figures/correlation_heatmap_<method>.png
 
-Which metrics are flatness measures and which are robust errors is decided from metric-name
-prefixes (see ``classify_metrics``) unless explicit lists are given. Every file is written
+Which metrics are flatness measures, robust errors and the clean error is what the registered
+analyses declare (``registry.headline_metrics``) unless explicit lists are given. Every file is written
 atomically.
 """
 from __future__ import annotations
@@ -25,19 +25,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from flatrob_jax.analysis import plots, stats
+from flatrob_jax.analysis import plots, registry, stats
 from flatrob_jax.analysis.results import MetricTable, atomic_write_text, pivot
 
-FLATNESS_PREFIXES = ("curvature/", "sharpness/", "flatness/")
-ROBUST_PREFIXES = ("corruptions/", "attacks/", "robust/")
-CLEAN_PREFIX = "clean/"
-# Last name components that are bookkeeping, not measures (under any prefix).
-BOOKKEEPING_NAMES = frozenset({
-    "residual", "residuals", "tol", "seconds", "time", "wall_s", "steps_per_s", "seed", "eps",
-    "severity", "stderr", "std", "converged",
-})
-ERROR_TOKENS = frozenset({"error", "err", "mce", "ce"})
-LABEL_KEYS = ("augment.name", "augment", "augmentation", "config.augment.name", "augment_name")
 CORRELATION_COLUMNS = ("flatness", "robust", "method", "statistic", "pvalue", "ci_low", "ci_high",
                        "ci_method", "confidence", "num_resamples", "n", "pvalue_method", "note")
 _CI_NAME = {"bca": "BCa", "percentile": "percentile"}
@@ -45,19 +35,6 @@ _SYMBOL = {"pearson": "r", "spearman": "rho", "kendall": "tau-b"}
 
 
 # --------------------------------------------------------------------------- metric roles
-
-
-def _leaf(metric: str) -> str:
-    return metric.rsplit("/", 1)[-1]
-
-
-def _is_bookkeeping(metric: str) -> bool:
-    leaf = _leaf(metric).lower()
-    return leaf in BOOKKEEPING_NAMES or leaf.startswith("num_") or leaf.endswith("_stderr")
-
-
-def _is_error(metric: str) -> bool:
-    return bool(ERROR_TOKENS & set(re.split(r"[_\-. ]", _leaf(metric).lower())))
 
 
 def classify_metrics(
@@ -69,12 +46,9 @@ def classify_metrics(
 ) -> tuple[list[str], list[str], str | None]:
     """Split metric names into (flatness measures, robust errors, clean error).
 
-    Defaults: flatness = names under ``curvature/``, ``sharpness/`` or ``flatness/`` that are
-    not bookkeeping (``num_*``, residuals, timings); robust errors = names under
-    ``corruptions/``, ``attacks/`` or ``robust/`` whose last component has an error token
-    (``error``, ``err``, ``mce``, ``ce``: ``mean_error``, ``mCE``, ``relative_mce``); clean error
-    = ``clean/error`` or else the first ``clean/*`` error. Explicit lists replace the defaults
-    and must name metrics that exist.
+    Defaults are the headline metrics the registered analyses declare
+    (``registry.headline_metrics``); explicit lists replace them and must name metrics that
+    exist.
     """
     metrics = list(metrics)
     known = set(metrics)
@@ -84,36 +58,30 @@ def classify_metrics(
             unknown = [m for m in given if m not in known]
             if unknown:
                 raise ValueError(f"{what} names unknown metrics {unknown}; the table has: {', '.join(metrics)}")
-    if flatness_metrics is None:
-        flatness_metrics = [m for m in metrics if m.startswith(FLATNESS_PREFIXES) and not _is_bookkeeping(m)]
-    if robust_metrics is None:
-        robust_metrics = [m for m in metrics
-                          if m.startswith(ROBUST_PREFIXES) and not _is_bookkeeping(m) and _is_error(m)]
-    if clean_metric is None:
-        candidates = [m for m in metrics if m == CLEAN_PREFIX + "error"]
-        candidates += [m for m in metrics if m.startswith(CLEAN_PREFIX) and _is_error(m)]
-        clean_metric = candidates[0] if candidates else None
-    return list(flatness_metrics), list(robust_metrics), clean_metric
+    headlines = registry.headline_metrics(metrics)
+    flat = headlines.flatness if flatness_metrics is None else flatness_metrics
+    rob = headlines.robustness if robust_metrics is None else robust_metrics
+    clean = headlines.clean if clean_metric is None else clean_metric
+    return list(flat), list(rob), clean
 
 
 def run_labels(table: MetricTable, label_key: str | None = None) -> list[str]:
-    """One label per run for plots and tables: the augmentation name from the run's overrides.
+    """One label per run for plots and tables.
 
-    ``label_key`` names the override to use; by default the first of ``LABEL_KEYS`` present,
-    else any override key containing 'aug', else the run name.
+    ``label_key`` names the override to use. By default a run is labelled by the values of
+    the overrides that differ between the runs (``'augmix'``, ``'augmix, 1'``), else by its
+    run name.
     """
-    labels = []
-    for run, overrides in zip(table.runs, table.overrides):
-        if label_key is not None:
+    if label_key is not None:
+        for run, overrides in zip(table.runs, table.overrides):
             if label_key not in overrides:
                 raise ValueError(f"run {run!r} has no override {label_key!r}; its overrides: {sorted(overrides)}")
-            labels.append(str(overrides[label_key]))
-            continue
-        key = next((k for k in LABEL_KEYS if k in overrides), None)
-        if key is None:
-            key = next((k for k in overrides if "aug" in k.lower()), None)
-        labels.append(str(overrides[key]) if key is not None else run)
-    return labels
+        return [str(o[label_key]) for o in table.overrides]
+    keys = sorted({k for o in table.overrides for k in o})
+    varying = [k for k in keys if len({repr(o.get(k)) for o in table.overrides}) > 1]
+    if not varying:
+        return list(table.runs)
+    return [", ".join(str(o.get(k)) for k in varying) for o in table.overrides]
 
 
 # --------------------------------------------------------------------------- correlations
@@ -312,7 +280,7 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
     parts = [f"# {title}", ""]
 
     parts += ["## Runs", ""]
-    header = ["run", "augmentation"] + (["clean error"] if clean else []) + flat + rob
+    header = ["run", "label"] + (["clean error"] if clean else []) + flat + rob
     body = []
     for i, run in enumerate(table.runs):
         cells = [run, labels[i]]

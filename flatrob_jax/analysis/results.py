@@ -347,8 +347,8 @@ class MetricTable:
     def _index(self, metric: str) -> int:
         try:
             return self.metrics.index(metric)
-        except ValueError:
-            raise KeyError(f"unknown metric {metric!r}; table has: {', '.join(self.metrics)}") from None
+        except ValueError as e:
+            raise KeyError(f"unknown metric {metric!r}; table has: {', '.join(self.metrics)}") from e
 
 
 def pivot(rows: Iterable[Mapping]) -> MetricTable:

@@ -64,6 +64,9 @@ def summarize(errors: Mapping[str, Sequence[float]], n: int, clean_error: Option
         if not complete:
             out["mce"] = None
             out["mce_note"] = "mCE needs all 15 benchmark corruptions at all 5 severities"
+            if clean_error is not None:
+                out["relative_mce"] = None
+                out["relative_mce_note"] = out["mce_note"]
         else:
             ce = {k: per[k] / ALEXNET_ERRORS[k] for k in BENCHMARK}
             ce_se = {k: math.sqrt(sum(s * s for s in out["errors_stderr"][k])) / 5 / ALEXNET_ERRORS[k]

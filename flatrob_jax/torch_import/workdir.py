@@ -174,7 +174,7 @@ def write_workdir(workdir: str, config, variables: dict, provenance: dict) -> st
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run directory is not
-        ckpt_lib.save_config(tmp, config)
+        configuration.save_run_config(tmp, config)
         checkpointer = ckpt_lib.Checkpointer(tmp, max_to_keep=1, async_save=False)
         try:
             checkpointer.save(0, state_to_tree(state), force=True)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatrob_jax import checkpoint as ckpt_lib
-from flatrob_jax import distributed
+from flatrob_jax import configuration, distributed
 from flatrob_jax.atomic_files import atomic_write_text
 from flatrob_jax.augment import build_train_augmentation
 from flatrob_jax.data import EvalBatches, TrainBatches, build_source, get_info
@@ -63,7 +63,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
-        ckpt_lib.save_config(workdir, config)
+        configuration.save_run_config(workdir, config)
     mesh = distributed.make_mesh(builders.count_or_none("num_devices", config.num_devices))
     num_devices = mesh.devices.size
     if config.train.batch_size % num_devices:

@@ -1,0 +1,215 @@
+"""The built-in analyses, registered in ``registry``: clean, curvature, curvature_augmented,
+corruptions, attacks.
+
+Each is one function ``run(inputs, *, log, **settings) -> dict`` and one ``register`` call
+declaring its data, its config section and its headline metrics. Keys (kept from the first
+version of the analysis, so results do not move): the root key ``k`` of the analysis gives
+curvature ``fold_in(k, 1)`` (on clean and on augmented data alike), the augmented copy of the
+training images ``fold_in(k, 2)``, corruptions ``fold_in(k, 3)``, attacks ``fold_in(k, 4)``.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from flatrob_jax.analysis.registry import Analysis, register
+
+# --------------------------------------------------------------------------- settings
+
+
+def clean_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({
+        "batch_size": 500,  # fixed global batch (rounded up to the device count)
+    })
+
+
+def curvature_config() -> ml_collections.ConfigDict:
+    """Settings of both curvature analyses (clean and augmented training data)."""
+    c = ml_collections.ConfigDict()
+    c.batch_size = 128  # examples per device per microbatch (memory only; no effect on values)
+    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+    c.batchnorm = "eval"  # 'eval' (running statistics) or 'batch'
+    c.lanczos_steps = 100  # lambda_max by Lanczos: max Hessian-vector products
+    c.lanczos_tol = 1e-3  # stop when |Hv - theta v| <= tol * |theta|
+    c.top_k = 1  # converge the top-k eigenvalues
+    c.smallest = False  # also converge the smallest eigenvalue
+    c.trace = True  # estimate tr(H)
+    c.trace_method = "hutchinson"  # 'hutchinson' or 'hutch++'
+    c.trace_max_probes = 200  # Hutchinson: max probes; Hutch++: the matvec budget
+    c.trace_min_probes = 10  # Hutchinson: probes before the stopping rule is checked
+    # Hutchinson: stop when the CI half-width <= rel_tol * |trace|; None: use every probe
+    c.trace_rel_tol = ml_collections.config_dict.placeholder(float)
+    c.trace_rel_tol = 0.05
+    c.confidence = 0.95  # level of the trace's confidence interval
+    c.density = False  # stochastic Lanczos quadrature eigenvalue density (and its PNG)
+    c.density_steps = 80  # Lanczos steps per SLQ run
+    c.density_runs = 1  # SLQ runs (probe vectors)
+    c.density_png = ""  # path of the density plot; '' = beside analysis.json
+    c.sharpness = False  # Keskar and adaptive (worst-case, average) sharpness
+    c.keskar_epsilon = 1e-3  # Keskar: box radius relative to |w| + 1
+    c.keskar_iters = 10  # Keskar: projected gradient ascent steps
+    c.adaptive_rho = 0.05  # adaptive worst case: l2 radius of |w|-scaled perturbations
+    c.adaptive_steps = 10  # adaptive worst case: ascent steps
+    c.adaptive_average_rho = 0.1  # adaptive average: Gaussian sigma of |w|-scaled noise
+    c.adaptive_samples = 10  # adaptive average: noise samples
+    c.pac_bayes = False  # PAC-Bayes sigma by bisection (many loss evaluations)
+    c.pac_bayes_metric = "error"  # 'error' (Jiang et al.) or 'loss'
+    c.pac_bayes_target = 0.1  # the rise of the metric that defines sigma
+    c.pac_bayes_samples = 5  # noise samples per bisection step
+    return c
+
+
+def corruptions_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # 'on_the_fly', 'cifar10_corrupted', 'imagenet2012_corrupted' (tfds) or 'npy' (-C dirs)
+    c.source = "on_the_fly"
+    c.data_dir = ""  # 'npy': directory of <corruption>.npy + labels.npy; tfds: '' = default
+    # names and/or groups: 'benchmark' (15), 'extra' (4), 'all' (19)
+    c.corruptions = ("benchmark",)
+    c.severities = (1, 2, 3, 4, 5)
+    c.resolution = "auto"  # on the fly: 'cifar', 'imagenet' or 'auto' (from the image size)
+    c.num_examples = ml_collections.config_dict.placeholder(int)  # per cell; None: all
+    c.batch_size = 250  # fixed global batch
+    # mCE normalised by AlexNet's errors: None = auto (ImageNet-sized / ImageNet-C)
+    c.normalize_by_alexnet = ml_collections.config_dict.placeholder(bool)
+    c.heatmap_dir = ""  # where corruption_heatmap.png goes ('' = beside analysis.json)
+    # on the fly: corrupted images rounded to 'float32', 'float16' or 'uint8' (round(255 x),
+    # like the released -C sets; 4x less memory for the sweep's shared corrupted sets)
+    c.corrupted_dtype = "float32"
+    return c
+
+
+def attacks_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.num_examples = ml_collections.config_dict.placeholder(int)
+    c.num_examples = 1000  # first examples of the test subset; None: all
+    c.batch_size = 500  # fixed global batch (rounded up to the device count)
+    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+    c.norms = ("Linf", "L2")  # threat models
+    c.linf_eps = 8 / 255
+    c.l2_eps = 0.5
+    c.pgd_steps = 20
+    c.pgd_rel_step_size = 0.25  # PGD step = pgd_rel_step_size * eps (2/255 at 8/255)
+    c.pgd_restarts = 1
+    c.pgd_loss = "ce"  # 'ce' or 'margin'
+    c.autoattack = True  # also the AutoAttack cascade
+    c.autoattack_version = "standard"
+    return c
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def clean(inputs, *, log=print, batch_size: int) -> dict:
+    """Top-1 error on the test subset (sharded, fixed padded batches)."""
+    from flatrob_jax import execution
+
+    images, labels = inputs.test
+    error = float(execution.error_rate(inputs.model.apply_fn, images, labels,
+                                       batch_size=batch_size))
+    log(f"clean error {error:.4f} on {images.shape[0]} test images")
+    return {"error": error, "num_examples": int(images.shape[0])}
+
+
+def _curvature(inputs, data, which: str, log, settings) -> dict:
+    from flatrob_jax.curvature import evaluate as curvature_eval
+
+    settings = dict(settings)
+    if settings["density"] and not settings["density_png"]:
+        settings["density_png"] = os.path.join(inputs.out_dir, f"hessian_density_{which}.png")
+    log(f"curvature on {data[0].shape[0]} {which} training images")
+    return curvature_eval.evaluate(inputs.model, data, key=jax.random.fold_in(inputs.key, 1),
+                                   log=log, **settings)
+
+
+def curvature_clean(inputs, *, log=print, **settings) -> dict:
+    """Hessian lambda_max, trace, density and sharpness on clean training examples."""
+    return _curvature(inputs, inputs.train, "clean", log, settings)
+
+
+def augmented_copy(config, images: np.ndarray, labels: np.ndarray, key) -> tuple:
+    """The run's own training augmentation applied once to ``images`` (per-example keys).
+
+    Multi-view policies (AugMix with JSD) contribute their first augmented view; label-mixing
+    policies keep the label of the dominant component (argmax of the mixed label)."""
+    from flatrob_jax.augment import build_train_augmentation, example_keys
+    from flatrob_jax.data import get_info
+
+    hook = build_train_augmentation(config.augment)
+    num_classes = get_info(config.dataset.name).num_classes
+
+    @jax.jit
+    def apply(key, x, y):
+        keys = example_keys(key, x.shape[0])
+        out, soft = hook.apply(keys, x, jax.nn.one_hot(y, num_classes))
+        if hook.num_views > 1:
+            out = out[1]
+        return out, jax.numpy.argmax(soft, -1)
+
+    out_images, out_labels = [], []
+    for start in range(0, images.shape[0], 500):
+        x, y = apply(jax.random.fold_in(key, start), images[start:start + 500],
+                     labels[start:start + 500])
+        out_images.append(np.asarray(x))
+        out_labels.append(np.asarray(y))
+    return np.concatenate(out_images), np.concatenate(out_labels)
+
+
+def curvature_augmented(inputs, *, log=print, **settings) -> dict:
+    """The same measures on the training examples augmented by the run's own policy."""
+    config = inputs.model.config
+    data = augmented_copy(config, *inputs.train, jax.random.fold_in(inputs.key, 2))
+    return _curvature(inputs, data, "augmented", log, settings)
+
+
+def corruptions(inputs, *, log=print, **settings) -> dict:
+    """Error per corruption x severity, mean CE, mCE (and a heat map)."""
+    from flatrob_jax.corruptions import evaluate as corruptions_eval
+
+    key = jax.random.fold_in(inputs.key, 3)
+    corrupted = None
+    if inputs.cache is not None and settings["source"] == "on_the_fly":
+        cache_key = repr((inputs.model.config.dataset.name, inputs.test[0].shape,
+                          float(np.sum(inputs.test[0], dtype=np.float64)),
+                          sorted(settings.items()), np.asarray(jax.random.key_data(key)).tolist()))
+        if cache_key not in inputs.cache:
+            log(f"corrupting {inputs.test[0].shape[0]} test images once for the sweep")
+            corrupt_settings = {k: settings[k] for k in (
+                "corruptions", "severities", "resolution", "num_examples", "batch_size",
+                "corrupted_dtype")}
+            inputs.cache[cache_key] = corruptions_eval.corrupted_sets(inputs.test[0], key,
+                                                                      **corrupt_settings)
+        corrupted = inputs.cache[cache_key]
+    if not settings["heatmap_dir"]:
+        settings = dict(settings, heatmap_dir=inputs.out_dir)
+    return corruptions_eval.evaluate(inputs.model.apply_fn, inputs.test, key=key, log=log,
+                                     corrupted=corrupted, **settings)
+
+
+def attacks(inputs, *, log=print, **settings) -> dict:
+    """PGD (and AutoAttack) robust error for each configured threat model."""
+    from flatrob_jax.attacks import evaluate as attacks_eval
+
+    return attacks_eval.evaluate(inputs.model.apply_fn, inputs.test,
+                                 key=jax.random.fold_in(inputs.key, 4), log=log, **settings)
+
+
+_FLATNESS = ("lambda_max", "trace", "keskar_sharpness", "adaptive_sharpness_worst",
+             "adaptive_sharpness_average", "pac_bayes_sigma")
+
+register(Analysis("clean", clean, data="test", section="clean", default_config=clean_config,
+                  clean=("error",)))
+register(Analysis("curvature", curvature_clean, data="train", section="curvature",
+                  default_config=curvature_config, path="curvature/clean", flatness=_FLATNESS))
+register(Analysis("curvature_augmented", curvature_augmented, data="train",
+                  section="curvature", default_config=curvature_config,
+                  path="curvature/augmented", flatness=_FLATNESS))
+register(Analysis("corruptions", corruptions, data="test", section="corruptions",
+                  default_config=corruptions_config,
+                  robustness=("mean_corruption_error", "mce", "relative_mce")))
+register(Analysis("attacks", attacks, data="test", section="attacks",
+                  default_config=attacks_config,
+                  robustness=("*/pgd/error", "*/autoattack/error")))
