@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
 from flatrob_jax.augment import ops
-from tests.test_augment_fixtures import by_shape, from_pil, to_pil
+from tests.augment_images import by_shape, from_pil, to_pil
 
 GROUPS = by_shape()  # shape -> (names, uint8 [N, H, W, C])
 

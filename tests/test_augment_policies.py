@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from flatrob_jax.augment import augmix, autoaugment, magnitudes, op_table, ops, randaugment
-from tests.test_augment_fixtures import photos
+from tests.augment_images import photos
 
 IMAGE = jnp.asarray(photos()["astronaut"][:16, :20], jnp.float32) / 255.0  # 16 x 20 x 3
 
