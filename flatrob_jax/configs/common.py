@@ -45,6 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.dataset.source = "idx"  # 'idx' (local IDX files) or 'tfds' (tfds.data_source, no TF)
     # Where the files are; "" means the tfds default (TFDS_DATA_DIR or ~/tensorflow_datasets).
     c.dataset.data_dir = FASHION_MNIST_DIR
+    # Fetch the data when it is missing (needs internet; Colab): source 'tfds' lets tfds
+    # download and prepare it into data_dir, source 'idx' downloads the IDX files
+    # (Fashion-MNIST) into data_dir and checks their SHA-256. False: a missing dataset fails
+    # at once, naming the path and how to get it (offline machines, CI).
+    c.dataset.download = False
     c.dataset.train_split = "train"
     c.dataset.eval_split = "test"
     c.dataset.image_size = default.image_shape  # (H, W, C) the model sees; from the catalog
@@ -68,6 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 5e-4
     c.optimizer.warmup_epochs = 0.0  # linear warmup from 0 over this many epochs
     c.optimizer.schedule = "cosine"  # 'cosine' (to 0 at the last step) or 'constant'
+    # Sharpness-aware minimization (Foret et al. 2021): radius of the ascent step; 0.0 = off.
+    # Each step then costs two forward/backward passes (training/optimizer.py).
+    c.optimizer.sam_rho = 0.0
+    c.optimizer.sam_adaptive = False  # True: adaptive SAM (ASAM, Kwon et al.), ascent x |w|
+    c.optimizer.sam_eta = 0.01  # ASAM: T = |w| + eta (keeps zero weights perturbable)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 128  # global batch, split over devices and processes

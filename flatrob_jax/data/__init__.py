@@ -11,6 +11,7 @@ from flatrob_jax.data.sources import (
     ArraySource,
     MissingDatasetError,
     TfdsImageSource,
+    download_idx,
     idx_source,
     read_idx,
     tfds_array_source,
@@ -33,16 +34,18 @@ def build_source(dataset_cfg, split: str, train: bool = False):
     field = "num_train_examples" if train else "num_eval_examples"
     limit = _example_limit(field, dataset_cfg[field])
     data_dir = dataset_cfg.data_dir or None
+    # dataset.download: configs stored by runs made before the field existed lack it (False).
+    download = bool(dataset_cfg.download) if "download" in dataset_cfg else False
     if info.name.startswith("imagenet2012"):
         split_str = split if limit is None else f"{split}[:{limit}]"
         return TfdsImageSource(dataset_cfg.name, split_str, data_dir, dataset_cfg.image_size[0],
-                               train=train, seed=0)
+                               train=train, seed=0, download=download)
     if dataset_cfg.source == "idx":
-        source = idx_source(dataset_cfg.name, split, dataset_cfg.data_dir)
+        source = idx_source(dataset_cfg.name, split, dataset_cfg.data_dir, download=download)
         if limit is not None:
             source = ArraySource(source.images[:limit], source.labels[:limit])
         return source
-    return tfds_array_source(dataset_cfg.name, split, data_dir, limit)
+    return tfds_array_source(dataset_cfg.name, split, data_dir, limit, download=download)
 
 
 def _example_limit(field: str, value) -> int | None:
@@ -64,5 +67,5 @@ def load_arrays(dataset_cfg, split: str, num_examples: int | None = None):
 
 
 __all__ = ["ArraySource", "CATALOG", "DatasetInfo", "EvalBatches", "MissingDatasetError",
-           "TrainBatches", "TfdsImageSource", "build_source", "get_info", "idx_source",
-           "load_arrays", "read_idx", "tfds_array_source"]
+           "TrainBatches", "TfdsImageSource", "build_source", "download_idx", "get_info",
+           "idx_source", "load_arrays", "read_idx", "tfds_array_source"]

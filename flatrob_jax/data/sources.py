@@ -7,8 +7,12 @@ Small datasets are read fully into memory as uint8 arrays (``ArraySource``); Ima
 ones stay random-access (``TfdsSource``) and are decoded/resized on the host per batch.
 """
 import gzip
+import hashlib
 import os
+import shutil
 import struct
+import tempfile
+import urllib.request
 
 import numpy as np
 
@@ -17,6 +21,27 @@ from flatrob_jax.data.catalog import get_info
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# Where ``download=True`` fetches IDX files from: mirrors tried in order (the first is the one
+# tfds's fashion_mnist builder uses), and the SHA-256 of each file's *uncompressed* bytes, so
+# any mirror's gzip of the same data passes (measured on Debian's dataset-fashion-mnist).
+IDX_DOWNLOADS = {
+    "fashion_mnist": {
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/"
+                    "data/fashion/"),
+        "sha256": {
+            "train-images-idx3-ubyte":
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte":
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte":
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte":
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+    },
 }
 
 
@@ -64,18 +89,76 @@ def read_idx(path: str) -> np.ndarray:
     return data.reshape(dims)
 
 
-def idx_source(name: str, split: str, data_dir: str) -> ArraySource:
+def _sha256_uncompressed(path: str) -> str:
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_idx(name: str, data_dir: str, files=None) -> list:
+    """Download ``name``'s IDX files (``files``: default all four) into ``data_dir`` as
+    ``<file>.gz``, trying each mirror of :data:`IDX_DOWNLOADS` in turn and checking the
+    SHA-256 of the uncompressed bytes; a file is renamed into place only once it checks out,
+    so an interrupted download leaves nothing half-written. Returns the paths written."""
+    if name not in IDX_DOWNLOADS:
+        raise ValueError(f"no IDX download for dataset {name!r}; available for: "
+                         f"{', '.join(IDX_DOWNLOADS)} (use dataset.source='tfds' for others)")
+    spec = IDX_DOWNLOADS[name]
+    os.makedirs(data_dir, exist_ok=True)
+    written = []
+    for file in files or spec["sha256"]:
+        target = os.path.join(data_dir, file + ".gz")
+        errors = []
+        for mirror in spec["mirrors"]:
+            url = mirror + file + ".gz"
+            handle, partial = tempfile.mkstemp(dir=data_dir, prefix=f".{file}.", suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
+                    shutil.copyfileobj(r, out)
+                got = _sha256_uncompressed(partial)
+                if got != spec["sha256"][file]:
+                    raise ValueError(f"SHA-256 of the uncompressed data is {got}, expected "
+                                     f"{spec['sha256'][file]}")
+                os.replace(partial, target)
+                written.append(target)
+                break
+            except (OSError, ValueError, EOFError) as e:  # URLError is an OSError
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
+        else:
+            raise MissingDatasetError(
+                f"could not download {file}.gz of dataset {name!r} into {data_dir!r}; tried: "
+                + "; ".join(errors))
+    return written
+
+
+def idx_source(name: str, split: str, data_dir: str, download: bool = False) -> ArraySource:
+    """The IDX files of ``split`` in ``data_dir`` (gzipped or not); with ``download`` missing
+    files are fetched first (:func:`download_idx`), else a missing file raises
+    :class:`MissingDatasetError` naming the path and how to get the data."""
     info = get_info(name)
     if split not in _IDX_FILES:
         raise ValueError(f"unknown split {split!r} for IDX files; valid: {', '.join(_IDX_FILES)}")
     image_file, label_file = (os.path.join(data_dir, f) for f in _IDX_FILES[split])
+    if download:
+        missing = [os.path.basename(p) for p in (image_file, label_file)
+                   if not (os.path.exists(p) or os.path.exists(p + ".gz"))]
+        if missing:
+            download_idx(name, data_dir, missing)
     try:
         images = read_idx(image_file)
         labels = read_idx(label_file)
     except FileNotFoundError as e:
+        how = info.how_to_get
+        if name in IDX_DOWNLOADS:
+            how += "; or, where there is internet, set dataset.download=True"
         raise MissingDatasetError(
             f"dataset {name!r} split {split!r}: {e.args[0]}[.gz] not found in data_dir "
-            f"{data_dir!r}. To get it: {info.how_to_get}") from e
+            f"{data_dir!r}. To get it: {how}") from e
     return ArraySource(images[..., None], labels)
 
 
@@ -83,23 +166,34 @@ def _tfds_split(split: str, num_examples: int | None) -> str:
     return split if num_examples is None or "[" in split else f"{split}[:{num_examples}]"
 
 
-def tfds_random_access(name: str, split: str, data_dir: str | None):
-    """``tfds.data_source`` with a clear error when the data is not prepared."""
+def tfds_random_access(name: str, split: str, data_dir: str | None, download: bool = False):
+    """``tfds.data_source`` with a clear error when the data is not prepared.
+
+    ``download=True`` lets tfds download and prepare it first (ArrayRecord files, what
+    ``data_source`` reads; needs internet, and for most datasets TensorFlow, as in Colab);
+    a failure then says the download failed rather than that the data is missing."""
     import tensorflow_datasets as tfds
 
     info = get_info(name)
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        # data_source asks its builder for ArrayRecord files (what it reads) itself.
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
     except Exception as e:  # tfds raises several types for "not prepared"
+        if download:
+            raise MissingDatasetError(
+                f"dataset {name!r} split {split!r}: tfds could not download and prepare it in "
+                f"data_dir {data_dir!r} ({type(e).__name__}: {str(e)[:300]}). "
+                f"Otherwise: {info.how_to_get}") from e
         raise MissingDatasetError(
             f"dataset {name!r} split {split!r} is not prepared in data_dir {data_dir!r} "
-            f"({type(e).__name__}: {str(e)[:300]}). To get it: {info.how_to_get}") from e
+            f"({type(e).__name__}: {str(e)[:300]}). To get it: {info.how_to_get}; or, where "
+            f"there is internet, set dataset.download=True") from e
 
 
 def tfds_array_source(name: str, split: str, data_dir: str | None,
-                      num_examples: int | None = None) -> ArraySource:
+                      num_examples: int | None = None, download: bool = False) -> ArraySource:
     """Read a small tfds dataset (CIFAR, Fashion-MNIST, CIFAR-10-C) fully into memory."""
-    source = tfds_random_access(name, _tfds_split(split, num_examples), data_dir)
+    source = tfds_random_access(name, _tfds_split(split, num_examples), data_dir, download)
     n = len(source) if num_examples is None else min(len(source), num_examples)
     try:  # one batched read (ArrayRecord); tfds's mock sources only support single reads
         records = source.__getitems__(list(range(n)))
@@ -117,8 +211,9 @@ class TfdsImageSource:
     ``image_size`` (shorter side to size/0.875, then a center crop; the standard eval
     preprocessing; the training random-resized-crop happens in the same place)."""
 
-    def __init__(self, name, split, data_dir, image_size: int, train: bool, seed: int = 0):
-        self.source = tfds_random_access(name, split, data_dir)
+    def __init__(self, name, split, data_dir, image_size: int, train: bool, seed: int = 0,
+                 download: bool = False):
+        self.source = tfds_random_access(name, split, data_dir, download)
         self.image_size = image_size
         self.train = train
         self.seed = seed
