@@ -26,8 +26,8 @@ from flatrob_jax.torch_import import workdir as import_workdir
 pytestmark = pytest.mark.peers
 
 torch = pytest.importorskip("torch")
-import torch.nn.functional as F
-from torch import nn
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # PyTorch modules of the supported layouts
@@ -351,8 +351,10 @@ def test_every_arch_matches_its_full_size_pytorch_module(arch):
 
 @pytest.fixture(scope="module")
 def imported_resnet18(tmp_path_factory):
-    """pyautoattack's model_test.pt imported with `python -m flatrob_jax.import_torch`, and the
-    same weights in PyTorch."""
+    """pyautoattack's model_test.pt imported with `python -m flatrob_jax.import_torch` and
+    loaded with load_for_eval, and the same weights in PyTorch."""
+    import flatrob_jax
+
     path = _pyautoattack_weights()
     run = str(tmp_path_factory.mktemp("imported") / "r18")
     cmd = [sys.executable, "-m", "flatrob_jax.import_torch", "--arch", "resnet18_cifar",
@@ -363,15 +365,12 @@ def imported_resnet18(tmp_path_factory):
     assert done.returncode == 0, done.stderr[-3000:]
     net = CifarResNet()
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return run, path, net.eval(), done.stdout
+    return run, path, net.eval(), done.stdout, flatrob_jax.load_for_eval(run)
 
 
 def test_pyautoattack_resnet18_imports_with_pytorchs_logits(imported_resnet18, record_property):
-    import flatrob_jax
-
-    run, path, net, stdout = imported_resnet18
+    run, path, net, stdout, loaded = imported_resnet18
     assert "imported resnet18_cifar" in stdout
-    loaded = flatrob_jax.load_for_eval(run)
     assert loaded.config.model.name == "resnet18" and loaded.config.dataset.name == "cifar10"
     assert tuple(loaded.config.dataset.mean) == (0.0,) * 3
     assert tuple(loaded.config.dataset.std) == (1.0,) * 3
@@ -516,3 +515,60 @@ def test_without_torch_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
     _fails(tmp_path, ImportError, r"pip install 'flatrob_jax\[torch\]'", "resnet18_cifar",
            _pyautoattack_weights(), "cifar10")
+
+
+# ---------------------------------------------------------------------------------------------
+# The imported model measured here and by the PyTorch peers
+
+
+def _smooth_images(n, seed):
+    """Piecewise-constant 4x4-pixel blocks: less degenerate for a CIFAR model than pixel noise."""
+    rng = np.random.default_rng(seed)
+    return np.kron(rng.uniform(size=(n, 8, 8, 3)), np.ones((1, 4, 4, 1))).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_imported_model_curvature_and_apgd_match_the_peers(imported_resnet18, record_property):
+    """lambda_max and the Hutchinson trace of the imported ResNet-18's loss equal PyHessian's
+    on the same 4 examples (the tolerances of test_curvature_pyhessian); APGD-CE robust
+    accuracy at a small eps equals pyautoattack's on 8 images up to one image."""
+    from flatrob_jax import attacks, curvature
+
+    pyhessian = pytest.importorskip("pyhessian")
+    from pyautoattack.autopgd_base import APGDAttack
+
+    _, _, net, _, loaded = imported_resnet18
+
+    x = _smooth_images(4, seed=2)
+    y = np.random.default_rng(2).integers(0, 10, 4)
+    obj = curvature.from_flax(loaded.model, loaded.variables, x, y, batch_size=4,
+                              mesh=curvature.default_mesh(1))
+    top = curvature.lanczos(obj.hvp, obj.params, jax.random.key(0), num_steps=20, tol=1e-5)
+    torch.manual_seed(0)
+    ph = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(),
+                           data=(_nhwc_to_nchw(x), torch.from_numpy(y)), cuda=False)
+    (top_theirs,), _ = ph.eigenvalues(maxIter=20, tol=1e-4)  # converged by ~15
+    record_property("lambda_max", (float(top.eigenvalues[0]), float(top_theirs)))
+    np.testing.assert_allclose(top.eigenvalues[0], top_theirs, rtol=1e-3)
+    samples = np.asarray(ph.trace(maxIter=10, tol=0.0))
+    theirs, theirs_se = samples.mean(), samples.std(ddof=1) / np.sqrt(len(samples))
+    tr = curvature.hutchinson_trace(obj.hvp, obj.params, jax.random.key(1), num_probes=10)
+    record_property("trace", (float(tr.trace), float(theirs)))
+    assert abs(tr.trace - theirs) <= 3 * np.hypot(tr.stderr, theirs_se), (tr.trace, theirs)
+
+    n, eps, steps = 8, 1 / 255, 10
+    xa = _smooth_images(n, seed=3)
+    ya = _torch_logits(net, xa).argmax(1)  # the model's own labels: clean accuracy 1
+    ref = APGDAttack(net, n_iter=steps, norm="Linf", eps=eps, loss="ce", device="cpu", seed=0)
+    x_ref = ref.perturb(_nhwc_to_nchw(xa), torch.from_numpy(ya))
+    with torch.no_grad():
+        acc_theirs = float((net(x_ref).argmax(1).numpy() == ya).mean())
+    x_adv = attacks.apgd(loaded.apply_fn, xa, ya, jax.random.key(0), eps=eps, norm="Linf",
+                         loss="ce", steps=steps, batch_size=n)
+    assert np.abs(np.asarray(x_adv) - xa).max() <= eps + 1e-6
+    acc_ours = float((np.asarray(jax.jit(loaded.apply_fn)(x_adv)).argmax(1) == ya).mean())
+    record_property("apgd_robust_accuracy", (acc_ours, acc_theirs))
+    print(f"imported ResNet-18: lambda_max {top.eigenvalues[0]:.2f} vs PyHessian {top_theirs:.2f}; "
+          f"trace {tr.trace:.0f} +- {tr.stderr:.0f} vs {theirs:.0f} +- {theirs_se:.0f}; APGD-CE "
+          f"robust accuracy at 1/255: {acc_ours:.3f} vs pyautoattack {acc_theirs:.3f}")
+    assert abs(acc_ours - acc_theirs) <= 1 / n + 1e-9
