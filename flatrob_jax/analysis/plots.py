@@ -224,3 +224,81 @@ def plot_correlation_heatmap(
     finally:
         fig.clear()
     return plotted
+
+
+@dataclass(frozen=True)
+class InterventionPanel:
+    """One panel of the intervention figure: flatness (x) against robust error adjusted to the
+    fit runs' mean clean error (y); ``fit_*`` the reference and intervention runs, ``eval_*``
+    the augmentation runs; the line is the fitted ``intercept + slope x``."""
+
+    x_metric: str
+    y_metric: str
+    fit_x: np.ndarray
+    fit_y: np.ndarray
+    eval_x: np.ndarray
+    eval_y: np.ndarray
+    eval_labels: tuple
+    slope: float
+    intercept: float
+
+
+def intervention_panel_data(flat, robust, clean, coef, fit_runs, eval_runs, labels, *, x_metric: str,
+                            y_metric: str) -> InterventionPanel:
+    """Adjust robust error for clean error with the fitted slope (``coef = (a, b_flat,
+    b_clean)``; NaN b_clean: no adjustment): ``y - b_clean (clean - mean clean of the fit
+    runs)``; the line is ``a + b_clean mean_clean + b_flat x``."""
+    flat, robust = np.asarray(flat, dtype=float), np.asarray(robust, dtype=float)
+    a, b, c = coef
+    fit_runs, eval_runs = list(fit_runs), list(eval_runs)
+    if clean is not None and np.isfinite(c):
+        clean = np.asarray(clean, dtype=float)
+        centre = float(np.nanmean(clean[fit_runs]))
+        y = robust - c * (clean - centre)
+        intercept = a + c * centre
+    else:
+        y, intercept = robust, a
+    return InterventionPanel(x_metric, y_metric, flat[fit_runs], y[fit_runs], flat[eval_runs], y[eval_runs],
+                             tuple(str(labels[i]) for i in eval_runs), float(b), float(intercept))
+
+
+def plot_intervention_grid(path, panels: Sequence[InterventionPanel], *, ncols: int = 2,
+                           panel_size=(3.6, 3.0), dpi: int = DEFAULT_DPI) -> list:
+    """One panel per (flatness, robust error): the intervention runs (circles) with their fitted
+    line and the augmentation runs (labelled triangles). Returns the plotted points per panel,
+    read back from the Axes, as ``(fit_xy, eval_xy)``."""
+    if not panels:
+        raise ValueError("plot_intervention_grid needs at least one panel")
+    ncols = min(ncols, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
+    out = []
+    try:
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, p in zip(axes, panels):
+            fit = ax.scatter(p.fit_x, p.fit_y, s=24, color="tab:blue", label="reference + interventions",
+                             zorder=3)
+            ev = ax.scatter(p.eval_x, p.eval_y, s=30, marker="^", color="tab:orange", label="augmentations",
+                            zorder=3)
+            for xi, yi, lab in zip(p.eval_x, p.eval_y, p.eval_labels):
+                if np.isfinite(xi) and np.isfinite(yi):
+                    ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=6)
+            xs = np.concatenate([p.fit_x, p.eval_x])
+            xs = xs[np.isfinite(xs)]
+            if xs.size and np.isfinite(p.slope):
+                grid = np.array([xs.min(), xs.max()])
+                ax.plot(grid, p.intercept + p.slope * grid, color="tab:blue", lw=1.0, gid=FIT_LINE_GID)
+            ax.set_xlabel(p.x_metric, fontsize=7)
+            ax.set_ylabel(f"{p.y_metric}\n(adjusted for clean error)", fontsize=7)
+            ax.tick_params(labelsize=6)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=6, loc="best")
+            out.append((np.asarray(fit.get_offsets(), dtype=float).reshape(-1, 2),
+                        np.asarray(ev.get_offsets(), dtype=float).reshape(-1, 2)))
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        fig.tight_layout()
+        save_figure(fig, path, dpi=dpi)
+    finally:
+        fig.clear()
+    return out

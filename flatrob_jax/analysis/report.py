@@ -7,6 +7,16 @@
     figures/scatter_grid.png       all flatness x robust-error panels
     figures/scatter/<flat>__<rob>.png  one PNG per pair
     figures/correlation_heatmap_<method>.png
+    figures/interventions.png      the intervention line (when the sweep has intervention runs)
+    study_stats.json               the study statistics (``study_report.to_json``)
+
+report.md opens with the paper's predictions and their verdicts (``predictions``), then the
+run table, the sweep's design (conditions, replicates, families: ``design``), the seed-noise
+floor, the dose-response per family, the within-axis rank statistics (granulated Kendall,
+sign-error), the rank and partial rank correlations across conditions with leave-one-out
+influence, the intervention line (``study_stats``), the pooled per-run correlations, the
+figures and the methods. A section that does not apply to the sweep (one seed, no families,
+no interventions) says so.
 
 Which metrics are flatness measures, robust errors and the clean error is what the registered
 analyses declare (``registry.headline_metrics``) unless explicit lists are given. Every file is written
@@ -25,7 +35,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from flatrob_jax.analysis import plots, registry, stats
+from flatrob_jax.analysis import plots, registry, stats, study_report
+from flatrob_jax.analysis.design import INTERVENTION_KEYS, SEED_KEY, infer_design
 from flatrob_jax.analysis.results import MetricTable, atomic_write_text, pivot
 
 CORRELATION_COLUMNS = ("flatness", "robust", "method", "statistic", "pvalue", "ci_low", "ci_high",
@@ -68,9 +79,10 @@ def classify_metrics(
 def run_labels(table: MetricTable, label_key: str | None = None) -> list[str]:
     """One label per run for plots and tables.
 
-    ``label_key`` names the override to use. By default a run is labelled by the values of
-    the overrides that differ between the runs (``'augmix'``, ``'augmix, 1'``), else by its
-    run name.
+    ``label_key`` names the override to use. By default a run is labelled by its condition
+    (``design.infer_design``: the overrides that differ between conditions, ``'augmix'``,
+    ``'randaugment, magnitude=9'``) and its seed when the condition has replicates
+    (``'standard, seed=1'``); when no override differs, by its run name.
     """
     if label_key is not None:
         for run, overrides in zip(table.runs, table.overrides):
@@ -81,7 +93,8 @@ def run_labels(table: MetricTable, label_key: str | None = None) -> list[str]:
     varying = [k for k in keys if len({repr(o.get(k)) for o in table.overrides}) > 1]
     if not varying:
         return list(table.runs)
-    return [", ".join(str(o.get(k)) for k in varying) for o in table.overrides]
+    design = infer_design(table.overrides)
+    return [design.run_label(i) for i in range(len(table.runs))]
 
 
 # --------------------------------------------------------------------------- correlations
@@ -192,6 +205,9 @@ class Report:
     flatness_metrics: list
     robust_metrics: list
     clean_metric: str | None
+    study: study_report.StudyStats | None = None
+    study_json: str = ""
+    interventions: list = ()  # plots.InterventionPanel per (flatness, robust) with a fit
 
 
 def build_report(
@@ -208,8 +224,19 @@ def build_report(
     ci_method: str = "bca",
     seed: int = 0,
     dpi: int = plots.DEFAULT_DPI,
+    seed_key: str = SEED_KEY,
+    reference: Mapping | None = None,
+    families: Mapping[str, str] | None = None,
+    intervention_keys: Sequence[str] = INTERVENTION_KEYS,
+    none_name: str = study_report.NONE_AUGMENT,
 ) -> Report:
-    """Write the report files (see the module docstring) and return what was computed."""
+    """Write the report files (see the module docstring) and return what was computed.
+
+    The sweep's design (``design.infer_design``): ``seed_key`` names the replicate key;
+    ``reference`` the reference condition's overrides (default: inferred); ``families``
+    ``{family name: strength key}`` (default: inferred); ``intervention_keys`` the overrides
+    that intervene on flatness; ``none_name`` the augmentation name of "no augmentation".
+    """
     table = pivot(results_rows)
     if not table.runs:
         raise ValueError("results_rows is empty: nothing to report")
@@ -222,6 +249,12 @@ def build_report(
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "figures", "scatter"), exist_ok=True)
     labels = run_labels(table, label_key)
+    design = infer_design(table.overrides, seed_key=seed_key, reference=reference, families=families,
+                          intervention_keys=intervention_keys)
+    study = study_report.compute(table, flat, rob, clean, design, confidence=confidence,
+                                 num_resamples=num_resamples, seed=seed, none_name=none_name)
+    study_json = atomic_write_text(os.path.join(out_dir, "study_stats.json"), study_report.to_json(study))
+    points = _scatter_points(table, design, study, labels, (*flat, *rob))
 
     corr = correlation_rows(table, flat, rob, num_resamples=num_resamples, confidence=confidence,
                             ci_method=ci_method, seed=seed)
@@ -238,14 +271,24 @@ def build_report(
                 name += "_"
             used_names.add(name)
             rel = f"figures/scatter/{name}.png"
+            (xv, xe), (yv, ye) = points["columns"][f], points["columns"][r]
             scatter[(f, r)] = plots.plot_scatter(
-                os.path.join(out_dir, rel), table.column(f), table.column(r), labels,
-                xerr=table.stderr_column(f), yerr=table.stderr_column(r), x_metric=f, y_metric=r, dpi=dpi)
+                os.path.join(out_dir, rel), xv, yv, points["labels"], xerr=xe, yerr=ye, x_metric=f, y_metric=r,
+                dpi=dpi)
             figures[f"scatter:{f}:{r}"] = rel
-    columns = {m: (table.column(m), table.stderr_column(m)) for m in (*flat, *rob)}
     figures["scatter_grid"] = "figures/scatter_grid.png"
-    grid = plots.plot_scatter_grid(os.path.join(out_dir, figures["scatter_grid"]), columns, labels, flat, rob,
-                                   dpi=dpi)
+    grid = plots.plot_scatter_grid(os.path.join(out_dir, figures["scatter_grid"]), points["columns"],
+                                   points["labels"], flat, rob, dpi=dpi)
+    panels = []
+    for (f, r), fit in study.interventions.items():
+        if np.isfinite(fit.coef[1]):
+            panels.append(plots.intervention_panel_data(
+                table.column(f), table.column(r), table.column(clean) if clean else None, fit.coef,
+                study.fit_runs, study.eval_runs, [design.run_label(i) for i in range(len(table.runs))],
+                x_metric=f, y_metric=r))
+    if panels:
+        figures["interventions"] = "figures/interventions.png"
+        plots.plot_intervention_grid(os.path.join(out_dir, figures["interventions"]), panels, dpi=dpi)
     heatmaps = {}
     for method in stats.METHODS:
         matrix = np.array([[next(c["statistic"] for c in corr
@@ -258,9 +301,25 @@ def build_report(
         figures[f"heatmap:{method}"] = rel
 
     text = _render_markdown(title, table, labels, flat, rob, clean, corr, figures,
-                            num_resamples=num_resamples, confidence=confidence, ci_method=ci_method, seed=seed)
+                            num_resamples=num_resamples, confidence=confidence, ci_method=ci_method, seed=seed,
+                            study=study, condition_points=points["by_condition"])
     path = atomic_write_text(os.path.join(out_dir, "report.md"), text)
-    return Report(path, csv_path, json_path, figures, scatter, grid, heatmaps, corr, table, labels, flat, rob, clean)
+    return Report(path, csv_path, json_path, figures, scatter, grid, heatmaps, corr, table, labels, flat, rob, clean,
+                  study, study_json, panels)
+
+
+def _scatter_points(table: MetricTable, design, study, labels, metrics) -> dict:
+    """What the scatter plots show. Without a replicated condition: one point per run with its
+    measurement's standard error. With one: one point per condition (its mean over seeds) with
+    error bars of its seed SD, or the pooled noise floor for a condition with one run."""
+    if not design.replicated:
+        return {"by_condition": False, "labels": list(labels),
+                "columns": {m: (table.column(m), table.stderr_column(m)) for m in metrics}}
+    columns = {}
+    for m in metrics:
+        mean, sd, _ = study.means[m]
+        columns[m] = (mean, np.where(np.isfinite(sd), sd, study.floors[m].sd))
+    return {"by_condition": True, "labels": [c.label for c in design.conditions], "columns": columns}
 
 
 def write_report(results_rows: Iterable[Mapping], out_dir, *, flatness_metrics=None, robust_metrics=None,
@@ -268,16 +327,19 @@ def write_report(results_rows: Iterable[Mapping], out_dir, *, flatness_metrics=N
     """Write report.md (+ correlations.csv/json and figures) into ``out_dir``; return its path.
 
     ``kwargs`` go to ``build_report`` (clean_metric, label_key, num_resamples, confidence,
-    ci_method, seed, dpi).
+    ci_method, seed, dpi, and the design: seed_key, reference, families, intervention_keys,
+    none_name).
     """
     return build_report(results_rows, out_dir, flatness_metrics=flatness_metrics, robust_metrics=robust_metrics,
                         title=title, **kwargs).path
 
 
 def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, num_resamples, confidence,
-                     ci_method, seed) -> str:
+                     ci_method, seed, study=None, condition_points=False) -> str:
     level = f"{100 * confidence:g}%"
     parts = [f"# {title}", ""]
+    if study is not None:
+        parts += study_report.render_predictions(study)
 
     parts += ["## Runs", ""]
     header = ["run", "label"] + (["clean error"] if clean else []) + flat + rob
@@ -293,8 +355,11 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
         body.append(cells)
     parts += [_md_table(header, body), "",
               "Values are ± one standard error where the measurement has one.", ""]
+    if study is not None:
+        parts += study_report.render_sections(study, figures)
 
     parts += ["## Correlations", "",
+              "Pooled over runs (every run one point, replicates included). "
               f"Coefficient [{level} bootstrap {_CI_NAME[ci_method]} CI] and two-sided p-value, across runs.", ""]
     header = ["flatness", "robust error", "n"]
     for method in stats.METHODS:
@@ -340,4 +405,11 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
               f"one point per run labelled by its augmentation, ± one standard error bars where measured, and "
               f"the least-squares line. {num_tests} tests are reported without correction for multiple "
               f"comparisons; with few runs, read the intervals rather than the p-values.", ""]
+    if condition_points:
+        parts[-2] = parts[-2].replace("one point per run labelled by its augmentation, ± one standard error bars "
+                                      "where measured", "one point per condition (its mean over seeds) with "
+                                      "error bars of its seed SD (the pooled noise floor for a condition with "
+                                      "one run)")
+    if study is not None:
+        parts += [study_report.render_methods(study), ""]
     return "\n".join(parts)
