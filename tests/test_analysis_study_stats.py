@@ -1,0 +1,198 @@
+"""Each study statistic against an independent computation: scipy, numpy, a hand-checked
+case or the formula written out here; and the verdict rules of the predictions."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from flatrob_jax.analysis import design as dz
+from flatrob_jax.analysis import predictions as pred
+from flatrob_jax.analysis import study_stats as ss
+
+
+def test_noise_floor_is_the_pooled_seed_sd():
+    d = dz.infer_design([{"a": 1, "seed": 0}, {"a": 1, "seed": 1}, {"a": 2, "seed": 0}, {"a": 2, "seed": 1},
+                         {"a": 2, "seed": 2}, {"a": 3, "seed": 0}])
+    v = np.array([1.0, 3.0, 2.0, 4.0, 6.0, 100.0])
+    fl = ss.noise_floor(v, d)
+    # Hand: variances 2 (dof 1) and 4 (dof 2): sqrt((2 + 8) / 3).
+    assert fl.sd == pytest.approx(math.sqrt(10 / 3), rel=1e-12) and fl.dof == 3 and fl.num_conditions == 2
+    assert fl.per_condition[0] == (2, pytest.approx(np.std([1, 3], ddof=1)))
+    one = ss.noise_floor(np.array([1.0, 3.0, np.nan, np.nan, 5.0, 0.0]), d)
+    assert one.sd == pytest.approx(np.std([1.0, 3.0], ddof=1)) and one.num_conditions == 1
+    plain = dz.infer_design([{"a": i} for i in range(3)])
+    none = ss.noise_floor([1.0, 2.0, 3.0], plain)
+    assert math.isnan(none.sd) and "no replicated condition" in none.note
+    mean, sd, n = ss.condition_means(v, d)
+    np.testing.assert_allclose(mean, [2.0, 4.0, 100.0])
+    np.testing.assert_allclose(sd[:2], [math.sqrt(2), 2.0])
+    assert math.isnan(sd[2])
+    np.testing.assert_array_equal(n, [2, 3, 1])
+
+
+def test_kendall_tau_a_matches_scipy_without_ties_and_the_hand_count_with_ties():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=9), rng.normal(size=9)
+    assert ss.kendall_tau_a(x, y) == pytest.approx(scipy.stats.kendalltau(x, y).statistic, abs=1e-12)
+    # Ties: pairs (0,1) tie in x -> 0, (0,2) and (1,2) concordant: S = 2 of 3 pairs (tau-b would be 0.816).
+    assert ss.kendall_tau_a([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 3)
+    assert math.isnan(ss.kendall_tau_a([1.0], [2.0]))
+
+
+def test_granulated_kendall_on_a_grid_against_scipy_per_group():
+    rng = np.random.default_rng(1)
+    grid = [{"p": p, "q": q} for p in (1, 2, 3) for q in (0.1, 0.2)]
+    d = dz.infer_design(grid)
+    fm, rm = rng.normal(size=6), rng.normal(size=6)
+    g = ss.granulated_kendall(fm, rm, d)
+    # Independent: axis p varies within each q (3 points), axis q within each p (2 points).
+    psi_p = np.mean([scipy.stats.kendalltau([fm[i] for i in range(6) if grid[i]["q"] == q],
+                                            [rm[i] for i in range(6) if grid[i]["q"] == q]).statistic
+                     for q in (0.1, 0.2)])
+    psi_q = np.mean([np.sign(fm[2 * k] - fm[2 * k + 1]) * np.sign(rm[2 * k] - rm[2 * k + 1]) for k in range(3)])
+    assert g.per_factor["p"][0] == pytest.approx(psi_p) and g.per_factor["p"][1:] == (2, [3, 3])
+    assert g.per_factor["q"][0] == pytest.approx(psi_q) and g.per_factor["q"][1] == 3
+    assert g.value == pytest.approx((psi_p + psi_q) / 2)
+    lone = ss.granulated_kendall([1.0, 2.0], [1.0, 2.0], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}]))
+    assert math.isnan(lone.value) and "not applicable" in lone.note
+
+
+def test_sign_error_counts_pairs_that_differ_in_one_factor_and_drops_noise():
+    runs = [{"p": 1, "seed": 0}, {"p": 1, "seed": 1}, {"p": 2, "seed": 0}, {"p": 3, "seed": 0},
+            {"p": 3, "q": 1, "seed": 0}]
+    d = dz.infer_design(runs)
+    c = np.array([1.0, 1.2, 2.0, 0.5, 9.0])
+    g = np.array([0.10, 0.11, 0.20, 0.30, 0.305])
+    e = ss.sign_error(c, g, d, threshold=0.02)
+    # Pairs differing in p only: (0,2) (1,2) (0,3) (1,3) (2,3); in q only: (3,4). Seeds (0,1) and
+    # (p=1 or 2, q) pairs are not compared. (3,4): |dg| = 0.005 <= 0.02: dropped.
+    # Losses: (0,2) c up g up -> 0; (1,2) 0; (0,3) c down g up -> 1; (1,3) 1; (2,3) c down g up -> 1.
+    assert e.num_pairs == 5 and e.num_dropped == 1 and e.value == pytest.approx(3 / 5)
+    assert e.per_factor == {"p": (pytest.approx(0.6), 5, 0), "q": (pytest.approx(math.nan, nan_ok=True), 0, 1)}
+    assert e.worst_factor == "p"
+    # A tie in the measure costs 1/2 (Dziugaite et al.'s (1 - sign sign) / 2).
+    tie = ss.sign_error([1.0, 1.0], [0.1, 0.2], dz.infer_design([{"p": 1}, {"p": 2}]), threshold=math.nan)
+    assert tie.value == 0.5 and tie.threshold == 0.0
+    empty = ss.sign_error([1.0, 2.0], [0.1, 0.2], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}]), 0.0)
+    assert math.isnan(empty.value) and "no two runs differ in exactly one factor" in empty.note
+
+
+def test_stratified_kendall_exact_and_monte_carlo():
+    rng = np.random.default_rng(2)
+    x, y = np.arange(7.0), rng.normal(size=7)
+    one = ss.stratified_kendall([(x, y)])
+    ref = scipy.stats.kendalltau(x, y, method="exact")
+    assert one.statistic == pytest.approx(ref.statistic) and one.pvalue == pytest.approx(ref.pvalue, rel=1e-12)
+    assert one.pvalue_method == "exact"
+    # Two groups of two, both concordant: S in {-2, 0, 2} with prob 1/4, 1/2, 1/4; P(|S| >= 2) = 1/2.
+    two = ss.stratified_kendall([([1, 2], [5, 6]), ([1, 2], [0, 3]), ([1.0], [2.0])])
+    assert two.s == 2 and two.num_groups == 2 and two.pvalue == pytest.approx(0.5) and two.statistic == 1.0
+    # Too many arrangements (10! > 200000): Monte Carlo, close to scipy's exact p.
+    x, y = np.arange(10.0), np.arange(10.0) + rng.normal(scale=4.0, size=10)
+    mc = ss.stratified_kendall([(x, y)], rng=0)
+    assert mc.pvalue_method.startswith("monte carlo")
+    assert mc.pvalue == pytest.approx(scipy.stats.kendalltau(x, y, method="exact").pvalue, abs=0.015)
+    assert math.isnan(ss.stratified_kendall([([1.0], [1.0])]).statistic)
+
+
+def test_partial_spearman_against_the_formula_on_spearman_coefficients():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=12)
+    x = z + rng.normal(size=12)
+    y = z + 0.5 * x + rng.normal(size=12)
+    res = ss.partial_spearman(x, y, z)
+    rxy = scipy.stats.spearmanr(x, y).statistic
+    rxz = scipy.stats.spearmanr(x, z).statistic
+    ryz = scipy.stats.spearmanr(y, z).statistic
+    expected = (rxy - rxz * ryz) / math.sqrt((1 - rxz ** 2) * (1 - ryz ** 2))
+    assert res.statistic == pytest.approx(expected, abs=1e-12) and res.n == 12
+    t = expected * math.sqrt((12 - 3) / (1 - expected ** 2))
+    assert res.pvalue == pytest.approx(2 * scipy.stats.t.sf(abs(t), 9), rel=1e-9)
+    x[0] = np.nan
+    assert ss.partial_spearman(x, y, z).n == 11 and "1 point(s)" in ss.partial_spearman(x, y, z).note
+    assert "n=3 < 4" in ss.partial_spearman([1, 2, 3], [1, 2, 3], [3, 1, 2]).note
+    assert math.isnan(ss.partial_spearman([1, 2, 3, 4], [4, 1, 3, 2], [1, 2, 3, 4]).statistic)
+
+
+def test_leave_one_out_and_bootstrap_percentile_against_direct_recomputation():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=6), rng.normal(size=6)
+
+    def rho(a, b):
+        return scipy.stats.spearmanr(a, b).statistic
+
+    infl = ss.leave_one_out(rho, (x, y))
+    full = rho(x, y)
+    direct = [rho(np.delete(x, i), np.delete(y, i)) - full for i in range(6)]
+    np.testing.assert_allclose(infl.deltas, direct, atol=1e-12)
+    assert infl.argmax == int(np.argmax(np.abs(direct))) and infl.max_abs == pytest.approx(max(map(abs, direct)))
+
+    ci = ss.bootstrap_percentile(rho, (x, y), num_resamples=300, confidence=0.9, rng=7)
+    idx = np.random.default_rng(7).integers(0, 6, (300, 6))
+    dist = np.array([rho(x[i], y[i]) for i in idx])
+    dist = dist[np.isfinite(dist)]
+    np.testing.assert_allclose([ci.low, ci.high], np.quantile(dist, [0.05, 0.95]))
+    assert ci.num_valid == dist.size
+
+
+def test_intervention_fit_against_the_normal_equations():
+    rng = np.random.default_rng(5)
+    n = 10
+    f, c = rng.normal(size=n), rng.normal(size=n)
+    y = 1.0 + 2.0 * f + 3.0 * c + rng.normal(scale=0.1, size=n)
+    fit_mask = np.arange(n) < 7
+    fit = ss.intervention_fit(f, y, c, fit_mask, ~fit_mask)
+    X = np.column_stack([np.ones(n), f, c])
+    Xf, yf = X[fit_mask], y[fit_mask]
+    beta = np.linalg.solve(Xf.T @ Xf, Xf.T @ yf)
+    resid = yf - Xf @ beta
+    s = math.sqrt(resid @ resid / (7 - 3))
+    np.testing.assert_allclose(fit.coef, beta, rtol=1e-10)
+    assert fit.resid_sd == pytest.approx(s) and fit.dof == 4 and fit.n == 7
+    e = y[~fit_mask] - X[~fit_mask] @ beta
+    np.testing.assert_allclose(fit.z, e / s, rtol=1e-9)
+    inv = np.linalg.inv(Xf.T @ Xf)
+    se = np.array([s * math.sqrt(1 + x0 @ inv @ x0) for x0 in X[~fit_mask]])
+    np.testing.assert_allclose(fit.t, e / se, rtol=1e-9)
+    np.testing.assert_allclose(fit.pvalue, 2 * scipy.stats.t.sf(np.abs(e / se), 4), rtol=1e-9)
+    # Without a clean error: y ~ 1 + f, the same check with two columns (np.polyfit).
+    lone = ss.intervention_fit(f, y, None, fit_mask, ~fit_mask)
+    slope, intercept = np.polyfit(f[fit_mask], y[fit_mask], 1)
+    np.testing.assert_allclose(lone.coef[:2], [intercept, slope], rtol=1e-10)
+    assert math.isnan(lone.coef[2])
+    few = ss.intervention_fit(f, y, c, np.arange(n) < 3, ~fit_mask)
+    assert "need at least 4" in few.note and np.isnan(few.z).all()
+    collinear = ss.intervention_fit(f, y, 2 * f, fit_mask, ~fit_mask)
+    assert "do not vary independently" in collinear.note
+
+
+def test_verdict_rules_and_the_sign_test_against_scipy():
+    assert pred.verdict_from_interval(0.1, 0.5, +1) == pred.SUPPORTED
+    assert pred.verdict_from_interval(-0.5, -0.1, +1) == pred.REFUTED
+    assert pred.verdict_from_interval(-0.1, 0.5, +1) == pred.INCONCLUSIVE
+    assert pred.verdict_from_interval(math.nan, 0.5, +1) == pred.INCONCLUSIVE
+    assert pred.verdict_from_test(-0.8, 0.01, 0.05, -1) == pred.SUPPORTED
+    assert pred.verdict_from_test(0.8, 0.01, 0.05, -1) == pred.REFUTED
+    assert pred.verdict_from_test(0.8, 0.2, 0.05, -1) == pred.INCONCLUSIVE
+    means = np.array([10.0, 5.0, 6.0, 9.9, 4.0, 12.0, 3.0, 2.0])
+    counts = np.array([2, 2, 1, 1, 1, 1, 1, 1])
+    st = pred.sign_test_vs_none(means, counts, 0, range(1, 8), floor=0.2, alpha=0.05)
+    # Thresholds: 0.2 * sqrt(1/2 + 1/2) = 0.2 for condition 1, 0.2 * sqrt(1.5) for the rest.
+    assert (st.flatter, st.sharper, st.within) == (5, 1, 1)
+    assert st.pvalue == pytest.approx(scipy.stats.binomtest(5, 6, 0.5).pvalue)
+    assert st.verdict == pred.INCONCLUSIVE  # p = 0.22
+    all_flatter = pred.sign_test_vs_none(np.r_[10.0, np.arange(6.0)], np.ones(7, int), 0, range(1, 7),
+                                         floor=math.nan, alpha=0.05)
+    assert all_flatter.pvalue == pytest.approx(2 / 64) and all_flatter.verdict == pred.SUPPORTED
+
+
+def test_s_distribution_is_the_permutation_distribution():
+    x, y = np.array([1.0, 2.0, 2.0, 3.0]), np.array([0.3, 0.1, 0.2, 0.2])
+    dist = ss._s_distribution(x, y)
+    brute = {}
+    for p in itertools.permutations(range(4)):
+        s = sum(np.sign(x[i] - x[j]) * np.sign(y[p[i]] - y[p[j]]) for i in range(4) for j in range(i + 1, 4))
+        brute[int(s)] = brute.get(int(s), 0) + 1
+    assert dict(dist) == brute
