@@ -191,3 +191,118 @@ def test_report_needs_flatness_and_robust_metrics(tmp_path):
         report.write_report(rows, tmp_path)
     with pytest.raises(ValueError, match="empty"):
         report.write_report([], tmp_path)
+
+
+# --------------------------------------------------------------------------- study statistics
+
+
+def _study_rows(flatten=True, seed=0):
+    """A sweep with the issue's design: reference (3 seeds), none (2 seeds), two augmentation
+    families, and SAM / weight-decay interventions. ``flatten``: augmentation strength lowers
+    lambda_max (P1 holds) or raises it (P1 fails); robust error rises with lambda_max (P2)."""
+    rng = np.random.default_rng(seed)
+    runs = [{"augment.name": "standard", "seed": s} for s in (0, 1, 2)]
+    runs += [{"augment.name": "none", "seed": s} for s in (0, 1)]
+    runs += [{"augment.name": "randaugment", "augment.randaugment.magnitude": m, "seed": 0} for m in (5, 9, 15)]
+    runs += [{"augment.name": "gaussian_noise", "augment.gaussian_noise.sigma": s, "seed": 0} for s in (0.05, 0.1)]
+    runs += [{"augment.name": "standard", "optimizer.sam_rho": r, "seed": 0} for r in (0.05, 0.1, 0.2)]
+    runs += [{"augment.name": "standard", "optimizer.weight_decay": w, "seed": 0} for w in (1e-4, 5e-4)]
+    rows = []
+    for o in runs:
+        strength = {"standard": 1.0, "none": 0.0}.get(o["augment.name"], 0.0)
+        strength += o.get("augment.randaugment.magnitude", 0) / 5 + 30 * o.get("augment.gaussian_noise.sigma", 0)
+        lam = 40 + (-6 if flatten else 6) * strength - 60 * o.get("optimizer.sam_rho", 0) + rng.normal(0, 0.3)
+        clean = 0.1 + 0.005 * strength + rng.normal(0, 0.003)
+        res = {"clean": {"error": clean},
+               "curvature": {"clean": {"lambda_max": {"value": lam, "stderr": 0.5}}},
+               "attacks": {"Linf": {"pgd": {"error": 0.3 + 0.01 * lam + 0.5 * clean + rng.normal(0, 0.003)}}}}
+        name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in o.items())
+        rows += results.rows_from_results(name, res, overrides=o)
+    return rows
+
+
+LAM, PGD = "curvature/clean/lambda_max", "attacks/Linf/pgd/error"
+
+
+def test_plain_sweep_says_which_study_sections_do_not_apply(tmp_path):
+    rep = report.build_report(_sweep_rows(), tmp_path, num_resamples=100)
+    text = open(rep.path).read()
+    assert text.index("## Predictions and verdicts") < text.index("## Runs")
+    assert "Not applicable: no replicated condition" in text
+    assert "Not applicable: no family" in text
+    assert "Not applicable: no intervention run" in text
+    assert "P1a (curvature/clean/lambda_max): INCONCLUSIVE.** not applicable: no augmentation family" in text
+    assert "not applicable: no condition with augment.name = 'none'" not in text  # AUGS has 'none'
+    assert "interventions" not in rep.figures
+    payload = json.loads(open(rep.study_json).read())
+    assert {v["prediction"] for v in payload["verdicts"]} == {"P1a", "P1b", "P2"}
+
+
+def test_replicated_sweep_plots_condition_means_with_seed_sd(tmp_path):
+    rows = _study_rows()
+    rep = report.build_report(rows, tmp_path, num_resamples=200)
+    table = results.pivot(rows)
+    d = rep.study.design
+    assert d.replicated == (0, 1) and len(d.conditions) == 12
+    data = rep.scatter[(LAM, PGD)]
+    lam = table.column(LAM)
+    expected = [lam[list(c.runs)].mean() for c in d.conditions]
+    np.testing.assert_allclose(data.x, expected, rtol=1e-12)
+    assert data.labels[:3] == ("standard", "none", "randaugment, magnitude=5")
+    # Error bars: the condition's seed SD, the pooled floor for single runs.
+    fig_sd = rep.study.means[LAM][1]
+    assert fig_sd[0] == pytest.approx(np.std(lam[:3], ddof=1))
+    floor = rep.study.floors[LAM].sd
+    pooled = math.sqrt((2 * np.var(lam[:3], ddof=1) + np.var(lam[3:5], ddof=1)) / 3)
+    assert floor == pytest.approx(pooled, rel=1e-12)
+    text = open(rep.path).read()
+    assert "one point per condition (its mean over seeds)" in text
+    assert "| standard | 3 | reference | - |" in text
+
+
+def test_predictions_are_judged_and_refuted_ones_said_plainly(tmp_path):
+    good = report.build_report(_study_rows(flatten=True), tmp_path / "good", num_resamples=300)
+    verdicts = {(v.prediction, v.robust): v for v in good.study.verdicts}
+    assert verdicts[("P1a", None)].statistic == -1.0
+    assert verdicts[("P1b", None)].verdict == "supported"
+    assert verdicts[("P2", PGD)].verdict == "supported"
+    bad = report.build_report(_study_rows(flatten=False), tmp_path / "bad", num_resamples=300)
+    verdicts = {(v.prediction, v.robust): v for v in bad.study.verdicts}
+    assert verdicts[("P1b", None)].verdict == "refuted"
+    text = open(bad.path).read()
+    assert "**P1b (curvature/clean/lambda_max): REFUTED.**" in text
+    assert "augmentation gave sharper minima than no augmentation" in text
+    assert "P1 (augmentation -> flatter): 0 supported, 1 refuted, 1 inconclusive of 2 test(s)" in text
+    # P2's number is the partial Spearman over condition means, recomputed here by hand.
+    table = results.pivot(_study_rows(flatten=False))
+    d = bad.study.design
+    m = {k: np.array([table.column(k)[list(c.runs)].mean() for c in d.conditions]) for k in (LAM, PGD, "clean/error")}
+    rx, ry, rz = (scipy.stats.rankdata(m[k]) for k in (LAM, PGD, "clean/error"))
+    Z = np.column_stack([np.ones_like(rz), rz])
+    ex = rx - Z @ np.linalg.lstsq(Z, rx, rcond=None)[0]
+    ey = ry - Z @ np.linalg.lstsq(Z, ry, rcond=None)[0]
+    assert verdicts[("P2", PGD)].statistic == pytest.approx(np.corrcoef(ex, ey)[0, 1], abs=1e-12)
+
+
+def test_intervention_figure_and_table(tmp_path):
+    rows = _study_rows()
+    rep = report.build_report(rows, tmp_path, num_resamples=100)
+    table = results.pivot(rows)
+    fit = rep.study.interventions[(LAM, PGD)]
+    runs = list(table.runs)
+    fit_runs = [runs[i] for i in rep.study.fit_runs]
+    assert fit_runs == [r for r in runs if r.startswith("name=standard,")]  # reference + SAM + wd
+    eval_runs = [runs[i] for i in rep.study.eval_runs]
+    assert eval_runs == [r for r in runs if not r.startswith("name=standard,")]
+    assert fit.n == 8 and fit.dof == 5 and len(fit.z) == 7
+    (panel,) = rep.interventions
+    np.testing.assert_allclose(panel.fit_x, table.column(LAM)[list(rep.study.fit_runs)])
+    clean = table.column("clean/error")
+    centre = clean[list(rep.study.fit_runs)].mean()
+    np.testing.assert_allclose(panel.eval_y, (table.column(PGD) - fit.coef[2] * (clean - centre))[
+        list(rep.study.eval_runs)], rtol=1e-12)
+    fmt, size, pixels = _png_size(tmp_path / rep.figures["interventions"])
+    assert fmt == "PNG" and pixels.std() > 5
+    text = open(rep.path).read()
+    assert "## Interventions on flatness" in text and "![intervention line](figures/interventions.png)" in text
+    assert "| none, seed=0 |" in text
