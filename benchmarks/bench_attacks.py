@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from flatrob_jax import attacks  # noqa: E402
-from test_attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,  # noqa: E402
+from attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,  # noqa: E402
                                   trained_tiny_cnn)
 
 

@@ -29,6 +29,7 @@ import optax  # noqa: E402
 
 from flatrob_jax import curvature  # noqa: E402
 from flatrob_jax.curvature.lanczos import lanczos_tridiagonal  # noqa: E402
+from flatrob_jax.distributed import make_mesh  # noqa: E402
 from flatrob_jax.models import get_model  # noqa: E402
 
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -59,7 +60,7 @@ def hvp_over_grad(name, batch, reps):
     images = rng.rand(batch, 32, 32, 3).astype(np.float32)
     labels = rng.randint(0, 10, batch).astype(np.int32)
     variables = model.init(jax.random.key(0), images[:1])
-    obj = curvature.from_flax(model, variables, images, labels, batch_size=batch, mesh=curvature.default_mesh(1))
+    obj = curvature.from_flax(model, variables, images, labels, batch_size=batch, mesh=make_mesh(1))
     v = jax.tree_util.tree_map(jnp.ones_like, obj.params)
     t0 = time.perf_counter()
     jax.block_until_ready(obj.hvp(v))
@@ -165,7 +166,7 @@ def versus_pyhessian(num_examples, train_steps, probes, max_power_iters):
     labels = read_idx("train-labels-idx1-ubyte.gz").astype(np.int32)
     model, variables, train_loss = train_small_cnn(images, labels, train_steps)
     x, y = images[:num_examples], labels[:num_examples]
-    obj = curvature.from_flax(model, variables, x, y, batch_size=num_examples, mesh=curvature.default_mesh(1))
+    obj = curvature.from_flax(model, variables, x, y, batch_size=num_examples, mesh=make_mesh(1))
     net = torch_small_cnn(variables, torch)
     tx, ty = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype(np.int64))
     with torch.no_grad():

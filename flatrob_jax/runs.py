@@ -14,13 +14,9 @@ import jax
 import ml_collections
 
 from flatrob_jax import checkpoint as ckpt_lib
-from flatrob_jax import configuration
+from flatrob_jax import configuration, execution
 from flatrob_jax.training import builders
 from flatrob_jax.training.state import eval_variables, state_to_tree, tree_to_state
-
-
-def _apply_eval(model, variables, x):
-    return model.apply(variables, x, train=False)
 
 
 @dataclasses.dataclass
@@ -37,9 +33,7 @@ class EvalModel:
         """``x -> logits`` (BatchNorm in eval mode) as a ``jax.tree_util.Partial`` whose leaves
         are the weights: jitted consumers that take it as an argument compile once for any
         weights of the same model."""
-        import functools
-
-        return jax.tree_util.Partial(functools.partial(_apply_eval, self.model), self.variables)
+        return execution.model_fn(self.model, self.variables)
 
 
 def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:

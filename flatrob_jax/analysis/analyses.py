@@ -73,6 +73,7 @@ def corruptions_config() -> ml_collections.ConfigDict:
     c.resolution = "auto"  # on the fly: 'cifar', 'imagenet' or 'auto' (from the image size)
     c.num_examples = ml_collections.config_dict.placeholder(int)  # per cell; None: all
     c.batch_size = 250  # fixed global batch
+    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
     # mCE normalised by AlexNet's errors: None = auto (ImageNet-sized / ImageNet-C)
     c.normalize_by_alexnet = ml_collections.config_dict.placeholder(bool)
     c.heatmap_dir = ""  # where corruption_heatmap.png goes ('' = beside analysis.json)

@@ -4,13 +4,8 @@ A result must not depend on batch size or device count, so every example draws i
 randomness from its own key: ``fold_in(key, global_example_index)``.
 """
 import jax
-import jax.numpy as jnp
 
-
-def example_keys(key: jax.Array, batch_size: int, offset=0) -> jax.Array:
-    """Keys ``fold_in(key, offset + i)`` for i in range(batch_size)."""
-    idx = offset + jnp.arange(batch_size)
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+from flatrob_jax.execution import example_keys  # the one definition: fold_in(key, offset + i)
 
 
 def as_example_keys(key: jax.Array, batch_size: int) -> jax.Array:

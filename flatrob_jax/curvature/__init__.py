@@ -41,7 +41,6 @@ from flatrob_jax.curvature.sharpness import (
 
 # The project's one mesh helper (``flatrob_jax.distributed.make_mesh``), under its old name here
 # for existing callers (benchmarks/bench_curvature.py); new code calls make_mesh.
-from flatrob_jax.distributed import make_mesh as default_mesh
 
 __all__ = [
     "DatasetObjective",
@@ -55,7 +54,6 @@ __all__ = [
     "adaptive_sharpness_average",
     "adaptive_sharpness_worst",
     "cross_entropy",
-    "default_mesh",
     "from_flax",
     "hutchinson_trace",
     "hutchpp_trace",
