@@ -4,6 +4,7 @@ import os
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -180,3 +181,35 @@ def test_a_diverging_run_stops_with_an_error_naming_the_step(tmp_path):
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step 3:"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "6"))
+
+
+def test_a_sam_run_trains_resumes_from_its_checkpoint_and_loads_for_eval(tmp_path):
+    """ASAM's optimizer state (optax.contrib.sam's, opaque mode) goes through the checkpoint:
+    a run stopped at step 2 resumes there, and load_for_eval rebuilds it from config.json."""
+    from flatrob_jax.runs import load_for_eval
+
+    data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=32)
+    sam = {"optimizer.sam_rho": 0.5, "optimizer.sam_adaptive": True, "augment.name": "none",
+           "checkpoint.every_steps": None}
+    workdir = str(tmp_path / "run")
+    first = train_and_evaluate(tiny_config(data, **{"train.num_steps": 2, **sam}), workdir)
+    assert first["steps"] == 2
+    again = train_and_evaluate(tiny_config(data, **{"train.num_steps": 4, **sam}), workdir)
+    assert again["steps_this_session"] == 2 and np.isfinite(again["test_loss"])
+    run = load_for_eval(workdir)
+    assert run.step == 4 and run.config.optimizer.sam_adaptive
+
+
+def test_a_stored_config_from_before_sam_restores_as_plain_sgd():
+    """config.json files written before the SAM fields existed build the optimizer they
+    trained with (plain SGD), so their checkpoints still restore."""
+    from flatrob_jax.training import builders
+
+    config = tiny_config("/nonexistent")
+    old = ml_collections.ConfigDict(config.to_dict())
+    for field in ("sam_rho", "sam_adaptive", "sam_eta"):
+        del old.optimizer[field]
+    model = builders.build_model(config)
+    shapes = [jax.eval_shape(lambda c=c: builders.initial_state(c, model).opt_state)
+              for c in (config, old)]
+    assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])

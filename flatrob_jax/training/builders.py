@@ -1,5 +1,6 @@
 """``build_*`` helpers: the only code below the entry points that reads configs."""
 import jax
+import ml_collections
 
 from flatrob_jax.data import get_info
 from flatrob_jax.models import get_model
@@ -24,10 +25,30 @@ def build_model(config, axis_name=None):
     return get_model(config.model.name, info.num_classes, **kw)
 
 
+# Optimizer fields added after runs were already stored, with the value that reproduces how
+# those runs trained (a config.json without ``sam_rho`` trained plain SGD).
+_OPTIMIZER_FIELDS_ADDED = {"sam_rho": 0.0, "sam_adaptive": False, "sam_eta": 0.01}
+
+
+def _optimizer_section(config) -> ml_collections.ConfigDict:
+    """``config.optimizer``; for a run's stored config.json from before SAM (it has none of
+    the SAM fields) a copy with the values it trained with, so its checkpoint still restores
+    (the optimizer state's structure depends on them)."""
+    section = config.optimizer
+    missing = {k: v for k, v in _OPTIMIZER_FIELDS_ADDED.items() if k not in section}
+    if not missing:
+        return section
+    section = ml_collections.ConfigDict(section.to_dict())
+    section.update(missing)
+    return section
+
+
 def build_optimizer(config, total_steps: int, steps_per_epoch: int):
     """``(tx, schedule)`` from ``config.optimizer``: the schedule is built once, used by the
-    optimizer and by whatever logs the learning rate."""
-    return optimizer.build_optimizer(config.optimizer, total_steps, steps_per_epoch)
+    optimizer and by whatever logs the learning rate. ``optimizer.sam_rho > 0`` wraps it in
+    SAM/ASAM (``training.optimizer.with_sam``); the train step then supplies the second
+    gradient."""
+    return optimizer.build_optimizer(_optimizer_section(config), total_steps, steps_per_epoch)
 
 
 def initial_state(config, model, total_steps: int = 1, steps_per_epoch: int = 1, *, tx=None):

@@ -7,6 +7,7 @@ batch, up to float reassociation.
 """
 import jax
 import jax.numpy as jnp
+import optax
 from jax import lax
 
 from flatrob_jax.augment import TrainAugmentation
@@ -21,7 +22,14 @@ __all__ = ["eval_step_per_device", "make_eval_step", "make_train_step", "to_floa
 
 def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmentation,
                           num_classes: int, label_smoothing: float):
-    """One SGD step on this device's slice ``batch`` ({'image', 'label'}).
+    """One optimizer step on this device's slice ``batch`` ({'image', 'label'}).
+
+    With SAM/ASAM (``training.optimizer.with_sam``) the optimizer asks for a second gradient
+    at the ascent point ``w + e`` (``grad_fn``); both gradients are ``lax.pmean``-ed over the
+    devices, so ``e`` and the step are those of the global batch on any device count.
+    BatchNorm running statistics are updated by the forward pass at ``w`` only (the one whose
+    loss and accuracy are reported); the pass at ``w + e`` normalizes with its batch statistics
+    and its running-statistic update is discarded.
 
     Randomness: example i of the global batch at step t augments with
     ``fold_in(fold_in(base_key, t), i)``: independent of the device count."""
@@ -49,7 +57,18 @@ def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmenta
     (loss, (batch_stats, logits, ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
     grads = lax.pmean(grads, AXIS)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+
+    def grad_at(params, _):
+        """SAM's second gradient (at the ascent point), averaged over devices like the first.
+        Same batch, same augmented images, batch statistics in the forward pass; the running
+        statistics it would write are dropped (only the pass at ``w`` above updates them)."""
+        return lax.pmean(jax.grad(lambda p: loss_fn(p)[0])(params), AXIS)
+
+    # Plain optimizers ignore grad_fn (with_extra_args_support); SAM/ASAM call it once.
+    tx = optax.with_extra_args_support(state.tx)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_at)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state, batch_stats=batch_stats)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(labels, -1))
     metrics = lax.pmean({"loss": loss, "cross_entropy": ce, "accuracy": accuracy}, AXIS)
     return state, metrics
