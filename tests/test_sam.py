@@ -207,3 +207,35 @@ def test_sam_step_updates_batchnorm_statistics_from_the_pass_at_w_only():
     np.testing.assert_allclose(m_sam["loss"], m_plain["loss"], rtol=1e-6)
     diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), sam.params, plain.params)
     assert max(jax.tree.leaves(diff)) > 1e-6
+
+
+def test_paper_sweeps_carry_the_intervention_arm():
+    """Every paper sweep: 10 augmentation runs + 7 interventions on the reference
+    augmentation per seed, each changing one factor of its base config; seeds replicate both
+    arms; ``interventions=false`` leaves the arm out."""
+    from flatrob_jax.configs.sweeps import paper
+    from flatrob_jax.study import load_sweep, run_configs
+
+    for name in ("cifar10_wrn40_2", "cifar100_wrn40_2", "cifar10_resnet18",
+                 "cifar10_preact_resnet18"):
+        sweep = load_sweep(f"{name}_augmentations")
+        assert len(sweep.runs) == 17, name
+        assert len(load_sweep(f"{name}_augmentations:seeds").runs) == 51
+        assert len(load_sweep(f"{name}_augmentations:interventions=false").runs) == 10
+    configs = {n: c for n, _, c in run_configs(load_sweep("cifar10_preact_resnet18_augmentations"))}
+    ref = configs["name=standard,seed=0"]
+    assert ref.model.name == "preact_resnet18" and ref.optimizer.sam_rho == 0.0
+    arm = [c for n, c in configs.items() if n.startswith("name=standard,") and c is not ref]
+    assert len(arm) == 7 and all(c.augment.name == "standard" for c in arm)
+    sam = sorted((c.optimizer.sam_rho, c.optimizer.sam_adaptive) for c in arm
+                 if c.optimizer.sam_rho > 0)
+    assert sam == [(0.05, False), (0.1, False), (0.5, True)]
+    assert sorted(c.optimizer.weight_decay / ref.optimizer.weight_decay for c in arm
+                  if c.optimizer.weight_decay != ref.optimizer.weight_decay) == [0.5, 2.0]
+    scaled = [c for c in arm if c.train.batch_size != ref.train.batch_size]
+    for c in scaled:  # lr and batch move together, nothing else does
+        f = c.train.batch_size / ref.train.batch_size
+        assert c.optimizer.learning_rate == pytest.approx(ref.optimizer.learning_rate * f)
+    assert sorted(c.train.batch_size for c in scaled) == [64, 256]
+    with pytest.raises(ValueError, match=r"factor 0.3 gives batch size"):
+        paper.lr_batch_scaled(0.1, 128, (0.3,))
