@@ -41,7 +41,9 @@ def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:
     (the latest checkpoint unless ``step`` is given)."""
     config = configuration.load_run_config(workdir)
     model = builders.build_model(config, axis_name=None)
-    template = builders.initial_state(config, model, total_steps=1, steps_per_epoch=1)
+    # Shapes only (no compilation of the model's init): the restore fills every array.
+    template = jax.eval_shape(
+        lambda: builders.initial_state(config, model, total_steps=1, steps_per_epoch=1))
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:
         tree = checkpointer.restore(state_to_tree(template), step)

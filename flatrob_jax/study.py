@@ -116,6 +116,8 @@ def training_finished(workdir: str, config) -> bool:
     summary = _read_json(workdir, "summary.json")
     if summary is None:
         return False
+    if summary.get("imported"):  # an imported checkpoint (python -m flatrob_jax.import_torch)
+        return True
     want = config.train.num_steps if (config.train.num_steps or 0) > 0 else None
     return want is None or summary.get("steps") == want
 
