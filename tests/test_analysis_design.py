@@ -1,5 +1,6 @@
 """The sweep's design read from overrides: replicates, factors, reference, families,
 interventions; declared families and references; errors that name the bad value."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,14 @@ from flatrob_jax.analysis import design as dz
 def _study_overrides():
     runs = [{"augment.name": "standard", "seed": s} for s in (0, 1, 2)]
     runs += [{"augment.name": "none", "seed": 0}]
-    runs += [{"augment.name": "randaugment", "augment.randaugment.magnitude": m, "seed": 0} for m in (15, 5, 9)]
-    runs += [{"augment.name": "gaussian_noise", "augment.gaussian_noise.sigma": s, "seed": 0} for s in (0.05, 0.1)]
+    runs += [
+        {"augment.name": "randaugment", "augment.randaugment.magnitude": m, "seed": 0}
+        for m in (15, 5, 9)
+    ]
+    runs += [
+        {"augment.name": "gaussian_noise", "augment.gaussian_noise.sigma": s, "seed": 0}
+        for s in (0.05, 0.1)
+    ]
     runs += [{"augment.name": "standard", "optimizer.sam_rho": r, "seed": 0} for r in (0.05, 0.1)]
     runs += [{"augment.name": "standard", "optimizer.weight_decay": 5e-4, "seed": 0}]
     return runs
@@ -19,22 +26,42 @@ def _study_overrides():
 def test_replicates_reference_families_and_interventions_are_inferred():
     d = dz.infer_design(_study_overrides())
     labels = [c.label for c in d.conditions]
-    assert labels == ["standard", "none", "randaugment, magnitude=15", "randaugment, magnitude=5",
-                      "randaugment, magnitude=9", "gaussian_noise, sigma=0.05", "gaussian_noise, sigma=0.1",
-                      "standard, sam_rho=0.05", "standard, sam_rho=0.1", "standard, weight_decay=0.0005"]
+    assert labels == [
+        "standard",
+        "none",
+        "randaugment, magnitude=15",
+        "randaugment, magnitude=5",
+        "randaugment, magnitude=9",
+        "gaussian_noise, sigma=0.05",
+        "gaussian_noise, sigma=0.1",
+        "standard, sam_rho=0.05",
+        "standard, sam_rho=0.1",
+        "standard, weight_decay=0.0005",
+    ]
     assert d.conditions[0].runs == (0, 1, 2) and d.replicated == (0,)
     np.testing.assert_array_equal(d.run_condition, [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     assert d.reference == 0 and "most replicates (3 runs)" in d.reference_why
     assert d.factors == ("augment", "optimizer.sam_rho", "optimizer.weight_decay")
     fams = {f.name: f for f in d.families}
-    assert set(fams) == {"randaugment", "gaussian_noise", "optimizer.sam_rho", "optimizer.weight_decay"}
+    assert set(fams) == {
+        "randaugment",
+        "gaussian_noise",
+        "optimizer.sam_rho",
+        "optimizer.weight_decay",
+    }
     ra = fams["randaugment"]
     assert ra.strength_key == "augment.randaugment.magnitude" and ra.strengths == (5.0, 9.0, 15.0)
-    assert [labels[i] for i in ra.conditions] == ["randaugment, magnitude=5", "randaugment, magnitude=9",
-                                                  "randaugment, magnitude=15"]
+    assert [labels[i] for i in ra.conditions] == [
+        "randaugment, magnitude=5",
+        "randaugment, magnitude=9",
+        "randaugment, magnitude=15",
+    ]
     assert not ra.intervention and fams["optimizer.sam_rho"].intervention and not ra.declared
-    assert [labels[i] for i in d.interventions] == ["standard, sam_rho=0.05", "standard, sam_rho=0.1",
-                                                    "standard, weight_decay=0.0005"]
+    assert [labels[i] for i in d.interventions] == [
+        "standard, sam_rho=0.05",
+        "standard, sam_rho=0.1",
+        "standard, weight_decay=0.0005",
+    ]
     assert [labels[i] for i in d.augmentations] == labels[1:7]
     # One factor: two randaugment strengths differ in 'augment' only; randaugment vs SAM in two.
     assert d.differing_factors(2, 3) == ("augment",)
@@ -52,26 +79,36 @@ def test_plain_sweep_one_seed_no_families():
 
 def test_declared_families_and_reference():
     runs = _study_overrides()
-    d = dz.infer_design(runs, families={"RA": "augment.randaugment.magnitude"},
-                        reference={"augment.name": "none"})
+    d = dz.infer_design(
+        runs, families={"RA": "augment.randaugment.magnitude"}, reference={"augment.name": "none"}
+    )
     assert [f.name for f in d.families] == ["RA"] and d.families[0].declared
     assert d.families[0].strengths == (5.0, 9.0, 15.0)
     assert d.reference == 1 and d.reference_why == "given by the sweep"
     # With `none` as the reference, the SAM runs change the augmentation too: not interventions.
     assert d.interventions == ()
-    with pytest.raises(ValueError, match=r"no run overrides its strength key 'augment.mixup.alpha'"):
+    with pytest.raises(
+        ValueError, match=r"no run overrides its strength key 'augment.mixup.alpha'"
+    ):
         dz.infer_design(runs, families={"mixup": "augment.mixup.alpha"})
     bad = runs + [{"augment.name": "other", "augment.randaugment.magnitude": 3, "seed": 0}]
     with pytest.raises(ValueError, match="differ in other overrides too"):
         dz.infer_design(bad, families={"RA": "augment.randaugment.magnitude"})
-    with pytest.raises(ValueError, match=r"reference \{'augment.name': 'mixup'\} is not a condition"):
+    with pytest.raises(
+        ValueError, match=r"reference \{'augment.name': 'mixup'\} is not a condition"
+    ):
         dz.infer_design(runs, reference={"augment.name": "mixup"})
     with pytest.raises(ValueError, match="no runs"):
         dz.infer_design([])
 
 
 def test_absent_keys_and_custom_seed_key():
-    runs = [{"rep": 0}, {"rep": 1}, {"optimizer.sam_rho": 0.1, "rep": 0}, {"optimizer.sam_rho": 0.2, "rep": 0}]
+    runs = [
+        {"rep": 0},
+        {"rep": 1},
+        {"optimizer.sam_rho": 0.1, "rep": 0},
+        {"optimizer.sam_rho": 0.2, "rep": 0},
+    ]
     d = dz.infer_design(runs, seed_key="rep")
     assert [c.label for c in d.conditions] == [dz.ABSENT, "0.1", "0.2"]
     assert d.reference == 0 and d.interventions == (1, 2) and d.augmentations == ()

@@ -1,5 +1,6 @@
 """Plots and the Markdown report: files exist, PNGs are real images of the right size and
 content, plotted points equal the results table, tiny/degenerate sweeps do not crash."""
+
 import csv
 import json
 import math
@@ -25,15 +26,23 @@ def _sweep_rows(augs=AUGS, seed=0):
         lam = float(rng.uniform(5.0, 50.0))
         res = {
             "clean": {"error": 0.08 + 0.01 * rng.random()},
-            "curvature": {"clean": {
-                "lambda_max": {"value": lam, "stderr": 0.05 * lam, "num_matvecs": 40},
-                "trace": {"value": 20 * lam + rng.normal(), "stderr": lam}}},
-            "corruptions": {"mean_corruption_error": 0.2 + lam / 200 + 0.02 * rng.normal(),
-                            "per_severity": [0.1, 0.2]},
-            "attacks": {"Linf": {"pgd": {"error": 0.5 + lam / 100 + 0.05 * rng.normal(),
-                                         "accuracy": 0.3}}},
+            "curvature": {
+                "clean": {
+                    "lambda_max": {"value": lam, "stderr": 0.05 * lam, "num_matvecs": 40},
+                    "trace": {"value": 20 * lam + rng.normal(), "stderr": lam},
+                }
+            },
+            "corruptions": {
+                "mean_corruption_error": 0.2 + lam / 200 + 0.02 * rng.normal(),
+                "per_severity": [0.1, 0.2],
+            },
+            "attacks": {
+                "Linf": {"pgd": {"error": 0.5 + lam / 100 + 0.05 * rng.normal(), "accuracy": 0.3}}
+            },
         }
-        rows += results.rows_from_results(f"augment={aug}", res, overrides={"augment.name": aug, "seed": 0})
+        rows += results.rows_from_results(
+            f"augment={aug}", res, overrides={"augment.name": aug, "seed": 0}
+        )
     return rows
 
 
@@ -48,8 +57,11 @@ def test_default_metric_roles_are_the_registered_headlines():
     assert sorted(flat) == sorted(FLAT)
     assert sorted(rob) == sorted(ROB)
     assert clean == "clean/error"
-    flat, rob, _ = report.classify_metrics(table.metrics, flatness_metrics=["curvature/clean/trace"],
-                                           robust_metrics=["corruptions/per_severity/1"])
+    flat, rob, _ = report.classify_metrics(
+        table.metrics,
+        flatness_metrics=["curvature/clean/trace"],
+        robust_metrics=["corruptions/per_severity/1"],
+    )
     assert flat == ["curvature/clean/trace"] and rob == ["corruptions/per_severity/1"]
     with pytest.raises(ValueError, match=r"robust_metrics names unknown metrics \['attacks/aa'\]"):
         report.classify_metrics(table.metrics, robust_metrics=["attacks/aa"])
@@ -69,7 +81,9 @@ def test_scatter_panel_draws_the_table_points_and_the_least_squares_line(tmp_pat
     labels = ["a", "b", "c", "d", "e"]
     fig = Figure(figsize=(5, 4))
     ax = fig.add_subplot(1, 1, 1)
-    data = plots.scatter_panel(ax, x, y, labels, xerr=[0.1, 0.1, 0.1, np.nan, 0.2], x_metric="fx", y_metric="ry")
+    data = plots.scatter_panel(
+        ax, x, y, labels, xerr=[0.1, 0.1, 0.1, np.nan, 0.2], x_metric="fx", y_metric="ry"
+    )
     keep = np.isfinite(x)
     # Read the points back from the Axes' own artists.
     (points,) = [c for c in ax.collections if isinstance(c, PathCollection)]
@@ -94,7 +108,7 @@ def test_scatter_panel_draws_the_table_points_and_the_least_squares_line(tmp_pat
     marker_rgb = np.array([31, 119, 180])  # matplotlib's tab:blue
     for px, py in ax.transData.transform(np.c_[x[keep], y[keep]]):
         row, col = int(round(size[1] - py)), int(round(px))
-        patch = pixels[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3).astype(int)
+        patch = pixels[row - 1 : row + 2, col - 1 : col + 2].reshape(-1, 3).astype(int)
         assert np.abs(patch - marker_rgb).sum(-1).min() < 30, (px, py)
 
 
@@ -136,8 +150,11 @@ def test_write_report_files_figures_and_tables(tmp_path):
         corr = list(csv.DictReader(f))
     corr_json = json.loads((out / "correlations.json").read_text())
     assert len(corr) == len(corr_json) == len(FLAT) * len(ROB) * 3
-    scipy_fn = {"pearson": scipy.stats.pearsonr, "spearman": scipy.stats.spearmanr,
-                "kendall": scipy.stats.kendalltau}
+    scipy_fn = {
+        "pearson": scipy.stats.pearsonr,
+        "spearman": scipy.stats.spearmanr,
+        "kendall": scipy.stats.kendalltau,
+    }
     for row, jrow in zip(corr, corr_json):
         ref = scipy_fn[row["method"]](table.column(row["flatness"]), table.column(row["robust"]))
         assert float(row["statistic"]) == pytest.approx(ref.statistic, abs=1e-12)
@@ -157,8 +174,17 @@ def test_plotted_points_equal_the_table(tmp_path):
         np.testing.assert_array_equal(data.y, table.column(r))
         assert data.labels == AUGS
     for method, matrix in rep.heatmaps.items():
-        expected = [[next(c["statistic"] for c in rep.correlations
-                          if (c["flatness"], c["robust"], c["method"]) == (f, r, method)) for r in ROB] for f in FLAT]
+        expected = [
+            [
+                next(
+                    c["statistic"]
+                    for c in rep.correlations
+                    if (c["flatness"], c["robust"], c["method"]) == (f, r, method)
+                )
+                for r in ROB
+            ]
+            for f in FLAT
+        ]
         np.testing.assert_allclose(matrix, expected, rtol=0, atol=0)
 
 
@@ -180,7 +206,9 @@ def test_tiny_and_degenerate_sweeps_report_nan_with_notes(tmp_path):
     assert math.isnan(const["statistic"]) and "x is constant" in const["note"]
     partial = by_key[("curvature/clean/lambda_max", "attacks/Linf/pgd/error", "spearman")]
     assert partial["n"] == 3 and "1 run(s) with a missing" in partial["note"]
-    assert rep.scatter[("curvature/clean/lambda_max", "attacks/Linf/pgd/error")].dropped == ("cutout",)
+    assert rep.scatter[("curvature/clean/lambda_max", "attacks/Linf/pgd/error")].dropped == (
+        "cutout",
+    )
     assert os.path.exists(rep.correlations_json)
     json.loads(open(rep.correlations_json).read())  # NaN written as null: strict JSON
 
@@ -203,19 +231,40 @@ def _study_rows(flatten=True, seed=0):
     rng = np.random.default_rng(seed)
     runs = [{"augment.name": "standard", "seed": s} for s in (0, 1, 2)]
     runs += [{"augment.name": "none", "seed": s} for s in (0, 1)]
-    runs += [{"augment.name": "randaugment", "augment.randaugment.magnitude": m, "seed": 0} for m in (5, 9, 15)]
-    runs += [{"augment.name": "gaussian_noise", "augment.gaussian_noise.sigma": s, "seed": 0} for s in (0.05, 0.1)]
-    runs += [{"augment.name": "standard", "optimizer.sam_rho": r, "seed": 0} for r in (0.05, 0.1, 0.2)]
-    runs += [{"augment.name": "standard", "optimizer.weight_decay": w, "seed": 0} for w in (1e-4, 5e-4)]
+    runs += [
+        {"augment.name": "randaugment", "augment.randaugment.magnitude": m, "seed": 0}
+        for m in (5, 9, 15)
+    ]
+    runs += [
+        {"augment.name": "gaussian_noise", "augment.gaussian_noise.sigma": s, "seed": 0}
+        for s in (0.05, 0.1)
+    ]
+    runs += [
+        {"augment.name": "standard", "optimizer.sam_rho": r, "seed": 0} for r in (0.05, 0.1, 0.2)
+    ]
+    runs += [
+        {"augment.name": "standard", "optimizer.weight_decay": w, "seed": 0} for w in (1e-4, 5e-4)
+    ]
     rows = []
     for o in runs:
         strength = {"standard": 1.0, "none": 0.0}.get(o["augment.name"], 0.0)
-        strength += o.get("augment.randaugment.magnitude", 0) / 5 + 30 * o.get("augment.gaussian_noise.sigma", 0)
-        lam = 40 + (-6 if flatten else 6) * strength - 60 * o.get("optimizer.sam_rho", 0) + rng.normal(0, 0.3)
+        strength += o.get("augment.randaugment.magnitude", 0) / 5 + 30 * o.get(
+            "augment.gaussian_noise.sigma", 0
+        )
+        lam = (
+            40
+            + (-6 if flatten else 6) * strength
+            - 60 * o.get("optimizer.sam_rho", 0)
+            + rng.normal(0, 0.3)
+        )
         clean = 0.1 + 0.005 * strength + rng.normal(0, 0.003)
-        res = {"clean": {"error": clean},
-               "curvature": {"clean": {"lambda_max": {"value": lam, "stderr": 0.5}}},
-               "attacks": {"Linf": {"pgd": {"error": 0.3 + 0.01 * lam + 0.5 * clean + rng.normal(0, 0.003)}}}}
+        res = {
+            "clean": {"error": clean},
+            "curvature": {"clean": {"lambda_max": {"value": lam, "stderr": 0.5}}},
+            "attacks": {
+                "Linf": {"pgd": {"error": 0.3 + 0.01 * lam + 0.5 * clean + rng.normal(0, 0.003)}}
+            },
+        }
         name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in o.items())
         rows += results.rows_from_results(name, res, overrides=o)
     return rows
@@ -231,7 +280,10 @@ def test_plain_sweep_says_which_study_sections_do_not_apply(tmp_path):
     assert "Not applicable: no replicated condition" in text
     assert "Not applicable: no family" in text
     assert "Not applicable: no intervention run" in text
-    assert "P1a (curvature/clean/lambda_max): INCONCLUSIVE.** not applicable: no augmentation family" in text
+    assert (
+        "P1a (curvature/clean/lambda_max): INCONCLUSIVE.** not applicable: no augmentation family"
+        in text
+    )
     assert "not applicable: no condition with augment.name = 'none'" not in text  # AUGS has 'none'
     assert "interventions" not in rep.figures
     payload = json.loads(open(rep.study_json).read())
@@ -272,11 +324,16 @@ def test_predictions_are_judged_and_refuted_ones_said_plainly(tmp_path):
     text = open(bad.path).read()
     assert "**P1b (curvature/clean/lambda_max): REFUTED.**" in text
     assert "augmentation gave sharper minima than no augmentation" in text
-    assert "P1 (augmentation -> flatter): 0 supported, 1 refuted, 1 inconclusive of 2 test(s)" in text
+    assert (
+        "P1 (augmentation -> flatter): 0 supported, 1 refuted, 1 inconclusive of 2 test(s)" in text
+    )
     # P2's number is the partial Spearman over condition means, recomputed here by hand.
     table = results.pivot(_study_rows(flatten=False))
     d = bad.study.design
-    m = {k: np.array([table.column(k)[list(c.runs)].mean() for c in d.conditions]) for k in (LAM, PGD, "clean/error")}
+    m = {
+        k: np.array([table.column(k)[list(c.runs)].mean() for c in d.conditions])
+        for k in (LAM, PGD, "clean/error")
+    }
     rx, ry, rz = (scipy.stats.rankdata(m[k]) for k in (LAM, PGD, "clean/error"))
     Z = np.column_stack([np.ones_like(rz), rz])
     ex = rx - Z @ np.linalg.lstsq(Z, rx, rcond=None)[0]
@@ -299,10 +356,16 @@ def test_intervention_figure_and_table(tmp_path):
     np.testing.assert_allclose(panel.fit_x, table.column(LAM)[list(rep.study.fit_runs)])
     clean = table.column("clean/error")
     centre = clean[list(rep.study.fit_runs)].mean()
-    np.testing.assert_allclose(panel.eval_y, (table.column(PGD) - fit.coef[2] * (clean - centre))[
-        list(rep.study.eval_runs)], rtol=1e-12)
+    np.testing.assert_allclose(
+        panel.eval_y,
+        (table.column(PGD) - fit.coef[2] * (clean - centre))[list(rep.study.eval_runs)],
+        rtol=1e-12,
+    )
     fmt, size, pixels = _png_size(tmp_path / rep.figures["interventions"])
     assert fmt == "PNG" and pixels.std() > 5
     text = open(rep.path).read()
-    assert "## Interventions on flatness" in text and "![intervention line](figures/interventions.png)" in text
+    assert (
+        "## Interventions on flatness" in text
+        and "![intervention line](figures/interventions.png)" in text
+    )
     assert "| none, seed=0 |" in text

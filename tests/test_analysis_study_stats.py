@@ -1,5 +1,6 @@
 """Each study statistic against an independent computation: scipy, numpy, a hand-checked
 case or the formula written out here; and the verdict rules of the predictions."""
+
 import itertools
 import math
 
@@ -13,12 +14,24 @@ from flatrob_jax.analysis import study_stats as ss
 
 
 def test_noise_floor_is_the_pooled_seed_sd():
-    d = dz.infer_design([{"a": 1, "seed": 0}, {"a": 1, "seed": 1}, {"a": 2, "seed": 0}, {"a": 2, "seed": 1},
-                         {"a": 2, "seed": 2}, {"a": 3, "seed": 0}])
+    d = dz.infer_design(
+        [
+            {"a": 1, "seed": 0},
+            {"a": 1, "seed": 1},
+            {"a": 2, "seed": 0},
+            {"a": 2, "seed": 1},
+            {"a": 2, "seed": 2},
+            {"a": 3, "seed": 0},
+        ]
+    )
     v = np.array([1.0, 3.0, 2.0, 4.0, 6.0, 100.0])
     fl = ss.noise_floor(v, d)
     # Hand: variances 2 (dof 1) and 4 (dof 2): sqrt((2 + 8) / 3).
-    assert fl.sd == pytest.approx(math.sqrt(10 / 3), rel=1e-12) and fl.dof == 3 and fl.num_conditions == 2
+    assert (
+        fl.sd == pytest.approx(math.sqrt(10 / 3), rel=1e-12)
+        and fl.dof == 3
+        and fl.num_conditions == 2
+    )
     assert fl.per_condition[0] == (2, pytest.approx(np.std([1, 3], ddof=1)))
     one = ss.noise_floor(np.array([1.0, 3.0, np.nan, np.nan, 5.0, 0.0]), d)
     assert one.sd == pytest.approx(np.std([1.0, 3.0], ddof=1)) and one.num_conditions == 1
@@ -35,8 +48,11 @@ def test_noise_floor_is_the_pooled_seed_sd():
 def test_kendall_tau_a_matches_scipy_without_ties_and_the_hand_count_with_ties():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=9), rng.normal(size=9)
-    assert ss.kendall_tau_a(x, y) == pytest.approx(scipy.stats.kendalltau(x, y).statistic, abs=1e-12)
-    # Ties: pairs (0,1) tie in x -> 0, (0,2) and (1,2) concordant: S = 2 of 3 pairs (tau-b would be 0.816).
+    assert ss.kendall_tau_a(x, y) == pytest.approx(
+        scipy.stats.kendalltau(x, y).statistic, abs=1e-12
+    )
+    # Ties: pairs (0,1) tie in x -> 0, (0,2) and (1,2) concordant: S = 2 of 3 pairs
+    # (tau-b would be 0.816).
     assert ss.kendall_tau_a([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 3)
     assert math.isnan(ss.kendall_tau_a([1.0], [2.0]))
 
@@ -48,34 +64,57 @@ def test_granulated_kendall_on_a_grid_against_scipy_per_group():
     fm, rm = rng.normal(size=6), rng.normal(size=6)
     g = ss.granulated_kendall(fm, rm, d)
     # Independent: axis p varies within each q (3 points), axis q within each p (2 points).
-    psi_p = np.mean([scipy.stats.kendalltau([fm[i] for i in range(6) if grid[i]["q"] == q],
-                                            [rm[i] for i in range(6) if grid[i]["q"] == q]).statistic
-                     for q in (0.1, 0.2)])
-    psi_q = np.mean([np.sign(fm[2 * k] - fm[2 * k + 1]) * np.sign(rm[2 * k] - rm[2 * k + 1]) for k in range(3)])
+    psi_p = np.mean(
+        [
+            scipy.stats.kendalltau(
+                [fm[i] for i in range(6) if grid[i]["q"] == q],
+                [rm[i] for i in range(6) if grid[i]["q"] == q],
+            ).statistic
+            for q in (0.1, 0.2)
+        ]
+    )
+    psi_q = np.mean(
+        [np.sign(fm[2 * k] - fm[2 * k + 1]) * np.sign(rm[2 * k] - rm[2 * k + 1]) for k in range(3)]
+    )
     assert g.per_factor["p"][0] == pytest.approx(psi_p) and g.per_factor["p"][1:] == (2, [3, 3])
     assert g.per_factor["q"][0] == pytest.approx(psi_q) and g.per_factor["q"][1] == 3
     assert g.value == pytest.approx((psi_p + psi_q) / 2)
-    lone = ss.granulated_kendall([1.0, 2.0], [1.0, 2.0], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}]))
+    lone = ss.granulated_kendall(
+        [1.0, 2.0], [1.0, 2.0], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}])
+    )
     assert math.isnan(lone.value) and "not applicable" in lone.note
 
 
 def test_sign_error_counts_pairs_that_differ_in_one_factor_and_drops_noise():
-    runs = [{"p": 1, "seed": 0}, {"p": 1, "seed": 1}, {"p": 2, "seed": 0}, {"p": 3, "seed": 0},
-            {"p": 3, "q": 1, "seed": 0}]
+    runs = [
+        {"p": 1, "seed": 0},
+        {"p": 1, "seed": 1},
+        {"p": 2, "seed": 0},
+        {"p": 3, "seed": 0},
+        {"p": 3, "q": 1, "seed": 0},
+    ]
     d = dz.infer_design(runs)
     c = np.array([1.0, 1.2, 2.0, 0.5, 9.0])
     g = np.array([0.10, 0.11, 0.20, 0.30, 0.305])
     e = ss.sign_error(c, g, d, threshold=0.02)
     # Pairs differing in p only: (0,2) (1,2) (0,3) (1,3) (2,3); in q only: (3,4). Seeds (0,1) and
     # (p=1 or 2, q) pairs are not compared. (3,4): |dg| = 0.005 <= 0.02: dropped.
-    # Losses: (0,2) c up g up -> 0; (1,2) 0; (0,3) c down g up -> 1; (1,3) 1; (2,3) c down g up -> 1.
+    # Losses: (0,2) c up g up -> 0; (1,2) 0; (0,3) c down g up -> 1; (1,3) 1;
+    # (2,3) c down g up -> 1.
     assert e.num_pairs == 5 and e.num_dropped == 1 and e.value == pytest.approx(3 / 5)
-    assert e.per_factor == {"p": (pytest.approx(0.6), 5, 0), "q": (pytest.approx(math.nan, nan_ok=True), 0, 1)}
+    assert e.per_factor == {
+        "p": (pytest.approx(0.6), 5, 0),
+        "q": (pytest.approx(math.nan, nan_ok=True), 0, 1),
+    }
     assert e.worst_factor == "p"
     # A tie in the measure costs 1/2 (Dziugaite et al.'s (1 - sign sign) / 2).
-    tie = ss.sign_error([1.0, 1.0], [0.1, 0.2], dz.infer_design([{"p": 1}, {"p": 2}]), threshold=math.nan)
+    tie = ss.sign_error(
+        [1.0, 1.0], [0.1, 0.2], dz.infer_design([{"p": 1}, {"p": 2}]), threshold=math.nan
+    )
     assert tie.value == 0.5 and tie.threshold == 0.0
-    empty = ss.sign_error([1.0, 2.0], [0.1, 0.2], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}]), 0.0)
+    empty = ss.sign_error(
+        [1.0, 2.0], [0.1, 0.2], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}]), 0.0
+    )
     assert math.isnan(empty.value) and "no two runs differ in exactly one factor" in empty.note
 
 
@@ -84,16 +123,26 @@ def test_stratified_kendall_exact_and_monte_carlo():
     x, y = np.arange(7.0), rng.normal(size=7)
     one = ss.stratified_kendall([(x, y)])
     ref = scipy.stats.kendalltau(x, y, method="exact")
-    assert one.statistic == pytest.approx(ref.statistic) and one.pvalue == pytest.approx(ref.pvalue, rel=1e-12)
+    assert one.statistic == pytest.approx(ref.statistic) and one.pvalue == pytest.approx(
+        ref.pvalue, rel=1e-12
+    )
     assert one.pvalue_method == "exact"
-    # Two groups of two, both concordant: S in {-2, 0, 2} with prob 1/4, 1/2, 1/4; P(|S| >= 2) = 1/2.
+    # Two groups of two, both concordant: S in {-2, 0, 2} with prob 1/4, 1/2, 1/4;
+    # P(|S| >= 2) = 1/2.
     two = ss.stratified_kendall([([1, 2], [5, 6]), ([1, 2], [0, 3]), ([1.0], [2.0])])
-    assert two.s == 2 and two.num_groups == 2 and two.pvalue == pytest.approx(0.5) and two.statistic == 1.0
+    assert (
+        two.s == 2
+        and two.num_groups == 2
+        and two.pvalue == pytest.approx(0.5)
+        and two.statistic == 1.0
+    )
     # Too many arrangements (10! > 200000): Monte Carlo, close to scipy's exact p.
     x, y = np.arange(10.0), np.arange(10.0) + rng.normal(scale=4.0, size=10)
     mc = ss.stratified_kendall([(x, y)], rng=0)
     assert mc.pvalue_method.startswith("monte carlo")
-    assert mc.pvalue == pytest.approx(scipy.stats.kendalltau(x, y, method="exact").pvalue, abs=0.015)
+    assert mc.pvalue == pytest.approx(
+        scipy.stats.kendalltau(x, y, method="exact").pvalue, abs=0.015
+    )
     assert math.isnan(ss.stratified_kendall([([1.0], [1.0])]).statistic)
 
 
@@ -106,12 +155,14 @@ def test_partial_spearman_against_the_formula_on_spearman_coefficients():
     rxy = scipy.stats.spearmanr(x, y).statistic
     rxz = scipy.stats.spearmanr(x, z).statistic
     ryz = scipy.stats.spearmanr(y, z).statistic
-    expected = (rxy - rxz * ryz) / math.sqrt((1 - rxz ** 2) * (1 - ryz ** 2))
+    expected = (rxy - rxz * ryz) / math.sqrt((1 - rxz**2) * (1 - ryz**2))
     assert res.statistic == pytest.approx(expected, abs=1e-12) and res.n == 12
-    t = expected * math.sqrt((12 - 3) / (1 - expected ** 2))
+    t = expected * math.sqrt((12 - 3) / (1 - expected**2))
     assert res.pvalue == pytest.approx(2 * scipy.stats.t.sf(abs(t), 9), rel=1e-9)
     x[0] = np.nan
-    assert ss.partial_spearman(x, y, z).n == 11 and "1 point(s)" in ss.partial_spearman(x, y, z).note
+    assert (
+        ss.partial_spearman(x, y, z).n == 11 and "1 point(s)" in ss.partial_spearman(x, y, z).note
+    )
     assert "n=3 < 4" in ss.partial_spearman([1, 2, 3], [1, 2, 3], [3, 1, 2]).note
     assert math.isnan(ss.partial_spearman([1, 2, 3, 4], [4, 1, 3, 2], [1, 2, 3, 4]).statistic)
 
@@ -127,7 +178,9 @@ def test_leave_one_out_and_bootstrap_percentile_against_direct_recomputation():
     full = rho(x, y)
     direct = [rho(np.delete(x, i), np.delete(y, i)) - full for i in range(6)]
     np.testing.assert_allclose(infl.deltas, direct, atol=1e-12)
-    assert infl.argmax == int(np.argmax(np.abs(direct))) and infl.max_abs == pytest.approx(max(map(abs, direct)))
+    assert infl.argmax == int(np.argmax(np.abs(direct))) and infl.max_abs == pytest.approx(
+        max(map(abs, direct))
+    )
 
     ci = ss.bootstrap_percentile(rho, (x, y), num_resamples=300, confidence=0.9, rng=7)
     idx = np.random.default_rng(7).integers(0, 6, (300, 6))
@@ -183,8 +236,9 @@ def test_verdict_rules_and_the_sign_test_against_scipy():
     assert (st.flatter, st.sharper, st.within) == (5, 1, 1)
     assert st.pvalue == pytest.approx(scipy.stats.binomtest(5, 6, 0.5).pvalue)
     assert st.verdict == pred.INCONCLUSIVE  # p = 0.22
-    all_flatter = pred.sign_test_vs_none(np.r_[10.0, np.arange(6.0)], np.ones(7, int), 0, range(1, 7),
-                                         floor=math.nan, alpha=0.05)
+    all_flatter = pred.sign_test_vs_none(
+        np.r_[10.0, np.arange(6.0)], np.ones(7, int), 0, range(1, 7), floor=math.nan, alpha=0.05
+    )
     assert all_flatter.pvalue == pytest.approx(2 / 64) and all_flatter.verdict == pred.SUPPORTED
 
 
@@ -193,6 +247,10 @@ def test_s_distribution_is_the_permutation_distribution():
     dist = ss._s_distribution(x, y)
     brute = {}
     for p in itertools.permutations(range(4)):
-        s = sum(np.sign(x[i] - x[j]) * np.sign(y[p[i]] - y[p[j]]) for i in range(4) for j in range(i + 1, 4))
+        s = sum(
+            np.sign(x[i] - x[j]) * np.sign(y[p[i]] - y[p[j]])
+            for i in range(4)
+            for j in range(i + 1, 4)
+        )
         brute[int(s)] = brute.get(int(s), 0) + 1
     assert dict(dist) == brute

@@ -28,6 +28,7 @@ separately: it is in the overrides each run was trained with. The rules, applied
   **Augmentation conditions** are the others that differ from the reference in the
   augmentation factor and in no intervention key.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,12 @@ import numpy as np
 SEED_KEY = "seed"
 AUGMENT_NAME_KEY = "augment.name"
 FACTOR_PREFIXES = ("augment.",)
-INTERVENTION_KEYS = ("optimizer.sam_rho", "optimizer.weight_decay", "optimizer.learning_rate",
-                     "train.batch_size")
+INTERVENTION_KEYS = (
+    "optimizer.sam_rho",
+    "optimizer.weight_decay",
+    "optimizer.learning_rate",
+    "train.batch_size",
+)
 ABSENT = "<base>"  # how an override a condition does not set is shown
 
 
@@ -95,8 +100,9 @@ class Design:
         """The canonical value of ``factor`` in ``condition``: its keys and values (absent keys
         left out), comparable between conditions."""
         overrides = self.conditions[condition].overrides
-        return tuple(sorted((k, _canon(v)) for k, v in overrides.items()
-                            if self.factor_of(k) == factor))
+        return tuple(
+            sorted((k, _canon(v)) for k, v in overrides.items() if self.factor_of(k) == factor)
+        )
 
     def differing_factors(self, a: int, b: int) -> tuple:
         """The factors in which conditions ``a`` and ``b`` differ."""
@@ -142,15 +148,23 @@ def _labels(conditions: Sequence[dict]) -> list:
         keys += [k for k in o if k not in keys]
     varying = [k for k in keys if len({_canon(o.get(k, ABSENT)) for o in conditions}) > 1]
     if not varying:
-        return ["all"] * len(conditions) if len(conditions) == 1 else [str(i) for i in range(len(conditions))]
+        return (
+            ["all"] * len(conditions)
+            if len(conditions) == 1
+            else [str(i) for i in range(len(conditions))]
+        )
     labels = []
     for o in conditions:
         present = [k for k in varying if k in o]
         if not present:
             labels.append(ABSENT)
             continue
-        parts = [str(o[k]) if k == AUGMENT_NAME_KEY or len(varying) == 1
-                 else f"{k.split('.')[-1]}={o[k]}" for k in present]
+        parts = [
+            str(o[k])
+            if k == AUGMENT_NAME_KEY or len(varying) == 1
+            else f"{k.split('.')[-1]}={o[k]}"
+            for k in present
+        ]
         labels.append(", ".join(parts))
     if len(set(labels)) < len(labels):  # short names collide: use the full keys
         labels = [", ".join(f"{k}={o[k]}" for k in varying if k in o) or ABSENT for o in conditions]
@@ -188,7 +202,9 @@ def infer_design(
         cond_runs[index[key]].append(i)
         run_condition[i] = index[key]
     labels = _labels(cond_overrides)
-    conditions = tuple(Condition(o, tuple(r), lab) for o, r, lab in zip(cond_overrides, cond_runs, labels))
+    conditions = tuple(
+        Condition(o, tuple(r), lab) for o, r, lab in zip(cond_overrides, cond_runs, labels)
+    )
 
     factors: list[str] = []
     for o in cond_overrides:
@@ -200,18 +216,23 @@ def infer_design(
     if reference is not None:
         want = _key({k: v for k, v in dict(reference).items() if k != seed_key})
         if want not in index:
-            raise ValueError(f"reference {dict(reference)!r} is not a condition of the sweep; its "
-                             f"conditions are: {[c.overrides for c in conditions]}")
+            raise ValueError(
+                f"reference {dict(reference)!r} is not a condition of the sweep; its "
+                f"conditions are: {[c.overrides for c in conditions]}"
+            )
         ref = index[want]
         why = "given by the sweep"
     else:
+
         def rank(i):
             o = cond_overrides[i]
             return (-len(cond_runs[i]), len(o), o.get(AUGMENT_NAME_KEY) != "standard", i)
 
         ref = min(range(len(conditions)), key=rank)
-        why = (f"inferred: the condition with the most replicates ({len(cond_runs[ref])} runs), "
-               "then the fewest overrides, then augment.name = 'standard', then the first")
+        why = (
+            f"inferred: the condition with the most replicates ({len(cond_runs[ref])} runs), "
+            "then the fewest overrides, then augment.name = 'standard', then the first"
+        )
     ref_o = cond_overrides[ref]
 
     def diff_keys(o: dict) -> list:
@@ -224,7 +245,9 @@ def infer_design(
     if families is not None:
         fams = _declared_families(families, cond_overrides, intervention_keys)
     else:
-        fams = _inferred_families(cond_overrides, ref, diff_keys, factor_prefixes, intervention_keys)
+        fams = _inferred_families(
+            cond_overrides, ref, diff_keys, factor_prefixes, intervention_keys
+        )
 
     interventions, augmentations = [], []
     for i, o in enumerate(cond_overrides):
@@ -236,9 +259,20 @@ def infer_design(
             interventions.append(i)
         elif not touches and not augment_same(o):
             augmentations.append(i)
-    return Design(conditions, run_condition, ref, why, tuple(factors), tuple(fams), tuple(interventions),
-                  tuple(augmentations), seed_key, factor_prefixes, intervention_keys,
-                  tuple(o.get(seed_key) for o in overrides))
+    return Design(
+        conditions,
+        run_condition,
+        ref,
+        why,
+        tuple(factors),
+        tuple(fams),
+        tuple(interventions),
+        tuple(augmentations),
+        seed_key,
+        factor_prefixes,
+        intervention_keys,
+        tuple(o.get(seed_key) for o in overrides),
+    )
 
 
 def _declared_families(families, cond_overrides, intervention_keys) -> list:
@@ -247,18 +281,30 @@ def _declared_families(families, cond_overrides, intervention_keys) -> list:
     for name, key in dict(families).items():
         members = [i for i, o in enumerate(cond_overrides) if key in o]
         if not members:
-            raise ValueError(f"family {name!r}: no run overrides its strength key {key!r}; the "
-                             f"override keys are: {all_keys}")
+            raise ValueError(
+                f"family {name!r}: no run overrides its strength key {key!r}; the "
+                f"override keys are: {all_keys}"
+            )
         rests = {_key({k: v for k, v in cond_overrides[i].items() if k != key}) for i in members}
         if len(rests) > 1:
-            raise ValueError(f"family {name!r}: the runs that set {key!r} differ in other overrides "
-                             f"too: {[cond_overrides[i] for i in members]}; a family varies one key")
+            raise ValueError(
+                f"family {name!r}: the runs that set {key!r} differ in other overrides "
+                f"too: {[cond_overrides[i] for i in members]}; a family varies one key"
+            )
         bad = [cond_overrides[i][key] for i in members if not _is_number(cond_overrides[i][key])]
         if bad:
             raise ValueError(f"family {name!r}: strength key {key!r} has non-numeric values {bad}")
         members.sort(key=lambda i: cond_overrides[i][key])
-        out.append(Family(str(name), key, tuple(members), tuple(float(cond_overrides[i][key]) for i in members),
-                          key in intervention_keys, True))
+        out.append(
+            Family(
+                str(name),
+                key,
+                tuple(members),
+                tuple(float(cond_overrides[i][key]) for i in members),
+                key in intervention_keys,
+                True,
+            )
+        )
     return out
 
 
@@ -270,14 +316,26 @@ def _inferred_families(cond_overrides, ref, diff_keys, factor_prefixes, interven
         d = diff_keys(o)
         if AUGMENT_NAME_KEY in d:
             rest = [k for k in d if k != AUGMENT_NAME_KEY]
-            if (len(rest) == 1 and factor_of(rest[0], factor_prefixes) == "augment" and rest[0] in o
-                    and _is_number(o[rest[0]])):
+            if (
+                len(rest) == 1
+                and factor_of(rest[0], factor_prefixes) == "augment"
+                and rest[0] in o
+                and _is_number(o[rest[0]])
+            ):
                 groups.setdefault((str(o.get(AUGMENT_NAME_KEY, ABSENT)), rest[0]), []).append(i)
         elif len(d) == 1 and d[0] in o and _is_number(o[d[0]]):
             groups.setdefault((d[0], d[0]), []).append(i)
     out = []
     for (name, key), members in groups.items():
         members.sort(key=lambda i: cond_overrides[i][key])
-        out.append(Family(name, key, tuple(members), tuple(float(cond_overrides[i][key]) for i in members),
-                          key in intervention_keys, False))
+        out.append(
+            Family(
+                name,
+                key,
+                tuple(members),
+                tuple(float(cond_overrides[i][key]) for i in members),
+                key in intervention_keys,
+                False,
+            )
+        )
     return out

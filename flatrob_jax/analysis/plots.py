@@ -9,6 +9,7 @@ The functions return what was plotted, read back from the Axes artists (the scat
 ``PathCollection`` offsets, the fitted line's data), so callers and tests can check the
 figure against the results table.
 """
+
 from __future__ import annotations
 
 import io
@@ -82,8 +83,11 @@ def scatter_panel(
     y = np.asarray(y, dtype=float)
     labels = [str(s) for s in labels]
     if not (x.shape == y.shape == (len(labels),)):
-        raise ValueError(f"x, y and labels must have one entry per run, got shapes {x.shape}, {y.shape} "
-                         f"and {len(labels)} labels")
+        raise ValueError(
+            f"x, y and labels must have one entry per run, got shapes {x.shape}, "
+            f"{y.shape} "
+            f"and {len(labels)} labels"
+        )
     keep = np.isfinite(x) & np.isfinite(y)
     dropped = tuple(lab for lab, k in zip(labels, keep) if not k)
     xs, ys = x[keep], y[keep]
@@ -96,8 +100,16 @@ def scatter_panel(
         err = np.asarray(err, dtype=float)[keep]
         err = np.where(np.isfinite(err), err, 0.0)
         if np.any(err > 0):
-            ax.errorbar(xs, ys, **{f"{axis}err": err}, fmt="none", ecolor="0.5", elinewidth=0.8,
-                        capsize=2, zorder=2)
+            ax.errorbar(
+                xs,
+                ys,
+                **{f"{axis}err": err},
+                fmt="none",
+                ecolor="0.5",
+                elinewidth=0.8,
+                capsize=2,
+                zorder=2,
+            )
     for xi, yi, lab in zip(xs, ys, kept_labels):
         ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
@@ -106,8 +118,15 @@ def scatter_panel(
     rho = stats.spearman(xs, ys).statistic
     if np.isfinite(slope):
         grid = np.array([xs.min(), xs.max()])
-        ax.plot(grid, slope * grid + intercept, color="tab:red", lw=1.2, zorder=1,
-                label=f"least squares (r = {_fmt(r)})", gid=FIT_LINE_GID)
+        ax.plot(
+            grid,
+            slope * grid + intercept,
+            color="tab:red",
+            lw=1.2,
+            zorder=1,
+            label=f"least squares (r = {_fmt(r)})",
+            gid=FIT_LINE_GID,
+        )
         ax.legend(fontsize=7, loc="best")
     ax.set_xlabel(x_metric, fontsize=8)
     ax.set_ylabel(y_metric, fontsize=8)
@@ -116,8 +135,18 @@ def scatter_panel(
     ax.grid(True, alpha=0.3)
 
     offsets = np.asarray(collection.get_offsets(), dtype=float).reshape(-1, 2)
-    return ScatterData(x_metric, y_metric, offsets[:, 0].copy(), offsets[:, 1].copy(), tuple(kept_labels),
-                       slope, intercept, float(r), float(rho), dropped)
+    return ScatterData(
+        x_metric,
+        y_metric,
+        offsets[:, 0].copy(),
+        offsets[:, 1].copy(),
+        tuple(kept_labels),
+        slope,
+        intercept,
+        float(r),
+        float(rho),
+        dropped,
+    )
 
 
 def save_figure(fig: Figure, path, *, dpi: int = DEFAULT_DPI) -> str:
@@ -144,7 +173,9 @@ def plot_scatter(
     fig = Figure(figsize=figsize)
     try:
         ax = fig.add_subplot(1, 1, 1)
-        data = scatter_panel(ax, x, y, labels, xerr=xerr, yerr=yerr, x_metric=x_metric, y_metric=y_metric)
+        data = scatter_panel(
+            ax, x, y, labels, xerr=xerr, yerr=yerr, x_metric=x_metric, y_metric=y_metric
+        )
         fig.subplots_adjust(left=0.16, right=0.96, bottom=0.13, top=0.9)
         save_figure(fig, path, dpi=dpi)
     finally:
@@ -168,8 +199,10 @@ def plot_scatter_grid(
     ScatterData}``.
     """
     if not flatness_metrics or not robust_metrics:
-        raise ValueError("plot_scatter_grid needs at least one flatness and one robust metric, got "
-                         f"{list(flatness_metrics)} and {list(robust_metrics)}")
+        raise ValueError(
+            "plot_scatter_grid needs at least one flatness and one robust metric, got "
+            f"{list(flatness_metrics)} and {list(robust_metrics)}"
+        )
     nrows, ncols = len(robust_metrics), len(flatness_metrics)
     fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
     out = {}
@@ -178,8 +211,9 @@ def plot_scatter_grid(
         for i, rob in enumerate(robust_metrics):
             for j, flat in enumerate(flatness_metrics):
                 (xv, xe), (yv, ye) = columns[flat], columns[rob]
-                out[(flat, rob)] = scatter_panel(axes[i, j], xv, yv, labels, xerr=xe, yerr=ye,
-                                                 x_metric=flat, y_metric=rob)
+                out[(flat, rob)] = scatter_panel(
+                    axes[i, j], xv, yv, labels, xerr=xe, yerr=ye, x_metric=flat, y_metric=rob
+                )
         fig.tight_layout()
         save_figure(fig, path, dpi=dpi)
     finally:
@@ -201,21 +235,35 @@ def plot_correlation_heatmap(
     cells are blank and marked 'n/a'). Returns the plotted array read back from the image."""
     matrix = np.asarray(matrix, dtype=float)
     if matrix.shape != (len(flatness_metrics), len(robust_metrics)):
-        raise ValueError(f"matrix shape {matrix.shape} does not match {len(flatness_metrics)} flatness x "
-                         f"{len(robust_metrics)} robust metrics")
+        raise ValueError(
+            f"matrix shape {matrix.shape} does not match {len(flatness_metrics)} "
+            "flatness x "
+            f"{len(robust_metrics)} robust metrics"
+        )
     width = 2.5 + 1.1 * len(robust_metrics)
     height = 1.6 + 0.5 * len(flatness_metrics)
     fig = Figure(figsize=(width, height))
     try:
         ax = fig.add_subplot(1, 1, 1)
-        image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-1.0, vmax=1.0, aspect="auto")
-        ax.set_xticks(range(len(robust_metrics)), robust_metrics, rotation=30, ha="right", fontsize=7)
+        image = ax.imshow(
+            np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-1.0, vmax=1.0, aspect="auto"
+        )
+        ax.set_xticks(
+            range(len(robust_metrics)), robust_metrics, rotation=30, ha="right", fontsize=7
+        )
         ax.set_yticks(range(len(flatness_metrics)), flatness_metrics, fontsize=7)
         for i in range(matrix.shape[0]):
             for j in range(matrix.shape[1]):
                 v = matrix[i, j]
-                ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:+.2f}", ha="center", va="center",
-                        fontsize=8, color="white" if np.isfinite(v) and abs(v) > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    "n/a" if not np.isfinite(v) else f"{v:+.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if np.isfinite(v) and abs(v) > 0.6 else "black",
+                )
         fig.colorbar(image, ax=ax, fraction=0.05)
         ax.set_title(title, fontsize=9)
         fig.tight_layout()
@@ -243,8 +291,9 @@ class InterventionPanel:
     intercept: float
 
 
-def intervention_panel_data(flat, robust, clean, coef, fit_runs, eval_runs, labels, *, x_metric: str,
-                            y_metric: str) -> InterventionPanel:
+def intervention_panel_data(
+    flat, robust, clean, coef, fit_runs, eval_runs, labels, *, x_metric: str, y_metric: str
+) -> InterventionPanel:
     """Adjust robust error for clean error with the fitted slope (``coef = (a, b_flat,
     b_clean)``; NaN b_clean: no adjustment): ``y - b_clean (clean - mean clean of the fit
     runs)``; the line is ``a + b_clean mean_clean + b_flat x``."""
@@ -258,12 +307,27 @@ def intervention_panel_data(flat, robust, clean, coef, fit_runs, eval_runs, labe
         intercept = a + c * centre
     else:
         y, intercept = robust, a
-    return InterventionPanel(x_metric, y_metric, flat[fit_runs], y[fit_runs], flat[eval_runs], y[eval_runs],
-                             tuple(str(labels[i]) for i in eval_runs), float(b), float(intercept))
+    return InterventionPanel(
+        x_metric,
+        y_metric,
+        flat[fit_runs],
+        y[fit_runs],
+        flat[eval_runs],
+        y[eval_runs],
+        tuple(str(labels[i]) for i in eval_runs),
+        float(b),
+        float(intercept),
+    )
 
 
-def plot_intervention_grid(path, panels: Sequence[InterventionPanel], *, ncols: int = 2,
-                           panel_size=(3.6, 3.0), dpi: int = DEFAULT_DPI) -> list:
+def plot_intervention_grid(
+    path,
+    panels: Sequence[InterventionPanel],
+    *,
+    ncols: int = 2,
+    panel_size=(3.6, 3.0),
+    dpi: int = DEFAULT_DPI,
+) -> list:
     """One panel per (flatness, robust error): the intervention runs (circles) with their fitted
     line and the augmentation runs (labelled triangles). Returns the plotted points per panel,
     read back from the Axes, as ``(fit_xy, eval_xy)``."""
@@ -276,26 +340,47 @@ def plot_intervention_grid(path, panels: Sequence[InterventionPanel], *, ncols: 
     try:
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, p in zip(axes, panels):
-            fit = ax.scatter(p.fit_x, p.fit_y, s=24, color="tab:blue", label="reference + interventions",
-                             zorder=3)
-            ev = ax.scatter(p.eval_x, p.eval_y, s=30, marker="^", color="tab:orange", label="augmentations",
-                            zorder=3)
+            fit = ax.scatter(
+                p.fit_x,
+                p.fit_y,
+                s=24,
+                color="tab:blue",
+                label="reference + interventions",
+                zorder=3,
+            )
+            ev = ax.scatter(
+                p.eval_x,
+                p.eval_y,
+                s=30,
+                marker="^",
+                color="tab:orange",
+                label="augmentations",
+                zorder=3,
+            )
             for xi, yi, lab in zip(p.eval_x, p.eval_y, p.eval_labels):
                 if np.isfinite(xi) and np.isfinite(yi):
-                    ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=6)
+                    ax.annotate(
+                        lab, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=6
+                    )
             xs = np.concatenate([p.fit_x, p.eval_x])
             xs = xs[np.isfinite(xs)]
             if xs.size and np.isfinite(p.slope):
                 grid = np.array([xs.min(), xs.max()])
-                ax.plot(grid, p.intercept + p.slope * grid, color="tab:blue", lw=1.0, gid=FIT_LINE_GID)
+                ax.plot(
+                    grid, p.intercept + p.slope * grid, color="tab:blue", lw=1.0, gid=FIT_LINE_GID
+                )
             ax.set_xlabel(p.x_metric, fontsize=7)
             ax.set_ylabel(f"{p.y_metric}\n(adjusted for clean error)", fontsize=7)
             ax.tick_params(labelsize=6)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=6, loc="best")
-            out.append((np.asarray(fit.get_offsets(), dtype=float).reshape(-1, 2),
-                        np.asarray(ev.get_offsets(), dtype=float).reshape(-1, 2)))
-        for ax in axes[len(panels):]:
+            out.append(
+                (
+                    np.asarray(fit.get_offsets(), dtype=float).reshape(-1, 2),
+                    np.asarray(ev.get_offsets(), dtype=float).reshape(-1, 2),
+                )
+            )
+        for ax in axes[len(panels) :]:
             ax.set_visible(False)
         fig.tight_layout()
         save_figure(fig, path, dpi=dpi)

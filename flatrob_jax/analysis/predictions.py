@@ -17,6 +17,7 @@ The rule (``verdict``): a prediction is **supported** when the interval (or the 
 level ``1 - confidence``) excludes 0 on the predicted side, **refuted** when it excludes 0 on
 the opposite side, and **inconclusive** otherwise, including when there is nothing to test.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,11 +28,15 @@ import scipy.stats
 
 SUPPORTED, REFUTED, INCONCLUSIVE = "supported", "refuted", "inconclusive"
 
-P1_TEXT = ("P1, augmentation -> flatter: a stronger augmentation in a family gives a smaller "
-           "flatness measure (Kendall tau of strength vs measure < 0), and augmented conditions are "
-           "flatter than no augmentation.")
-P2_TEXT = ("P2, flatter -> more robust: across conditions, a flatter minimum (smaller measure) "
-           "goes with a smaller robust error, controlling for clean error (partial Spearman > 0).")
+P1_TEXT = (
+    "P1, augmentation -> flatter: a stronger augmentation in a family gives a smaller "
+    "flatness measure (Kendall tau of strength vs measure < 0), and augmented conditions are "
+    "flatter than no augmentation."
+)
+P2_TEXT = (
+    "P2, flatter -> more robust: across conditions, a flatter minimum (smaller measure) "
+    "goes with a smaller robust error, controlling for clean error (partial Spearman > 0)."
+)
 
 
 def verdict_from_interval(low: float, high: float, predicted_sign: int) -> str:
@@ -75,7 +80,9 @@ class SignTest:
     within: int
     pvalue: float
     verdict: str
-    per_condition: list  # (condition index, difference to none, threshold, 'flatter'/'sharper'/'within')
+    per_condition: (
+        list  # (condition index, difference to none, threshold, 'flatter'/'sharper'/'within')
+    )
 
 
 def sign_test_vs_none(means, counts, none: int, augmented, floor: float, alpha: float) -> SignTest:
@@ -87,8 +94,11 @@ def sign_test_vs_none(means, counts, none: int, augmented, floor: float, alpha: 
         if ci == none or not (np.isfinite(means[ci]) and np.isfinite(means[none])):
             continue
         d = float(means[ci] - means[none])
-        thr = (float(floor) * math.sqrt(1.0 / counts[ci] + 1.0 / counts[none])
-               if np.isfinite(floor) and counts[ci] and counts[none] else 0.0)
+        thr = (
+            float(floor) * math.sqrt(1.0 / counts[ci] + 1.0 / counts[none])
+            if np.isfinite(floor) and counts[ci] and counts[none]
+            else 0.0
+        )
         kind = "flatter" if d < -thr else ("sharper" if d > thr else "within")
         flatter += kind == "flatter"
         sharper += kind == "sharper"

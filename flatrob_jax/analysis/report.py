@@ -19,9 +19,10 @@ figures and the methods. A section that does not apply to the sweep (one seed, n
 no interventions) says so.
 
 Which metrics are flatness measures, robust errors and the clean error is what the registered
-analyses declare (``registry.headline_metrics``) unless explicit lists are given. Every file is written
-atomically.
+analyses declare (``registry.headline_metrics``) unless explicit lists are given. Every file
+is written atomically.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,9 +40,26 @@ from flatrob_jax.analysis import plots, registry, stats, study_report
 from flatrob_jax.analysis.design import INTERVENTION_KEYS, SEED_KEY, infer_design
 from flatrob_jax.analysis.results import MetricTable, atomic_write_text, pivot
 
-CORRELATION_COLUMNS = ("flatness", "robust", "method", "statistic", "pvalue", "ci_low", "ci_high",
-                       "ci_method", "confidence", "num_resamples", "n", "pvalue_method", "note")
+CORRELATION_COLUMNS = (
+    "flatness",
+    "robust",
+    "method",
+    "statistic",
+    "pvalue",
+    "ci_low",
+    "ci_high",
+    "ci_method",
+    "confidence",
+    "num_resamples",
+    "n",
+    "pvalue_method",
+    "note",
+)
 _CI_NAME = {"bca": "BCa", "percentile": "percentile"}
+_CI_LONG_NAME = {
+    "bca": "BCa (bias-corrected and accelerated, jackknife acceleration)",
+    "percentile": "percentile",
+}
 _SYMBOL = {"pearson": "r", "spearman": "rho", "kendall": "tau-b"}
 
 
@@ -63,12 +81,17 @@ def classify_metrics(
     """
     metrics = list(metrics)
     known = set(metrics)
-    for given, what in ((flatness_metrics, "flatness_metrics"), (robust_metrics, "robust_metrics"),
-                        ([clean_metric] if clean_metric else None, "clean_metric")):
+    for given, what in (
+        (flatness_metrics, "flatness_metrics"),
+        (robust_metrics, "robust_metrics"),
+        ([clean_metric] if clean_metric else None, "clean_metric"),
+    ):
         if given is not None:
             unknown = [m for m in given if m not in known]
             if unknown:
-                raise ValueError(f"{what} names unknown metrics {unknown}; the table has: {', '.join(metrics)}")
+                raise ValueError(
+                    f"{what} names unknown metrics {unknown}; the table has: {', '.join(metrics)}"
+                )
     headlines = registry.headline_metrics(metrics)
     flat = headlines.flatness if flatness_metrics is None else flatness_metrics
     rob = headlines.robustness if robust_metrics is None else robust_metrics
@@ -87,7 +110,9 @@ def run_labels(table: MetricTable, label_key: str | None = None) -> list[str]:
     if label_key is not None:
         for run, overrides in zip(table.runs, table.overrides):
             if label_key not in overrides:
-                raise ValueError(f"run {run!r} has no override {label_key!r}; its overrides: {sorted(overrides)}")
+                raise ValueError(
+                    f"run {run!r} has no override {label_key!r}; its overrides: {sorted(overrides)}"
+                )
         return [str(o[label_key]) for o in table.overrides]
     keys = sorted({k for o in table.overrides for k in o})
     varying = [k for k in keys if len({repr(o.get(k)) for o in table.overrides}) > 1]
@@ -120,8 +145,15 @@ def correlation_rows(
     for k, (flat, rob) in enumerate((f, r) for f in flatness_metrics for r in robust_metrics):
         x, y = table.column(flat), table.column(rob)
         for method in methods:
-            corr = stats.correlate(x, y, method, num_resamples=num_resamples, confidence=confidence,
-                                   ci_method=ci_method, rng=np.random.default_rng([seed, k]))
+            corr = stats.correlate(
+                x,
+                y,
+                method,
+                num_resamples=num_resamples,
+                confidence=confidence,
+                ci_method=ci_method,
+                rng=np.random.default_rng([seed, k]),
+            )
             row = {"flatness": flat, "robust": rob, **corr.as_dict()}
             rows.append({c: row[c] for c in CORRELATION_COLUMNS})
     return rows
@@ -138,9 +170,14 @@ def correlations_to_csv(rows: Iterable[Mapping]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CORRELATION_COLUMNS)
     for row in rows:
-        writer.writerow(["" if isinstance(row[c], float) and math.isnan(row[c])
-                         else (repr(row[c]) if isinstance(row[c], float) else row[c])
-                         for c in CORRELATION_COLUMNS])
+        writer.writerow(
+            [
+                ""
+                if isinstance(row[c], float) and math.isnan(row[c])
+                else (repr(row[c]) if isinstance(row[c], float) else row[c])
+                for c in CORRELATION_COLUMNS
+            ]
+        )
     return buf.getvalue()
 
 
@@ -175,8 +212,10 @@ def _md_cell(text: str) -> str:
 
 
 def _md_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
     return "\n".join(lines)
 
@@ -240,26 +279,60 @@ def build_report(
     table = pivot(results_rows)
     if not table.runs:
         raise ValueError("results_rows is empty: nothing to report")
-    flat, rob, clean = classify_metrics(table.metrics, flatness_metrics=flatness_metrics,
-                                        robust_metrics=robust_metrics, clean_metric=clean_metric)
+    flat, rob, clean = classify_metrics(
+        table.metrics,
+        flatness_metrics=flatness_metrics,
+        robust_metrics=robust_metrics,
+        clean_metric=clean_metric,
+    )
     if not flat or not rob:
-        raise ValueError(f"need at least one flatness measure and one robust error; found flatness {flat} and "
-                         f"robust {rob} among metrics {list(table.metrics)} (pass flatness_metrics/"
-                         f"robust_metrics explicitly)")
+        raise ValueError(
+            f"need at least one flatness measure and one robust error; found flatness "
+            f"{flat} and "
+            f"robust {rob} among metrics {list(table.metrics)} (pass flatness_metrics/"
+            f"robust_metrics explicitly)"
+        )
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "figures", "scatter"), exist_ok=True)
     labels = run_labels(table, label_key)
-    design = infer_design(table.overrides, seed_key=seed_key, reference=reference, families=families,
-                          intervention_keys=intervention_keys)
-    study = study_report.compute(table, flat, rob, clean, design, confidence=confidence,
-                                 num_resamples=num_resamples, seed=seed, none_name=none_name)
-    study_json = atomic_write_text(os.path.join(out_dir, "study_stats.json"), study_report.to_json(study))
+    design = infer_design(
+        table.overrides,
+        seed_key=seed_key,
+        reference=reference,
+        families=families,
+        intervention_keys=intervention_keys,
+    )
+    study = study_report.compute(
+        table,
+        flat,
+        rob,
+        clean,
+        design,
+        confidence=confidence,
+        num_resamples=num_resamples,
+        seed=seed,
+        none_name=none_name,
+    )
+    study_json = atomic_write_text(
+        os.path.join(out_dir, "study_stats.json"), study_report.to_json(study)
+    )
     points = _scatter_points(table, design, study, labels, (*flat, *rob))
 
-    corr = correlation_rows(table, flat, rob, num_resamples=num_resamples, confidence=confidence,
-                            ci_method=ci_method, seed=seed)
-    csv_path = atomic_write_text(os.path.join(out_dir, "correlations.csv"), correlations_to_csv(corr))
-    json_path = atomic_write_text(os.path.join(out_dir, "correlations.json"), correlations_to_json(corr))
+    corr = correlation_rows(
+        table,
+        flat,
+        rob,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        ci_method=ci_method,
+        seed=seed,
+    )
+    csv_path = atomic_write_text(
+        os.path.join(out_dir, "correlations.csv"), correlations_to_csv(corr)
+    )
+    json_path = atomic_write_text(
+        os.path.join(out_dir, "correlations.json"), correlations_to_json(corr)
+    )
 
     figures: dict[str, str] = {}
     scatter = {}
@@ -273,39 +346,108 @@ def build_report(
             rel = f"figures/scatter/{name}.png"
             (xv, xe), (yv, ye) = points["columns"][f], points["columns"][r]
             scatter[(f, r)] = plots.plot_scatter(
-                os.path.join(out_dir, rel), xv, yv, points["labels"], xerr=xe, yerr=ye, x_metric=f, y_metric=r,
-                dpi=dpi)
+                os.path.join(out_dir, rel),
+                xv,
+                yv,
+                points["labels"],
+                xerr=xe,
+                yerr=ye,
+                x_metric=f,
+                y_metric=r,
+                dpi=dpi,
+            )
             figures[f"scatter:{f}:{r}"] = rel
     figures["scatter_grid"] = "figures/scatter_grid.png"
-    grid = plots.plot_scatter_grid(os.path.join(out_dir, figures["scatter_grid"]), points["columns"],
-                                   points["labels"], flat, rob, dpi=dpi)
+    grid = plots.plot_scatter_grid(
+        os.path.join(out_dir, figures["scatter_grid"]),
+        points["columns"],
+        points["labels"],
+        flat,
+        rob,
+        dpi=dpi,
+    )
     panels = []
     for (f, r), fit in study.interventions.items():
         if np.isfinite(fit.coef[1]):
-            panels.append(plots.intervention_panel_data(
-                table.column(f), table.column(r), table.column(clean) if clean else None, fit.coef,
-                study.fit_runs, study.eval_runs, [design.run_label(i) for i in range(len(table.runs))],
-                x_metric=f, y_metric=r))
+            panels.append(
+                plots.intervention_panel_data(
+                    table.column(f),
+                    table.column(r),
+                    table.column(clean) if clean else None,
+                    fit.coef,
+                    study.fit_runs,
+                    study.eval_runs,
+                    [design.run_label(i) for i in range(len(table.runs))],
+                    x_metric=f,
+                    y_metric=r,
+                )
+            )
     if panels:
         figures["interventions"] = "figures/interventions.png"
-        plots.plot_intervention_grid(os.path.join(out_dir, figures["interventions"]), panels, dpi=dpi)
+        plots.plot_intervention_grid(
+            os.path.join(out_dir, figures["interventions"]), panels, dpi=dpi
+        )
     heatmaps = {}
     for method in stats.METHODS:
-        matrix = np.array([[next(c["statistic"] for c in corr
-                                 if c["flatness"] == f and c["robust"] == r and c["method"] == method)
-                            for r in rob] for f in flat])
+        matrix = np.array(
+            [
+                [
+                    next(
+                        c["statistic"]
+                        for c in corr
+                        if c["flatness"] == f and c["robust"] == r and c["method"] == method
+                    )
+                    for r in rob
+                ]
+                for f in flat
+            ]
+        )
         rel = f"figures/correlation_heatmap_{method}.png"
         heatmaps[method] = plots.plot_correlation_heatmap(
-            os.path.join(out_dir, rel), matrix, flat, rob, title=f"{method.capitalize()} {_SYMBOL[method]}",
-            dpi=dpi)
+            os.path.join(out_dir, rel),
+            matrix,
+            flat,
+            rob,
+            title=f"{method.capitalize()} {_SYMBOL[method]}",
+            dpi=dpi,
+        )
         figures[f"heatmap:{method}"] = rel
 
-    text = _render_markdown(title, table, labels, flat, rob, clean, corr, figures,
-                            num_resamples=num_resamples, confidence=confidence, ci_method=ci_method, seed=seed,
-                            study=study, condition_points=points["by_condition"])
+    text = _render_markdown(
+        title,
+        table,
+        labels,
+        flat,
+        rob,
+        clean,
+        corr,
+        figures,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        ci_method=ci_method,
+        seed=seed,
+        study=study,
+        condition_points=points["by_condition"],
+    )
     path = atomic_write_text(os.path.join(out_dir, "report.md"), text)
-    return Report(path, csv_path, json_path, figures, scatter, grid, heatmaps, corr, table, labels, flat, rob, clean,
-                  study, study_json, panels)
+    return Report(
+        path,
+        csv_path,
+        json_path,
+        figures,
+        scatter,
+        grid,
+        heatmaps,
+        corr,
+        table,
+        labels,
+        flat,
+        rob,
+        clean,
+        study,
+        study_json,
+        panels,
+    )
 
 
 def _scatter_points(table: MetricTable, design, study, labels, metrics) -> dict:
@@ -313,29 +455,64 @@ def _scatter_points(table: MetricTable, design, study, labels, metrics) -> dict:
     measurement's standard error. With one: one point per condition (its mean over seeds) with
     error bars of its seed SD, or the pooled noise floor for a condition with one run."""
     if not design.replicated:
-        return {"by_condition": False, "labels": list(labels),
-                "columns": {m: (table.column(m), table.stderr_column(m)) for m in metrics}}
+        return {
+            "by_condition": False,
+            "labels": list(labels),
+            "columns": {m: (table.column(m), table.stderr_column(m)) for m in metrics},
+        }
     columns = {}
     for m in metrics:
         mean, sd, _ = study.means[m]
         columns[m] = (mean, np.where(np.isfinite(sd), sd, study.floors[m].sd))
-    return {"by_condition": True, "labels": [c.label for c in design.conditions], "columns": columns}
+    return {
+        "by_condition": True,
+        "labels": [c.label for c in design.conditions],
+        "columns": columns,
+    }
 
 
-def write_report(results_rows: Iterable[Mapping], out_dir, *, flatness_metrics=None, robust_metrics=None,
-                 title: str = "Flatness vs. robustness across augmentations", **kwargs) -> str:
+def write_report(
+    results_rows: Iterable[Mapping],
+    out_dir,
+    *,
+    flatness_metrics=None,
+    robust_metrics=None,
+    title: str = "Flatness vs. robustness across augmentations",
+    **kwargs,
+) -> str:
     """Write report.md (+ correlations.csv/json and figures) into ``out_dir``; return its path.
 
     ``kwargs`` go to ``build_report`` (clean_metric, label_key, num_resamples, confidence,
     ci_method, seed, dpi, and the design: seed_key, reference, families, intervention_keys,
     none_name).
     """
-    return build_report(results_rows, out_dir, flatness_metrics=flatness_metrics, robust_metrics=robust_metrics,
-                        title=title, **kwargs).path
+    return build_report(
+        results_rows,
+        out_dir,
+        flatness_metrics=flatness_metrics,
+        robust_metrics=robust_metrics,
+        title=title,
+        **kwargs,
+    ).path
 
 
-def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, num_resamples, confidence,
-                     ci_method, seed, study=None, condition_points=False) -> str:
+def _render_markdown(
+    title,
+    table,
+    labels,
+    flat,
+    rob,
+    clean,
+    corr,
+    figures,
+    *,
+    num_resamples,
+    confidence,
+    ci_method,
+    seed,
+    study=None,
+    condition_points=False,
+) -> str:
     level = f"{100 * confidence:g}%"
     parts = [f"# {title}", ""]
     if study is not None:
@@ -353,14 +530,23 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
             j = table.metrics.index(m)
             cells.append(_with_stderr(table.values[i, j], table.stderrs[i, j]))
         body.append(cells)
-    parts += [_md_table(header, body), "",
-              "Values are ± one standard error where the measurement has one.", ""]
+    parts += [
+        _md_table(header, body),
+        "",
+        "Values are ± one standard error where the measurement has one.",
+        "",
+    ]
     if study is not None:
         parts += study_report.render_sections(study, figures)
 
-    parts += ["## Correlations", "",
-              "Pooled over runs (every run one point, replicates included). "
-              f"Coefficient [{level} bootstrap {_CI_NAME[ci_method]} CI] and two-sided p-value, across runs.", ""]
+    parts += [
+        "## Correlations",
+        "",
+        "Pooled over runs (every run one point, replicates included). "
+        f"Coefficient [{level} bootstrap {_CI_NAME[ci_method]} CI] and two-sided p-value, "
+        "across runs.",
+        "",
+    ]
     header = ["flatness", "robust error", "n"]
     for method in stats.METHODS:
         header += [f"{method.capitalize()} {_SYMBOL[method]}", "p"]
@@ -369,10 +555,17 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
         for r in rob:
             cells = [f, r, None]
             for method in stats.METHODS:
-                c = next(c for c in corr if c["flatness"] == f and c["robust"] == r and c["method"] == method)
+                c = next(
+                    c
+                    for c in corr
+                    if c["flatness"] == f and c["robust"] == r and c["method"] == method
+                )
                 cells[2] = str(c["n"])
-                ci = (f" [{_num(c['ci_low'], 2)}, {_num(c['ci_high'], 2)}]"
-                      if np.isfinite(c["ci_low"]) or np.isfinite(c["ci_high"]) else "")
+                ci = (
+                    f" [{_num(c['ci_low'], 2)}, {_num(c['ci_high'], 2)}]"
+                    if np.isfinite(c["ci_low"]) or np.isfinite(c["ci_high"])
+                    else ""
+                )
                 cells += [f"{_num(c['statistic'], 3)}{ci}", _pvalue(c["pvalue"])]
                 if c["note"]:
                     notes.append(f"- {f} vs {r}, {method}: {c['note']}")
@@ -391,25 +584,47 @@ def _render_markdown(title, table, labels, flat, rob, clean, corr, figures, *, n
 
     num_tests = len(flat) * len(rob) * len(stats.METHODS)
     n_runs = len(table.runs)
-    parts += ["## Methods", "",
-              f"The sweep has {n_runs} runs. For each of {len(flat)} flatness measure(s) and {len(rob)} robust "
-              f"error(s), we computed the correlation across runs (each run is one point; a run missing either value "
-              f"is left out of that pair, so n is given per pair). Pearson r uses the raw values; Spearman rho is "
-              f"Pearson r of the ranks (ties get their average rank); Kendall tau-b counts concordant and "
-              f"discordant pairs with the tie correction. Two-sided p-values: Student's t with n - 2 degrees of "
-              f"freedom for Pearson and Spearman (for Spearman an approximation that is rough below about 10 runs); for Kendall the exact permutation distribution when there are "
-              f"no ties and n <= 33, otherwise the tie-corrected normal approximation. Confidence intervals are "
-              f"{level} bootstrap {'BCa (bias-corrected and accelerated, jackknife acceleration)' if ci_method == 'bca' else 'percentile'} "
-              f"intervals from {num_resamples} resamples of the runs with replacement (paired; NumPy generator, "
-              f"seed {seed}; resamples on which a coefficient is undefined are dropped). The scatter plots show "
-              f"one point per run labelled by its augmentation, ± one standard error bars where measured, and "
-              f"the least-squares line. {num_tests} tests are reported without correction for multiple "
-              f"comparisons; with few runs, read the intervals rather than the p-values.", ""]
+    parts += [
+        "## Methods",
+        "",
+        f"The sweep has {n_runs} runs. For each of {len(flat)} flatness measure(s) and "
+        f"{len(rob)} robust "
+        f"error(s), we computed the correlation across runs (each run is one point; a run "
+        "missing either value "
+        f"is left out of that pair, so n is given per pair). Pearson r uses the raw values; "
+        "Spearman rho is "
+        f"Pearson r of the ranks (ties get their average rank); Kendall tau-b counts "
+        "concordant and "
+        f"discordant pairs with the tie correction. Two-sided p-values: Student's t with n - "
+        "2 degrees of "
+        f"freedom for Pearson and Spearman (for Spearman an approximation that is rough "
+        "below about 10 runs); for Kendall the exact permutation distribution when there are "
+        f"no ties and n <= 33, otherwise the tie-corrected normal approximation. Confidence "
+        "intervals are "
+        f"{level} bootstrap "
+        f"{_CI_LONG_NAME[ci_method]} "
+        f"intervals from {num_resamples} resamples of the runs with replacement (paired; "
+        "NumPy generator, "
+        f"seed {seed}; resamples on which a coefficient is undefined are dropped). The "
+        "scatter plots show "
+        f"one point per run labelled by its augmentation, ± one standard error bars where "
+        "measured, and "
+        f"the least-squares line. {num_tests} tests are reported without correction for "
+        "multiple "
+        f"comparisons; with few runs, read the intervals rather than the p-values.",
+        "",
+    ]
     if condition_points:
-        parts[-2] = parts[-2].replace("one point per run labelled by its augmentation, ± one standard error bars "
-                                      "where measured", "one point per condition (its mean over seeds) with "
-                                      "error bars of its seed SD (the pooled noise floor for a condition with "
-                                      "one run)")
+        parts[-2] = parts[-2].replace(
+            "one point per run labelled by its augmentation, ± one "
+            "standard error bars "
+            "where measured",
+            "one point per condition (its mean over "
+            "seeds) with "
+            "error bars of its seed SD (the pooled noise floor for a "
+            "condition with "
+            "one run)",
+        )
     if study is not None:
         parts += [study_report.render_methods(study), ""]
     return "\n".join(parts)

@@ -37,6 +37,7 @@ a ``note`` that says why. Definitions:
   SD ``s = sqrt(RSS / (n - 3))`` and its prediction t statistic ``resid / (s sqrt(1 + x0'
   (X'X)^-1 x0))`` with n - 3 degrees of freedom.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -64,7 +65,11 @@ def _clean_pair(x, y) -> tuple[np.ndarray, np.ndarray, str]:
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
     keep = np.isfinite(x) & np.isfinite(y)
-    return x[keep], y[keep], "" if keep.all() else f"{int((~keep).sum())} point(s) with a missing value dropped"
+    return (
+        x[keep],
+        y[keep],
+        "" if keep.all() else f"{int((~keep).sum())} point(s) with a missing value dropped",
+    )
 
 
 def _as_generator(rng) -> np.random.Generator:
@@ -173,8 +178,9 @@ def granulated_kendall(flat_means, robust_means, design: Design) -> Granulated:
         if taus:
             per[f] = (float(np.mean(taus)), len(taus), sizes)
     if not per:
-        return Granulated(math.nan, per, "not applicable: no factor has two conditions that differ "
-                                         "in it alone")
+        return Granulated(
+            math.nan, per, "not applicable: no factor has two conditions that differ in it alone"
+        )
     return Granulated(float(np.mean([v[0] for v in per.values()])), per)
 
 
@@ -205,7 +211,9 @@ def sign_error(flat_runs, robust_runs, design: Design, threshold: float) -> Sign
     cache: dict[tuple, tuple] = {}
     for i, j in itertools.combinations(range(c.size), 2):
         a, b = int(design.run_condition[i]), int(design.run_condition[j])
-        if a == b or not (np.isfinite(c[i]) and np.isfinite(c[j]) and np.isfinite(g[i]) and np.isfinite(g[j])):
+        if a == b or not (
+            np.isfinite(c[i]) and np.isfinite(c[j]) and np.isfinite(g[i]) and np.isfinite(g[j])
+        ):
             continue
         key = (min(a, b), max(a, b))
         if key not in cache:
@@ -220,11 +228,18 @@ def sign_error(flat_runs, robust_runs, design: Design, threshold: float) -> Sign
         per.setdefault(diff[0], []).append(float(loss))
     kept = sum(len(v) for v in per.values())
     num_dropped = sum(dropped.values())
-    table = {f: (float(np.mean(per[f])) if f in per else math.nan, len(per.get(f, [])), dropped[f])
-             for f in design.factors if f in per or f in dropped}
+    table = {
+        f: (float(np.mean(per[f])) if f in per else math.nan, len(per.get(f, [])), dropped[f])
+        for f in design.factors
+        if f in per or f in dropped
+    }
     if kept == 0:
-        why = ("not applicable: no two runs differ in exactly one factor" if num_dropped == 0 else
-               f"every one of the {num_dropped} pair(s) differing in one factor is within the noise floor")
+        why = (
+            "not applicable: no two runs differ in exactly one factor"
+            if num_dropped == 0
+            else f"every one of the {num_dropped} pair(s) differing in one factor is within the "
+            "noise floor"
+        )
         return SignError(math.nan, 0, num_dropped, thr, table, None, math.nan, why)
     worst = max((f for f in table if table[f][1] > 0), key=lambda f: table[f][0])
     values = [v for f in per for v in per[f]]
@@ -287,10 +302,12 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
         p = (hits + 1) / (MONTE_CARLO_PERMUTATIONS + 1)
         method = f"monte carlo ({MONTE_CARLO_PERMUTATIONS} permutations)"
     note = "" if s or pairs else "no pairs"
-    return StratifiedKendall(s / pairs if pairs else math.nan, s, pairs, n, len(clean), float(p), method, note)
+    return StratifiedKendall(
+        s / pairs if pairs else math.nan, s, pairs, n, len(clean), float(p), method, note
+    )
 
 
-# --------------------------------------------------------------------------- partial rank correlation
+# ------------------------------------------------------------------- partial rank correlation
 
 
 @dataclass(frozen=True)
@@ -331,8 +348,12 @@ def partial_spearman(x, y, z) -> PartialCorrelation:
         return PartialCorrelation(math.nan, math.nan, n, _join(note, f"n={n} < 4 points"))
     r = partial_spearman_value(x, y, z)
     if not np.isfinite(r):
-        return PartialCorrelation(math.nan, math.nan, n, _join(note, "a rank residual is constant "
-                                                                     "(x or y is a function of z)"))
+        return PartialCorrelation(
+            math.nan,
+            math.nan,
+            n,
+            _join(note, "a rank residual is constant (x or y is a function of z)"),
+        )
     dof = n - 3
     if abs(r) >= 1.0:
         return PartialCorrelation(r, 0.0, n, note)
@@ -348,8 +369,14 @@ class Interval:
     note: str = ""
 
 
-def bootstrap_percentile(statistic: Callable, arrays: Sequence, *, num_resamples: int = 2000,
-                         confidence: float = 0.95, rng=0) -> Interval:
+def bootstrap_percentile(
+    statistic: Callable,
+    arrays: Sequence,
+    *,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    rng=0,
+) -> Interval:
     """Percentile bootstrap interval of ``statistic(*arrays)``, resampling the points (the
     same indices for every array) with ``rng.integers(0, n, (num_resamples, n))``; resamples
     on which the statistic is NaN are dropped and counted in the note."""
@@ -361,8 +388,11 @@ def bootstrap_percentile(statistic: Callable, arrays: Sequence, *, num_resamples
     idx = gen.integers(0, n, (int(num_resamples), n))
     dist = np.array([statistic(*(a[i] for a in arrays)) for i in idx], dtype=float)
     valid = dist[np.isfinite(dist)]
-    note = "" if valid.size == dist.size else (f"{dist.size - valid.size} of {dist.size} resamples "
-                                               "undefined and dropped")
+    note = (
+        ""
+        if valid.size == dist.size
+        else (f"{dist.size - valid.size} of {dist.size} resamples undefined and dropped")
+    )
     if valid.size == 0:
         return Interval(math.nan, math.nan, 0, _join(note, "no valid resample"))
     alpha = (1.0 - confidence) / 2.0
@@ -431,13 +461,31 @@ def intervention_fit(flat, robust, clean, fit_mask, eval_mask) -> InterventionFi
     n = int(fit.sum())
     coef_nan = (math.nan,) * 3
     if n <= p:
-        return InterventionFit(coef_nan, math.nan, max(n - p, 0), n, nan, nan, nan, used_clean,
-                               f"{n} fit point(s) for {p} coefficients: need at least {p + 1}")
+        return InterventionFit(
+            coef_nan,
+            math.nan,
+            max(n - p, 0),
+            n,
+            nan,
+            nan,
+            nan,
+            used_clean,
+            f"{n} fit point(s) for {p} coefficients: need at least {p + 1}",
+        )
     xf, rf = x[fit], r[fit]
     coef, _, rank, _ = np.linalg.lstsq(xf, rf, rcond=None)
     if rank < p:
-        return InterventionFit(coef_nan, math.nan, n - p, n, nan, nan, nan, used_clean,
-                               "the fit points do not vary independently in flatness and clean error")
+        return InterventionFit(
+            coef_nan,
+            math.nan,
+            n - p,
+            n,
+            nan,
+            nan,
+            nan,
+            used_clean,
+            "the fit points do not vary independently in flatness and clean error",
+        )
     dof = n - p
     resid = rf - xf @ coef
     s = math.sqrt(float(resid @ resid) / dof)
