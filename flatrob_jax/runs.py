@@ -16,7 +16,7 @@ import ml_collections
 from flatrob_jax import checkpoint as ckpt_lib
 from flatrob_jax import configuration, execution
 from flatrob_jax.training import builders
-from flatrob_jax.training.state import eval_variables, state_to_tree, tree_to_state
+from flatrob_jax.training.state import eval_variables
 
 
 @dataclasses.dataclass
@@ -41,16 +41,20 @@ def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:
     (the latest checkpoint unless ``step`` is given)."""
     config = configuration.load_run_config(workdir)
     model = builders.build_model(config, axis_name=None)
-    # Shapes only (no compilation of the model's init): the restore fills every array.
+    # Shapes only (no compilation of the model's init), on one device; only the step and the
+    # weights are restored, not the optimizer state (which evaluation does not need).
     template = jax.eval_shape(
         lambda: builders.initial_state(config, model, total_steps=1, steps_per_epoch=1))
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    wanted = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        {"step": template.step, **eval_variables(template)})
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:
-        tree = checkpointer.restore(state_to_tree(template), step)
+        tree = checkpointer.restore(wanted, step, partial=True)
         restored_step = int(tree["step"])
     finally:
         checkpointer.close()
-    state = tree_to_state(template, tree)
     # Host arrays: each consumer (curvature, attacks, corruptions) places them on its own mesh.
-    variables = jax.device_get(eval_variables(state))
+    variables = jax.device_get({"params": tree["params"], "batch_stats": tree["batch_stats"]})
     return EvalModel(config, model, variables, restored_step)
