@@ -7,17 +7,21 @@ For each of the top ``k`` eigenvalues: start from a Gaussian vector; repeat
 test on successive estimates, not on the residual) or after ``max_iters``. Deflation by
 orthogonalization as in PyHessian. Note that power iteration converges to the eigenvalue of
 largest *magnitude*; with a dominant negative eigenvalue it returns that one. Each step is one
-jitted call (matvec, Rayleigh quotient, residual ``|H v - theta v|``, normalization).
+jitted call (matvec, Rayleigh quotient, residual ``|H v - theta v|``, normalization), with
+its vectors pinned to the operator's output sharding (:func:`.lanczos.vector_sharding`) so it
+compiles once.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flatrob_jax.curvature.lanczos import vector_sharding
 from flatrob_jax.curvature.linalg import as_partial, flat_matvec, flattener
 
 PyTree = Any
@@ -50,7 +54,9 @@ def _power_step(matvec, v, found, *, unravel):
     return w / jnp.linalg.norm(w), theta, residual
 
 
-_power_step_jit = jax.jit(_power_step, static_argnames=("unravel",))
+@functools.lru_cache(maxsize=64)
+def _power_step_fn(sharding):
+    return jax.jit(_power_step, static_argnames=("unravel",), out_shardings=sharding)
 
 
 def power_iteration(
@@ -70,14 +76,16 @@ def power_iteration(
         raise ValueError(f"max_iters must be >= 1, got {max_iters}")
     dim, dtype, unravel = flattener(params_like)
     op = as_partial(matvec)
-    found = jnp.zeros((k, dim), dtype)
+    sharding = vector_sharding(op)
+    step = _power_step_fn(sharding)
+    found = jax.device_put(jnp.zeros((k, dim), dtype), sharding)
     values, residuals, converged, history = [], [], [], []
     num_matvecs = 0
     for i in range(k):
-        v = jax.random.normal(jax.random.fold_in(key, i), (dim,), dtype)
+        v = jax.device_put(jax.random.normal(jax.random.fold_in(key, i), (dim,), dtype), sharding)
         thetas, done, residual = [], False, np.inf
         for _ in range(max_iters):
-            v_next, theta, residual = _power_step_jit(op, v, found, unravel=unravel)
+            v_next, theta, residual = step(op, v, found, unravel=unravel)
             num_matvecs += 1
             thetas.append(float(theta))
             if len(thetas) > 1 and abs(thetas[-2] - thetas[-1]) / (abs(thetas[-2]) + 1e-6) < tol:
