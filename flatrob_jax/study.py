@@ -10,6 +10,9 @@ unfinished one resumes from its checkpoint), a run whose analysis.json matches t
 analysis settings is not analyzed again, and the report is rebuilt from the analysis files.
 ``command_line`` gives the per-run training commands, so the same runs can be launched
 elsewhere (a TPU pod, a cluster) into the same workdirs; the report step then picks them up.
+
+The root may be a gs:// URI: the runs, the report, results.csv and JAX's compilation cache
+then all live in the bucket (``flatrob_jax.fileio``); nothing is written locally.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import shlex
 import sys
 import time
 
+from flatrob_jax import fileio
 from flatrob_jax.configuration import apply_overrides, load_config_file
 from flatrob_jax.progress import format_duration
 
@@ -37,8 +41,16 @@ class Sweep:
     flatness_metrics: tuple = ()  # () = the headline ones the analyses declare
     robust_metrics: tuple = ()  # () = the headline ones the analyses declare
     num_resamples: int = 2000  # bootstrap resamples for the confidence intervals
-    # Persist compiled programs under <workdir>/.jax_cache: runs of one model share their
-    # eval, curvature and attack programs (weights are arguments), and a rerun compiles little.
+    # The design the report's statistics read (analysis/design.py): the reference condition's
+    # overrides (None: inferred), {family name: strength key} (None: inferred), and the keys
+    # whose runs are interventions on flatness at the reference augmentation.
+    reference: dict | None = None
+    families: dict | None = None
+    intervention_keys: tuple = ("optimizer.sam_rho", "optimizer.weight_decay",
+                                "optimizer.learning_rate", "train.batch_size")
+    # Persist compiled programs under <workdir>/.jax_cache (a gs:// root keeps it in the
+    # bucket): runs of one model share their eval, curvature and attack programs (weights are
+    # arguments), and a rerun compiles little.
     compilation_cache: bool = True
 
 
@@ -75,6 +87,7 @@ def load_sweep(spec: str) -> Sweep:
     if _is_path(sweep.base):
         base_path, _, base_arg = sweep.base.partition(":")
         if not os.path.isabs(base_path):
+            # The sweep file is Python code imported from local disk, never a URI.
             here = os.path.dirname(os.path.abspath(module.__file__))
             base_path = os.path.normpath(os.path.join(here, base_path))
         sweep.base = base_path + (f":{base_arg}" if base_arg else "")
@@ -105,11 +118,10 @@ def command_line(sweep, overrides: dict, workdir: str) -> str:
 
 def _read_json(workdir: str, name: str):
     """The JSON file ``workdir/name``, or None when it does not exist yet."""
-    path = os.path.join(workdir, name)
-    if not os.path.exists(path):
+    path = fileio.join(workdir, name)
+    if not fileio.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(fileio.read_text(path))
 
 
 def training_finished(workdir: str, config) -> bool:
@@ -143,7 +155,7 @@ def report_rows(sweep_runs, root: str, log=print) -> list:
     tops = {registry.get(n).where.split("/")[0] for n in registry.names()}
     rows = []
     for name, overrides, _ in sweep_runs:
-        results = _read_json(os.path.join(root, name), "analysis.json")
+        results = _read_json(fileio.join(root, name), "analysis.json")
         if results is None:
             log(f"{name}: no analysis.json yet; left out of the report")
             continue
@@ -158,17 +170,19 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
     from flatrob_jax.analysis import write_report
     from flatrob_jax.training.trainer import train_and_evaluate
 
+    fileio.require_support(root)  # a gs:// root without the storage extra fails before any work
     runs = run_configs(sweep)
-    os.makedirs(root, exist_ok=True)
+    fileio.require_support(*{c.dataset.data_dir for _, _, c in runs})
+    fileio.makedirs(root)
     if sweep.compilation_cache:
-        _enable_compilation_cache(os.path.join(root, ".jax_cache"))
+        _enable_compilation_cache(fileio.join(root, ".jax_cache"))
     t0 = time.time()
     log(f"sweep of {len(runs)} runs in {root}; per-run training commands:")
     for name, overrides, _ in runs:
-        log("  " + command_line(sweep, overrides, os.path.join(root, name)))
+        log("  " + command_line(sweep, overrides, fileio.join(root, name)))
     if "train" in steps:
         for i, (name, _, config) in enumerate(runs):
-            workdir = os.path.join(root, name)
+            workdir = fileio.join(root, name)
             if training_finished(workdir, config):
                 log(f"[{i + 1}/{len(runs)}] {name}: trained already")
                 continue
@@ -178,7 +192,7 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
     if "analyze" in steps:
         cache: dict = {}  # model-independent analysis work shared by the runs (corrupted sets)
         for i, (name, _, config) in enumerate(runs):
-            workdir = os.path.join(root, name)
+            workdir = fileio.join(root, name)
             if analysis_current(workdir, config):
                 log(f"[{i + 1}/{len(runs)}] {name}: analyzed already")
                 continue
@@ -188,14 +202,16 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
     paths = {}
     if "report" in steps:
         rows = report_rows(runs, root, log)
-        paths["results_csv"] = write_csv(rows, os.path.join(root, "results.csv"))
-        paths["results_json"] = write_json(rows, os.path.join(root, "results.json"))
+        paths["results_csv"] = write_csv(rows, fileio.join(root, "results.csv"))
+        paths["results_json"] = write_json(rows, fileio.join(root, "results.json"))
         headlines = headline_metrics(sorted({r["metric"] for r in rows}))
         paths["report"] = write_report(
-            rows, os.path.join(root, "report"), title=sweep.title,
+            rows, fileio.join(root, "report"), title=sweep.title,
             flatness_metrics=list(sweep.flatness_metrics) or headlines.flatness,
             robust_metrics=list(sweep.robust_metrics) or headlines.robustness,
-            clean_metric=headlines.clean, num_resamples=sweep.num_resamples)
+            clean_metric=headlines.clean, num_resamples=sweep.num_resamples,
+            reference=sweep.reference, families=sweep.families,
+            intervention_keys=tuple(sweep.intervention_keys))
         log(f"report: {paths['report']}")
     log(f"sweep done in {format_duration(time.time() - t0)}")
     return paths

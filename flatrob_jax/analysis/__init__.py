@@ -8,8 +8,14 @@
 * ``stats``: Pearson, Spearman, Kendall tau-b with p-values; paired bootstrap intervals.
 * ``plots``: flatness-vs-robust-error scatter plots, grid, correlation heat-map (Agg, PNG).
 * ``report``: ``write_report(rows, out_dir)`` -> report.md, correlations.csv/json, figures.
+* ``design`` (replicates, reference, families, interventions read from the overrides),
+  ``study_stats`` (seed-noise floor, dose-response, granulated Kendall, sign-error, partial
+  rank correlation, leave-one-out), ``predictions`` (the paper's predictions and their
+  verdicts), ``study_report`` (their section of report.md).
 """
+from flatrob_jax.analysis import design, predictions, study_report, study_stats
 from flatrob_jax.analysis.config import default_config
+from flatrob_jax.analysis.design import Design, infer_design
 from flatrob_jax.analysis.registry import Analysis, Inputs, headline_metrics, register
 from flatrob_jax.analysis.report import build_report, classify_metrics, write_report
 from flatrob_jax.analysis.results import (
@@ -25,7 +31,8 @@ from flatrob_jax.analysis.runner import analysis_config_for, analyze_run
 from flatrob_jax.analysis.stats import bootstrap_ci, correlate, correlation, kendall, pearson, spearman
 
 __all__ = [
-    "Analysis", "Inputs", "MetricTable", "analysis_config_for", "analyze_run", "bootstrap_ci",
+    "Analysis", "Design", "Inputs", "design", "infer_design", "predictions", "study_report",
+    "study_stats", "MetricTable", "analysis_config_for", "analyze_run", "bootstrap_ci",
     "build_report", "classify_metrics", "correlate", "correlation", "default_config",
     "flatten_results", "headline_metrics", "kendall", "pearson", "pivot", "read_rows",
     "register", "rows_from_results", "spearman", "write_csv", "write_json", "write_report",
