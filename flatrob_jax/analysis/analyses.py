@@ -214,3 +214,50 @@ register(Analysis("corruptions", corruptions, data="test", section="corruptions"
 register(Analysis("attacks", attacks, data="test", section="attacks",
                   default_config=attacks_config,
                   robustness=("*/pgd/error", "*/autoattack/error")))
+
+
+# --------------------------------------------------------------------------- reparam audit
+
+
+def reparam_audit_config() -> ml_collections.ConfigDict:
+    """Settings of the reparameterization audit (``curvature.reparam``): which flatness
+    measures move under function-preserving rescalings of the checkpoint."""
+    c = ml_collections.ConfigDict()
+    c.alpha = 4.0  # the rescaling factor (a power of 2 keeps the logits bit-identical)
+    c.transforms = ("bn_scale", "relu_rescale")  # rescalings of curvature.reparam.TRANSFORMS
+    c.move_tol = 0.05  # a measure moved when |value / original - 1| > move_tol
+    c.probe_examples = 32  # training images that find and check the rescaled layers
+    c.batch_size = 128  # examples per device per microbatch (memory only)
+    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+    c.lanczos_steps = 100  # lambda_max: max Hessian-vector products
+    c.lanczos_tol = 1e-3  # stop when |Hv - theta v| <= tol * |theta|
+    c.trace_probes = 30  # Hutchinson probes, the same ones for every variant
+    c.keskar_epsilon = 1e-3  # Keskar: box radius relative to |w| + 1
+    c.keskar_iters = 10  # Keskar: L-BFGS-B iterations
+    c.adaptive_rho = 0.05  # adaptive worst case: l2 radius of |w|-scaled perturbations
+    c.adaptive_steps = 10  # adaptive worst case: ascent steps
+    c.adaptive_average_rho = 0.1  # adaptive average: Gaussian sigma of |w|-scaled noise
+    c.adaptive_samples = 10  # adaptive average: noise samples
+    return c
+
+
+def reparam_audit(inputs, *, log=print, alpha: float, transforms, move_tol: float,
+                  probe_examples: int, trace_probes: int, **settings) -> dict:
+    """lambda_max, trace, Keskar and adaptive sharpness of the checkpoint and of its
+    function-preserving rescalings (BatchNorm-scale, ReLU layer rescaling) on the clean
+    training subset, with the largest logit difference and per-measure ratios. Key: the
+    measures use ``fold_in(k, 5)``, the same for every variant. Its metrics are no headline
+    flatness measures: they audit the measures, they do not rank runs."""
+    from flatrob_jax.curvature import reparam
+
+    if trace_probes < 1:
+        raise ValueError(f"reparam_audit.trace_probes={trace_probes!r}: must be >= 1")
+    return reparam.audit(inputs.model, inputs.train, key=jax.random.fold_in(inputs.key, 5),
+                         alpha=alpha, transforms=tuple(transforms), move_tol=move_tol,
+                         probe_examples=probe_examples, log=log,
+                         trace_max_probes=trace_probes, trace_min_probes=trace_probes,
+                         trace_rel_tol=None, **settings)
+
+
+register(Analysis("reparam_audit", reparam_audit, data="train", section="reparam_audit",
+                  default_config=reparam_audit_config))
