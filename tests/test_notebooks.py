@@ -1,32 +1,243 @@
-"""The quickstart notebook runs top to bottom (its code cells, in order, on tiny sizes)."""
+"""The notebooks: each runs top to bottom in a real Jupyter kernel (nbclient + ipykernel, this
+interpreter) with ``SMOKE = True`` injected after its ``parameters`` cell (papermill's
+convention), from a temporary directory outside the repository, on a tiny fake Fashion-MNIST;
+plus static checks (no stored outputs, the Colab badge and install URL match
+``[project.urls]``, shell and magic lines only under the Colab guard) and the errors a bad
+parameter gives."""
+import ast
 import json
 import os
+import re
+import sys
+import time
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from tests.helpers import REPO, make_idx_dataset
 
+NOTEBOOK_DIR = os.path.join(REPO, "notebooks")
+NOTEBOOKS = sorted(f for f in os.listdir(NOTEBOOK_DIR) if f.endswith(".ipynb"))
+KERNEL = "flatrob-notebook-test"
+GUARD = "if IN_COLAB:"
+# The notebooks each execution test runs (a new notebook must be added to one of them).
+EXECUTED = {"quickstart.ipynb", "explore_study.ipynb", "curvature.ipynb", "robustness.ipynb"}
+
+
+def _read(name):
+    return nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _repository_url():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]["urls"]["Repository"]
+
+
+def _parameters_index(nb):
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    if len(tagged) != 1:
+        pytest.fail(f"a notebook needs exactly one cell tagged 'parameters', found {len(tagged)}")
+    return tagged[0]
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+def test_every_notebook_is_executed_by_a_test():
+    assert NOTEBOOKS, "no notebooks found"
+    assert set(NOTEBOOKS) == EXECUTED, (
+        f"notebooks without an execution test: {sorted(set(NOTEBOOKS) - EXECUTED)}; "
+        f"tests for missing notebooks: {sorted(EXECUTED - set(NOTEBOOKS))}")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_valid_and_has_no_stored_outputs(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    for i, cell in enumerate(_code(nb)):
+        assert cell.outputs == [] and cell.execution_count is None, (
+            f"{name}: code cell {i} has stored outputs; clear them before committing")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_defines_smoke_false(name):
+    nb = _read(name)
+    cell = nb.cells[_parameters_index(nb)]
+    assert cell.cell_type == "code"
+    values = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+              if isinstance(node, ast.Assign) for t in node.targets}
+    assert values.get("SMOKE") is False, f"{name}: the parameters cell must set SMOKE = False"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_badge_and_install_url_match_project_urls(name):
+    repository = _repository_url()
+    owner_repo = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)/?", repository).group(1)
+    nb = _read(name)
+    setup = next((c.source for c in _code(nb) if "REPO_URL" in c.source), None)
+    assert setup is not None, f"{name}: no setup cell (REPO_URL = ...)"
+    assert re.search(rf'^REPO_URL = "{re.escape(repository)}"', setup, re.M), setup
+    ref = re.search(r'^REF = "([^"]+)"', setup, re.M).group(1)
+    assert '"flatrob_jax @ git+{REPO_URL}@{REF}"' in setup
+    badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/{ref}/notebooks/"
+             f"{name}")
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and badge in first.source, (
+        f"{name}: the first cell must hold the Open in Colab badge linking {badge}")
+    assert "colab-badge.svg" in first.source
+
+
+def _guarded(lines, i):
+    """Whether line i sits in a block opened by the Colab guard (at any depth)."""
+    indent = len(lines[i]) - len(lines[i].lstrip())
+    for j in range(i - 1, -1, -1):
+        text = lines[j].strip()
+        if not text or text.startswith("#"):
+            continue
+        level = len(lines[j]) - len(lines[j].lstrip())
+        if level < indent:
+            if text == GUARD:
+                return True
+            indent = level
+            if level == 0:
+                return False
+    return False
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_shell_and_magic_lines_only_under_the_colab_guard(name):
+    found = 0
+    for cell in _code(_read(name)):
+        lines = cell.source.splitlines()
+        for i, line in enumerate(lines):
+            if line.lstrip().startswith(("!", "%")):
+                found += 1
+                assert _guarded(lines, i), f"{name}: {line.strip()!r} is not under {GUARD!r}"
+        if GUARD in cell.source:
+            assert 'IN_COLAB = "google.colab" in sys.modules' in cell.source
+    assert found, f"{name}: the setup cell should install the package in Colab (%pip)"
+
+
+def test_guard_check_catches_an_unguarded_line():
+    assert _guarded(["if IN_COLAB:", "    %pip install x"], 1)
+    assert _guarded(["if IN_COLAB:", "    if True:", "        !ls"], 2)
+    assert not _guarded(["if IN_COLAB:", "    pass", "!ls"], 2)
+    assert not _guarded(["if OTHER:", "    !ls"], 1)
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    """A kernel spec for this interpreter (so the test needs no installed 'python3' spec)."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "flatrob_jax tests", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return KERNEL
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """The directory the notebooks run in (outside the repository) and the fake data."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    assert not str(cwd).startswith(REPO)
+    data = make_idx_dataset(str(tmp_path / "fashion_mnist"), n_train=256, n_test=64)
+    return cwd, data
+
+
+def execute(name, kernel_name, cwd, **parameters):
+    """Run notebooks/<name> in a fresh kernel in ``cwd`` with ``parameters`` injected after
+    its parameters cell; returns (executed notebook, seconds)."""
+    nb = _read(name)
+    index = _parameters_index(nb)
+    injected = nbformat.v4.new_code_cell(
+        "# Parameters injected by tests/test_notebooks.py\n"
+        + "".join(f"{k} = {v!r}\n" for k, v in parameters.items()))
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, injected)
+    client = NotebookClient(nb, timeout=600, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(cwd)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    finally:  # kept beside the run for a look at what failed
+        nbformat.write(nb, os.path.join(cwd, f"executed-{name}"))
+    return nb, time.perf_counter() - start
+
+
+def assert_clean(nb, name):
+    """No error output and nothing on stderr that looks like an error."""
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            assert out.output_type != "error", (
+                f"{name} cell {i}: {out.ename}: {out.evalue}")
+            if out.output_type == "stream" and out.name == "stderr":
+                assert not re.search(r"Traceback|Error|Exception", out.text), (
+                    f"{name} cell {i} wrote to stderr:\n{out.text[-3000:]}")
+
+
+def _report(name, seconds):
+    print(f"{name}: executed in {seconds:.1f} s")
+
 
 @pytest.mark.slow
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-    data = make_idx_dataset(str(tmp_path / "data"), n_train=256, n_test=64)
-    nb = json.load(open(os.path.join(REPO, "notebooks", "quickstart.ipynb")))
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    monkeypatch.chdir(REPO)
-    namespace = {}
-    for src in cells:
-        if "IPython.display" in src:
-            continue  # display only
-        src = src.replace("/tmp/flatrob_quickstart", str(tmp_path / "qs"))
-        # Point the notebook at the small fake dataset (the real one may not be installed).
-        src = src.replace('{"augment.name": "augmix", "train.num_steps": 20}',
-                          f'{{"augment.name": "augmix", "train.num_steps": 4, '
-                          f'"dataset.data_dir": {data!r}, "model.name": "cnn_tiny"}}')
-        src = src.replace("num_steps=30", "num_steps=5").replace("num_probes=30", "num_probes=4")
-        src = src.replace("num_examples=512", "num_examples=64").replace(
-            "num_examples=256", "num_examples=32").replace("steps=10,", "steps=2,")
-        if "run_sweep" in src:
-            continue  # the sweep itself is covered by tests/test_sweep.py
-        exec(compile(src, "quickstart", "exec"), namespace)
-    assert namespace["summary"]["steps"] == 4
-    assert namespace["top"].eigenvalues[0] > 0
+def test_quickstart_then_explore_its_study(kernel, workdir):
+    cwd, data = workdir
+    nb, seconds = execute("quickstart.ipynb", kernel, cwd, SMOKE=True, DATA_DIR=data)
+    assert_clean(nb, "quickstart.ipynb")
+    _report("quickstart.ipynb", seconds)
+    study = cwd / "flatrob_quickstart" / "study"
+    assert (study / "results.csv").exists() and (study / "report" / "report.md").exists()
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, "the quickstart shows the study's figures inline"
+
+    # explore_study's default STUDY is the quickstart's study, relative to the same directory.
+    nb, seconds = execute("explore_study.ipynb", kernel, cwd, SMOKE=True)
+    assert_clean(nb, "explore_study.ipynb")
+    _report("explore_study.ipynb", seconds)
+    assert (cwd / "flatrob_explore" / "report.md").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["curvature.ipynb", "robustness.ipynb"])
+def test_checkpoint_notebook_runs(name, kernel, workdir):
+    cwd, data = workdir
+    nb, seconds = execute(name, kernel, cwd, SMOKE=True, DATA_DIR=data)
+    assert_clean(nb, name)
+    _report(name, seconds)
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 3, f"{name}: expected its plots inline, got {len(images)} images"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, parameters, ename, message", [
+    ("quickstart.ipynb", {"CONFIG": "no_such_config"}, "FileNotFoundError",
+     "no config named 'no_such_config' in flatrob_jax.configs; valid names: "),
+    ("explore_study.ipynb", {"STUDY": "{tmp}/no_study_here"}, "FileNotFoundError",
+     "no study at '{tmp}/no_study_here': the path does not exist"),
+])
+def test_bad_parameter_gives_the_library_error(name, parameters, ename, message, kernel,
+                                               workdir, tmp_path):
+    cwd, _ = workdir
+    parameters = {k: v.format(tmp=tmp_path) for k, v in parameters.items()}
+    with pytest.raises(CellExecutionError) as e:
+        execute(name, kernel, cwd, SMOKE=True, **parameters)
+    assert e.value.ename == ename
+    assert message.format(tmp=tmp_path) in e.value.evalue
+    if "valid names" in message:
+        assert "fashion_mnist_cnn" in e.value.evalue
