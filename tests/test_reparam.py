@@ -4,7 +4,6 @@ leave the adaptive sharpness measures where they were (same keys)."""
 import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -31,47 +30,30 @@ def _with_data_statistics(model, variables, images, passes=20):
     return variables
 
 
-def _random_statistics(variables, seed=0):
-    """Running means ~ N(0, 1) and variances in [0.5, 2]: any statistics define a function."""
+def _random_variables(model, x, seed=0):
+    """Random weights (N(0, 1/fan_in)) and running statistics (means ~ N(0, 1), variances in
+    [0.5, 2]) in the shapes of ``model.init``, without compiling the init: any values define
+    a function to rescale."""
     rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
 
-    def draw(path, x):
-        if path[-1].key == "var":
-            return rng.uniform(0.5, 2.0, x.shape).astype(np.float32)
-        return rng.normal(size=x.shape).astype(np.float32)
+    def draw(path, leaf):
+        name = path[-1].key
+        if name == "var":
+            return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if name == "kernel" else 1
+        return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
 
-    stats = jax.tree_util.tree_map_with_path(draw, variables["batch_stats"])
-    return {**variables, "batch_stats": stats}
+    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 @pytest.fixture(scope="module")
 def tiny():
+    """The tiny CNN at its initialization with running statistics of the data (training it
+    first would only add compile time: the rescalings and the invariances hold at any point)."""
     images, labels = _data()
     model = get_model("cnn_tiny", 10)
-    variables = model.init(jax.random.key(0), images[:1])
-    # A few SGD steps, so the point is not the initialization (full batch, train mode).
-    import optax
-
-    tx = optax.sgd(0.1, 0.9)
-
-    @jax.jit
-    def train(v):
-        def body(carry, _):
-            v, s = carry
-
-            def loss(p):
-                logits, upd = model.apply({**v, "params": p}, images, train=True,
-                                          mutable=["batch_stats"])
-                ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-                return jnp.mean(ce), upd["batch_stats"]
-
-            (_, stats), g = jax.value_and_grad(loss, has_aux=True)(v["params"])
-            u, s = tx.update(g, s, v["params"])
-            return ({"params": optax.apply_updates(v["params"], u), "batch_stats": stats}, s), None
-
-        return jax.lax.scan(body, (v, tx.init(v["params"])), None, length=30)[0][0]
-
-    variables = jax.device_get(train(variables))
+    variables = _with_data_statistics(model, _random_variables(model, images[:1]), images)
     return types.SimpleNamespace(model=model, variables=variables), (images, labels)
 
 
@@ -158,7 +140,7 @@ def test_preact_and_wide_resnets_leave_out_convs_that_feed_a_residual_sum():
     images = rng.uniform(size=(4, 16, 16, 3)).astype(np.float32)
     for model in (ResNet(num_classes=5, block="preact", stage_sizes=(1, 1), widths=(8, 16)),
                   WideResNet(num_classes=5, depth=10, widen_factor=1)):
-        variables = _random_statistics(jax.jit(model.init)(jax.random.key(0), images[:1]))
+        variables = _random_variables(model, images[:1])
         r = reparam.bn_scale(model, variables, 2.0, images)
         assert "stem_conv" in [name for name, _ in r.excluded]
         assert r.layers and all(name.endswith("Conv_0") for name in r.layers), r.layers
@@ -170,7 +152,7 @@ def test_preact_and_wide_resnets_leave_out_convs_that_feed_a_residual_sum():
 def test_relu_rescale_refuses_post_activation_resnets_and_bad_input():
     images = np.random.default_rng(0).uniform(size=(2, 16, 16, 3)).astype(np.float32)
     model = ResNet(num_classes=5, block="basic", stage_sizes=(1, 1), widths=(8, 16))
-    variables = model.init(jax.random.key(0), images[:1])
+    variables = _random_variables(model, images[:1])
     with pytest.raises(ValueError, match=r"shortcut is added after it.*cnn_\*, preact_resnet18"):
         reparam.relu_rescale(model, variables, 4.0, images)
     with pytest.raises(ValueError, match=r"alpha=-1.0: .* > 0"):
