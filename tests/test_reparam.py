@@ -90,12 +90,13 @@ def test_rescalings_keep_the_logits(audited):
 
 def test_lambda_max_trace_and_keskar_move(audited):
     """alpha = 4: BatchNorm-scale shrinks the conv blocks' curvature by 1/16 (lambda_max fell
-    to 0.16x when measured); the ReLU rescaling moves mass into the classifier's block."""
+    to 0.28x when measured); the ReLU rescaling grows the classifier's block by 16 (lambda_max
+    rose 3.9x)."""
     bn, relu = audited["bn_scale"], audited["relu_rescale"]
     assert bn["ratio"]["lambda_max"] < 0.5
     assert bn["ratio"]["trace"] < 0.5
     assert bn["moved"]["keskar_sharpness"]
-    assert abs(relu["ratio"]["lambda_max"] - 1) > 0.02
+    assert relu["ratio"]["lambda_max"] > 2.0
     assert relu["ratio"]["trace"] > 1.1
     assert relu["moved"]["lambda_max"] and bn["moved"]["lambda_max"]
 
