@@ -28,6 +28,9 @@ TINY = {
     "corruptions": {"corruptions": ("gaussian_noise", "contrast"), "severities": (1, 5),
                     "batch_size": 16, "normalize_by_alexnet": True},
     # A large eps: APGD-CE fools every example, so the rest of the cascade has nothing to do.
+    "reparam_audit": {"batch_size": 16, "lanczos_steps": 6, "trace_probes": 2,
+                      "keskar_iters": 2, "adaptive_steps": 2, "adaptive_samples": 2,
+                      "probe_examples": 8},
     "attacks": {"norms": ("Linf",), "pgd_steps": 2, "autoattack": True, "linf_eps": 0.5,
                 "batch_size": 16},
 }
@@ -107,6 +110,13 @@ def test_headline_metrics_come_from_the_declarations():
     assert heads.robustness == ["corruptions/mce", "corruptions/mean_corruption_error",
                                 "attacks/Linf/pgd/error", "attacks/L2/autoattack/error"]
     assert heads.clean == "clean/error"
+
+
+def test_costly_analyses_are_opt_in():
+    assert "reparam_audit" in registry.names()
+    assert "reparam_audit" not in default_config().measures
+    assert default_config().measures == ("clean", "curvature", "curvature_augmented",
+                                         "corruptions", "attacks")
 
 
 def test_registry_errors_name_the_bad_value_and_the_valid_ones():

@@ -260,4 +260,4 @@ def reparam_audit(inputs, *, log=print, alpha: float, transforms, move_tol: floa
 
 
 register(Analysis("reparam_audit", reparam_audit, data="train", section="reparam_audit",
-                  default_config=reparam_audit_config))
+                  default_config=reparam_audit_config, default=False))

@@ -11,7 +11,7 @@ from flatrob_jax.analysis import registry
 def default_config() -> ml_collections.ConfigDict:
     """Every analysis field, with its default (the ``analysis`` section of a run config)."""
     c = ml_collections.ConfigDict()
-    c.measures = registry.names()  # the analyses to run, by registered name
+    c.measures = registry.names(default_only=True)  # the analyses to run, by registered name
     c.seed = 0  # root key of the analysis (each analysis derives its own keys from it)
     # flatness: the first n training examples; None: all
     c.num_train_examples = ml_collections.config_dict.placeholder(int)

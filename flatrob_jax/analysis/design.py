@@ -43,6 +43,7 @@ AUGMENT_NAME_KEY = "augment.name"
 FACTOR_PREFIXES = ("augment.",)
 INTERVENTION_KEYS = (
     "optimizer.sam_rho",
+    "optimizer.sam_adaptive",
     "optimizer.weight_decay",
     "optimizer.learning_rate",
     "train.batch_size",

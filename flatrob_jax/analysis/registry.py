@@ -56,6 +56,7 @@ class Analysis:
     flatness: tuple = ()  # fnmatch patterns (relative to path) of headline flatness measures
     robustness: tuple = ()  # ... of headline robust errors
     clean: tuple = ()  # ... of the clean error (a covariate)
+    default: bool = True  # part of the default analysis.measures (False: opt-in, e.g. costly)
 
     @property
     def where(self) -> str:
@@ -78,9 +79,10 @@ def register(analysis: Analysis) -> Analysis:
     return analysis
 
 
-def names() -> tuple:
-    """Registered analyses, in registration order."""
-    return tuple(_REGISTRY)
+def names(default_only: bool = False) -> tuple:
+    """Registered analyses, in registration order (``default_only``: those that run unless
+    ``analysis.measures`` names others)."""
+    return tuple(n for n, a in _REGISTRY.items() if a.default or not default_only)
 
 
 def get(name: str) -> Analysis:
