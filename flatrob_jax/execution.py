@@ -255,6 +255,85 @@ def run_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.n
     return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs))
 
 
+# --------------------------------------------------------------------------- host-driven programs
+
+
+def _is_spec(s) -> bool:
+    return isinstance(s, P) or s is None
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_step(step: Callable, static: tuple, mesh: jax.sharding.Mesh, specs: tuple):
+    (in_leaves, in_def), (out_leaves, out_def) = specs
+    in_specs = jax.tree_util.tree_unflatten(in_def, in_leaves)
+    out_specs = jax.tree_util.tree_unflatten(out_def, out_leaves)
+    fn = functools.partial(step, **dict(static))
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                                 check_vma=False))
+
+
+def sharded_step(step: Callable, static: dict, mesh: jax.sharding.Mesh, in_specs,
+                 out_specs):
+    """``jit(shard_map(step))`` with explicit specs, cached: one step of a *host-driven*
+    program (:func:`run_batched_driver`), which calls it once per iteration instead of
+    compiling a whole loop.
+
+    ``in_specs``/``out_specs`` are tuples (or pytrees) of ``PartitionSpec``s as
+    ``jax.shard_map`` takes them: ``P()`` for replicated arguments (the model, an iteration
+    counter), ``P(AXIS)`` for per-example arrays, ``P(None, AXIS)`` for a per-iteration
+    history ``[steps, B]``. Like :func:`sharded`, pmap semantics (``check_vma=False``): a
+    ``P()`` output must be equal on every device. One compilation per
+    ``(step, static, mesh, specs)``; pass iteration counters as arrays (not Python ints)
+    so that they do not recompile.
+    """
+    specs = tuple(jax.tree_util.tree_flatten(s, is_leaf=_is_spec) for s in (in_specs, out_specs))
+    specs = tuple((tuple(leaves), treedef) for leaves, treedef in specs)
+    return _compiled_step(step, tuple(sorted(static.items())), mesh, specs)
+
+
+def run_batched_driver(driver: Callable, static: dict, apply_fn, inputs: Sequence[np.ndarray],
+                       *, batch_size: int, mesh: jax.sharding.Mesh | None = None,
+                       key: jax.Array | None = None, indices=None,
+                       log: Callable[[str], None] | None = None, desc: str = "",
+                       every_secs: float | None = 10.0) -> tuple[np.ndarray, ...]:
+    """:func:`run_batched` for a host-driven program: the same fixed padded batches,
+    sharding, per-example keys and progress, but instead of one compiled program per batch
+    the Python ``driver(model_fn, valid, *batched, mesh=mesh, **static)`` is called with the
+    batch's device arrays and runs its own loop of compiled steps (:func:`sharded_step`);
+    it returns a tuple of per-example arrays sharded like its inputs.
+
+    Why: on the CPU backend a convolution network's gradient inside a compiled while loop
+    runs far slower than the same compiled step called from a Python loop (measured in
+    benchmarks/attacks.md), so the attacks' loops run on the host there.
+    """
+    mesh = make_mesh() if mesh is None else mesh
+    n = int(inputs[0].shape[0])
+    for a in inputs:
+        if a.shape[:1] != (n,):
+            raise ValueError(f"inputs must share the leading axis {n}; got shapes "
+                             f"{[np.shape(b) for b in inputs]}")
+    extra, static = _key_inputs(key, indices, n, static)
+    inputs = tuple(inputs) + extra
+    bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
+    model = jax.device_put(as_model_fn(apply_fn), distributed.replicated(mesh))
+    sharding = distributed.batch_sharded(mesh)
+    progress = None if log is None else Progress(n, unit="example", desc=desc, log=log,
+                                                 every_secs=every_secs)
+    outputs: list[tuple] = []
+    for lo in range(0, n, bs):
+        hi = min(lo + bs, n)
+        take, valid = padded_indices(lo, hi, bs)
+        valid = jax.device_put(valid, sharding)
+        args = [jax.device_put(np.asarray(a)[take], sharding) for a in inputs]
+        out = driver(model, valid, *args, mesh=mesh, **static)
+        outputs.append(tuple(np.asarray(o)[: hi - lo] for o in out))
+        if progress is not None:
+            progress(hi)
+    if not outputs:
+        return ()
+    return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs))
+
+
 # --------------------------------------------------------------------------- clean evaluation
 
 
@@ -297,5 +376,6 @@ def error_rate(apply_fn, images, labels, *, batch_size: int = 500,
 
 __all__ = ["AXIS", "Batch", "as_model_fn", "check_count", "error_rate", "example_key_data",
            "example_keys", "iter_batched", "make_mesh", "misclassified", "model_fn",
-           "padded_batch_size", "padded_indices", "predict", "run_batched", "sharded",
+           "padded_batch_size", "padded_indices", "predict", "run_batched",
+           "run_batched_driver", "sharded", "sharded_step",
            "to_float_images", "typed_key", "wrap_keys"]

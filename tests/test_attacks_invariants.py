@@ -8,11 +8,11 @@ import chex
 import jax
 import numpy as np
 import pytest
+from attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
 
 from flatrob_jax import attacks, execution
 from flatrob_jax.attacks import evaluate as evaluate_lib
 from flatrob_jax.distributed import make_mesh
-from attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
 
 apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
 N = 16
@@ -84,9 +84,9 @@ def test_cascade_is_at_most_each_attack_and_pgd(setup):
     after = res.robust_accuracy_after
     assert after["clean"] >= after["apgd-ce"] >= after["apgd-t"] == res.robust_accuracy
     single = {
-        a: attacks.apgd(f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=l,
+        a: attacks.apgd(f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=lo,
                         batch_size=8)
-        for a, l in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted"))}
+        for a, lo in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted"))}
     for a, x_adv in single.items():
         assert res.robust_accuracy <= _accuracy(f, x_adv, y), a
     # The first attack of the cascade is the standalone attack with the same key.
@@ -137,7 +137,7 @@ def test_one_compiled_program_serves_every_batch(setup):
                                                  key=jax.random.key(0), batch_size=4,
                                                  mesh=make_mesh(1))
     ref = attacks.apgd(f, x[:13], y[:13], jax.random.key(0), eps=0.1, norm="L2", loss="dlr",
-                       steps=7, batch_size=4, mesh=make_mesh(1))
+                       steps=7, batch_size=4, mesh=make_mesh(1), host_loop=False)
     np.testing.assert_array_equal(x_adv, ref)
 
 

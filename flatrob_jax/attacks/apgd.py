@@ -1,9 +1,16 @@
 """Auto-PGD (Croce & Hein, ICML 2020) exactly as pyautoattack 0.2.0 runs it, Linf and L2.
 
 Reference: ``pyautoattack/autopgd_base.py`` (``APGDAttack.attack_single_run``/``perturb`` and
-``APGDAttack_targeted.perturb``).  The whole attack (all restarts / target classes and all
-iterations) is one jitted program: ``lax.fori_loop`` over iterations, ``lax.while_loop`` over
-runs (stopping once every example of the device's batch is fooled).
+``APGDAttack_targeted.perturb``).  Two ways to run the same attack (``host_loop``):
+
+* one jitted program for the whole attack (all restarts / target classes and all
+  iterations): ``lax.fori_loop`` over iterations, ``lax.while_loop`` over runs (stopping once
+  every example of the device's batch is fooled) -- :func:`apgd_program`, the default on
+  GPU/TPU;
+* a Python loop of jitted steps (:func:`apgd_driver`: one compiled call per iteration, the
+  same :func:`run_iteration`), the default on CPU, where XLA runs a convolution network's
+  gradient inside a compiled loop about 2x slower than the same step called from the host
+  (ResNet-18, benchmarks/attacks.md).
 
 Reference behaviour reproduced on purpose (quirks that change results are marked QUIRK):
 
@@ -21,9 +28,9 @@ Reference behaviour reproduced on purpose (quirks that change results are marked
   the next step's momentum is ``x_best - x_{i}``;
 * QUIRK: the oscillation count at the first checkpoint compares the first loss with
   ``loss_steps[-1]``, a not yet written (zero) entry, as Python's negative index does;
-* returned point: the latest iterate found misclassified (``x_best_adv``); QUIRK: examples that are never
-  misclassified are returned *clean* (not the highest-loss point), and examples misclassified
-  before the attack are returned clean too;
+* returned point: the latest iterate found misclassified (``x_best_adv``); QUIRK: examples
+  that are never misclassified are returned *clean* (not the highest-loss point), and
+  examples misclassified before the attack are returned clean too;
 * APGD-T (``loss='dlr-targeted'``) runs ``n_restarts`` runs for each of the target classes
   ranked 2nd, 3rd, ..., ``(n_target_classes + 1)``-th by the clean logits, on the examples
   still robust.
@@ -33,11 +40,13 @@ Randomness differs from the reference by design: each example's starts come from
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from flatrob_jax import execution
 from flatrob_jax.attacks import losses, norms
@@ -143,24 +152,28 @@ class RunResult(NamedTuple):
     step_sizes: jax.Array   # [n_iter, B] step size used at each iteration (diagnostics)
 
 
-def single_run(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.Array,
-               y_target: jax.Array | None, *, eps: float, norm: str, loss: str, n_iter: int,
-               rho: float = 0.75, record: int = 0) -> RunResult:
-    """``APGDAttack.attack_single_run`` from the given start (after clipping to the box)."""
+def _loss_and_grad(model_fn, z, y, y_target, loss):
+    def total(z):
+        logits = model_fn(z)
+        per_example = losses.attack_loss(loss, logits, y, y_target)
+        return jnp.sum(per_example), (per_example, logits)
+    (_, (per_example, logits)), g = jax.value_and_grad(total, has_aux=True)(z)
+    return per_example, logits, g
 
-    def loss_and_grad(z):
-        def total(z):
-            logits = model_fn(z)
-            per_example = losses.attack_loss(loss, logits, y, y_target)
-            return jnp.sum(per_example), (per_example, logits)
-        (_, (per_example, logits)), g = jax.value_and_grad(total, has_aux=True)(z)
-        return per_example, logits, g
 
+def init_run_state(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.Array,
+                   y_target: jax.Array | None, *, eps: float, loss: str, n_iter: int,
+                   record: int = 0) -> tuple[dict, jax.Array]:
+    """The state of :func:`single_run` before its first iteration, and the zero-gradient flag.
+
+    Every entry has the batch axis first except ``loss_steps``, ``step_sizes`` (``[n_iter,
+    B]``), ``iterates`` (``[record, B, ...]``) and the two scalars of ``check`` (see
+    :data:`STATE_BATCH_AXIS`)."""
     x_adv = jnp.clip(x_init, 0.0, 1.0)
-    loss0, logits0, grad0 = loss_and_grad(x_adv)
+    loss0, logits0, grad0 = _loss_and_grad(model_fn, x_adv, y, y_target, loss)
     batch = x.shape[0]
     zero_grad = jnp.sum(jnp.abs(grad0.reshape(batch, -1)), axis=1) == 0
-    init = dict(
+    state = dict(
         x_adv=x_adv, x_adv_old=x_adv, grad=grad0, x_best=x_adv, grad_best=grad0,
         loss_best=loss0, x_best_adv=x_adv, robust=jnp.argmax(logits0, axis=1) == y,
         step_size=jnp.full((batch,), 2.0 * eps, x.dtype),
@@ -168,35 +181,61 @@ def single_run(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.Array
         check=init_check_state(loss0, n_iter),
         iterates=jnp.zeros((record,) + x.shape, x.dtype),
         step_sizes=jnp.zeros((n_iter, batch), x.dtype))
+    return state, zero_grad
+
+
+#: The batch axis of each entry of the run state (None: the same on every example/device);
+#: the host-driven loop shards the state over the mesh accordingly.
+STATE_BATCH_AXIS = dict(x_adv=0, x_adv_old=0, grad=0, x_best=0, grad_best=0, loss_best=0,
+                        x_best_adv=0, robust=0, step_size=0, loss_steps=1,
+                        check=CheckState(None, None, 0, 0), iterates=1, step_sizes=1)
+
+
+def run_iteration(model_fn: Callable, x: jax.Array, y: jax.Array, y_target: jax.Array | None,
+                  i: jax.Array, s: dict, *, eps: float, norm: str, loss: str, n_iter: int,
+                  rho: float = 0.75, record: int = 0) -> dict:
+    """Iteration ``i`` of ``APGDAttack.attack_single_run`` on the run state ``s``: the body
+    of :func:`single_run`'s loop, compiled inside a ``lax.fori_loop`` or called once per
+    iteration from the host (the same function either way, so the same decisions)."""
+    a = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
+    x_new = apgd_step(s["x_adv"], x, s["grad"], s["x_adv"] - s["x_adv_old"], s["step_size"],
+                      a, eps=eps, norm=norm)
+    iterates = s["iterates"]
+    if record:
+        updated = jax.lax.dynamic_update_index_in_dim(iterates, x_new,
+                                                      jnp.minimum(i, record - 1), 0)
+        iterates = jnp.where(i < record, updated, iterates)
+    step_sizes = s["step_sizes"].at[i].set(s["step_size"])
+    loss_i, logits, grad = _loss_and_grad(model_fn, x_new, y, y_target, loss)
+    pred_ok = jnp.argmax(logits, axis=1) == y
+    fooled_now = norms.bcast(~pred_ok, x)
+    improved = loss_i > s["loss_best"]
+    imp = norms.bcast(improved, x)
+    x_best = jnp.where(imp, x_new, s["x_best"])
+    grad_best = jnp.where(imp, grad, s["grad_best"])
+    loss_best = jnp.where(improved, loss_i, s["loss_best"])
+    loss_steps = s["loss_steps"].at[i].set(loss_i)
+    halve, check = checkpoint_step(s["check"], loss_steps, loss_best, i, n_iter=n_iter, rho=rho)
+    h = norms.bcast(halve, x)
+    return dict(
+        x_adv=jnp.where(h, x_best, x_new), x_adv_old=s["x_adv"],
+        grad=jnp.where(h, grad_best, grad), x_best=x_best, grad_best=grad_best,
+        loss_best=loss_best, x_best_adv=jnp.where(fooled_now, x_new, s["x_best_adv"]),
+        robust=s["robust"] & pred_ok,
+        step_size=jnp.where(halve, s["step_size"] / 2.0, s["step_size"]),
+        loss_steps=loss_steps, check=check, iterates=iterates, step_sizes=step_sizes)
+
+
+def single_run(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.Array,
+               y_target: jax.Array | None, *, eps: float, norm: str, loss: str, n_iter: int,
+               rho: float = 0.75, record: int = 0) -> RunResult:
+    """``APGDAttack.attack_single_run`` from the given start (after clipping to the box)."""
+    init, zero_grad = init_run_state(model_fn, x, y, x_init, y_target, eps=eps, loss=loss,
+                                     n_iter=n_iter, record=record)
 
     def body(i, s):
-        a = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
-        x_new = apgd_step(s["x_adv"], x, s["grad"], s["x_adv"] - s["x_adv_old"], s["step_size"],
-                          a, eps=eps, norm=norm)
-        if record:
-            iterates = jax.lax.dynamic_update_index_in_dim(
-                s["iterates"], x_new, jnp.minimum(i, record - 1), 0)
-            s["iterates"] = jnp.where(i < record, iterates, s["iterates"])
-        step_sizes = s["step_sizes"].at[i].set(s["step_size"])
-        loss_i, logits, grad = loss_and_grad(x_new)
-        pred_ok = jnp.argmax(logits, axis=1) == y
-        fooled_now = norms.bcast(~pred_ok, x)
-        improved = loss_i > s["loss_best"]
-        imp = norms.bcast(improved, x)
-        x_best = jnp.where(imp, x_new, s["x_best"])
-        grad_best = jnp.where(imp, grad, s["grad_best"])
-        loss_best = jnp.where(improved, loss_i, s["loss_best"])
-        loss_steps = s["loss_steps"].at[i].set(loss_i)
-        halve, check = checkpoint_step(s["check"], loss_steps, loss_best, i, n_iter=n_iter,
-                                       rho=rho)
-        h = norms.bcast(halve, x)
-        return dict(
-            x_adv=jnp.where(h, x_best, x_new), x_adv_old=s["x_adv"],
-            grad=jnp.where(h, grad_best, grad), x_best=x_best, grad_best=grad_best,
-            loss_best=loss_best, x_best_adv=jnp.where(fooled_now, x_new, s["x_best_adv"]),
-            robust=s["robust"] & pred_ok,
-            step_size=jnp.where(halve, s["step_size"] / 2.0, s["step_size"]),
-            loss_steps=loss_steps, check=check, iterates=s["iterates"], step_sizes=step_sizes)
+        return run_iteration(model_fn, x, y, y_target, i, s, eps=eps, norm=norm, loss=loss,
+                             n_iter=n_iter, rho=rho, record=record)
 
     s = jax.lax.fori_loop(0, n_iter, body, init)
     return RunResult(s["x_best"], s["robust"], s["loss_best"], s["x_best_adv"], zero_grad,
@@ -211,24 +250,49 @@ def target_labels(clean_logits: jax.Array, run: jax.Array, n_restarts: int) -> j
     return jnp.take(order, order.shape[1] - rank, axis=1)
 
 
-def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss: str,
-                 n_iter: int, n_restarts: int, n_target_classes: int, rho: float,
-                 key_impl: str):
-    """Per-device program of :func:`apgd` (``APGDAttack.perturb``/``APGDAttack_targeted``).
-
-    Returns ``(x_adv, fooled, zero_grad)`` per example: the adversarial example (clean where
-    not fooled), whether it was fooled, whether some run met an all-zero gradient at its start.
-    """
-    keys = execution.wrap_keys(key_data, key_impl)
+def _clean(model_fn, valid, x, y, *, loss: str, n_target_classes: int):
+    """Clean logits, the examples to attack, and the class-count check of the loss."""
     clean_logits = model_fn(x)
-    robust = (jnp.argmax(clean_logits, axis=1) == y) & valid
-    targeted = loss == "dlr-targeted"
     num_classes = clean_logits.shape[1]
     min_classes = {"ce": 2, "dlr": 3, "dlr-targeted": max(4, n_target_classes + 1)}[loss]
     if num_classes < min_classes:
         raise ValueError(f"loss {loss!r} with n_target_classes={n_target_classes} needs at "
                          f"least {min_classes} classes; the model has {num_classes}")
-    num_runs = n_restarts * (n_target_classes if targeted else 1)
+    return clean_logits, (jnp.argmax(clean_logits, axis=1) == y) & valid
+
+
+def _num_runs(loss: str, n_restarts: int, n_target_classes: int) -> int:
+    return n_restarts * (n_target_classes if loss == "dlr-targeted" else 1)
+
+
+def _run_start(keys, clean_logits, x, run, *, eps: float, norm: str, loss: str,
+               n_restarts: int):
+    """Random start and target labels (or None) of run ``run``."""
+    run_keys = jax.vmap(lambda k: jax.random.fold_in(k, run))(keys)
+    y_target = target_labels(clean_logits, run, n_restarts) if loss == "dlr-targeted" else None
+    return random_start(run_keys, x, eps, norm), y_target
+
+
+def _run_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_grad):
+    """Fold a finished run into the outcome (``APGDAttack.perturb``'s bookkeeping)."""
+    fooled = robust & ~run_robust
+    x_adv = jnp.where(norms.bcast(fooled, x), run_x_best_adv, x_adv)
+    return robust & ~fooled, x_adv, zero_grad | (robust & run_zero_grad)
+
+
+def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss: str,
+                 n_iter: int, n_restarts: int, n_target_classes: int, rho: float,
+                 key_impl: str):
+    """Per-device program of :func:`apgd` (``APGDAttack.perturb``/``APGDAttack_targeted``),
+    the whole attack compiled as one program (``lax`` loops).
+
+    Returns ``(x_adv, fooled, zero_grad)`` per example: the adversarial example (clean where
+    not fooled), whether it was fooled, whether some run met an all-zero gradient at its start.
+    """
+    keys = execution.wrap_keys(key_data, key_impl)
+    clean_logits, robust = _clean(model_fn, valid, x, y, loss=loss,
+                                  n_target_classes=n_target_classes)
+    num_runs = _num_runs(loss, n_restarts, n_target_classes)
 
     def cond(c):
         run, robust, _, _ = c
@@ -236,18 +300,114 @@ def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss
 
     def body(c):
         run, robust, x_adv, zero_grad = c
-        run_keys = jax.vmap(lambda k: jax.random.fold_in(k, run))(keys)
-        y_target = target_labels(clean_logits, run, n_restarts) if targeted else None
-        res = single_run(model_fn, x, y, random_start(run_keys, x, eps, norm), y_target,
-                         eps=eps, norm=norm, loss=loss, n_iter=n_iter, rho=rho)
-        fooled = robust & ~res.robust
-        x_adv = jnp.where(norms.bcast(fooled, x), res.x_best_adv, x_adv)
-        return run + 1, robust & ~fooled, x_adv, zero_grad | (robust & res.zero_grad)
+        x_init, y_target = _run_start(keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss,
+                                      n_restarts=n_restarts)
+        res = single_run(model_fn, x, y, x_init, y_target, eps=eps, norm=norm, loss=loss,
+                         n_iter=n_iter, rho=rho)
+        return (run + 1,) + _run_end(x, robust, x_adv, zero_grad, res.robust, res.x_best_adv,
+                                     res.zero_grad)
 
     init = (jnp.int32(0), robust, x, jnp.zeros_like(robust))
     _, still_robust, x_adv, zero_grad = jax.lax.while_loop(cond, body, init)
     fooled = (jnp.argmax(clean_logits, axis=1) == y) & ~still_robust & valid
     return x_adv, fooled, zero_grad
+
+
+# ------------------------------------------------------------------ the host-driven loop
+# The same attack as apgd_program, its loops in Python around compiled steps (CPU default,
+# see `host_loop` in apgd()): each step below is run as jit(shard_map(...)) over the mesh.
+
+def _host_clean(model_fn, valid, x, y, *, loss, n_target_classes):
+    return _clean(model_fn, valid, x, y, loss=loss, n_target_classes=n_target_classes)
+
+
+def _host_start(model_fn, run, x, y, key_data, clean_logits, *, eps, norm, loss, n_iter,
+                n_restarts, key_impl):
+    keys = execution.wrap_keys(key_data, key_impl)
+    x_init, y_target = _run_start(keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss,
+                                  n_restarts=n_restarts)
+    state, zero_grad = init_run_state(model_fn, x, y, x_init, y_target, eps=eps, loss=loss,
+                                      n_iter=n_iter)
+    return state, y if y_target is None else y_target, zero_grad
+
+
+def _host_iteration(model_fn, i, x, y, y_target, state, *, eps, norm, loss, n_iter, rho):
+    y_target = y_target if loss == "dlr-targeted" else None
+    return run_iteration(model_fn, x, y, y_target, i, state, eps=eps, norm=norm, loss=loss,
+                         n_iter=n_iter, rho=rho)
+
+
+def _host_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_grad):
+    return _run_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_grad)
+
+
+def _host_fooled(clean_logits, valid, y, still_robust):
+    return (jnp.argmax(clean_logits, axis=1) == y) & ~still_robust & valid
+
+
+def _state_specs():
+    batch = {None: P(), 0: P(execution.AXIS), 1: P(None, execution.AXIS)}
+    return jax.tree_util.tree_map(lambda a: batch[a], STATE_BATCH_AXIS,
+                                  is_leaf=lambda a: a is None)
+
+
+def apgd_driver(model_fn, valid, x, y, key_data, *, mesh, eps: float, norm: str, loss: str,
+                n_iter: int, n_restarts: int, n_target_classes: int, rho: float,
+                key_impl: str):
+    """:func:`apgd_program` with its loops on the host (``execution.run_batched_driver``):
+    the same functions compiled per step (clean pass, run start, one iteration, run end)
+    and called ``n_iter`` times per run. Same decisions as the compiled loops: runs stop
+    once no example of the batch is left robust (the compiled program stops per device;
+    a device whose examples are all fooled changes nothing in further runs)."""
+    step = functools.partial(execution.sharded_step, mesh=mesh)
+    R, B, S = P(), P(execution.AXIS), _state_specs()
+    clean = step(_host_clean, dict(loss=loss, n_target_classes=n_target_classes),
+                 in_specs=(R, B, B, B), out_specs=(B, B))
+    start = step(_host_start, dict(eps=eps, norm=norm, loss=loss, n_iter=n_iter,
+                                   n_restarts=n_restarts, key_impl=key_impl),
+                 in_specs=(R, R, B, B, B, B), out_specs=(S, B, B))
+    iteration = step(_host_iteration, dict(eps=eps, norm=norm, loss=loss, n_iter=n_iter,
+                                           rho=rho),
+                     in_specs=(R, R, B, B, B, S), out_specs=S)
+    end = step(_host_end, {}, in_specs=(B,) * 7, out_specs=(B, B, B))
+    clean_logits, robust = clean(model_fn, valid, x, y)
+    x_adv, zero_grad = x, jnp.zeros_like(robust)
+    for run in range(_num_runs(loss, n_restarts, n_target_classes)):
+        if not bool(jnp.any(robust)):
+            break
+        state, y_target, run_zero_grad = start(model_fn, jnp.int32(run), x, y, key_data,
+                                               clean_logits)
+        for i in range(n_iter):
+            state = iteration(model_fn, jnp.int32(i), x, y, y_target, state)
+        robust, x_adv, zero_grad = end(x, robust, x_adv, zero_grad, state["robust"],
+                                       state["x_best_adv"], run_zero_grad)
+    fooled = step(_host_fooled, {}, in_specs=(B,) * 4, out_specs=B)(clean_logits, valid, y,
+                                                                     robust)
+    return x_adv, fooled, zero_grad
+
+
+def use_host_loop(host_loop: bool | None, mesh) -> bool:
+    """``host_loop`` resolved: None (auto) means True on the CPU backend, where compiled
+    while loops of convolution gradients are slow (benchmarks/attacks.md), else False."""
+    if host_loop is None:
+        mesh = execution.make_mesh() if mesh is None else mesh
+        return mesh.devices.flat[0].platform == "cpu"
+    if not isinstance(host_loop, bool):
+        raise ValueError(f"host_loop must be True, False or None (auto), got {host_loop!r}")
+    return host_loop
+
+
+def run_apgd(static: dict, apply_fn, x, y, key, *, indices=None, batch_size: int, mesh,
+             log=None, desc: str = "apgd", host_loop: bool | None = None):
+    """Run the APGD program (``static``: its settings, as the registry's) over ``x, y`` with
+    the compiled loops or the host-driven ones; outputs as ``execution.run_batched``."""
+    if use_host_loop(host_loop, mesh):
+        return execution.run_batched_driver(apgd_driver, static, apply_fn, (x, y), key=key,
+                                            indices=indices, batch_size=batch_size, mesh=mesh,
+                                            log=log, desc=desc)
+    return execution.run_batched(apgd_program, static, apply_fn, (x, y), key=key,
+                                 indices=indices, batch_size=batch_size, mesh=mesh, log=log,
+                                 desc=desc)
 
 
 def check_inputs(x, y, eps: float, norm: str) -> tuple[np.ndarray, np.ndarray]:
@@ -266,7 +426,8 @@ def check_inputs(x, y, eps: float, norm: str) -> tuple[np.ndarray, np.ndarray]:
 
 def apgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, loss: str = "ce",
          steps: int = 100, n_restarts: int = 1, n_target_classes: int = 9, rho: float = 0.75,
-         batch_size: int = 500, mesh=None, log=None, return_info: bool = False):
+         batch_size: int = 500, mesh=None, log=None, return_info: bool = False,
+         host_loop: bool | None = None):
     """APGD with loss ``'ce'``, ``'dlr'`` or ``'dlr-targeted'`` (APGD-T), as pyautoattack.
 
     Args:
@@ -277,6 +438,9 @@ def apgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, los
       loss, steps, n_restarts, n_target_classes, rho: as ``APGDAttack``/``APGDAttack_targeted``
         (AutoAttack's standard version: 100 steps, 1 restart, 9 target classes, rho 0.75).
       batch_size, mesh: fixed global batch size and 1-D ``'batch'`` mesh (all devices).
+      host_loop: run the iterations as a Python loop of compiled steps (True) or as one
+        compiled program (False); None (auto): True on the CPU backend only, where it is
+        faster (benchmarks/attacks.md). Both give the same decisions and results.
     Returns:
       ``x_adv [N, ...]`` (clean images where the attack failed, like the reference), or
       ``(x_adv, info)`` with ``info = {'fooled': bool[N], 'zero_grad': bool[N]}``.
@@ -292,9 +456,8 @@ def apgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, los
     if x.shape[0] == 0:
         out = (x, np.zeros(0, bool), np.zeros(0, bool))
     else:
-        out = execution.run_batched(apgd_program, static, apply_fn, (x, y), key=key,
-                                    batch_size=batch_size, mesh=mesh, log=log,
-                                    desc=f"apgd-{loss}")
+        out = run_apgd(static, apply_fn, x, y, key, batch_size=batch_size, mesh=mesh, log=log,
+                       desc=f"apgd-{loss}", host_loop=host_loop)
     x_adv, fooled, zero_grad = out
     if return_info:
         return x_adv, {"fooled": fooled, "zero_grad": zero_grad}

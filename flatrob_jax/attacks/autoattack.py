@@ -25,7 +25,7 @@ import numpy as np
 
 from flatrob_jax import execution
 from flatrob_jax.attacks import checks
-from flatrob_jax.attacks.apgd import check_inputs
+from flatrob_jax.attacks.apgd import apgd_program, check_inputs, run_apgd, use_host_loop
 from flatrob_jax.attacks.registry import ATTACKS, N_TARGET_CLASSES, attack_key, run_attack
 
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -80,14 +80,16 @@ def predict(apply_fn, x, *, batch_size: int = 500, mesh=None):
 
 def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str,
                version: str = "standard", attacks: tuple[str, ...] | None = None,
-               batch_size: int = 500, mesh=None, log: Callable[[str], None] | None = None
-               ) -> AutoAttackResult:
+               batch_size: int = 500, mesh=None, log: Callable[[str], None] | None = None,
+               host_loop: bool | None = None) -> AutoAttackResult:
     """Run the AutoAttack cascade on ``x`` (float32 NHWC in [0, 1]) with labels ``y``.
 
     ``version='standard'`` runs :data:`STANDARD`; ``version='custom'`` runs ``attacks`` (names
     of ``registry.ATTACKS``: ``'apgd-ce', 'apgd-t', 'fab-t', 'square', 'apgd-dlr'`` and any
     registered later, in the given order).  The reference's 'plus' and 'rand' versions are not
-    implemented.
+    implemented.  ``host_loop`` (None: auto, True on CPU) runs the APGD attacks' iterations
+    as a Python loop of compiled steps (``apgd.apgd_driver``), faster on the CPU backend;
+    the other attacks run as registered.
     """
     if version not in VERSIONS:
         raise ValueError(f"unknown AutoAttack version {version!r}; allowed: {VERSIONS}")
@@ -107,6 +109,7 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
     if n == 0:
         raise ValueError("autoattack needs at least one example")
     mesh = execution.make_mesh() if mesh is None else mesh
+    host = use_host_loop(host_loop, mesh)
     say = log or (lambda s: None)
     warnings: list[str] = []
 
@@ -137,9 +140,16 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
             break
         t0 = time.perf_counter()
         spec = ATTACKS[attack]
-        out = run_attack(attack, apply_fn, x[idx], y[idx],
-                         attack_key(key, attack) if spec.keyed else None, eps=float(eps),
-                         norm=norm, indices=idx, batch_size=batch_size, mesh=mesh, log=log)
+        attack_k = attack_key(key, attack) if spec.keyed else None
+        if spec.program is apgd_program and host:
+            # registry.run_attack runs the compiled program; the same settings, host loop
+            static = dict(spec.settings, eps=float(eps), norm=norm)
+            out = run_apgd(static, apply_fn, x[idx], y[idx], attack_k, indices=idx,
+                           batch_size=batch_size, mesh=mesh, log=log, desc=attack,
+                           host_loop=True)
+        else:
+            out = run_attack(attack, apply_fn, x[idx], y[idx], attack_k, eps=float(eps),
+                             norm=norm, indices=idx, batch_size=batch_size, mesh=mesh, log=log)
         adv, fooled = out[0], out[1]
         if spec.counts_zero_grad:
             num_zero_grad += int(out[2].sum())

@@ -12,20 +12,24 @@ Not part of AutoAttack; conventions follow the common PyTorch implementations
   it, otherwise the final iterate with the highest loss;
 * FGSM: ``steps=1, step_size=eps, random_start=False``.
 
-The whole attack is one jitted program (``lax.fori_loop`` over steps and restarts); example
-``i`` draws its starts from ``fold_in(fold_in(key, i), restart)``.
+The whole attack is one jitted program (``lax.fori_loop`` over steps and restarts,
+:func:`pgd_program`) or, by default on CPU, a Python loop of one jitted call per step
+(:func:`pgd_driver`, the same :func:`pgd_iteration`; ``host_loop``); example ``i`` draws its
+starts from ``fold_in(fold_in(key, i), restart)``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from flatrob_jax import execution
 from flatrob_jax.attacks import losses, norms
-from flatrob_jax.attacks.apgd import check_inputs
+from flatrob_jax.attacks.apgd import check_inputs, use_host_loop
 
 PGD_LOSSES = ("ce", "margin")
 
@@ -38,55 +42,107 @@ def pgd_start(keys: jax.Array, x: jax.Array, eps: float, norm: str) -> jax.Array
         def draw(k):
             kz, ku = jax.random.split(k)
             z = jax.random.normal(kz, shape, x.dtype)
-            return z / (jnp.sqrt(jnp.sum(z * z)) + 1e-12) * eps * jax.random.uniform(ku, (), x.dtype)
+            u = jax.random.uniform(ku, (), x.dtype)
+            return z / (jnp.sqrt(jnp.sum(z * z)) + 1e-12) * eps * u
         noise = jax.vmap(draw)(keys)
     return jnp.clip(x + noise, 0.0, 1.0)
 
 
+def _loss_and_grad(model_fn, z, y, loss):
+    def total(z):
+        logits = model_fn(z)
+        per_example = losses.attack_loss(loss, logits, y)
+        return jnp.sum(per_example), (per_example, logits)
+    (_, (per_example, logits)), g = jax.value_and_grad(total, has_aux=True)(z)
+    return per_example, logits, g
+
+
+def pgd_iteration(model_fn, x, y, z, *, eps: float, norm: str, step_size: float, loss: str):
+    """One PGD step from ``z``: gradient (sign for Linf), projection on the ball and box."""
+    _, _, g = _loss_and_grad(model_fn, z, y, loss)
+    direction = jnp.sign(g) if norm == "Linf" else norms.normalize(g, norm)
+    return norms.project(z + step_size * direction, x, eps, norm)
+
+
+def _restart_start(keys, x, r, *, eps: float, norm: str, random_start: bool):
+    if not random_start:
+        return x
+    return pgd_start(jax.vmap(lambda k: jax.random.fold_in(k, r))(keys), x, eps, norm)
+
+
+def _restart_end(model_fn, x, y, z, best, best_loss, fooled, *, loss: str):
+    """Keep the first restart's final iterate that fools the example, else the highest loss."""
+    loss_z, logits, _ = _loss_and_grad(model_fn, z, y, loss)
+    fooled_z = jnp.argmax(logits, axis=1) != y
+    take = (~fooled) & (fooled_z | (loss_z > best_loss))
+    best = jnp.where(norms.bcast(take, x), z, best)
+    return best, jnp.where(take, loss_z, best_loss), fooled | fooled_z
+
+
+def _init(x):
+    return x, jnp.full(x.shape[:1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:1], bool)
+
+
 def pgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, steps: int,
                 step_size: float, restarts: int, random_start: bool, loss: str, key_impl: str):
-    """Per-device PGD; returns ``(x_adv, fooled)``."""
+    """Per-device PGD compiled as one program (``lax.fori_loop`` over restarts and steps);
+    returns ``(x_adv, fooled)``."""
     del valid
     keys = execution.wrap_keys(key_data, key_impl)
 
-    def loss_and_grad(z):
-        def total(z):
-            logits = model_fn(z)
-            per_example = losses.attack_loss(loss, logits, y)
-            return jnp.sum(per_example), (per_example, logits)
-        (_, (per_example, logits)), g = jax.value_and_grad(total, has_aux=True)(z)
-        return per_example, logits, g
-
     def step(_, z):
-        _, _, g = loss_and_grad(z)
-        direction = jnp.sign(g) if norm == "Linf" else norms.normalize(g, norm)
-        return norms.project(z + step_size * direction, x, eps, norm)
+        return pgd_iteration(model_fn, x, y, z, eps=eps, norm=norm, step_size=step_size,
+                             loss=loss)
 
     def restart(r, carry):
-        best, best_loss, fooled = carry
-        if random_start:
-            start = pgd_start(jax.vmap(lambda k: jax.random.fold_in(k, r))(keys), x, eps, norm)
-        else:
-            start = x
+        start = _restart_start(keys, x, r, eps=eps, norm=norm, random_start=random_start)
         z = jax.lax.fori_loop(0, steps, step, start)
-        loss_z, logits, _ = loss_and_grad(z)
-        fooled_z = jnp.argmax(logits, axis=1) != y
-        take = (~fooled) & (fooled_z | (loss_z > best_loss))
-        best = jnp.where(norms.bcast(take, x), z, best)
-        return best, jnp.where(take, loss_z, best_loss), fooled | fooled_z
+        return _restart_end(model_fn, x, y, z, *carry, loss=loss)
 
-    init = (x, jnp.full(x.shape[:1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:1], bool))
-    x_adv, _, fooled = jax.lax.fori_loop(0, restarts, restart, init)
+    x_adv, _, fooled = jax.lax.fori_loop(0, restarts, restart, _init(x))
     return x_adv, fooled
+
+
+def _host_start(r, x, key_data, *, eps, norm, random_start, key_impl):
+    keys = execution.wrap_keys(key_data, key_impl)
+    return _restart_start(keys, x, r, eps=eps, norm=norm, random_start=random_start)
+
+
+def _host_end(model_fn, x, y, z, best, best_loss, fooled, *, loss):
+    return _restart_end(model_fn, x, y, z, best, best_loss, fooled, loss=loss)
+
+
+def pgd_driver(model_fn, valid, x, y, key_data, *, mesh, eps: float, norm: str, steps: int,
+               step_size: float, restarts: int, random_start: bool, loss: str, key_impl: str):
+    """:func:`pgd_program` with its loops on the host: one compiled call per step (the same
+    :func:`pgd_iteration`), see ``host_loop`` in :func:`pgd`."""
+    del valid
+    R, B = P(), P(execution.AXIS)
+    step = functools.partial(execution.sharded_step, mesh=mesh)
+    start = step(_host_start, dict(eps=eps, norm=norm, random_start=random_start,
+                                   key_impl=key_impl), in_specs=(R, B, B), out_specs=B)
+    iteration = step(pgd_iteration, dict(eps=eps, norm=norm, step_size=step_size, loss=loss),
+                     in_specs=(R, B, B, B), out_specs=B)
+    end = step(_host_end, dict(loss=loss), in_specs=(R,) + (B,) * 6, out_specs=(B, B, B))
+    best, best_loss, fooled = step(_init, {}, in_specs=(B,), out_specs=(B, B, B))(x)
+    for r in range(restarts):
+        z = start(jnp.int32(r), x, key_data)
+        for _ in range(steps):
+            z = iteration(model_fn, x, y, z)
+        best, best_loss, fooled = end(model_fn, x, y, z, best, best_loss, fooled)
+    return best, fooled
 
 
 def pgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, steps: int,
         step_size: float, restarts: int = 1, random_start: bool = True, loss: str = "ce",
-        batch_size: int = 500, mesh=None, log=None) -> np.ndarray:
+        batch_size: int = 500, mesh=None, log=None,
+        host_loop: bool | None = None) -> np.ndarray:
     """PGD-``steps`` adversarial examples ``x_adv [N, ...]`` (see the module docstring).
 
     ``apply_fn(x) -> logits``; ``x`` float32 NHWC in [0, 1]; example ``i`` uses
-    ``fold_in(key, i)``.
+    ``fold_in(key, i)``. ``host_loop``: the steps as a Python loop of compiled steps (True)
+    or one compiled program (False); None (auto): True on the CPU backend only, where it is
+    faster (benchmarks/attacks.md); the same steps either way.
     """
     if loss not in PGD_LOSSES:
         raise ValueError(f"unknown PGD loss {loss!r}; allowed: {PGD_LOSSES}")
@@ -99,8 +155,12 @@ def pgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, step
         return x
     static = dict(eps=float(eps), norm=norm, steps=int(steps), step_size=float(step_size),
                   restarts=int(restarts), random_start=bool(random_start), loss=loss)
-    x_adv, _ = execution.run_batched(pgd_program, static, apply_fn, (x, y), key=key,
-                                     batch_size=batch_size, mesh=mesh, log=log, desc="pgd")
+    if use_host_loop(host_loop, mesh):
+        run, program = execution.run_batched_driver, pgd_driver
+    else:
+        run, program = execution.run_batched, pgd_program
+    x_adv, _ = run(program, static, apply_fn, (x, y), key=key, batch_size=batch_size, mesh=mesh,
+                   log=log, desc="pgd")
     return x_adv
 
 
