@@ -1,14 +1,20 @@
 """Metrics as JSON lines and TensorBoard events (tensorboardX: no TensorFlow needed).
 
+Both go through the workdir's storage, a local path or a gs:// URI (``flatrob_jax.fileio``):
+``metrics.jsonl`` through ``fileio.Appender`` (appended locally; buffered and rewritten on an
+object store), event files on gs:// through :class:`ObjectRecordWriter`, registered with
+tensorboardX for gs:// in place of its own google-cloud-storage writer, because that one
+uploads the event file once more from its ``__del__`` at interpreter exit (a redundant upload,
+and a two-minute hang when the bucket is unreachable by then).
+
 ``Progress`` and ``format_duration`` (steps/s and ETA lines) are ``flatrob_jax.progress``'s,
 re-exported here."""
 import json
-import os
 import time
 
 import numpy as np
 
-from flatrob_jax.atomic_files import atomic_write_text
+from flatrob_jax import fileio
 from flatrob_jax.progress import Progress, format_duration
 
 
@@ -17,51 +23,96 @@ def _plain(value):
     return value.item() if value.ndim == 0 else value.tolist()
 
 
+class ObjectRecordWriter:
+    """A tensorboardX record writer for an object store: keeps the event file's bytes and
+    uploads the whole object on ``flush()``/``close()`` when it has grown (an upload is
+    atomic; there is no append)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._buffer = bytearray()
+        self._uploaded = -1
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+
+    def flush(self) -> None:
+        if len(self._buffer) != self._uploaded:
+            fileio.atomic_write_bytes(self.path, bytes(self._buffer))
+            self._uploaded = len(self._buffer)
+
+    def close(self) -> None:
+        self.flush()
+
+
+class _ObjectRecordWriterFactory:
+    def open(self, path):
+        return ObjectRecordWriter(path)
+
+    def directory_check(self, path):
+        pass  # an object store has no directories to create
+
+
+def _summary_writer(logdir: str):
+    from tensorboardX import SummaryWriter, record_writer
+
+    if fileio.scheme(logdir) == "gs":
+        record_writer.register_writer_factory("gs", _ObjectRecordWriterFactory())
+    return SummaryWriter(logdir)
+
+
 class MetricWriter:
     """Appends ``{"step": s, "split": ..., name: value}`` lines to ``metrics.jsonl`` and
-    scalars to TensorBoard under ``workdir/tensorboard``. Only process 0 writes."""
+    scalars to TensorBoard under ``workdir/tensorboard``. Only process 0 writes.
 
-    def __init__(self, workdir: str, enabled: bool = True, filename: str = "metrics.jsonl"):
+    On an object store the lines reach the bucket at most ``min_interval_s`` after they are
+    written and on :meth:`flush`, which the trainer calls before each checkpoint, so a
+    resumed run never misses the lines of the steps before its checkpoint."""
+
+    def __init__(self, workdir: str, enabled: bool = True, filename: str = "metrics.jsonl",
+                 min_interval_s: float = 30.0):
         self.enabled = enabled
-        self.path = os.path.join(workdir, filename)
+        self.path = fileio.join(workdir, filename)
         self._tb = None
+        self._lines = None
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            fileio.makedirs(workdir)
+            self._lines = fileio.Appender(self.path, min_interval_s=min_interval_s)
+            self._tb = _summary_writer(fileio.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after ``step`` (a resumed run logs those steps again)."""
-        if not (self.enabled and os.path.exists(self.path)):
+        if not self.enabled:
             return
-        with open(self.path) as f:
-            lines = [ln for ln in f if ln.strip()]
+        lines = [ln for ln in self._lines.read().splitlines(keepends=True) if ln.strip()]
         kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
         if len(kept) != len(lines):
-            atomic_write_text(self.path, "".join(kept))
+            self._lines.rewrite("".join(kept))
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
             return
         row = {"step": int(step), "split": split, "time": time.time()}
         row.update({k: _plain(v) for k, v in metrics.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._lines.append(json.dumps(row) + "\n")
         for k, v in metrics.items():
             v = np.asarray(v)
             if v.ndim == 0 and np.isfinite(v):
                 self._tb.add_scalar(f"{split}/{k}", float(v), step)
 
     def flush(self):
+        if self._lines is not None:
+            self._lines.flush()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self):
+        if self._lines is not None:
+            self._lines.flush()
         if self._tb is not None:
             self._tb.close()
 
 
 # The one progress reporter lives in flatrob_jax.progress; re-exported for existing importers
 # (training/trainer.py, sweep.py).
-__all__ = ["MetricWriter", "Progress", "format_duration"]
+__all__ = ["MetricWriter", "ObjectRecordWriter", "Progress", "format_duration"]
