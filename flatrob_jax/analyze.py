@@ -10,7 +10,7 @@ them for this analysis only. The library code is ``flatrob_jax.analysis.analyze_
 """
 from absl import app, flags, logging
 
-from flatrob_jax import configuration, distributed
+from flatrob_jax import configuration, distributed, fileio
 from flatrob_jax.analysis import analysis_config_for, analyze_run
 
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "run directory (repeat for several)")
@@ -31,6 +31,7 @@ def main(parsed):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    fileio.require_support(*_WORKDIR.value)  # a gs:// workdir needs flatrob_jax[gcp]
     distributed.initialize()
     for workdir in _WORKDIR.value:
         try:

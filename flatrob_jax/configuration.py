@@ -11,8 +11,9 @@ Command lines override fields with ``--config.a.b=value`` (absl's config_flags);
 sweeps use the same ``a.b=value`` strings or ``{'a.b': value}`` dicts (``apply_overrides``).
 
 It also reads and writes a run's stored config (``save_run_config`` / ``load_run_config``).
-This module imports no flatrob_jax module but ``atomic_files``: configs import the library,
-never the reverse, so loading a config cannot form an import cycle.
+This module imports no flatrob_jax module but ``fileio`` (a run's config files may be in a
+gs:// workdir): configs import the library, never the reverse, so loading a config cannot
+form an import cycle.
 """
 import ast
 import copy
@@ -24,7 +25,7 @@ import pkgutil
 
 import ml_collections
 
-from flatrob_jax.atomic_files import atomic_write_text
+from flatrob_jax import fileio
 
 CONFIGS_PACKAGE = "flatrob_jax.configs"
 
@@ -308,24 +309,33 @@ def config_from_json(text: str) -> ml_collections.ConfigDict:
 def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> str:
     """Write config.json beside the checkpoints; if one exists and differs, keep both."""
     text = config.to_json_best_effort(indent=2, sort_keys=True)
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            if f.read() == text:
-                return path
+    path = fileio.join(workdir, "config.json")
+    if fileio.exists(path):
+        if fileio.read_text(path) == text:
+            return path
         n = 1
-        while os.path.exists(os.path.join(workdir, f"config.{n}.json")):
+        while fileio.exists(fileio.join(workdir, f"config.{n}.json")):
             n += 1
-        path = os.path.join(workdir, f"config.{n}.json")
-    atomic_write_text(path, text)
+        path = fileio.join(workdir, f"config.{n}.json")
+    fileio.atomic_write_text(path, text)
     return path
+
+
+def _config_number(name: str) -> int:
+    """config.json -> 0, config.<n>.json -> n (the order they were written in)."""
+    middle = name[len("config."):-len(".json")]
+    return int(middle) if middle.isdigit() else 0
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was started with (the latest config.<n>.json if it was changed)."""
-    names = [f for f in os.listdir(workdir) if f.startswith("config") and f.endswith(".json")]
+    try:
+        names = [f for f in fileio.listdir(workdir)
+                 if f.startswith("config") and f.endswith(".json")]
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"workdir {workdir!r} does not exist: is it a flatrob_jax "
+                                f"run?") from e
     if not names:
         raise FileNotFoundError(f"no config.json in workdir {workdir!r}: is it a flatrob_jax run?")
-    latest = max(names, key=lambda f: (f.count("."), f))
-    with open(os.path.join(workdir, latest)) as f:
-        return config_from_json(f.read())
+    latest = max(names, key=lambda f: (_config_number(f), f))
+    return config_from_json(fileio.read_text(fileio.join(workdir, latest)))

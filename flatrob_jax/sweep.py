@@ -7,11 +7,9 @@
 The library code (``Sweep``, ``product``, ``load_sweep``, ``run_sweep``) is
 ``flatrob_jax.study``; every step is resumable (see there).
 """
-import os
-
 from absl import app, flags, logging
 
-from flatrob_jax import configuration, distributed, study
+from flatrob_jax import configuration, distributed, fileio, study
 
 _SWEEP = flags.DEFINE_string("sweep", None, "sweep file path.py[:arg], or a sweep name")
 _WORKDIR = flags.DEFINE_string("workdir", None, "root directory; one subdirectory per run")
@@ -24,10 +22,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
+    fileio.require_support(_WORKDIR.value)  # a gs:// root needs flatrob_jax[gcp]
     sweep = study.load_sweep(_SWEEP.value)
     if _PRINT.value:
         for name, overrides, _ in study.run_configs(sweep):
-            print(study.command_line(sweep, overrides, os.path.join(_WORKDIR.value, name)))
+            print(study.command_line(sweep, overrides, fileio.join(_WORKDIR.value, name)))
         return
     distributed.initialize()
     study.run_sweep(sweep, _WORKDIR.value, study.STEPS if _ONLY.value is None else (_ONLY.value,))

@@ -6,7 +6,7 @@ field to None ("all" examples or devices, steps derived from epochs, never)."""
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flatrob_jax import configuration, distributed
+from flatrob_jax import configuration, distributed, fileio
 from flatrob_jax.training.trainer import train_and_evaluate
 
 configuration.accept_none_on_command_line()
@@ -20,6 +20,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    fileio.require_support(_WORKDIR.value, _CONFIG.value.dataset.data_dir)  # gs:// needs [gcp]
     distributed.initialize()
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -15,9 +15,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from flatrob_jax import fileio
 from flatrob_jax.analysis import registry
 from flatrob_jax.analysis.config import default_config
-from flatrob_jax.atomic_files import atomic_write_text
 from flatrob_jax.configuration import apply_overrides, load_run_config
 from flatrob_jax.runs import load_for_eval
 
@@ -40,6 +40,7 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
     from flatrob_jax.data import load_arrays
 
     t0 = time.time()
+    fileio.require_support(workdir)  # a gs:// workdir without the storage extra fails now
     measures = registry.check_measures(cfg.measures)
     entries = [registry.get(m) for m in measures]
     run = load_for_eval(workdir)
@@ -48,8 +49,8 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
                "augment": config.augment.name, "model": config.model.name,
                "dataset": config.dataset.name, "measures": list(measures),
                "analysis_config": json.loads(cfg.to_json(sort_keys=True))}
-    out_dir = os.path.join(workdir, "analysis")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = fileio.join(workdir, "analysis")
+    fileio.makedirs(out_dir)
     needs = {e.data for e in entries}
     test = train = None
     if "test" in needs:
@@ -63,8 +64,8 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
         prefixed = lambda msg, name=entry.name: log(f"[{workdir}] {name}: {msg}")  # noqa: E731
         _set_in(results, entry.where, entry.run(inputs, log=prefixed, **settings))
     results["seconds"] = time.time() - t0
-    atomic_write_text(os.path.join(workdir, "analysis.json"),
-                      json.dumps(_jsonable(results), indent=2))
+    fileio.atomic_write_text(fileio.join(workdir, "analysis.json"),
+                             json.dumps(_jsonable(results), indent=2))
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
     return results
 

@@ -1,8 +1,11 @@
-"""Heat map of error per corruption (rows) and severity (columns), written as a PNG."""
+"""Heat map of error per corruption (rows) and severity (columns), written as a PNG (a local
+path or a gs:// URI, through ``flatrob_jax.fileio``)."""
 from __future__ import annotations
 
-import os
+import io
 from typing import Mapping, Sequence
+
+from flatrob_jax import fileio
 
 
 def write_heatmap(errors: Mapping[str, Sequence[float]], path: str, title: str = "error") -> str:
@@ -25,7 +28,8 @@ def write_heatmap(errors: Mapping[str, Sequence[float]], path: str, title: str =
                     color="white" if table[i, j] < 0.6 * np.nanmax(table) else "black")
     fig.colorbar(im, ax=ax, label="top-1 error")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    fileio.atomic_write_bytes(path, buffer.getvalue())
     return path

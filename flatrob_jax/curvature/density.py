@@ -12,12 +12,14 @@ P is exactly a Hutchinson sample of tr(H) (PyHessian's ``density`` follows the s
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from flatrob_jax import fileio
 from flatrob_jax.curvature.lanczos import lanczos_tridiagonal, ritz_pairs
 from flatrob_jax.curvature.linalg import flattener, rademacher
 
@@ -92,7 +94,8 @@ def plot_density(
     sigma_fraction: float = 0.01,
     title: str = "Hessian eigenvalue density (SLQ)",
 ) -> str:
-    """Writes a PNG of the smoothed density (log scale) to ``path``; returns ``path``.
+    """Writes a PNG of the smoothed density (log scale) to ``path`` (a local path or a gs://
+    URI, written atomically through ``flatrob_jax.fileio``); returns ``path``.
 
     The kernel width is ``sigma_fraction`` times the span of the nodes; the grid extends five
     percent of the span beyond them. Draws on matplotlib's Agg canvas directly (no display,
@@ -114,5 +117,7 @@ def plot_density(
     ax.set_title(title)
     ax.set_ylim(max(float(values.max()) * 1e-8, 1e-12), float(values.max()) * 2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    fileio.atomic_write_bytes(path, buffer.getvalue())
     return path

@@ -1,14 +1,18 @@
 """Reading a PyTorch checkpoint file into NumPy arrays: the only module that imports torch.
 
 torch is imported lazily, so the rest of the library (and analysis of an imported workdir)
-never needs it; where it is missing the error says how to install it.
+never needs it; where it is missing the error says how to install it. The weights file may be
+a gs:// URI (read through ``flatrob_jax.fileio``).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 
 import numpy as np
+
+from flatrob_jax import fileio
 
 INSTALL_HINT = "pip install 'flatrob_jax[torch]' (or any CPU build of torch)"
 # Keys under which training scripts nest the state_dict inside a checkpoint dict.
@@ -39,7 +43,7 @@ def torch_version() -> str | None:
 
 def sha256_of(path: str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fileio.open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -48,7 +52,7 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> str:
 def verify_file(path: str, expected_sha256: str | None) -> str:
     """The file's sha256, after checking it exists (FileNotFoundError) and, when
     ``expected_sha256`` is given, that it matches (ChecksumMismatch)."""
-    if not os.path.isfile(path):
+    if not fileio.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} not found")
     digest = sha256_of(path)
     if expected_sha256 is not None:
@@ -110,7 +114,9 @@ def read_state_dict(weights) -> dict:
     if isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # A local file is read by torch itself; an object is downloaded into memory.
+            source = io.BytesIO(fileio.read_bytes(path)) if fileio.is_uri(path) else path
+            obj = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"weights file {path!r} cannot be read by torch.load "
                              f"(weights_only=True): {type(e).__name__}: {str(e)[:300]}") from e

@@ -13,24 +13,25 @@ sweeps and the report treat it like one:
     workdir/summary.json       marks the run finished (``"imported": true``, ``steps`` 0)
 
 Everything is checked (architecture, dataset, file, checksum, every tensor's name and shape)
-before anything is written; the files are then written into a temporary sibling directory that
-is renamed to ``workdir`` only when complete, so an error leaves no workdir behind.
+before anything is written. On local disk the files are then written into a temporary sibling
+directory that is renamed to ``workdir`` only when complete, so an error leaves no workdir
+behind. An object store (gs://) has no rename: there the files are written into ``workdir``
+itself, only after every check passed, with ``summary.json`` (which marks the run finished)
+last; an error while writing removes what was written (a killed import leaves a workdir
+without summary.json: delete it, e.g. ``gcloud storage rm -r``, and import again).
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from flatrob_jax import checkpoint as ckpt_lib
-from flatrob_jax import configuration
-from flatrob_jax.atomic_files import atomic_write_text
+from flatrob_jax import configuration, fileio
 from flatrob_jax.data import get_info
 from flatrob_jax.torch_import import convert, layouts, loading
 from flatrob_jax.training import builders
@@ -99,7 +100,7 @@ def _num_params(tree) -> int:
 
 
 def _check_workdir(workdir: str) -> None:
-    if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
+    if fileio.exists(workdir) and (not fileio.isdir(workdir) or fileio.listdir(workdir)):
         raise FileExistsError(f"workdir {workdir!r} exists and is not empty; an import writes a "
                               f"new run: give a new directory")
 
@@ -113,7 +114,7 @@ def prepare_import(arch: str, weights, dataset: str, *, mean=None, std=None,
                          f"{', '.join(dataset_names())}")
     info = get_info(dataset)
     if isinstance(weights, (str, os.PathLike)):
-        source = os.path.abspath(os.fspath(weights))
+        source = fileio.absolute(weights)
         digest = loading.verify_file(source, sha256)
     else:
         if sha256 is not None:
@@ -162,36 +163,48 @@ def _imported_state(config, variables: dict):
     return state
 
 
+def _write_run(directory: str, config, state, provenance: dict) -> None:
+    """The run's files in ``directory``, ``summary.json`` (the run is finished) last."""
+    configuration.save_run_config(directory, config)
+    checkpointer = ckpt_lib.Checkpointer(directory, max_to_keep=1, async_save=False)
+    try:
+        checkpointer.save(0, state_to_tree(state), force=True)
+    finally:
+        checkpointer.close()
+    fileio.atomic_write_text(fileio.join(directory, "provenance.json"),
+                             json.dumps(provenance, indent=2, sort_keys=True))
+    summary = {"imported": True, "steps": 0, "model": config.model.name,
+               "dataset": config.dataset.name, "arch": provenance["arch"],
+               "source": provenance["source"]}
+    fileio.atomic_write_text(fileio.join(directory, "summary.json"),
+                             json.dumps(summary, indent=2))
+
+
 def write_workdir(workdir: str, config, variables: dict, provenance: dict) -> str:
-    """Write the run (config, checkpoint at step 0, provenance, summary) atomically."""
-    workdir = os.path.abspath(os.fspath(workdir))
+    """Write the run (config, checkpoint at step 0, provenance, summary): locally into a
+    temporary sibling renamed into place when complete; on an object store (no rename)
+    into ``workdir`` itself, summary.json last, removing what was written on an error."""
+    workdir = fileio.absolute(workdir)
     _check_workdir(workdir)
     state = _imported_state(config, variables)
-    parent = os.path.dirname(workdir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(workdir)}.importing-")
+    if fileio.is_uri(workdir):
+        try:
+            _write_run(workdir, config, state, provenance)
+        except BaseException:
+            fileio.rmtree(workdir)  # it was empty before: only what this import wrote
+            raise
+        return workdir
+    tmp = fileio.make_temp_dir(fileio.dirname(workdir),
+                               prefix=f".{fileio.basename(workdir)}.importing-")
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run directory is not
-        configuration.save_run_config(tmp, config)
-        checkpointer = ckpt_lib.Checkpointer(tmp, max_to_keep=1, async_save=False)
-        try:
-            checkpointer.save(0, state_to_tree(state), force=True)
-        finally:
-            checkpointer.close()
-        atomic_write_text(os.path.join(tmp, "provenance.json"),
-                          json.dumps(provenance, indent=2, sort_keys=True))
-        summary = {"imported": True, "steps": 0, "model": config.model.name,
-                   "dataset": config.dataset.name, "arch": provenance["arch"],
-                   "source": provenance["source"]}
-        atomic_write_text(os.path.join(tmp, "summary.json"), json.dumps(summary, indent=2))
+        _write_run(tmp, config, state, provenance)
         _check_workdir(workdir)  # still free (another process may have raced us)
-        if os.path.isdir(workdir):
-            os.rmdir(workdir)  # empty: replaced by the complete run
-        os.rename(tmp, workdir)
+        fileio.rename_dir(tmp, workdir)  # an empty workdir is replaced by the complete run
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fileio.rmtree(tmp)
         raise
     return workdir
 
@@ -207,7 +220,8 @@ def import_checkpoint(arch: str, weights, dataset: str, workdir: str, *, mean=No
     buffers if it has some, else none. ``sha256``: the expected checksum of the file.
     ``zoo_entry``: the zoo's name for the model, recorded in the provenance.
     """
-    workdir = os.path.abspath(os.fspath(workdir))
+    workdir = fileio.absolute(workdir)
+    fileio.require_support(workdir, weights if isinstance(weights, (str, os.PathLike)) else None)
     _check_workdir(workdir)  # fail before the (possibly long) conversion
     config, variables, provenance = prepare_import(arch, weights, dataset, mean=mean, std=std,
                                                    sha256=sha256)

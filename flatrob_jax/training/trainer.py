@@ -5,10 +5,9 @@ has one, run the jitted data-parallel step, log, evaluate, checkpoint. A run kil
 point and restarted ends with parameters identical to an uninterrupted run: batches and
 augmentation keys are pure functions of (seed, step), and the state comes from the last
 complete checkpoint. A non-finite training loss stops the run with a FloatingPointError that
-names the step.
+names the step. The workdir and the data directory may be gs:// URIs (``flatrob_jax.fileio``).
 """
 import json
-import os
 import time
 
 import jax
@@ -16,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flatrob_jax import checkpoint as ckpt_lib
-from flatrob_jax import configuration, distributed
-from flatrob_jax.atomic_files import atomic_write_text
+from flatrob_jax import configuration, distributed, fileio
 from flatrob_jax.augment import build_train_augmentation
 from flatrob_jax.data import EvalBatches, TrainBatches, build_source, get_info
 from flatrob_jax.metrics_log import MetricWriter, Progress, format_duration
@@ -60,7 +58,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and return the
     final summary (also written to workdir/summary.json)."""
     t_start = time.time()
-    os.makedirs(workdir, exist_ok=True)
+    # A gs:// workdir or data_dir without the storage extra fails here, before any work.
+    fileio.require_support(workdir, config.dataset.data_dir)
+    fileio.makedirs(workdir)
     is_main = jax.process_index() == 0
     if is_main:
         configuration.save_run_config(workdir, config)
@@ -131,6 +131,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             # Saving waits for the state anyway: check the losses not yet logged first, so a
             # run that has visibly diverged writes no new checkpoint.
             check_finite_loss(jax.device_get(pending), first_step=step - len(pending) + 1)
+            writer.flush()  # the metrics of the steps up to this checkpoint are durable first
             checkpointer.save(step, state_to_tree(state))
     train_seconds = time.perf_counter() - t_train
 
@@ -151,10 +152,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "num_devices": num_devices, "model": config.model.name,
         "dataset": config.dataset.name, "augment": config.augment.name,
     }
+    writer.close()  # every metric is in storage before summary.json marks the run finished
     if is_main:
-        atomic_write_text(os.path.join(workdir, "summary.json"),
-                                   json.dumps(summary, indent=2))
-    writer.close()
+        fileio.atomic_write_text(fileio.join(workdir, "summary.json"),
+                                 json.dumps(summary, indent=2))
     checkpointer.close()
     _log(f"done: test accuracy {final['accuracy']:.4f} after {total_steps} steps; "
          f"{trained_steps} steps this session in {format_duration(train_seconds)}"
