@@ -5,6 +5,7 @@ takes plain arguments.
 """
 import numpy as np
 
+from flatrob_jax import fileio
 from flatrob_jax.data.catalog import CATALOG, DatasetInfo, get_info
 from flatrob_jax.data.pipeline import EvalBatches, TrainBatches
 from flatrob_jax.data.sources import (
@@ -34,6 +35,7 @@ def build_source(dataset_cfg, split: str, train: bool = False):
     field = "num_train_examples" if train else "num_eval_examples"
     limit = _example_limit(field, dataset_cfg[field])
     data_dir = dataset_cfg.data_dir or None
+    fileio.require_support(data_dir)  # gs:// data needs flatrob_jax[gcp] (tfds reads via epath)
     # dataset.download: configs stored by runs made before the field existed lack it (False).
     download = bool(dataset_cfg.download) if "download" in dataset_cfg else False
     if info.name.startswith("imagenet2012"):

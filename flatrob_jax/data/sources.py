@@ -5,17 +5,18 @@
 
 Small datasets are read fully into memory as uint8 arrays (``ArraySource``); ImageNet-sized
 ones stay random-access (``TfdsSource``) and are decoded/resized on the host per batch.
+The data_dir may be a gs:// URI: IDX files through ``flatrob_jax.fileio``, tfds through epath
+and ArrayRecord's own Cloud Storage reader.
 """
 import gzip
 import hashlib
-import os
-import shutil
+import io
 import struct
-import tempfile
 import urllib.request
 
 import numpy as np
 
+from flatrob_jax import fileio
 from flatrob_jax.data.catalog import get_info
 
 _IDX_FILES = {
@@ -68,10 +69,10 @@ class ArraySource:
 
 
 def _open_maybe_gz(path: str):
-    if os.path.exists(path):
-        return open(path, "rb")
-    if os.path.exists(path + ".gz"):
-        return gzip.open(path + ".gz", "rb")
+    if fileio.exists(path):
+        return io.BytesIO(fileio.read_bytes(path))
+    if fileio.exists(path + ".gz"):
+        return io.BytesIO(gzip.decompress(fileio.read_bytes(path + ".gz")))
     raise FileNotFoundError(path)
 
 
@@ -89,46 +90,39 @@ def read_idx(path: str) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _sha256_uncompressed(path: str) -> str:
-    digest = hashlib.sha256()
-    with gzip.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _sha256_uncompressed(data: bytes) -> str:
+    return hashlib.sha256(gzip.decompress(data)).hexdigest()
 
 
 def download_idx(name: str, data_dir: str, files=None) -> list:
     """Download ``name``'s IDX files (``files``: default all four) into ``data_dir`` as
     ``<file>.gz``, trying each mirror of :data:`IDX_DOWNLOADS` in turn and checking the
-    SHA-256 of the uncompressed bytes; a file is renamed into place only once it checks out,
-    so an interrupted download leaves nothing half-written. Returns the paths written."""
+    SHA-256 of the uncompressed bytes; a file is written (atomically, ``fileio``) only once it
+    checks out, so an interrupted download leaves nothing half-written. ``data_dir`` may be a
+    gs:// URI. Returns the paths written."""
     if name not in IDX_DOWNLOADS:
         raise ValueError(f"no IDX download for dataset {name!r}; available for: "
                          f"{', '.join(IDX_DOWNLOADS)} (use dataset.source='tfds' for others)")
     spec = IDX_DOWNLOADS[name]
-    os.makedirs(data_dir, exist_ok=True)
+    fileio.makedirs(data_dir)
     written = []
     for file in files or spec["sha256"]:
-        target = os.path.join(data_dir, file + ".gz")
+        target = fileio.join(data_dir, file + ".gz")
         errors = []
         for mirror in spec["mirrors"]:
             url = mirror + file + ".gz"
-            handle, partial = tempfile.mkstemp(dir=data_dir, prefix=f".{file}.", suffix=".part")
             try:
-                with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
-                    shutil.copyfileobj(r, out)
-                got = _sha256_uncompressed(partial)
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    data = r.read()  # in memory (at most ~30 MB) until it checks out
+                got = _sha256_uncompressed(data)
                 if got != spec["sha256"][file]:
                     raise ValueError(f"SHA-256 of the uncompressed data is {got}, expected "
                                      f"{spec['sha256'][file]}")
-                os.replace(partial, target)
+                fileio.atomic_write_bytes(target, data)
                 written.append(target)
                 break
             except (OSError, ValueError, EOFError) as e:  # URLError is an OSError
                 errors.append(f"{url}: {type(e).__name__}: {e}")
-            finally:
-                if os.path.exists(partial):
-                    os.remove(partial)
         else:
             raise MissingDatasetError(
                 f"could not download {file}.gz of dataset {name!r} into {data_dir!r}; tried: "
@@ -143,10 +137,10 @@ def idx_source(name: str, split: str, data_dir: str, download: bool = False) -> 
     info = get_info(name)
     if split not in _IDX_FILES:
         raise ValueError(f"unknown split {split!r} for IDX files; valid: {', '.join(_IDX_FILES)}")
-    image_file, label_file = (os.path.join(data_dir, f) for f in _IDX_FILES[split])
+    image_file, label_file = (fileio.join(data_dir, f) for f in _IDX_FILES[split])
     if download:
-        missing = [os.path.basename(p) for p in (image_file, label_file)
-                   if not (os.path.exists(p) or os.path.exists(p + ".gz"))]
+        missing = [fileio.basename(p) for p in (image_file, label_file)
+                   if not (fileio.exists(p) or fileio.exists(p + ".gz"))]
         if missing:
             download_idx(name, data_dir, missing)
     try:
