@@ -3,8 +3,6 @@
 * :func:`open_study`: a finished study, from a local path or a ``gs://`` URI, as its tidy
   results rows (``Study.frame()`` / ``Study.wide()`` give pandas DataFrames), with a clear error
   when the path holds no study.
-* :func:`scale_params`: multiply chosen parameters by constants, e.g. the function-preserving
-  rescalings of a ReLU network that the curvature notebook applies.
 
 Runtime checks and installation are in ``flatrob_jax.colab``.
 """
@@ -70,28 +68,3 @@ def open_study(path: str) -> Study:
         raise ValueError(f"the study at {shown!r} has an empty results table")
     return Study(shown, rows, tuple(dict.fromkeys(r["run"] for r in rows)))
 
-
-def scale_params(variables: dict, factors: dict) -> dict:
-    """A copy of ``variables`` with ``params/<path>`` multiplied by ``factors[path]``.
-
-    ``path`` names a parameter leaf (``'Dense_0/kernel'``) or a module (``'BatchNorm_1'``, all
-    its parameters). Every path must exist: an unknown one raises KeyError listing the
-    parameter paths there are. Other collections (``batch_stats``) are kept as they are."""
-    import jax
-
-    params = variables["params"]
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-    for prefix in factors:
-        if not any(name == prefix or name.startswith(prefix + "/") for name in flat):
-            raise KeyError(f"no parameter {prefix!r}; parameters: {', '.join(sorted(flat))}")
-
-    def scale(path, leaf):
-        name = "/".join(str(getattr(k, "key", k)) for k in path)
-        factor = 1.0
-        for prefix, f in factors.items():
-            if name == prefix or name.startswith(prefix + "/"):
-                factor *= f
-        return leaf * factor if factor != 1.0 else leaf
-
-    return {**variables, "params": jax.tree_util.tree_map_with_path(scale, params)}

@@ -1,5 +1,5 @@
 """flatrob_jax.colab (runtime report, installation next to a preinstalled JAX, data in Colab)
-and flatrob_jax.notebook_helpers (opening a study, rescaling parameters)."""
+and flatrob_jax.notebook_helpers (opening a study)."""
 import os
 import sys
 import types
@@ -142,16 +142,3 @@ def test_open_study_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"neither results.csv nor results.json.*name=none"):
         notebook_helpers.open_study(str(tmp_path))
 
-
-def test_scale_params():
-    variables = {"params": {"BatchNorm_1": {"scale": np.ones(3), "bias": np.full(3, 2.0)},
-                            "Dense_0": {"kernel": np.ones((3, 2)), "bias": np.zeros(2)}},
-                 "batch_stats": {"BatchNorm_1": {"mean": np.ones(3)}}}
-    out = notebook_helpers.scale_params(variables, {"BatchNorm_1": 4.0, "Dense_0/kernel": 0.25})
-    np.testing.assert_allclose(out["params"]["BatchNorm_1"]["bias"], 8.0)
-    np.testing.assert_allclose(out["params"]["Dense_0"]["kernel"], 0.25)
-    np.testing.assert_allclose(out["params"]["Dense_0"]["bias"], 0.0)
-    assert out["batch_stats"] is variables["batch_stats"]
-    np.testing.assert_allclose(variables["params"]["BatchNorm_1"]["bias"], 2.0)  # a copy
-    with pytest.raises(KeyError, match="no parameter 'Dense_9'.*Dense_0/kernel"):
-        notebook_helpers.scale_params(variables, {"Dense_9": 2.0})
