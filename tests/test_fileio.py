@@ -192,6 +192,8 @@ ALLOWED = {
         "a config file is Python code that importlib loads: always a local file",
     ("flatrob_jax/study.py", "load_sweep", "os.path.abspath"):
         "the directory of a sweep file, Python code imported from local disk",
+    ("flatrob_jax/distributed.py", "_on_cloud_tpu_vm", "open"):
+        "reads the local machine's PCI vendor ids under /sys (is this a Cloud TPU VM?)",
     ("flatrob_jax/colab.py", "accelerator_present", "os.path.exists"):
         "probes /dev device files of the local machine",
     ("flatrob_jax/colab.py", "install_dependencies", "tempfile.mkstemp"):

@@ -36,6 +36,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from flatrob_jax import fileio
 from flatrob_jax.analysis import plots, registry, stats, study_report
 from flatrob_jax.analysis.design import INTERVENTION_KEYS, SEED_KEY, infer_design
 from flatrob_jax.analysis.results import MetricTable, atomic_write_text, pivot
@@ -293,7 +294,7 @@ def build_report(
             f"robust_metrics explicitly)"
         )
     out_dir = os.fspath(out_dir)
-    os.makedirs(os.path.join(out_dir, "figures", "scatter"), exist_ok=True)
+    fileio.makedirs(fileio.join(out_dir, "figures", "scatter"))
     labels = run_labels(table, label_key)
     design = infer_design(
         table.overrides,

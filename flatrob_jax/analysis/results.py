@@ -24,8 +24,9 @@ Flattening rule (``flatten_results``), applied to the nested dicts returned by t
   value (NaN). Lists and arrays become one metric per element, indexed from 0
   (``'.../per_severity/0'``). Strings and booleans are metadata and are skipped.
 
-Files are written atomically (temporary file in the same directory, then ``os.replace``), so
-an interrupted write never leaves a truncated table or destroys an earlier one.
+Files are written atomically through ``flatrob_jax.fileio`` (locally a temporary file in the
+same directory, then ``os.replace``; on gs:// one upload), so an interrupted write never
+leaves a truncated table or destroys an earlier one.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from flatrob_jax import fileio
 from flatrob_jax.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 COLUMNS = ("run", "overrides", "metric", "value", "stderr")
@@ -301,12 +303,12 @@ def write_json(rows: Iterable[Mapping], path: str | os.PathLike) -> str:
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with fileio.open(path, newline="") as f:
         return rows_from_csv(f.read())
 
 
 def read_json(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
+    with fileio.open(path) as f:
         return rows_from_json(f.read())
 
 
