@@ -38,33 +38,30 @@ class Study:
 def open_study(path: str) -> Study:
     """The study at ``path``: the directory ``python -m flatrob_jax.sweep --workdir DIR`` or
     ``flatrob_jax.study.run_sweep(sweep, DIR)`` wrote (results.csv and .json, report/, one
-    workdir per run), a local path or a ``gs://`` URI (read through ``etils.epath``).
+    workdir per run), a local path or a ``gs://`` URI (through ``flatrob_jax.fileio``).
 
     Raises FileNotFoundError naming the path, and what a study directory holds, when the
     path does not exist or has no results table."""
-    from etils import epath
-
-    from flatrob_jax.analysis.results import rows_from_csv, rows_from_json
+    from flatrob_jax import fileio
+    from flatrob_jax.analysis.results import read_rows
 
     shown = os.fspath(path)
     what = (f"a study is the directory a sweep writes (python -m flatrob_jax.sweep --sweep "
             f"NAME --workdir DIR), holding {' and '.join(STUDY_FILES)}")
-    root = epath.Path(path)
-    if not root.exists():
+    fileio.require_support(shown)
+    if not fileio.exists(shown):
         raise FileNotFoundError(f"no study at {shown!r}: the path does not exist; {what}")
-    if not root.is_dir():
+    if not fileio.isdir(shown):
         raise FileNotFoundError(f"no study at {shown!r}: it is a file, not a directory; {what}")
-    for name, parse in (("results.csv", rows_from_csv), ("results.json", rows_from_json)):
-        if (root / name).exists():
-            rows = parse((root / name).read_text())
-            break
-    else:
-        entries = sorted(p.name for p in root.iterdir())
+    table = next((fileio.join(shown, n) for n in STUDY_FILES
+                  if fileio.exists(fileio.join(shown, n))), None)
+    if table is None:
+        entries = sorted(fileio.listdir(shown))
         raise FileNotFoundError(
             f"no study at {shown!r}: it has neither {' nor '.join(STUDY_FILES)} (it holds "
             f"{entries[:20]}); {what}. A sweep whose report step has not run yet writes them "
             f"when it is run again")
+    rows = read_rows(table)
     if not rows:
-        raise ValueError(f"the study at {shown!r} has an empty results table")
+        raise ValueError(f"the study at {shown!r} has an empty results table ({table})")
     return Study(shown, rows, tuple(dict.fromkeys(r["run"] for r in rows)))
-
