@@ -17,11 +17,22 @@ deleted except by orbax's ``max_to_keep`` after a newer checkpoint is fully writ
 import jax
 import orbax.checkpoint as ocp
 
-from flatrob_jax import fileio
+from flatrob_jax import distributed, fileio
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be restored."""
+
+
+def _multiprocessing_options() -> ocp.options.MultiprocessingOptions:
+    """All processes save and restore together (orbax's barriers span them), except inside
+    ``distributed.process_local()``, where this process alone reads a run (the analyses of a
+    multi-host sweep, one run per process): then orbax's barriers involve no other process."""
+    if jax.process_count() > 1 and distributed.is_process_local():
+        me = jax.process_index()
+        return ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}")
+    return ocp.options.MultiprocessingOptions()
 
 
 class Checkpointer:
@@ -31,11 +42,15 @@ class Checkpointer:
         fileio.require_support(workdir)
         # A local path is made absolute (orbax wants one); a URI is passed as it is.
         self.directory = fileio.join(fileio.absolute(workdir), "checkpoints")
+        multiprocessing = _multiprocessing_options()
+        if multiprocessing.active_processes:  # orbax creates no directory for a subset
+            fileio.makedirs(self.directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True,
-                enable_async_checkpointing=async_save))
+                max_to_keep=max_to_keep, create=not multiprocessing.active_processes,
+                enable_async_checkpointing=async_save,
+                multiprocessing_options=multiprocessing))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

@@ -332,6 +332,7 @@ class PreemptionGuard:
     def __init__(self, check_every: int = 1, log=print):
         self.check_every = max(1, int(check_every))
         self.requested = None  # the signal's name once one arrived
+        self.reason = None  # why should_stop said stop
         self._log = log
         self._multi = jax.process_count() > 1
         self._service = self._multi and _preemption_service_active()
@@ -379,16 +380,20 @@ class PreemptionGuard:
 
     def should_stop(self, step: int) -> bool:
         """Called by every process after every step (same ``step`` numbers everywhere)."""
-        stop = False
+        reasons = []
         if self._service:
             from jax.experimental import multihost_utils
 
-            stop = multihost_utils.reached_preemption_sync_point(step)
+            if multihost_utils.reached_preemption_sync_point(step):
+                reasons.append("preemption notice (JAX preemption service)")
         if not self._multi:
-            return stop or self.requested is not None
-        if step % self.check_every == 0:
-            stop = any_process(self.requested is not None) or stop  # every process calls it
-        return stop
+            if self.requested is not None:
+                reasons.append(self.requested)
+        elif step % self.check_every == 0:
+            if any_process(self.requested is not None):  # every process takes part
+                reasons.append(self.requested or "a signal to another process")
+        self.reason = ", ".join(reasons) or None
+        return bool(reasons)
 
 
 @contextlib.contextmanager
@@ -407,6 +412,11 @@ def exit_on_preemption():
 # --------------------------------------------------------------------------- meshes
 
 _LOCAL_ONLY = []  # non-empty inside process_local()
+
+
+def is_process_local() -> bool:
+    """Inside :func:`process_local`: this process works alone, on its own devices."""
+    return bool(_LOCAL_ONLY)
 
 
 @contextlib.contextmanager
@@ -502,7 +512,7 @@ def to_host(tree):
 __all__ = ["AXIS", "ENV_VAR", "MODES", "PREEMPTED_EXIT_CODE", "SHARED_WORKDIR_MESSAGE",
            "Preempted", "PreemptionGuard", "SharedWorkdirError", "any_process", "barrier",
            "broadcast_from_main", "check_shared_workdir", "cluster_evidence", "decide_on_main",
-           "exit_on_preemption", "gather_flags", "is_main", "mode_from_argv", "process_local",
-           "resolve_mode", "start_up_then",
+           "exit_on_preemption", "gather_flags", "is_main", "is_process_local",
+           "mode_from_argv", "process_local", "resolve_mode", "start_up_then",
            "initialize", "make_mesh", "replicate", "shard_host_batch", "sharded_step",
            "per_device_offset", "to_host", "replicated", "batch_sharded", "P"]

@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 
-from flatrob_jax import fileio
+from flatrob_jax import distributed, fileio
 from flatrob_jax.configuration import apply_overrides, load_config_file
 from flatrob_jax.progress import format_duration
 
@@ -166,24 +166,29 @@ def report_rows(sweep_runs, root: str, log=print) -> list:
 
 def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
     """Train, analyze and report every run of ``sweep`` under ``root``; returns the paths."""
-    from flatrob_jax.analysis import analyze_run, headline_metrics, write_csv, write_json
-    from flatrob_jax.analysis import write_report
+    from flatrob_jax.analysis.runner import analyze_runs
     from flatrob_jax.training.trainer import train_and_evaluate
 
     fileio.require_support(root)  # a gs:// root without the storage extra fails before any work
     runs = run_configs(sweep)
     fileio.require_support(*{c.dataset.data_dir for _, _, c in runs})
     fileio.makedirs(root)
+    distributed.check_shared_workdir(root)  # several hosts: all must see process 0's files
     if sweep.compilation_cache:
         _enable_compilation_cache(fileio.join(root, ".jax_cache"))
     t0 = time.time()
     log(f"sweep of {len(runs)} runs in {root}; per-run training commands:")
     for name, overrides, _ in runs:
         log("  " + command_line(sweep, overrides, fileio.join(root, name)))
+    # What is done already is read from files on process 0 and broadcast: every process
+    # takes the same branches (and so reaches the same collectives).
     if "train" in steps:
+        finished = distributed.decide_on_main(lambda: [
+            training_finished(fileio.join(root, name), config) for name, _, config in runs],
+            "which runs are trained")
         for i, (name, _, config) in enumerate(runs):
             workdir = fileio.join(root, name)
-            if training_finished(workdir, config):
+            if finished[i]:
                 log(f"[{i + 1}/{len(runs)}] {name}: trained already")
                 continue
             log(f"[{i + 1}/{len(runs)}] {name}: training "
@@ -191,27 +196,42 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
             train_and_evaluate(config, workdir)
     if "analyze" in steps:
         cache: dict = {}  # model-independent analysis work shared by the runs (corrupted sets)
+        current = distributed.decide_on_main(lambda: [
+            analysis_current(fileio.join(root, name), config) for name, _, config in runs],
+            "which runs are analyzed")
+        jobs = []
         for i, (name, _, config) in enumerate(runs):
             workdir = fileio.join(root, name)
-            if analysis_current(workdir, config):
+            if current[i]:
                 log(f"[{i + 1}/{len(runs)}] {name}: analyzed already")
                 continue
-            log(f"[{i + 1}/{len(runs)}] {name}: analyzing "
-                f"(elapsed {format_duration(time.time() - t0)})")
-            analyze_run(workdir, config.analysis, log=log, cache=cache)
+            jobs.append((workdir, config.analysis))
+        log(f"analyzing {len(jobs)} runs (elapsed {format_duration(time.time() - t0)})")
+        # Several hosts: each analyzes its share of the runs on its own devices (see there).
+        analyze_runs(jobs, log=log, cache=cache, check_shared=False)
     paths = {}
-    if "report" in steps:
-        rows = report_rows(runs, root, log)
-        paths["results_csv"] = write_csv(rows, fileio.join(root, "results.csv"))
-        paths["results_json"] = write_json(rows, fileio.join(root, "results.json"))
-        headlines = headline_metrics(sorted({r["metric"] for r in rows}))
-        paths["report"] = write_report(
-            rows, fileio.join(root, "report"), title=sweep.title,
-            flatness_metrics=list(sweep.flatness_metrics) or headlines.flatness,
-            robust_metrics=list(sweep.robust_metrics) or headlines.robustness,
-            clean_metric=headlines.clean, num_resamples=sweep.num_resamples,
-            reference=sweep.reference, families=sweep.families,
-            intervention_keys=tuple(sweep.intervention_keys))
-        log(f"report: {paths['report']}")
+    if "report" in steps:  # written by process 0, its paths given to every process
+        paths = distributed.decide_on_main(lambda: _write_report(sweep, runs, root, log),
+                                           "the report")
     log(f"sweep done in {format_duration(time.time() - t0)}")
+    return paths
+
+
+def _write_report(sweep, runs, root: str, log) -> dict:
+    """results.csv, results.json and the report from every run's analysis.json."""
+    from flatrob_jax.analysis import headline_metrics, write_csv, write_json, write_report
+
+    paths = {}
+    rows = report_rows(runs, root, log)
+    paths["results_csv"] = write_csv(rows, fileio.join(root, "results.csv"))
+    paths["results_json"] = write_json(rows, fileio.join(root, "results.json"))
+    headlines = headline_metrics(sorted({r["metric"] for r in rows}))
+    paths["report"] = write_report(
+        rows, fileio.join(root, "report"), title=sweep.title,
+        flatness_metrics=list(sweep.flatness_metrics) or headlines.flatness,
+        robust_metrics=list(sweep.robust_metrics) or headlines.robustness,
+        clean_metric=headlines.clean, num_resamples=sweep.num_resamples,
+        reference=sweep.reference, families=sweep.families,
+        intervention_keys=tuple(sweep.intervention_keys))
+    log(f"report: {paths['report']}")
     return paths

@@ -15,6 +15,7 @@ _SWEEP = flags.DEFINE_string("sweep", None, "sweep file path.py[:arg], or a swee
 _WORKDIR = flags.DEFINE_string("workdir", None, "root directory; one subdirectory per run")
 _ONLY = flags.DEFINE_enum("only", None, list(study.STEPS), "run only this step")
 _PRINT = flags.DEFINE_bool("print_commands", False, "print the per-run training commands, exit")
+flags.DEFINE_enum("distributed", None, distributed.MODES, distributed.FLAG_HELP)  # at start-up
 flags.mark_flags_as_required(["sweep", "workdir"])
 
 
@@ -28,10 +29,12 @@ def main(argv):
         for name, overrides, _ in study.run_configs(sweep):
             print(study.command_line(sweep, overrides, fileio.join(_WORKDIR.value, name)))
         return
-    distributed.initialize()
-    study.run_sweep(sweep, _WORKDIR.value, study.STEPS if _ONLY.value is None else (_ONLY.value,))
+    with distributed.exit_on_preemption():  # SIGTERM: saved, exit status 75
+        study.run_sweep(sweep, _WORKDIR.value,
+                        study.STEPS if _ONLY.value is None else (_ONLY.value,))
 
 
 if __name__ == "__main__":
     configuration.accept_none_on_command_line()
-    app.run(main)
+    # jax.distributed starts before the flags are parsed (see distributed.mode_from_argv).
+    app.run(main, flags_parser=distributed.start_up_then(flags.FLAGS))

@@ -1,7 +1,9 @@
 """Analyze one run: every configured analysis on its latest checkpoint, into
 ``workdir/analysis.json`` (plots beside it in ``workdir/analysis/``).
 
-``analyze_run(workdir, cfg)`` is what ``python -m flatrob_jax.analyze`` and the sweep call;
+``analyze_run(workdir, cfg)`` analyzes one run; ``analyze_runs(jobs)``, what
+``python -m flatrob_jax.analyze`` and the sweep call, several (on several hosts, one run per
+process, each on its own devices);
 ``analysis_config_for(workdir, overrides)`` is the run's stored ``analysis`` section completed
 with today's defaults, plus ``analysis.x=v`` overrides.
 """
@@ -15,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from flatrob_jax import fileio
+from flatrob_jax import distributed, fileio
 from flatrob_jax.analysis import registry
 from flatrob_jax.analysis.config import default_config
 from flatrob_jax.configuration import apply_overrides, load_run_config
@@ -48,7 +50,11 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
     results = {"step": run.step, "workdir": os.fspath(workdir),
                "augment": config.augment.name, "model": config.model.name,
                "dataset": config.dataset.name, "measures": list(measures),
-               "analysis_config": json.loads(cfg.to_json(sort_keys=True))}
+               "analysis_config": json.loads(cfg.to_json(sort_keys=True)),
+               # What the numbers were computed on: on TPU the default matmul precision is
+               # bf16-based (docs/cloud_tpu.md); JAX_DEFAULT_MATMUL_PRECISION=highest raises it.
+               "platform": jax.default_backend(),
+               "matmul_precision": jax.config.jax_default_matmul_precision or "default"}
     out_dir = fileio.join(workdir, "analysis")
     fileio.makedirs(out_dir)
     needs = {e.data for e in entries}
@@ -67,6 +73,44 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
     fileio.atomic_write_text(fileio.join(workdir, "analysis.json"),
                              json.dumps(_jsonable(results), indent=2))
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
+    return results
+
+
+def analyze_runs(jobs, log=print, cache: dict | None = None, check_shared: bool = True) -> list:
+    """:func:`analyze_run` for each ``(workdir, cfg)`` of ``jobs``; returns their results, None
+    for runs another process analyzed.
+
+    Several processes (one per host of a pod): run ``i`` is analyzed by process ``i % P`` alone,
+    over its own devices (``distributed.process_local``), and that process writes the run's
+    analysis.json; the call returns on every process once every run is done. Why one run per
+    process rather than every run over the global mesh: an analysis is a long chain of small
+    host-driven steps (attack iterations with early exits, Lanczos steps, per-severity
+    corruption passes) on a few thousand examples, so across hosts each step would wait on
+    cross-host collectives and any data-dependent branch would have to be agreed on; run per
+    process, analyses need no collective at all (nothing can hang), a sweep's runs proceed
+    P at a time, and each result is what one host alone computes. A failure on one process
+    raises on every process once the others are done, instead of leaving them waiting."""
+    jobs = list(jobs)
+    if check_shared:
+        for workdir in dict.fromkeys(w for w, _ in jobs):
+            distributed.check_shared_workdir(workdir)
+    index, count = jax.process_index(), jax.process_count()
+    results, error = [None] * len(jobs), None
+    with distributed.process_local():
+        for i, (workdir, cfg) in enumerate(jobs):
+            if i % count != index:
+                continue
+            try:
+                results[i] = analyze_run(workdir, cfg, log=log, cache=cache)
+            except Exception as e:  # noqa: BLE001 - raised below, after the others are told
+                error = e
+                break
+    failed = distributed.gather_flags(error is not None)  # also the barrier after the writes
+    if error is not None:
+        raise error
+    if any(failed):
+        raise RuntimeError(f"analysis failed on process(es) "
+                           f"{[i for i, f in enumerate(failed) if f]}; see their logs")
     return results
 
 

@@ -6,6 +6,11 @@ point and restarted ends with parameters identical to an uninterrupted run: batc
 augmentation keys are pure functions of (seed, step), and the state comes from the last
 complete checkpoint. A non-finite training loss stops the run with a FloatingPointError that
 names the step. The workdir and the data directory may be gs:// URIs (``flatrob_jax.fileio``).
+
+Multi-host (one process per host, ``flatrob_jax.distributed``): the workdir must be shared
+(checked at start), process 0 writes config, metrics and summary and decides the resume step
+for all; SIGTERM/SIGINT save a checkpoint at a step all processes agree on and raise
+``distributed.Preempted`` (exit status ``distributed.PREEMPTED_EXIT_CODE`` from the entry points).
 """
 import json
 import time
@@ -54,6 +59,26 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
+def _log_any(msg: str) -> None:
+    print(msg, flush=True)  # from whichever process it concerns (e.g. the one signalled)
+
+
+def _preempted(step, state, pending, writer, checkpointer, guard, workdir):
+    """Save ``state`` as checkpoint ``step`` (unless just saved), wait until it is complete on
+    every process, and raise ``distributed.Preempted``: the entry points exit with
+    ``distributed.PREEMPTED_EXIT_CODE`` and the same command resumes from here."""
+    check_finite_loss(jax.device_get(pending), first_step=step - len(pending) + 1)
+    writer.flush()
+    if step not in checkpointer.all_steps():
+        checkpointer.save(step, state_to_tree(state), force=True)
+    checkpointer.close()  # waits for the save to finish (a collective on several hosts)
+    writer.close()
+    guard.close()  # the previous signal handlers again
+    _log(f"preempted ({guard.reason}): checkpoint saved at step "
+         f"{step} in {workdir}; exit status {distributed.PREEMPTED_EXIT_CODE}")
+    raise distributed.Preempted(step, workdir)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and return the
     final summary (also written to workdir/summary.json)."""
@@ -61,6 +86,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # A gs:// workdir or data_dir without the storage extra fails here, before any work.
     fileio.require_support(workdir, config.dataset.data_dir)
     fileio.makedirs(workdir)
+    distributed.check_shared_workdir(workdir)  # several hosts: all see process 0's files
     is_main = jax.process_index() == 0
     if is_main:
         configuration.save_run_config(workdir, config)
@@ -81,15 +107,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     model = builders.build_model(config, axis_name=distributed.AXIS)
     tx, schedule = builders.build_optimizer(config, total_steps, steps_per_epoch)
-    state = builders.initial_state(config, model, tx=tx)
+    # Replicated on the (global) mesh first: a checkpoint is restored straight into it, each
+    # process reading its own shards (no host-local copy to transfer across hosts).
+    state = distributed.replicate(mesh, builders.initial_state(config, model, tx=tx))
     checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=config.checkpoint.max_to_keep)
     start_step = 0
-    if checkpointer.latest_step() is not None:
-        tree = checkpointer.restore(state_to_tree(state))
+    # Process 0 reads the checkpoint directory; every process resumes from the step it saw.
+    latest = distributed.decide_on_main(checkpointer.latest_step, "the step to resume from")
+    if latest is not None:
+        tree = checkpointer.restore(state_to_tree(state), latest)
         state = tree_to_state(state, tree)
         start_step = int(state.step)
         _log(f"resumed from {checkpointer.directory}/{start_step}")
-    state = distributed.replicate(mesh, state)
 
     writer = MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
@@ -108,7 +137,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     eval_every = builders.count_or_none("eval_every_steps", config.eval_every_steps)
     pending, t_train = [], time.perf_counter()
     step = start_step
-    for batch in train_batches.iterate(start_step, total_steps):
+    # SIGTERM/SIGINT: save at a step every process agrees on, then raise Preempted.
+    guard = distributed.PreemptionGuard(check_every=log_every, log=_log_any)
+    for batch in guard.watch(train_batches.iterate(start_step, total_steps)):
         state, metrics = train_step(state, distributed.shard_host_batch(mesh, batch), base_key)
         step += 1
         pending.append(metrics)
@@ -133,6 +164,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             check_finite_loss(jax.device_get(pending), first_step=step - len(pending) + 1)
             writer.flush()  # the metrics of the steps up to this checkpoint are durable first
             checkpointer.save(step, state_to_tree(state))
+        if guard.should_stop(step) and step < total_steps:
+            _preempted(step, state, pending, writer, checkpointer, guard, workdir)
     train_seconds = time.perf_counter() - t_train
 
     if checkpointer.latest_step() != total_steps:
@@ -157,6 +190,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         fileio.atomic_write_text(fileio.join(workdir, "summary.json"),
                                  json.dumps(summary, indent=2))
     checkpointer.close()
+    # No process returns (or exits) before summary.json exists: a relaunch loop on any host
+    # reads it to know the run is done.
+    distributed.barrier("flatrob_jax:train:summary_written")
     _log(f"done: test accuracy {final['accuracy']:.4f} after {total_steps} steps; "
          f"{trained_steps} steps this session in {format_duration(train_seconds)}"
          + (f" ({summary['images_per_second']:.0f} images/s)" if trained_steps else ""))

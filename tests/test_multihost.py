@@ -1,0 +1,402 @@
+"""Multi-host runs with real processes (tests/multihost.py): 2 processes x 2 CPU devices, as
+two hosts of a pod, against 1 process x 4 devices.
+
+What must hold: the same parameters as one process; only process 0 writes shared files;
+SIGKILL of both and a restart end bit-identical to an uninterrupted run; SIGTERM of one
+process makes both save the same step and exit with the preemption status, and a restart ends
+bit-identical; a sweep gives the same results table; a workdir that is not shared fails with
+the clear error, not a hang. Plus start-up (--distributed, cluster evidence) and agreement
+helpers in one process, and tools/tpu_vm.sh --dry-run.
+"""
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from flatrob_jax import distributed, load_for_eval
+from flatrob_jax.configuration import apply_overrides, load_config_file
+from flatrob_jax.training.trainer import train_and_evaluate
+from tests import multihost
+from tests.helpers import REPO, make_idx_dataset
+
+CONFIG = os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke")
+STEPS = 8
+TIMEOUT = 240  # seconds for one group of processes (a hang fails here with both logs)
+
+
+def _overrides(data_dir, **kw):
+    base = {"dataset.data_dir": data_dir, "model.name": "cnn_tiny",
+            "dataset.num_train_examples": None, "dataset.num_eval_examples": None,
+            "train.num_steps": STEPS, "train.batch_size": 32, "train.eval_batch_size": 64,
+            "checkpoint.every_steps": 2, "log_every_steps": 2, "augment.name": "standard"}
+    base.update(kw)
+    return base
+
+
+def _train_args(workdir, overrides, step_delay=0.0):
+    flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+    return multihost.module_args("flatrob_jax.train", "--config", CONFIG, "--workdir", workdir,
+                                 *flags, step_delay=step_delay)
+
+
+def _params(workdir):
+    return jax.tree.leaves(load_for_eval(workdir).variables)
+
+
+def _checkpoints(workdir):
+    path = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_idx_dataset(str(tmp_path_factory.mktemp("data")), n_train=256, n_test=64)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(data_dir, tmp_path_factory):
+    """An uninterrupted 2-process x 2-device run of the smoke config."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    workdir = str(root / "run")
+    group = multihost.run(_train_args(workdir, _overrides(data_dir)), str(root / "logs"),
+                          timeout=TIMEOUT)
+    return workdir, group
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def test_modes_flag_and_environment(monkeypatch):
+    assert distributed.resolve_mode(None, environ={}) == "auto"
+    assert distributed.resolve_mode(None, environ={distributed.ENV_VAR: "OFF"}) == "off"
+    assert distributed.resolve_mode("on", environ={distributed.ENV_VAR: "off"}) == "on"
+    with pytest.raises(ValueError, match=r"\$FLATROB_DISTRIBUTED='maybe'.*'auto', 'on', 'off'"):
+        distributed.resolve_mode(None, environ={distributed.ENV_VAR: "maybe"})
+    argv = ["train", "--workdir", "w", "--distributed", "off"]
+    assert distributed.mode_from_argv(argv) == "off"
+    assert distributed.mode_from_argv(["train", "--distributed=on"]) == "on"
+    assert distributed.mode_from_argv(["train", "--config.distributed_x=1"]) is None
+    monkeypatch.setenv(distributed.ENV_VAR, "off")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1")
+    assert distributed.initialize() is False  # off wins over the evidence
+
+
+def test_cluster_evidence():
+    ev = distributed.cluster_evidence
+    assert ev({}, probe_tpu_vm=False) == []
+    assert ev({"SLURM_NTASKS": "1", "OMPI_COMM_WORLD_SIZE": "1"}, probe_tpu_vm=False) == []
+    assert ev({"SLURM_NTASKS": "4"}, probe_tpu_vm=False) == ["SLURM_NTASKS=4"]
+    assert ev({"JAX_NUM_PROCESSES": "2"}, probe_tpu_vm=False) == ["JAX_NUM_PROCESSES=2"]
+    assert ev({"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"}, probe_tpu_vm=False)
+    assert ev({"TPU_WORKER_HOSTNAMES": "a,b"}, probe_tpu_vm=False)
+    assert ev({"TPU_WORKER_HOSTNAMES": "a"}, probe_tpu_vm=False) == []
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
+        ev({"JAX_NUM_PROCESSES": "two"}, probe_tpu_vm=False)
+
+
+def test_on_without_a_cluster_raises_instead_of_training_alone(tmp_path):
+    code = ("from flatrob_jax import distributed\n"
+            "distributed.initialize('on')\n")
+    env = multihost.process_env(0, 1, 1, None, {"JAX_NUM_PROCESSES": "2",
+                                                "JAX_PROCESS_ID": "0"})
+    done = subprocess.run([os.sys.executable, "-c", code], cwd=REPO, env=env, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "jax.distributed.initialize failed (--distributed=on" in done.stderr
+
+
+def test_agreement_helpers_with_one_process(tmp_path):
+    assert distributed.decide_on_main(lambda: {"step": 3}) == {"step": 3}
+    assert distributed.broadcast_from_main([1, None]) == [1, None]
+    assert distributed.gather_flags(True) == [True] and not distributed.any_process(False)
+    distributed.barrier("one process: a no-op")
+    distributed.check_shared_workdir(str(tmp_path))  # one process: nothing to check
+    mesh = distributed.make_mesh()
+    with distributed.process_local():
+        assert distributed.make_mesh().devices.size == jax.local_device_count()
+    assert mesh.devices.size == jax.device_count()
+
+
+def test_sigterm_in_one_process_saves_and_raises_preempted(data_dir, tmp_path):
+    """One process: SIGTERM during training -> checkpoint at the next step, Preempted, and
+    the resumed run ends bit-identical to an uninterrupted one."""
+    config = apply_overrides(load_config_file(CONFIG), _overrides(data_dir, num_devices=1))
+    from flatrob_jax.data import pipeline
+
+    iterate = pipeline.TrainBatches.iterate
+
+    def iterate_then_signal(self, start, total):
+        for i, batch in enumerate(iterate(self, start, total)):
+            if start + i == 3:  # before step 4 runs: it is the step that must be saved
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    reference = train_and_evaluate(config, str(tmp_path / "reference"))
+    previous = signal.getsignal(signal.SIGTERM)
+    pipeline.TrainBatches.iterate = iterate_then_signal
+    try:
+        with pytest.raises(distributed.Preempted) as e:
+            train_and_evaluate(config, str(tmp_path / "run"))
+    finally:
+        pipeline.TrainBatches.iterate = iterate
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert e.value.step == 4 and _checkpoints(str(tmp_path / "run"))[-1] == 4
+    assert not os.path.exists(tmp_path / "run" / "summary.json")
+    with pytest.raises(SystemExit) as exit_info:
+        with distributed.exit_on_preemption():
+            raise distributed.Preempted(4)
+    assert exit_info.value.code == distributed.PREEMPTED_EXIT_CODE == 75
+    resumed = train_and_evaluate(config, str(tmp_path / "run"))
+    assert resumed["steps_this_session"] == STEPS - 4
+    for a, b in zip(_params(str(tmp_path / "reference")), _params(str(tmp_path / "run"))):
+        np.testing.assert_array_equal(a, b)
+    assert reference["steps"] == STEPS
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_only_process_0_writes(two_process_run, data_dir,
+                                                                  tmp_path):
+    workdir, group = two_process_run
+    config = apply_overrides(load_config_file(CONFIG), _overrides(data_dir))
+    assert jax.device_count() == 4
+    single = train_and_evaluate(config, str(tmp_path / "one_process"))
+    for a, b in zip(_params(workdir), _params(str(tmp_path / "one_process"))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    with open(os.path.join(workdir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["num_devices"] == 4 and summary["steps"] == STEPS
+    assert abs(summary["test_accuracy"] - single["test_accuracy"]) < 1e-6
+    # One writer: one TensorBoard event file, each logged step once in metrics.jsonl, the
+    # progress lines only in process 0's log.
+    assert len(os.listdir(os.path.join(workdir, "tensorboard"))) == 1
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    keys = [(r["step"], r.get("split", r.get("kind"))) for r in records]
+    assert len(keys) == len(set(keys)), keys
+    assert "done: test accuracy" in group.log(0) and "done: test accuracy" not in group.log(1)
+    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.jsonl",
+                                           "summary.json", "tensorboard"]
+
+
+@pytest.mark.slow
+def test_sigkill_both_and_restart_is_bit_identical(two_process_run, data_dir, tmp_path):
+    reference, _ = two_process_run
+    workdir = str(tmp_path / "run")
+    args = _train_args(workdir, _overrides(data_dir), step_delay=0.5)
+    with multihost.Group(args, str(tmp_path / "logs"), name="killed") as group:
+        group.wait_for(lambda: 2 <= max(_checkpoints(workdir), default=0) < STEPS, TIMEOUT,
+                       "the checkpoint of step 2")
+        group.kill(signal.SIGKILL)
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    restart = multihost.run(_train_args(workdir, _overrides(data_dir)), str(tmp_path / "logs"),
+                            timeout=TIMEOUT, name="restart")
+    assert "resumed from" in restart.log(0)
+    for a, b in zip(_params(reference), _params(workdir)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_one_process_both_save_then_restart_is_bit_identical(two_process_run,
+                                                                      data_dir, tmp_path):
+    reference, _ = two_process_run
+    workdir = str(tmp_path / "run")
+    args = _train_args(workdir, _overrides(data_dir), step_delay=0.5)
+    with multihost.Group(args, str(tmp_path / "logs"), name="preempted") as group:
+        group.wait_for(lambda: "step 2/8" in group.log(0), TIMEOUT, "step 2")
+        group.send(1, signal.SIGTERM)
+        codes = group.wait(TIMEOUT)
+        logs = group.logs()
+    assert codes == [distributed.PREEMPTED_EXIT_CODE] * 2, logs
+    saved = [int(line.split("saved at step ")[1].split()[0])
+             for i in range(2) for line in group.log(i).splitlines()
+             if "preempted: checkpoint saved at step" in line]
+    assert len(saved) == 2 and saved[0] == saved[1], logs
+    assert 2 < saved[0] < STEPS and _checkpoints(workdir)[-1] == saved[0], logs
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    multihost.run(_train_args(workdir, _overrides(data_dir)), str(tmp_path / "logs"),
+                  timeout=TIMEOUT, name="restart")
+    for a, b in zip(_params(reference), _params(workdir)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_workdir_not_shared_fails_clearly_on_every_process(data_dir, tmp_path):
+    cwds = [str(tmp_path / "host0"), str(tmp_path / "host1")]
+    for c in cwds:
+        os.makedirs(c)
+    group = multihost.run(_train_args("run", _overrides(data_dir)), str(tmp_path / "logs"),
+                          timeout=TIMEOUT, expect=(1,), cwd=cwds)
+    for i in range(2):
+        assert distributed.SHARED_WORKDIR_MESSAGE in group.log(i), group.logs()
+    assert not os.path.exists(os.path.join(cwds[1], "run", "checkpoints"))
+
+
+SWEEP_FILE = """
+from flatrob_jax.study import Sweep
+
+def get_sweep(arg=None):
+    return Sweep(base={base!r}, overrides={overrides!r},
+                 runs=[{{"augment.name": "none"}}, {{"augment.name": "standard"}}],
+                 title="two-process sweep", num_resamples=50, compilation_cache=False)
+"""
+
+
+@pytest.mark.slow
+def test_sweep_on_two_processes_gives_the_same_results_table(data_dir, tmp_path):
+    """Training over both processes, analyses one run per process on its own devices, the
+    report by process 0: the same table as one process with 4 devices."""
+    from flatrob_jax.analysis import read_rows
+    from flatrob_jax.study import load_sweep, run_sweep
+
+    overrides = _overrides(data_dir, **{
+        "train.num_steps": 4, "analysis.measures": ("clean", "curvature", "attacks"),
+        "analysis.num_train_examples": 32, "analysis.num_test_examples": 32,
+        "analysis.curvature.lanczos_steps": 6, "analysis.curvature.trace_max_probes": 4,
+        "analysis.curvature.trace_min_probes": 2, "analysis.attacks.norms": ("Linf",),
+        "analysis.attacks.pgd_steps": 2, "analysis.attacks.autoattack": False,
+        "analysis.attacks.batch_size": 32})
+    path = tmp_path / "sweep.py"
+    path.write_text(SWEEP_FILE.format(base=CONFIG, overrides=overrides))
+    root = str(tmp_path / "two")
+    group = multihost.run(multihost.module_args("flatrob_jax.sweep", "--sweep", str(path),
+                                                "--workdir", root),
+                          str(tmp_path / "logs"), timeout=2 * TIMEOUT)
+    # Each process analyzed one run; process 0 alone wrote the report.
+    for i, name in enumerate(["name=none", "name=standard"]):
+        assert f"{name}] clean" in group.log(i) and f"{name}] clean" not in group.log(1 - i)
+        with open(os.path.join(root, name, "analysis.json")) as f:
+            assert json.load(f)["platform"] == "cpu"
+    assert "report:" in group.log(0) and "report:" not in group.log(1)
+
+    single = run_sweep(load_sweep(str(path)), str(tmp_path / "one"), log=lambda m: None)
+    two = {(r["run"], r["metric"]): r["value"]
+           for r in read_rows(os.path.join(root, "results.csv"))}
+    one = {(r["run"], r["metric"]): r["value"] for r in read_rows(single["results_csv"])}
+    assert two.keys() == one.keys() and len(one) > 10
+    for key, value in one.items():
+        if key[1].endswith(("num_devices", "seconds")):  # how it ran, not what it found
+            continue
+        assert two[key] == pytest.approx(value, rel=1e-3, abs=1e-4, nan_ok=True), key
+
+
+# --------------------------------------------------------------------------- tools/tpu_vm.sh
+
+TPU_VM = os.path.join(REPO, "tools", "tpu_vm.sh")
+
+
+def _dry_run(*args, env=None):
+    """The output of ``tools/tpu_vm.sh --dry-run ARGS``: itself a bash script (the job scripts
+    as here-documents, then the gcloud commands); returns (text, gcloud argvs)."""
+    full_env = dict(os.environ, TPU_NAME="flat-pod", TPU_ZONE="us-central2-b",
+                    TPU_PROJECT="my-proj", **(env or {}))
+    done = subprocess.run(["bash", TPU_VM, "--dry-run", *args], capture_output=True, text=True,
+                          timeout=60, env=full_env)
+    assert done.returncode == 0, done.stderr
+    subprocess.run(["bash", "-n"], input=done.stdout, text=True, check=True, timeout=60)
+    commands, in_heredoc = [], False
+    for line in done.stdout.splitlines():
+        if in_heredoc or line.startswith("cat > "):
+            in_heredoc = line != "EOF"
+        else:
+            commands.append(shlex.split(line))
+    return done.stdout, commands
+
+
+def _job_script(text, job):
+    """The job script of a dry run (its here-document), continuation lines joined."""
+    start = text.index(f"cat > /tmp/tpu_vm.{job}.sh <<'EOF'\n") + len(f"cat > /tmp/tpu_vm.{job}.sh <<'EOF'\n")
+    return text[start:text.index("\nEOF\n", start)].replace("\\\n", " ")
+
+
+def _workers_command(argv):
+    assert argv[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in argv
+    assert "--zone=us-central2-b" in argv and "--project=my-proj" in argv
+    return [a for a in argv if a.startswith("--command=")][0][len("--command="):]
+
+
+def test_tpu_vm_script_is_valid_bash():
+    scripts = [TPU_VM, os.path.join(REPO, "tools", "relaunch.sh")]
+    for script in scripts:
+        subprocess.run(["bash", "-n", script], check=True, timeout=60)
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    done = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout
+
+
+def test_tpu_vm_dry_run_create_setup_and_delete():
+    _, (create,) = _dry_run("create", "--type", "v5e-8", "--spot")
+    assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "flat-pod"]
+    for flag in ("--accelerator-type=v5litepod-8", "--version=v2-alpha-tpuv5-lite", "--spot",
+                 "--zone=us-central2-b", "--project=my-proj"):
+        assert flag in create
+    _, (pod,) = _dry_run("create", "--type", "v4-32")
+    assert "--accelerator-type=v4-32" in pod and "--spot" not in pod
+    _, setup = _dry_run("setup", "--ref", "v1.2")
+    install = _workers_command(setup[-1])
+    assert "jax[tpu]" in install and "'flatrob_jax[gcp] @ git+https://" in install
+    assert "@v1.2'" in install and "venv" in install and "tmux" in install
+    assert any(a == "flat-pod:flatrob/relaunch.sh" for a in setup[1])
+    _, (delete,) = _dry_run("delete")
+    assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "flat-pod"]
+
+
+def test_tpu_vm_dry_run_train_on_all_workers_keeps_the_arguments_intact():
+    workdir = "gs://my-bucket/runs/a b"
+    user_args = ["--config", "fashion_mnist_cnn", "--config.augment.name=it's; rm -rf ~"]
+    text, (scp, ssh) = _dry_run("train", "--workdir", workdir, "--", *user_args)
+    assert scp[5:7] == ["/tmp/tpu_vm.train.sh", "flat-pod:flatrob/train.sh"]
+    assert "--worker=all" in scp
+    start = _workers_command(ssh)
+    assert "tmux new-session -d -s flatrob-train bash ~/flatrob/train.sh" in start
+    script = _job_script(text, "train")
+    assert "export FLATROB_DISTRIBUTED=on" in script and "tee -a ~/flatrob/logs/train.worker" in script
+    (line,) = [ln for ln in script.splitlines() if "relaunch.sh" in ln]
+    argv = shlex.split(line)
+    assert argv[argv.index("--done") + 1] == workdir + "/summary.json"
+    train = argv[argv.index("--") + 1:]
+    assert train == ["python", "-m", "flatrob_jax.train", "--workdir", workdir, *user_args]
+
+
+def test_tpu_vm_dry_run_sweep_runs_the_sweeps_own_training_lines():
+    text, commands = _dry_run("sweep", "--workdir", "gs://b/study", "--", "--sweep",
+                              "fashion_mnist_augmentations:smoke")
+    _workers_command(commands[-1])
+    script = _job_script(text, "sweep")
+    sweep = "python -m flatrob_jax.sweep --workdir gs://b/study --sweep fashion_mnist_augmentations:smoke"
+    assert f"{sweep} --print_commands --distributed=off > ~/flatrob/sweep_commands.txt" in script
+    assert "--done \"$wd/summary.json\"" in script
+    assert script.index("--only analyze") < script.index("--only report")
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True, timeout=60)
+
+
+def test_tpu_vm_refuses_a_local_workdir():
+    done = subprocess.run(["bash", TPU_VM, "--dry-run", "train", "--workdir", "/tmp/x"],
+                          capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, TPU_NAME="p", TPU_ZONE="z"))
+    assert done.returncode != 0
+    assert "a workdir every host can see (gs:// or a shared mount)" in done.stderr
+
+
+def test_relaunch_loop_restarts_after_preemption_until_done(tmp_path):
+    """Exit status 75 restarts the command; it stops once the done file exists."""
+    counter, done_file = tmp_path / "attempts", tmp_path / "summary.json"
+    script = (f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}; "
+              f"if [ $n -ge 2 ]; then touch {done_file}; exit 0; fi; exit 75")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    done = subprocess.run(["bash", os.path.join(REPO, "tools", "relaunch.sh"), "--done",
+                           str(done_file), "--", "bash", "-c", script], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert counter.read_text().strip() == "3" and done_file.exists()
+    assert done.stderr.count("preempted (exit status 75)") == 2
