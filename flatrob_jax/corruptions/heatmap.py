@@ -9,14 +9,17 @@ from flatrob_jax import fileio
 
 
 def write_heatmap(errors: Mapping[str, Sequence[float]], path: str, title: str = "error") -> str:
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas, not pyplot: no global backend switch and no figure
+    # left in pyplot's state (a notebook's own plots keep showing).
     import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = list(errors)
     table = np.asarray([list(errors[k]) for k in names], np.float64)
-    fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.35 * len(names) + 1.5))
+    fig = Figure(figsize=(1.2 * table.shape[1] + 3, 0.35 * len(names) + 1.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     im = ax.imshow(table, cmap="viridis", vmin=0.0, vmax=max(1e-6, float(np.nanmax(table))), aspect="auto")
     ax.set_xticks(range(table.shape[1]), [str(s + 1) for s in range(table.shape[1])])
     ax.set_yticks(range(len(names)), names)
@@ -30,6 +33,5 @@ def write_heatmap(errors: Mapping[str, Sequence[float]], path: str, title: str =
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     fileio.atomic_write_bytes(path, buffer.getvalue())
     return path
