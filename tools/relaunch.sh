@@ -31,7 +31,8 @@ fi
 
 is_done() {
   [[ -z "$done_path" ]] && return 1
-  "$python" -c 'import sys; from flatrob_jax import fileio; sys.exit(0 if fileio.exists(sys.argv[1]) else 1)' "$done_path"
+  "$python" -c 'import sys; from flatrob_jax import fileio
+sys.exit(0 if fileio.exists(sys.argv[1]) else 1)' "$done_path"
 }
 
 failures=0
@@ -60,7 +61,8 @@ while true; do
       echo "relaunch.sh: failed $failures times in a row (last exit status $status): giving up" >&2
       exit "$status"
     fi
-    echo "relaunch.sh: exit status $status (failure $failures of $max_failures): retrying in $((30 * failures)) s" >&2
+    echo "relaunch.sh: exit status $status (failure $failures of $max_failures):" \
+      "retrying in $((30 * failures)) s" >&2
     sleep $((30 * failures))
   fi
 done

@@ -33,6 +33,8 @@
 #   --jax SPEC [FLATROB_JAX]     pip requirement for JAX on TPU (default jax[tpu])
 #   --dataset NAME --bucket gs://BUCKET/tfds     (data)
 #   --worker N (attach, default 0)    --job train|analyze|sweep (attach, default train)
+#   --env NAME=VALUE             exported in the job's script on every worker (repeatable), e.g.
+#                                JAX_DEFAULT_MATMUL_PRECISION=highest for analyses on TPU
 #   --dry-run                    print every gcloud (and local) command instead of running it
 #
 # Each job runs in a tmux session "flatrob-JOB" on every worker, through tools/relaunch.sh (a
@@ -57,6 +59,7 @@ DATASET=""
 BUCKET=""
 WORKER=0
 JOB="train"
+EXPORTS=()
 # shellcheck disable=SC2088  # the tilde is expanded by the workers' shell, not here
 REMOTE_HOME='~/flatrob'
 
@@ -126,7 +129,8 @@ on_workers() {
 require_workdir() {
   need WORKDIR "set --workdir (a gs:// URI every worker can see)"
   if [[ "$WORKDIR" != gs://* && $ALLOW_LOCAL -eq 0 ]]; then
-    die "--workdir '$WORKDIR' is not a gs:// URI: multi-host runs need a workdir every host can see (gs:// or a shared mount); pass --allow-local-workdir for a shared mount"
+    die "--workdir '$WORKDIR' is not a gs:// URI: multi-host runs need a workdir every host" \
+      "can see (gs:// or a shared mount); pass --allow-local-workdir for a shared mount"
   fi
 }
 
@@ -138,8 +142,10 @@ start_job() {
   local job="$1"
   shift
   local script session="flatrob-$job"
-  script="$(printf '%s\n' "#!/usr/bin/env bash" "# flatrob_jax $job job, written by tools/tpu_vm.sh" \
+  script="$(printf '%s\n' "#!/usr/bin/env bash" \
+    "# flatrob_jax $job job, written by tools/tpu_vm.sh" \
     "set -o pipefail" "source $REMOTE_HOME/venv/bin/activate" "export FLATROB_DISTRIBUTED=on" \
+    "${EXPORTS[@]+"${EXPORTS[@]}"}" \
     "mkdir -p $REMOTE_HOME/logs" \
     "W=\$(curl -sf -H Metadata-Flavor:Google $METADATA/agent-worker-number || hostname)" \
     "{" "$@" "} 2>&1 | tee -a $REMOTE_HOME/logs/$job.worker\$W.log")"
@@ -153,7 +159,9 @@ start_job() {
   fi
   run gcloud compute tpus tpu-vm scp "$file" "$NAME:flatrob/$job.sh" "${SCOPE[@]}" --worker=all
   if [[ $DRY_RUN -eq 0 ]]; then rm -f "$file"; fi
-  on_workers all "if tmux has-session -t $session 2>/dev/null; then echo 'tmux session $session is already running (tools/tpu_vm.sh attach --job $job)' >&2; exit 1; fi; tmux new-session -d -s $session bash $REMOTE_HOME/$job.sh"
+  local busy="tmux session $session is already running (tools/tpu_vm.sh attach --job $job)"
+  on_workers all "if tmux has-session -t $session 2>/dev/null; then echo '$busy' >&2; exit 1; fi;\
+ tmux new-session -d -s $session bash $REMOTE_HOME/$job.sh"
 }
 
 cmd_create() {
@@ -184,7 +192,12 @@ cmd_setup() {
   else
     install="$(quote "flatrob_jax[gcp] @ git+$REPO@$REF")"
   fi
-  on_workers all "set -e; sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv tmux git >/dev/null && chmod +x $REMOTE_HOME/relaunch.sh && python3 -m venv $REMOTE_HOME/venv && source $REMOTE_HOME/venv/bin/activate && pip install -q -U pip && pip install -q $(quote "$JAX_SPEC") && pip install -q $install && python -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.devices()[0].platform)'"
+  local check="import jax; print(jax.process_index(), jax.local_device_count(), jax.devices())"
+  on_workers all "set -e; sudo apt-get update -qq\
+ && sudo apt-get install -y -qq python3-venv tmux git >/dev/null\
+ && chmod +x $REMOTE_HOME/relaunch.sh && python3 -m venv $REMOTE_HOME/venv\
+ && source $REMOTE_HOME/venv/bin/activate && pip install -q -U pip\
+ && pip install -q $(quote "$JAX_SPEC") && pip install -q $install && python -c $(quote "$check")"
 }
 
 cmd_data() {
@@ -193,7 +206,11 @@ cmd_data() {
   need BUCKET "set --bucket (gs://BUCKET/tfds)"
   [[ "$BUCKET" == gs://* ]] || die "--bucket '$BUCKET' must be a gs:// URI"
   # tfds builds datasets with TensorFlow; training and analysis read them without it.
-  on_workers 0 "set -e; source $REMOTE_HOME/venv/bin/activate && pip install -q tensorflow-cpu && python -c $(quote "import sys, tensorflow_datasets as tfds; tfds.builder(sys.argv[1], data_dir='/tmp/tfds').download_and_prepare(file_format='array_record')") $(quote "$DATASET") && gcloud storage cp -r $(quote "/tmp/tfds/$DATASET") $(quote "${BUCKET%/}/")"
+  local build="import sys, tensorflow_datasets as tfds; tfds.builder(sys.argv[1],"
+  build+=" data_dir=\"/tmp/tfds\").download_and_prepare(file_format=\"array_record\")"
+  on_workers 0 "set -e; source $REMOTE_HOME/venv/bin/activate && pip install -q tensorflow-cpu\
+ && python -c $(quote "$build") $(quote "$DATASET")\
+ && gcloud storage cp -r $(quote "/tmp/tfds/$DATASET") $(quote "${BUCKET%/}/")"
 }
 
 cmd_train() {
@@ -284,6 +301,8 @@ main() {
       --bucket) BUCKET="$2"; shift ;;
       --worker) WORKER="$2"; shift ;;
       --job) JOB="$2"; shift ;;
+      --env) [[ "$2" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$2': expected NAME=VALUE"
+             EXPORTS+=("export ${2%%=*}=$(quote1 "${2#*=}")"); shift ;;
       -h|--help) usage; exit 0 ;;
       --) shift; args=("$@"); break ;;
       -*) die "unknown option '$1' (tools/tpu_vm.sh --help)" ;;
@@ -296,7 +315,8 @@ main() {
     create|setup|data|status|attach|tensorboard|logs|delete) "cmd_$command" ;;
     train|analyze|sweep) "cmd_$command" "${args[@]+"${args[@]}"}" ;;
     "") usage >&2; exit 2 ;;
-    *) die "unknown command '$command' (create, setup, data, train, analyze, sweep, status, attach, tensorboard, logs, delete)" ;;
+    *) die "unknown command '$command' (create, setup, data, train, analyze, sweep, status," \
+         "attach, tensorboard, logs, delete)" ;;
   esac
 }
 
