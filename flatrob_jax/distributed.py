@@ -38,7 +38,11 @@ SHARED_WORKDIR_MESSAGE = ("multi-host runs need a workdir every host can see (gs
                           "mount)")
 _METADATA_URL = ("http://{host}/computeMetadata/v1/instance/attributes/"
                  "worker-network-endpoints")
-_GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips on a Cloud TPU VM
+_GOOGLE_PCI_VENDOR = "0x1ae0"
+# PCI device ids of TPU chips (v3, v4, v5p, v5e, v6e, TPU7x and one without a public name), as
+# in jax/_src/hardware_utils.py; Google's vendor id alone also matches the gVNIC network card
+# of ordinary Compute Engine VMs.
+_TPU_PCI_DEVICES = ("0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076")
 
 
 def _count(environ, name: str) -> int | None:
@@ -49,14 +53,15 @@ def _count(environ, name: str) -> int | None:
         raise ValueError(f"${name}={value!r} must be an integer (a process count or id)") from e
 
 
-def _on_cloud_tpu_vm() -> bool:
-    """A TPU chip (Google's PCI vendor id) is attached: this is a Cloud TPU VM."""
+def _on_cloud_tpu_vm(pci_root: str = "/sys/bus/pci/devices") -> bool:
+    """A TPU chip is attached over PCI: this is a Cloud TPU VM."""
     import glob
+    import os
 
-    for path in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    for vendor in glob.glob(os.path.join(pci_root, "*", "vendor")):
         try:
-            with open(path) as f:
-                if f.read().strip() == _GOOGLE_PCI_VENDOR:
+            with open(vendor) as f, open(os.path.join(os.path.dirname(vendor), "device")) as g:
+                if f.read().strip() == _GOOGLE_PCI_VENDOR and g.read().strip() in _TPU_PCI_DEVICES:
                     return True
         except OSError:
             continue
@@ -65,6 +70,7 @@ def _on_cloud_tpu_vm() -> bool:
 
 def _tpu_vm_workers(environ, timeout_s: float = 5.0) -> int:
     """Number of workers of this Cloud TPU VM's slice, from the metadata server."""
+    import urllib.error
     import urllib.request
 
     url = _METADATA_URL.format(host=environ.get("GCE_METADATA_IP", "metadata.google.internal"))
@@ -72,6 +78,10 @@ def _tpu_vm_workers(environ, timeout_s: float = 5.0) -> int:
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             endpoints = response.read().decode()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:  # no such attribute: not a TPU VM created as a slice
+            return 1
+        raise RuntimeError(f"the metadata server answered {e.code} for {url}") from e
     except OSError as e:
         raise RuntimeError(
             f"this looks like a Cloud TPU VM (a TPU chip is attached) but its metadata server "

@@ -109,6 +109,52 @@ def test_cluster_evidence():
         ev({"JAX_NUM_PROCESSES": "two"}, probe_tpu_vm=False)
 
 
+def test_cloud_tpu_vm_detection(tmp_path, monkeypatch):
+    """A TPU chip on PCI (not just Google's vendor id: gVNIC has it too), then the metadata
+    server's worker list decides; a 404 means one host."""
+    import http.server
+    import threading
+
+    def device(name, vendor, dev):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vendor").write_text(vendor + "\n")
+        (tmp_path / name / "device").write_text(dev + "\n")
+
+    device("0000:00:04.0", "0x1ae0", "0x0042")  # gVNIC
+    assert not distributed._on_cloud_tpu_vm(str(tmp_path))
+    device("0000:00:05.0", "0x1ae0", "0x005e")  # a TPU v4 chip
+    assert distributed._on_cloud_tpu_vm(str(tmp_path))
+
+    answers = {}
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            assert self.headers["Metadata-Flavor"] == "Google"
+            body = answers.get(self.path)
+            self.send_response(404 if body is None else 200)
+            self.end_headers()
+            self.wfile.write((body or "").encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(distributed, "_on_cloud_tpu_vm", lambda: True)
+        env = {"GCE_METADATA_IP": f"127.0.0.1:{server.server_port}"}
+        assert distributed.cluster_evidence(env) == []  # 404: a single-host VM
+        path = "/computeMetadata/v1/instance/attributes/worker-network-endpoints"
+        answers[path] = "w-0:0:10.0.0.2,w-1:1:10.0.0.3,w-2:2:10.0.0.4,w-3:3:10.0.0.5"
+        assert distributed.cluster_evidence(env) == [
+            "a Cloud TPU VM slice of 4 workers (metadata server)"]
+        answers[path] = "10.0.0.2"
+        assert distributed.cluster_evidence(env) == []
+        assert distributed.cluster_evidence({**env, "TPU_SKIP_MDS_QUERY": "1"}) == []
+    finally:
+        server.shutdown()
+
+
 def test_on_without_a_cluster_raises_instead_of_training_alone(tmp_path):
     code = ("from flatrob_jax import distributed\n"
             "distributed.initialize('on')\n")
