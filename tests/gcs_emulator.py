@@ -13,6 +13,14 @@ bounded. Nothing leaves 127.0.0.1:
 - gcsfs 2026.x asks a gRPC control API for the bucket type, which the emulator does not serve
   (60 s per call before it falls back): ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` turns that
   probe off.
+
+gcp-storage-emulator (checked: 2026.7.19) ignores the generation preconditions
+(``ifGenerationMatch`` / ``ifGenerationNotMatch``) and sends no ``x-goog-generation`` header
+with a download. tensorstore's OCDBT driver, which orbax checkpoints use, relies on both (it
+writes its manifest with a precondition and reads its generation back); without them a save
+failed now and then with "Malformed StorageGeneration". So the server runs from this file
+(``python tests/gcs_emulator.py PORT BUCKET``) with object handlers that honour both, as Cloud
+Storage does. ``FLATROB_GCS_EMULATOR_LOG=path`` keeps its request log.
 """
 from __future__ import annotations
 
@@ -59,10 +67,9 @@ class Emulator:
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
             "GOOGLE_CLOUD_PROJECT": "test-project",
         }
-        self.log = open(os.devnull, "wb")
+        self.log = open(os.environ.get("FLATROB_GCS_EMULATOR_LOG", os.devnull), "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-             "--port", str(self.port), "--in-memory", "--default-bucket", bucket],
+            [sys.executable, os.path.abspath(__file__), str(self.port), bucket],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -146,3 +153,60 @@ def emulator():
     """One in-memory GCS emulator per test module, with bucket ``BUCKET``."""
     with running_emulator() as server:
         yield server
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def _with_generations(handler):
+    """An emulator object handler that first checks the request's generation preconditions
+    (412 / 304 as Cloud Storage answers) and reports the object's generation in the
+    ``x-goog-generation`` header of a download."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator.exceptions import NotFound
+
+    def checked(request, response, storage, *args, **kwargs):
+        bucket = request.params.get("bucket_name")
+        name = request.params.get("object_id") or (request.query.get("name") or [None])[0]
+        current = None  # the live generation; None: no such object
+        if bucket and name:
+            try:
+                current = str(storage.get_file_obj(bucket, name)["generation"])
+            except NotFound:
+                current = None
+        match = request.query.get("ifGenerationMatch", [None])[0]
+        not_match = request.query.get("ifGenerationNotMatch", [None])[0]
+        if match is not None and match != (current or "0"):
+            response.status = HTTPStatus.PRECONDITION_FAILED
+            response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+            return
+        if not_match is not None and current is not None and not_match == current:
+            response.status = HTTPStatus.NOT_MODIFIED
+            return
+        handler(request, response, storage, *args, **kwargs)
+        if current is not None and response.status == HTTPStatus.OK:
+            response["x-goog-generation"] = current
+            response["x-goog-metageneration"] = "1"
+
+    return checked
+
+
+def serve(port: int, bucket: str) -> None:
+    """The emulator, in memory, on 127.0.0.1:port with ``bucket``, until terminated."""
+    import logging
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.handlers import objects
+
+    logging.basicConfig(level=logging.INFO)
+    for _, handlers in server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler.__module__ == objects.__name__:
+                handlers[method] = _with_generations(handler)
+    objects.insert = _with_generations(objects.insert)  # the router's upload fallback
+    server.create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket).run()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), sys.argv[2])
