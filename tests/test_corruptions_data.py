@@ -210,3 +210,11 @@ def test_settings_use_the_config_vocabulary():
         ev.evaluate(_tiny_model(), (x, y), normalize_by_alexnet="auto", **quiet)
     with pytest.raises(ValueError, match="severit"):
         ev.evaluate(_tiny_model(), (x, y), severities=(6,), **quiet)
+
+
+def test_a_missing_released_set_fails_fast_naming_where_it_looked(tmp_path):
+    """No download from inside an analysis: the error names the data_dir and how to prepare."""
+    from flatrob_jax.corruptions import datasets
+
+    with pytest.raises(FileNotFoundError, match=r"cifar10_corrupted/fog_1 is not prepared in data_dir"):
+        datasets.load_tfds("cifar10_corrupted", "fog", 1, data_dir=str(tmp_path))

@@ -44,8 +44,18 @@ def load_tfds(dataset: str, name: str, severity: int, *, num_examples: Optional[
     """One corruption and severity of ``cifar10_corrupted`` or ``imagenet2012_corrupted``."""
     import tensorflow_datasets as tfds
     fileio.require_support(data_dir)  # tfds reads a gs:// data_dir through epath
-    source = tfds.data_source(tfds_config(dataset, name, severity), split=TFDS_DATASETS[dataset],
-                              data_dir=data_dir)
+    config = tfds_config(dataset, name, severity)
+    # Never download here: an offline run fails fast, naming where it looked. (tfds reports
+    # a set that is not prepared as DatasetNotFoundError, or, when it finds no dataset_info,
+    # as a NotImplementedError about the file format.)
+    try:
+        source = tfds.data_source(config, split=TFDS_DATASETS[dataset], data_dir=data_dir,
+                                  download=False)
+    except (tfds.core.DatasetNotFoundError, NotImplementedError) as e:
+        raise FileNotFoundError(
+            f"{config} is not prepared in data_dir {data_dir or '(the tfds default)'!r}: "
+            f"prepare it there with `tfds build {dataset} --data_dir=...` (it needs the "
+            f"original files), then point analysis.corruptions.data_dir at it") from e
     n = len(source) if num_examples is None else min(num_examples, len(source))
     records = [source[i] for i in range(n)]
     images = np.stack([np.asarray(r["image"]) for r in records]) if records else np.zeros((0, 1, 1, 3))
