@@ -14,7 +14,8 @@ import numpy as np
 from flatrob_jax.augment.buffers import materialized
 
 NUM_LEVELS = 256
-_IDENTITY = jnp.arange(NUM_LEVELS, dtype=jnp.float32)
+# NumPy, not jnp: no JAX computation at import (jax.distributed.initialize must come first).
+_IDENTITY = np.arange(NUM_LEVELS, dtype=np.float32)
 
 
 def apply_lut(levels: jnp.ndarray, lut: jnp.ndarray) -> jnp.ndarray:

@@ -112,7 +112,7 @@ def vector_sharding(op: jax.tree_util.Partial) -> jax.sharding.Sharding:
     if meshes:
         return NamedSharding(max(meshes, key=lambda m: m.size), P())
     devices = {d for x in leaves for d in x.devices()}
-    device = devices.pop() if len(devices) == 1 else jax.devices()[0]
+    device = devices.pop() if len(devices) == 1 else jax.local_devices()[0]
     return jax.sharding.SingleDeviceSharding(device)
 
 
