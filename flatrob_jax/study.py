@@ -26,6 +26,7 @@ import sys
 import time
 
 from flatrob_jax import distributed, fileio
+from flatrob_jax.analysis.design import INTERVENTION_KEYS
 from flatrob_jax.configuration import apply_overrides, load_config_file
 from flatrob_jax.progress import format_duration
 
@@ -46,8 +47,7 @@ class Sweep:
     # whose runs are interventions on flatness at the reference augmentation.
     reference: dict | None = None
     families: dict | None = None
-    intervention_keys: tuple = ("optimizer.sam_rho", "optimizer.weight_decay",
-                                "optimizer.learning_rate", "train.batch_size")
+    intervention_keys: tuple = INTERVENTION_KEYS
     # Persist compiled programs under <workdir>/.jax_cache (a gs:// root keeps it in the
     # bucket): runs of one model share their eval, curvature and attack programs (weights are
     # arguments), and a rerun compiles little.
