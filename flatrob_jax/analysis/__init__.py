@@ -27,11 +27,12 @@ from flatrob_jax.analysis.results import (
     write_csv,
     write_json,
 )
-from flatrob_jax.analysis.runner import analysis_config_for, analyze_run
+from flatrob_jax.analysis.runner import analysis_config_for, analyze_run, analyze_runs
 from flatrob_jax.analysis.stats import bootstrap_ci, correlate, correlation, kendall, pearson, spearman
 
 __all__ = [
-    "Analysis", "Design", "Inputs", "design", "infer_design", "predictions", "study_report",
+    "Analysis", "Design", "Inputs", "analyze_runs", "design", "infer_design", "predictions",
+    "study_report",
     "study_stats", "MetricTable", "analysis_config_for", "analyze_run", "bootstrap_ci",
     "build_report", "classify_metrics", "correlate", "correlation", "default_config",
     "flatten_results", "headline_metrics", "kendall", "pearson", "pivot", "read_rows",
