@@ -3,6 +3,9 @@ sharded over the CPU devices) vs pyautoattack 0.2.0 (PyTorch, CPU), on the same 
 Fashion-MNIST CNN (weights ported Flax -> PyTorch) and the same test images.
 
     python benchmarks/bench_attacks.py [--n 500] [--eps-apgd 8/255] [--eps-aa 0.1]
+        [--host-loop auto|yes|no]
+
+(The same tables on pyautoattack's CIFAR-10 ResNet-18: benchmarks/bench_resnet18.py.)
 
 Ours is timed twice (first call includes compilation; second is the steady state).  Prints a
 markdown table (paste into benchmarks/attacks.md).
@@ -35,8 +38,11 @@ def main():
     ap.add_argument("--eps-aa", type=str, default="0.1")
     ap.add_argument("--norm", default="Linf")
     ap.add_argument("--device", default="cpu", help="torch device of the reference (cpu, cuda)")
+    ap.add_argument("--host-loop", default="auto", choices=("auto", "yes", "no"),
+                    help="ours: APGD/PGD iterations as a host loop of compiled steps (auto: CPU)")
     args = ap.parse_args()
     eps_apgd, eps_aa = eval(args.eps_apgd), eval(args.eps_aa)  # noqa: S307 - CLI fractions
+    host_loop = {"auto": None, "yes": True, "no": False}[args.host_loop]
     import pyautoattack
     from pyautoattack import checks as ref_checks
     from pyautoattack.autopgd_base import APGDAttack
@@ -50,7 +56,7 @@ def main():
 
     def ours_apgd():
         return attacks.apgd(f, x, y, jax.random.key(0), eps=eps_apgd, norm=args.norm, loss="ce",
-                            steps=100)
+                            steps=100, host_loop=host_loop)
 
     t = time.perf_counter(); ours_apgd(); t_first = time.perf_counter() - t
     t = time.perf_counter(); xa = ours_apgd(); t_ours = time.perf_counter() - t
@@ -63,7 +69,8 @@ def main():
                  acc_ours, acc_ref))
 
     def ours_aa():
-        return attacks.autoattack(f, x, y, jax.random.key(0), eps=eps_aa, norm=args.norm)
+        return attacks.autoattack(f, x, y, jax.random.key(0), eps=eps_aa, norm=args.norm,
+                                  host_loop=host_loop)
 
     t = time.perf_counter(); ours_aa(); t_first = time.perf_counter() - t
     t = time.perf_counter(); res = ours_aa(); t_ours = time.perf_counter() - t
@@ -84,7 +91,8 @@ def main():
 
     print(f"\n{args.n} Fashion-MNIST test images, tiny CNN, {jax.device_count()} JAX "
           f"{jax.devices()[0].platform} device(s); pyautoattack on {args.device}, torch threads "
-          f"{torch.get_num_threads()}\n")
+          f"{torch.get_num_threads()}; host_loop={args.host_loop}; load average "
+          f"{os.getloadavg()[0]:.1f}\n")
     print("| attack | ours first call (s, incl. compile) | ours (s) | pyautoattack (s) | "
           "speed-up | robust acc ours | robust acc pyautoattack |")
     print("|---|---|---|---|---|---|---|")
