@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from flatrob_jax.distributed import make_mesh
 from flatrob_jax.models import get_model
 from flatrob_jax.models.resnet import ResNet
 from flatrob_jax.models.wide_resnet import WideResNet
@@ -543,7 +544,7 @@ def test_imported_model_curvature_and_apgd_match_the_peers(imported_resnet18, re
     x = _smooth_images(4, seed=2)
     y = np.random.default_rng(2).integers(0, 10, 4)
     obj = curvature.from_flax(loaded.model, loaded.variables, x, y, batch_size=4,
-                              mesh=curvature.default_mesh(1))
+                              mesh=make_mesh(1))
     top = curvature.lanczos(obj.hvp, obj.params, jax.random.key(0), num_steps=20, tol=1e-5)
     torch.manual_seed(0)
     ph = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(),
