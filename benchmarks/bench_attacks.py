@@ -10,6 +10,7 @@ Fashion-MNIST CNN (weights ported Flax -> PyTorch) and the same test images.
 Ours is timed twice (first call includes compilation; second is the steady state).  Prints a
 markdown table (paste into benchmarks/attacks.md).
 """
+
 import argparse
 import os
 import sys
@@ -21,10 +22,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from attacks_support import (
+    apply_fn_of,
+    fashion_mnist,
+    to_nchw,
+    torch_twin,  # noqa: E402
+    trained_tiny_cnn,
+)
 
 from flatrob_jax import attacks  # noqa: E402
-from attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,  # noqa: E402
-                                  trained_tiny_cnn)
 
 
 def _acc_jax(f, x, y):
@@ -38,8 +44,12 @@ def main():
     ap.add_argument("--eps-aa", type=str, default="0.1")
     ap.add_argument("--norm", default="Linf")
     ap.add_argument("--device", default="cpu", help="torch device of the reference (cpu, cuda)")
-    ap.add_argument("--host-loop", default="auto", choices=("auto", "yes", "no"),
-                    help="ours: APGD/PGD iterations as a host loop of compiled steps (auto: CPU)")
+    ap.add_argument(
+        "--host-loop",
+        default="auto",
+        choices=("auto", "yes", "no"),
+        help="ours: APGD/PGD iterations as a host loop of compiled steps (auto: CPU)",
+    )
     args = ap.parse_args()
     eps_apgd, eps_aa = eval(args.eps_apgd), eval(args.eps_aa)  # noqa: S307 - CLI fractions
     host_loop = {"auto": None, "yes": True, "no": False}[args.host_loop]
@@ -55,25 +65,54 @@ def main():
     rows = []
 
     def ours_apgd():
-        return attacks.apgd(f, x, y, jax.random.key(0), eps=eps_apgd, norm=args.norm, loss="ce",
-                            steps=100, host_loop=host_loop)
+        return attacks.apgd(
+            f,
+            x,
+            y,
+            jax.random.key(0),
+            eps=eps_apgd,
+            norm=args.norm,
+            loss="ce",
+            steps=100,
+            host_loop=host_loop,
+        )
 
-    t = time.perf_counter(); ours_apgd(); t_first = time.perf_counter() - t
-    t = time.perf_counter(); xa = ours_apgd(); t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    ours_apgd()
+    t_first = time.perf_counter() - t
+    t = time.perf_counter()
+    xa = ours_apgd()
+    t_ours = time.perf_counter() - t
     acc_ours = _acc_jax(f, xa, y)
-    ref = APGDAttack(net, n_iter=100, norm=args.norm, eps=eps_apgd, loss="ce", seed=0,
-                     device=args.device)
-    t = time.perf_counter(); xr = ref.perturb(xt, yt); t_ref = time.perf_counter() - t
+    ref = APGDAttack(
+        net, n_iter=100, norm=args.norm, eps=eps_apgd, loss="ce", seed=0, device=args.device
+    )
+    t = time.perf_counter()
+    xr = ref.perturb(xt, yt)
+    t_ref = time.perf_counter() - t
     acc_ref = float((net(xr).argmax(1) == yt).float().mean())
-    rows.append((f"APGD-CE 100 steps, {args.norm} eps={args.eps_apgd}", t_first, t_ours, t_ref,
-                 acc_ours, acc_ref))
+    rows.append(
+        (
+            f"APGD-CE 100 steps, {args.norm} eps={args.eps_apgd}",
+            t_first,
+            t_ours,
+            t_ref,
+            acc_ours,
+            acc_ref,
+        )
+    )
 
     def ours_aa():
-        return attacks.autoattack(f, x, y, jax.random.key(0), eps=eps_aa, norm=args.norm,
-                                  host_loop=host_loop)
+        return attacks.autoattack(
+            f, x, y, jax.random.key(0), eps=eps_aa, norm=args.norm, host_loop=host_loop
+        )
 
-    t = time.perf_counter(); ours_aa(); t_first = time.perf_counter() - t
-    t = time.perf_counter(); res = ours_aa(); t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    ours_aa()
+    t_first = time.perf_counter() - t
+    t = time.perf_counter()
+    res = ours_aa()
+    t_ours = time.perf_counter() - t
     captured = {}
     original = ref_checks.check_square_sr
 
@@ -83,22 +122,36 @@ def main():
 
     ref_checks.check_square_sr = capture
     aa = pyautoattack.AutoAttack(net, eps=eps_aa, norm=args.norm, seed=0, device=args.device)
-    t = time.perf_counter(); aa.run_standard_evaluation(xt, yt, batch_size=500)
+    t = time.perf_counter()
+    aa.run_standard_evaluation(xt, yt, batch_size=500)
     t_ref = time.perf_counter() - t
-    rows.append((f"AutoAttack standard, {args.norm} eps={args.eps_aa}", t_first, t_ours, t_ref,
-                 res.robust_accuracy, captured["square"] if "square" in captured else
-                 min(captured.values())))
+    rows.append(
+        (
+            f"AutoAttack standard, {args.norm} eps={args.eps_aa}",
+            t_first,
+            t_ours,
+            t_ref,
+            res.robust_accuracy,
+            captured["square"] if "square" in captured else min(captured.values()),
+        )
+    )
 
-    print(f"\n{args.n} Fashion-MNIST test images, tiny CNN, {jax.device_count()} JAX "
-          f"{jax.devices()[0].platform} device(s); pyautoattack on {args.device}, torch threads "
-          f"{torch.get_num_threads()}; host_loop={args.host_loop}; load average "
-          f"{os.getloadavg()[0]:.1f}\n")
-    print("| attack | ours first call (s, incl. compile) | ours (s) | pyautoattack (s) | "
-          "speed-up | robust acc ours | robust acc pyautoattack |")
+    print(
+        f"\n{args.n} Fashion-MNIST test images, tiny CNN, {jax.device_count()} JAX "
+        f"{jax.devices()[0].platform} device(s); pyautoattack on {args.device}, torch threads "
+        f"{torch.get_num_threads()}; host_loop={args.host_loop}; load average "
+        f"{os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| attack | ours first call (s, incl. compile) | ours (s) | pyautoattack (s) | "
+        "speed-up | robust acc ours | robust acc pyautoattack |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, first, ours, ref_t, a_o, a_r in rows:
-        print(f"| {name} | {first:.1f} | {ours:.1f} | {ref_t:.1f} | {ref_t / ours:.1f}x | "
-              f"{a_o:.2%} | {a_r:.2%} |")
+        print(
+            f"| {name} | {first:.1f} | {ours:.1f} | {ref_t:.1f} | {ref_t / ours:.1f}x | "
+            f"{a_o:.2%} | {a_r:.2%} |"
+        )
     print("\nper attack (cumulative robust accuracy), ours:", res.robust_accuracy_after)
     print("per attack (cumulative robust accuracy), pyautoattack:", captured)
 

@@ -12,6 +12,7 @@ The peer runs back to back in its own venv (see bench_augment_torchvision.py). N
 ``distributed.sharded_step``, each device augmenting its slice of the batch, as the training
 step does; the peer's DataLoader likewise runs one worker process per core.
 """
+
 import argparse
 import json
 import os
@@ -21,7 +22,9 @@ import time
 
 if "--cpu-devices" in sys.argv:  # must reach XLA before jax is imported
     _n = sys.argv[sys.argv.index("--cpu-devices") + 1]
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_n}"
+    os.environ["XLA_FLAGS"] = (
+        f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_n}"
+    )
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +44,16 @@ POLICIES = {
 
 
 def photo_batch(size: int) -> np.ndarray:
-    """BATCH uint8 crops of scikit-image's sample photos, resized by block averaging / repetition."""
+    """BATCH uint8 crops of scikit-image's sample photos, resized by block averaging /
+    repetition."""
     import skimage.data
 
-    sources = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), skimage.data.rocket()]
+    sources = [
+        skimage.data.astronaut(),
+        skimage.data.chelsea(),
+        skimage.data.coffee(),
+        skimage.data.rocket(),
+    ]
     rng = np.random.default_rng(0)
     out = []
     for i in range(BATCH):
@@ -128,7 +137,9 @@ def peer(python: str, images: np.ndarray, policy: str, batches: int):
     path = f"/tmp/bench_augment_{images.shape[1]}.npy"
     np.save(path, images)
     script = os.path.join(os.path.dirname(__file__), "bench_augment_torchvision.py")
-    out = subprocess.run([python, script, path, policy, str(batches)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [python, script, path, policy, str(batches)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["images_per_s"]
 
 
@@ -137,11 +148,17 @@ def main():
     parser.add_argument("--peer-python", default="/tmp/tvenv/bin/python")
     parser.add_argument("--sizes", default="32,224")
     parser.add_argument("--policies", default=",".join(POLICIES))
-    parser.add_argument("--switch", action="store_true", help="also time the vmap-of-switch baselines")
-    parser.add_argument("--cpu-devices", type=int, default=None, help="split the CPU into this many JAX devices")
+    parser.add_argument(
+        "--switch", action="store_true", help="also time the vmap-of-switch baselines"
+    )
+    parser.add_argument(
+        "--cpu-devices", type=int, default=None, help="split the CPU into this many JAX devices"
+    )
     args = parser.parse_args()
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s), "
-          f"{os.cpu_count()} CPUs, batch {BATCH}")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s), "
+        f"{os.cpu_count()} CPUs, batch {BATCH}"
+    )
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         images_u8 = photo_batch(size)
@@ -151,11 +168,17 @@ def main():
             fused = one_slot(op_table.apply_op, images, names)
             switch = one_slot(op_table.apply_op_switch, images, names)
             seq = one_slot(op_table.apply_op_switch, images, names, sequential=True)
-            print(f"| {size} | one op slot, 14 ops, us/image | fused {fused:.1f} | vmap(switch) {switch:.1f} | lax.map(switch) {seq:.1f} |")
+            print(
+                f"| {size} | one op slot, 14 ops, us/image | fused {fused:.1f} "
+                f"| vmap(switch) {switch:.1f} | lax.map(switch) {seq:.1f} |"
+            )
             fused_am = ours("augmix", images, "vectorized")
             switch_am = augmix_with(op_table.apply_op_switch, images)
             seq_am = ours("augmix", images, "sequential")
-            print(f"| {size} | AugMix images/s | vmap+fused {fused_am:.0f} | vmap(switch) {switch_am:.0f} | lax.map+switch {seq_am:.0f} |")
+            print(
+                f"| {size} | AugMix images/s | vmap+fused {fused_am:.0f} "
+                f"| vmap(switch) {switch_am:.0f} | lax.map+switch {seq_am:.0f} |"
+            )
         for policy in args.policies.split(","):
             seq_ips = ours(policy, images, "sequential")
             vec_ips = ours(policy, images, "vectorized")
@@ -164,8 +187,15 @@ def main():
                 batches = 6 if size <= 32 else 3
                 peer_ips = peer(args.peer_python, images_u8, policy, batches)
             rows.append((policy, size, seq_ips, vec_ips, peer_ips))
-            print(f"| {policy} | {size} | {seq_ips:.0f} | {vec_ips:.0f} | {peer_ips:.0f} | {seq_ips / peer_ips:.1f}x |", flush=True)
-    print("\n| policy | size | ours, sequential (images/s) | ours, vectorized (images/s) | torchvision+PIL, 2 workers (images/s) | best ours / PIL |")
+            print(
+                f"| {policy} | {size} | {seq_ips:.0f} | {vec_ips:.0f} | {peer_ips:.0f} "
+                f"| {seq_ips / peer_ips:.1f}x |",
+                flush=True,
+            )
+    print(
+        "\n| policy | size | ours, sequential (images/s) | ours, vectorized (images/s) "
+        "| torchvision+PIL, 2 workers (images/s) | best ours / PIL |"
+    )
     print("|---|---|---|---|---|---|")
     for policy, size, a, v, b in rows:
         print(f"| {policy} | {size}x{size} | {a:.0f} | {v:.0f} | {b:.0f} | {max(a, v) / b:.1f}x |")

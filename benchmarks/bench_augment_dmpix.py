@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from tests.test_augment_fixtures import by_shape, from_pil, to_pil
 
 from flatrob_jax.augment import geometry, ops, standard
-from tests.test_augment_fixtures import by_shape, from_pil, to_pil
 
 IMAGES = [img for _, imgs in by_shape().values() for img in imgs if img.shape[0] >= 8]
 

@@ -2,11 +2,13 @@
 through a DataLoader with 2 workers, as a PyTorch user runs them. Runs in its own virtual
 environment (torchvision does not import beside torch 2.13):
 
-    python -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 pillow numpy
+    python -m venv /tmp/tvenv
+    /tmp/tvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 pillow numpy
     /tmp/tvenv/bin/python benchmarks/bench_augment_torchvision.py IMAGES.npy POLICY BATCHES
 
 Prints one JSON line: {"policy", "size", "images_per_s", "seconds", "images"}.
 """
+
 import json
 import sys
 import time
@@ -20,7 +22,9 @@ from torchvision import transforms
 def build(policy: str):
     if policy == "augmix":
         # the same settings as ours: severity 3, width 3, random depth 1..3, alpha 1, 9-op list
-        aug = transforms.AugMix(severity=3, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=False)
+        aug = transforms.AugMix(
+            severity=3, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=False
+        )
     elif policy == "autoaugment":
         aug = transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10)
     elif policy == "randaugment":
@@ -55,7 +59,17 @@ def main(path: str, policy: str, batches: int, batch_size: int = 256):
     for batch in loader:
         n += batch.shape[0]
     seconds = time.perf_counter() - start
-    print(json.dumps({"policy": policy, "size": int(array.shape[1]), "images_per_s": n / seconds, "seconds": seconds, "images": n}))
+    print(
+        json.dumps(
+            {
+                "policy": policy,
+                "size": int(array.shape[1]),
+                "images_per_s": n / seconds,
+                "seconds": seconds,
+                "images": n,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

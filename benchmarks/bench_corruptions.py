@@ -12,6 +12,7 @@ seconds summed over the 5 severities.
 
     python benchmarks/bench_corruptions.py [--batch 256] [--peer-images 32] [--resolution imagenet]
 """
+
 import argparse
 import time
 import warnings
@@ -25,6 +26,7 @@ def peer_corrupt_fn():
     import imagecorruptions
     import imagecorruptions.corruptions as icc
     from skimage.filters import gaussian as sk_gaussian
+
     np.float_ = np.float64  # noqa: NPY201 -- restores the alias the peer's fog needs
 
     def gaussian(image, sigma=1, multichannel=None, **kw):
@@ -39,6 +41,7 @@ def peer_corrupt_fn():
 def photos(n, size=32):
     import skimage.data
     from PIL import Image
+
     base = []
     for name in ("astronaut", "chelsea", "coffee", "rocket"):
         im = Image.fromarray(getattr(skimage.data, name)())
@@ -50,7 +53,9 @@ def photos(n, size=32):
         w, h = im.size
         s = rng.randint(min(w, h) // 3, min(w, h))
         x0, y0 = rng.randint(0, w - s + 1), rng.randint(0, h - s + 1)
-        out.append(np.asarray(im.crop((x0, y0, x0 + s, y0 + s)).resize((size, size), Image.BICUBIC)))
+        out.append(
+            np.asarray(im.crop((x0, y0, x0 + s, y0 + s)).resize((size, size), Image.BICUBIC))
+        )
     return np.stack(out)
 
 
@@ -63,14 +68,17 @@ def main():
 
     import jax
     import jax.numpy as jnp
+
     from flatrob_jax.corruptions import ALL, corrupt_jit
 
     peer = peer_corrupt_fn()
     x_u8 = photos(args.batch)
     x = jnp.asarray(x_u8 / 255.0, jnp.float32)
     key = jax.random.key(0)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, batch {args.batch}, "
-          f"peer on {args.peer_images} images/cell, ours with {args.resolution} constants")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, batch {args.batch}, "
+        f"peer on {args.peer_images} images/cell, ours with {args.resolution} constants"
+    )
     print(f"{'corruption':<18} {'ours img/s':>11} {'peer img/s':>11} {'ratio':>8}")
     tot_ours_t = tot_peer_t = 0.0
     tot_ours_n = tot_peer_n = 0
@@ -82,12 +90,14 @@ def main():
             calls = []
             for r in range(1, 4):  # median of 3 calls: the first after compiling can be 5x slower
                 t = time.perf_counter()
-                corrupt_jit(jax.random.fold_in(key, r), x, name, s, resolution=args.resolution).block_until_ready()
+                corrupt_jit(
+                    jax.random.fold_in(key, r), x, name, s, resolution=args.resolution
+                ).block_until_ready()
                 calls.append(time.perf_counter() - t)
             ours_t += sorted(calls)[1]
             ours_n += args.batch
             t = time.perf_counter()
-            for img in x_u8[:args.peer_images]:
+            for img in x_u8[: args.peer_images]:
                 peer(img, s, name)
             peer_t += time.perf_counter() - t
             peer_n += args.peer_images

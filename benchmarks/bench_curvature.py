@@ -11,6 +11,7 @@
 
 Run: python benchmarks/bench_curvature.py [--quick]   (prints Markdown tables)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ def read_idx(name):
     with gzip.open(os.path.join(FASHION, name)) as f:
         data = f.read()
     ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -67,7 +68,9 @@ def hvp_over_grad(name, batch, reps):
     compile_hvp = time.perf_counter() - t0
     t_hvp = timed(lambda: obj.hvp(v), reps)
     t_grad = timed(lambda: obj.value_and_grad(obj.params), reps)
-    return dict(model=name, params=obj.num_params, batch=batch, grad=t_grad, hvp=t_hvp, compile=compile_hvp)
+    return dict(
+        model=name, params=obj.num_params, batch=batch, grad=t_grad, hvp=t_hvp, compile=compile_hvp
+    )
 
 
 # ---------------------------------------------------------------- 2-3. vs PyHessian
@@ -82,8 +85,12 @@ def train_small_cnn(images, labels, steps, batch=64, seed=0):
     @jax.jit
     def step(params, stats, opt, x, y):
         def loss_fn(p):
-            logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
+            logits, new = model.apply(
+                {"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+            )
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new[
+                "batch_stats"
+            ]
 
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt = tx.update(grads, opt, params)
@@ -128,7 +135,10 @@ def torch_small_cnn(variables, torch):
             return self.fc(x.mean(dim=(2, 3)))
 
     net = Net()
-    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))
+
+    def t(a):
+        return torch.from_numpy(np.array(a, dtype=np.float32))
+
     with torch.no_grad():
         for i in range(num_convs):
             net.convs[i].weight.copy_(t(convs[i].transpose(3, 2, 0, 1)))
@@ -159,7 +169,9 @@ def versus_pyhessian(num_examples, train_steps, probes, max_power_iters):
     import pyhessian
     import torch
 
-    ph_module = importlib.import_module("pyhessian.hessian")  # the package re-exports the class as `hessian`
+    ph_module = importlib.import_module(
+        "pyhessian.hessian"
+    )  # the package re-exports the class as `hessian`
 
     torch.manual_seed(0)
     images = (read_idx("train-images-idx3-ubyte.gz")[..., None] / 255.0).astype(np.float32)
@@ -179,11 +191,21 @@ def versus_pyhessian(num_examples, train_steps, probes, max_power_iters):
 
     # ours: Ritz value history (never stop) -> HVPs to 1e-3; then the residual rule, timed
     history = []
-    log(f"reference {reference:.6g} ({ref.num_matvecs} HVPs, residual {ref.residuals[0]:.1e}); our history ...")
-    lanczos_tridiagonal(obj.hvp, obj.params, jax.random.normal(jax.random.key(0), (obj.num_params,)), 40,
-                        should_stop=lambda theta, s, b: history.append(theta[-1]) or False)
+    log(
+        f"reference {reference:.6g} ({ref.num_matvecs} HVPs, "
+        f"residual {ref.residuals[0]:.1e}); our history ..."
+    )
+    lanczos_tridiagonal(
+        obj.hvp,
+        obj.params,
+        jax.random.normal(jax.random.key(0), (obj.num_params,)),
+        40,
+        should_stop=lambda theta, s, b: history.append(theta[-1]) or False,
+    )
     ours_oracle = first_within(history, reference, 1e-3)
-    curvature.lanczos(obj.hvp, obj.params, jax.random.key(7), num_steps=100, tol=1e-3)  # compile the step
+    curvature.lanczos(
+        obj.hvp, obj.params, jax.random.key(7), num_steps=100, tol=1e-3
+    )  # compile the step
     t0 = time.perf_counter()
     ours = curvature.lanczos(obj.hvp, obj.params, jax.random.key(0), num_steps=100, tol=1e-3)
     ours_time = time.perf_counter() - t0
@@ -236,16 +258,30 @@ def versus_pyhessian(num_examples, train_steps, probes, max_power_iters):
     # time for ours to reach 1e-3 with the oracle count = per-step time x steps
     ours_step_time = ours_time / ours.num_matvecs
     return dict(
-        params=obj.num_params, examples=num_examples, train_steps=train_steps, train_loss=train_loss,
-        port_error=port_error, reference=reference,
-        ours_oracle=ours_oracle, ours_oracle_time=(ours_oracle or 0) * ours_step_time,
-        ours_rule_hvps=ours.num_matvecs, ours_rule_error=abs(ours.eigenvalues[0] - reference) / reference,
-        ours_rule_time=ours_time, ours_hvp_time=ours_hvp_time,
-        ph_oracle=ph_oracle, ph_oracle_time=ph_oracle_time, ph_history_last=ph_history[-1],
-        ph_rule_hvps=ph_default_hvps, ph_rule_error=abs(ph_default - reference) / reference,
-        ph_rule_time=ph_default_time, ph_hvp_time=ph_hvp_time,
-        ours_trace=(tr.trace, tr.stderr), ph_trace=(samples.mean(), samples.std(ddof=1) / np.sqrt(len(samples))),
-        ours_trace_time=ours_trace_time, ph_trace_time=ph_trace_time, probes=probes,
+        params=obj.num_params,
+        examples=num_examples,
+        train_steps=train_steps,
+        train_loss=train_loss,
+        port_error=port_error,
+        reference=reference,
+        ours_oracle=ours_oracle,
+        ours_oracle_time=(ours_oracle or 0) * ours_step_time,
+        ours_rule_hvps=ours.num_matvecs,
+        ours_rule_error=abs(ours.eigenvalues[0] - reference) / reference,
+        ours_rule_time=ours_time,
+        ours_hvp_time=ours_hvp_time,
+        ph_oracle=ph_oracle,
+        ph_oracle_time=ph_oracle_time,
+        ph_history_last=ph_history[-1],
+        ph_rule_hvps=ph_default_hvps,
+        ph_rule_error=abs(ph_default - reference) / reference,
+        ph_rule_time=ph_default_time,
+        ph_hvp_time=ph_hvp_time,
+        ours_trace=(tr.trace, tr.stderr),
+        ph_trace=(samples.mean(), samples.std(ddof=1) / np.sqrt(len(samples))),
+        ours_trace_time=ours_trace_time,
+        ph_trace_time=ph_trace_time,
+        probes=probes,
     )
 
 
@@ -257,37 +293,78 @@ def main():
     args = parser.parse_args()
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs")
 
-    print("\n## HVP time / gradient time (jitted, dataset operator, 1 device, CIFAR-shaped 32x32x3)\n")
+    print(
+        "\n## HVP time / gradient time (jitted, dataset operator, 1 device, CIFAR-shaped 32x32x3)\n"
+    )
     print("| model | params | batch | gradient (s) | HVP (s) | HVP / gradient | HVP compile (s) |")
     print("|---|---|---|---|---|---|---|")
-    names = [] if args.skip_ratio else ["cnn_small"] if args.quick else ["cnn_small", "resnet18", "wrn40_2"]
+    names = (
+        []
+        if args.skip_ratio
+        else ["cnn_small"]
+        if args.quick
+        else ["cnn_small", "resnet18", "wrn40_2"]
+    )
     for name in names:
         log(f"HVP/gradient timing: {name}")
         r = hvp_over_grad(name, batch=args.batch, reps=3)
-        print(f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['grad']:.3f} | {r['hvp']:.3f} | "
-              f"{r['hvp'] / r['grad']:.2f} | {r['compile']:.1f} |", flush=True)
+        print(
+            f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['grad']:.3f} | {r['hvp']:.3f} | "
+            f"{r['hvp'] / r['grad']:.2f} | {r['compile']:.1f} |",
+            flush=True,
+        )
 
-    r = versus_pyhessian(num_examples=128, train_steps=50 if args.quick else 200, probes=30 if args.quick else 50,
-                         max_power_iters=40)
-    print(f"\n## lambda_max: Lanczos vs PyHessian power iteration (cnn_small, {r['params']:,} params, "
-          f"{r['examples']} Fashion-MNIST train images, {r['train_steps']} SGD steps, train loss {r['train_loss']:.3f}; "
-          f"port max |logit diff| {r['port_error']:.1e}; reference lambda_max {r['reference']:.6g})\n")
-    print("| method | HVPs to 1e-3 rel. error | wall (s) | own stopping rule: HVPs | error reached | wall (s) | s / HVP |")
+    r = versus_pyhessian(
+        num_examples=128,
+        train_steps=50 if args.quick else 200,
+        probes=30 if args.quick else 50,
+        max_power_iters=40,
+    )
+    print(
+        f"\n## lambda_max: Lanczos vs PyHessian power iteration "
+        f"(cnn_small, {r['params']:,} params, "
+        f"{r['examples']} Fashion-MNIST train images, {r['train_steps']} SGD steps, "
+        f"train loss {r['train_loss']:.3f}; "
+        f"port max |logit diff| {r['port_error']:.1e}; "
+        f"reference lambda_max {r['reference']:.6g})\n"
+    )
+    print(
+        "| method | HVPs to 1e-3 rel. error | wall (s) "
+        "| own stopping rule: HVPs | error reached | wall (s) | s / HVP |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| ours: Lanczos (residual <= 1e-3 theta) | {r['ours_oracle']} | {r['ours_oracle_time']:.2f} | "
-          f"{r['ours_rule_hvps']} | {r['ours_rule_error']:.1e} | {r['ours_rule_time']:.2f} | {r['ours_hvp_time']:.3f} |")
-    print(f"| PyHessian: power iteration (rel. change < 1e-3) | {r['ph_oracle']} | {r['ph_oracle_time']:.2f} | "
-          f"{r['ph_rule_hvps']} | {r['ph_rule_error']:.1e} | {r['ph_rule_time']:.2f} | {r['ph_hvp_time']:.3f} |")
+    print(
+        f"| ours: Lanczos (residual <= 1e-3 theta) | {r['ours_oracle']} "
+        f"| {r['ours_oracle_time']:.2f} | "
+        f"{r['ours_rule_hvps']} | {r['ours_rule_error']:.1e} | {r['ours_rule_time']:.2f} "
+        f"| {r['ours_hvp_time']:.3f} |"
+    )
+    print(
+        f"| PyHessian: power iteration (rel. change < 1e-3) | {r['ph_oracle']} "
+        f"| {r['ph_oracle_time']:.2f} | "
+        f"{r['ph_rule_hvps']} | {r['ph_rule_error']:.1e} | {r['ph_rule_time']:.2f} "
+        f"| {r['ph_hvp_time']:.3f} |"
+    )
     if r["ph_oracle"] and r["ours_oracle"]:
-        print(f"\nHVP ratio (PyHessian / ours) to 1e-3: {r['ph_oracle'] / r['ours_oracle']:.1f}x; "
-              f"wall ratio: {r['ph_oracle_time'] / max(r['ours_oracle_time'], 1e-9):.1f}x")
+        print(
+            f"\nHVP ratio (PyHessian / ours) to 1e-3: {r['ph_oracle'] / r['ours_oracle']:.1f}x; "
+            f"wall ratio: {r['ph_oracle_time'] / max(r['ours_oracle_time'], 1e-9):.1f}x"
+        )
     print(f"\n## trace, {r['probes']} Rademacher probes each\n", flush=True)
     print("| method | trace | stderr | wall (s) |")
     print("|---|---|---|---|")
-    print(f"| ours: hutchinson_trace | {r['ours_trace'][0]:.4g} | {r['ours_trace'][1]:.2g} | {r['ours_trace_time']:.2f} |")
-    print(f"| PyHessian: hessian.trace | {r['ph_trace'][0]:.4g} | {r['ph_trace'][1]:.2g} | {r['ph_trace_time']:.2f} |")
-    print(f"\ntrace wall ratio (PyHessian / ours): {r['ph_trace_time'] / r['ours_trace_time']:.2f}x; "
-          f"lambda_max (own rules) wall ratio: {r['ph_rule_time'] / r['ours_rule_time']:.2f}x")
+    print(
+        f"| ours: hutchinson_trace | {r['ours_trace'][0]:.4g} | {r['ours_trace'][1]:.2g} "
+        f"| {r['ours_trace_time']:.2f} |"
+    )
+    print(
+        f"| PyHessian: hessian.trace | {r['ph_trace'][0]:.4g} | {r['ph_trace'][1]:.2g} "
+        f"| {r['ph_trace_time']:.2f} |"
+    )
+    print(
+        f"\ntrace wall ratio (PyHessian / ours): {r['ph_trace_time'] / r['ours_trace_time']:.2f}x; "
+        f"lambda_max (own rules) wall ratio: {r['ph_rule_time'] / r['ours_rule_time']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

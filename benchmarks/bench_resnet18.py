@@ -22,6 +22,7 @@ are only comparable within one run (ours vs peer back to back).
 Set ``XLA_FLAGS`` yourself to try XLA options; ``--devices N`` splits the CPU into N XLA
 devices (the batch is sharded over them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ import time
 
 def parse():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--what", default="apgd",
-                    help="comma list of: apgd, autoattack, curvature, loops, step")
+    ap.add_argument(
+        "--what", default="apgd", help="comma list of: apgd, autoattack, curvature, loops, step"
+    )
     ap.add_argument("--workdir", default="/tmp/flatrob_bench_r18", help="imported run (reused)")
     ap.add_argument("--devices", type=int, default=1, help="XLA CPU devices")
     ap.add_argument("--n-apgd", type=int, default=16)
@@ -45,17 +47,21 @@ def parse():
     ap.add_argument("--probes", type=int, default=50)
     ap.add_argument("--eps", default="1/255")
     ap.add_argument("--host-loop", default="auto", choices=("auto", "yes", "no"))
-    ap.add_argument("--lanczos-impl", default=None,
-                    help="--what lanczos: a lanczos.py to time instead of the library's (e.g. "
-                         "an older revision: git show REV:flatrob_jax/curvature/lanczos.py)")
+    ap.add_argument(
+        "--lanczos-impl",
+        default=None,
+        help="--what lanczos: a lanczos.py to time instead of the library's (e.g. "
+        "an older revision: git show REV:flatrob_jax/curvature/lanczos.py)",
+    )
     ap.add_argument("--lanczos-steps", type=int, default=10)
     return ap.parse_args()
 
 
 ARGS = parse() if __name__ == "__main__" else None
 if ARGS is not None and ARGS.devices > 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={ARGS.devices}")
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={ARGS.devices}"
+    )
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -74,9 +80,22 @@ def load(workdir):
 
     weights = os.path.join(os.path.dirname(pyautoattack.__file__), "examples", "model_test.pt")
     if not os.path.exists(os.path.join(workdir, "provenance.json")):
-        subprocess.run([sys.executable, "-m", "flatrob_jax.import_torch", "--arch",
-                        "resnet18_cifar", "--weights", weights, "--dataset", "cifar10",
-                        "--workdir", workdir], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flatrob_jax.import_torch",
+                "--arch",
+                "resnet18_cifar",
+                "--weights",
+                weights,
+                "--dataset",
+                "cifar10",
+                "--workdir",
+                workdir,
+            ],
+            check=True,
+        )
     net = ResNet18()
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return flatrob_jax.load_for_eval(workdir), net.eval()
@@ -117,20 +136,27 @@ def host_loop_arg(value):
 
 def header(loaded, net, x):
     diff = float(np.abs(np.asarray(jax.jit(loaded.apply_fn)(x)) - torch_logits(net, x)).max())
-    print(f"\nResNet-18 (pyautoattack examples/model_test.pt, imported); jax {jax.__version__} "
-          f"on {jax.device_count()} {jax.devices()[0].platform} device(s); torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads; {os.cpu_count()} CPUs; "
-          f"max |logit diff| {diff:.1e}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(
+        f"\nResNet-18 (pyautoattack examples/model_test.pt, imported); jax {jax.__version__} "
+        f"on {jax.device_count()} {jax.devices()[0].platform} device(s); torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; {os.cpu_count()} CPUs; "
+        f"max |logit diff| {diff:.1e}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
 
 
 def table(title, rows):
     print(f"\n### {title} (load average at the end: {load_average()})\n")
-    print("| work | peer (s) | ours (s) | ours first call (s) | peer / ours | result peer | "
-          "result ours |")
+    print(
+        "| work | peer (s) | ours (s) | ours first call (s) | peer / ours | result peer | "
+        "result ours |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, peer, ours, first, r_peer, r_ours in rows:
-        print(f"| {name} | {peer:.1f} | {ours:.1f} | {first:.1f} | {peer / ours:.2f}x | "
-              f"{r_peer} | {r_ours} |", flush=True)
+        print(
+            f"| {name} | {peer:.1f} | {ours:.1f} | {first:.1f} | {peer / ours:.2f}x | "
+            f"{r_peer} | {r_ours} |",
+            flush=True,
+        )
 
 
 def bench_apgd(loaded, net, args):
@@ -143,24 +169,37 @@ def bench_apgd(loaded, net, args):
     f = loaded.apply_fn
 
     def ours():
-        return attacks.apgd(f, x, y, jax.random.key(0), eps=eps, norm="Linf", loss="ce",
-                            steps=args.steps, batch_size=n, mesh=mesh,
-                            host_loop=host_loop_arg(args.host_loop))
+        return attacks.apgd(
+            f,
+            x,
+            y,
+            jax.random.key(0),
+            eps=eps,
+            norm="Linf",
+            loss="ce",
+            steps=args.steps,
+            batch_size=n,
+            mesh=mesh,
+            host_loop=host_loop_arg(args.host_loop),
+        )
 
     _, first = clock(ours)
     x_ours, t_ours = clock(ours)
     acc_ours = float((np.asarray(jax.jit(f)(x_ours)).argmax(1) == y).mean())
     print(f"# ours: first call {first:.1f} s, second {t_ours:.1f} s", flush=True)
     torch.manual_seed(0)
-    ref = APGDAttack(net, n_iter=args.steps, norm="Linf", eps=eps, loss="ce", n_restarts=1,
-                     seed=0, device="cpu")
+    ref = APGDAttack(
+        net, n_iter=args.steps, norm="Linf", eps=eps, loss="ce", n_restarts=1, seed=0, device="cpu"
+    )
     x_ref, t_ref = clock(lambda: ref.perturb(nchw(x), torch.from_numpy(y)))
     x_ref = x_ref.detach().numpy().transpose(0, 2, 3, 1)
     acc_ref = float((torch_logits(net, x_ref).argmax(1) == y).mean())
     header(loaded, net, x)
-    table(f"APGD-CE {args.steps} it, Linf {args.eps}, {n} images, 1 restart, host_loop="
-          f"{args.host_loop}", [("APGD-CE (robust accuracy)", t_ref, t_ours, first,
-                                 f"{acc_ref:.3f}", f"{acc_ours:.3f}")])
+    table(
+        f"APGD-CE {args.steps} it, Linf {args.eps}, {n} images, 1 restart, host_loop="
+        f"{args.host_loop}",
+        [("APGD-CE (robust accuracy)", t_ref, t_ours, first, f"{acc_ref:.3f}", f"{acc_ours:.3f}")],
+    )
 
 
 def bench_autoattack(loaded, net, args):
@@ -173,9 +212,17 @@ def bench_autoattack(loaded, net, args):
     mesh = make_mesh(args.devices)
 
     def ours():
-        return attacks.autoattack(loaded.apply_fn, x, y, jax.random.key(0), eps=eps,
-                                  norm="Linf", batch_size=n, mesh=mesh,
-                                  host_loop=host_loop_arg(args.host_loop))
+        return attacks.autoattack(
+            loaded.apply_fn,
+            x,
+            y,
+            jax.random.key(0),
+            eps=eps,
+            norm="Linf",
+            batch_size=n,
+            mesh=mesh,
+            host_loop=host_loop_arg(args.host_loop),
+        )
 
     _, first = clock(ours)
     res, t_ours = clock(ours)
@@ -187,19 +234,31 @@ def bench_autoattack(loaded, net, args):
         return original(acc_dict, **kw)
 
     ref_checks.check_square_sr = capture
-    aa = pyautoattack.AutoAttack(net, norm="Linf", eps=eps, version="standard", seed=0,
-                                 device="cpu")
+    aa = pyautoattack.AutoAttack(
+        net, norm="Linf", eps=eps, version="standard", seed=0, device="cpu"
+    )
     aa.verbose = False
-    _, t_ref = clock(lambda: aa.run_standard_evaluation(nchw(x), torch.from_numpy(y),
-                                                        batch_size=n))
+    _, t_ref = clock(lambda: aa.run_standard_evaluation(nchw(x), torch.from_numpy(y), batch_size=n))
     ref_checks.check_square_sr = original
     header(loaded, net, x)
     ref_acc = min(captured.values()) if captured else float("nan")
-    table(f"AutoAttack standard, Linf {args.eps}, {n} images", [
-        ("AutoAttack (robust accuracy)", t_ref, t_ours, first, f"{ref_acc:.3f}",
-         f"{res.robust_accuracy:.3f}")])
-    print(f"\nours per attack (s): {({k: round(v, 1) for k, v in res.time_s.items()})}; "
-          f"cumulative accuracy ours {res.robust_accuracy_after}, pyautoattack {captured}")
+    table(
+        f"AutoAttack standard, Linf {args.eps}, {n} images",
+        [
+            (
+                "AutoAttack (robust accuracy)",
+                t_ref,
+                t_ours,
+                first,
+                f"{ref_acc:.3f}",
+                f"{res.robust_accuracy:.3f}",
+            )
+        ],
+    )
+    print(
+        f"\nours per attack (s): { ({k: round(v, 1) for k, v in res.time_s.items()}) }; "
+        f"cumulative accuracy ours {res.robust_accuracy_after}, pyautoattack {captured}"
+    )
 
 
 def bench_curvature(loaded, net, args):
@@ -211,17 +270,22 @@ def bench_curvature(loaded, net, args):
     n = args.n_curv
     x = smooth_images(n, 2)
     y = np.random.default_rng(2).integers(0, 10, n).astype(np.int32)
-    obj = curvature.from_flax(loaded.model, loaded.variables, x, y, batch_size=n,
-                              mesh=make_mesh(args.devices))
+    obj = curvature.from_flax(
+        loaded.model, loaded.variables, x, y, batch_size=n, mesh=make_mesh(args.devices)
+    )
     # compile the HVP and both solvers' steps (a 2-step Lanczos, a 2-probe trace)
     _, compile_time = clock(lambda: obj.hvp(obj.params))
     curvature.lanczos(obj.hvp, obj.params, jax.random.key(9), num_steps=2, tol=1e-3)
     curvature.hutchinson_trace(obj.hvp, obj.params, jax.random.key(9), num_probes=2)
 
-    top, t_top = clock(lambda: curvature.lanczos(obj.hvp, obj.params, jax.random.key(0),
-                                                 num_steps=100, tol=1e-3))
-    tr, t_tr = clock(lambda: curvature.hutchinson_trace(obj.hvp, obj.params, jax.random.key(1),
-                                                        num_probes=args.probes))
+    top, t_top = clock(
+        lambda: curvature.lanczos(obj.hvp, obj.params, jax.random.key(0), num_steps=100, tol=1e-3)
+    )
+    tr, t_tr = clock(
+        lambda: curvature.hutchinson_trace(
+            obj.hvp, obj.params, jax.random.key(1), num_probes=args.probes
+        )
+    )
     calls = []
     original = ph_module.hessian_vector_product
 
@@ -232,9 +296,12 @@ def bench_curvature(loaded, net, args):
     ph_module.hessian_vector_product = counting
     try:
         torch.manual_seed(0)
-        hess = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(),
-                                 data=(nchw(x), torch.from_numpy(y.astype(np.int64))),
-                                 cuda=False)
+        hess = pyhessian.hessian(
+            net,
+            torch.nn.CrossEntropyLoss(),
+            data=(nchw(x), torch.from_numpy(y.astype(np.int64))),
+            cuda=False,
+        )
         ((top_ref,), _), t_top_ref = clock(lambda: hess.eigenvalues(maxIter=100, tol=1e-3))
         hvps_ref = len(calls)
         samples, t_tr_ref = clock(lambda: np.asarray(hess.trace(maxIter=args.probes, tol=0.0)))
@@ -242,16 +309,34 @@ def bench_curvature(loaded, net, args):
         ph_module.hessian_vector_product = original
     se_ref = samples.std(ddof=1) / np.sqrt(len(samples))
     header(loaded, net, x)
-    table(f"curvature of the mean cross-entropy over {n} images (random labels); HVP compile "
-          f"{compile_time:.1f} s", [
-              (f"lambda_max to 1e-3: Lanczos ({top.num_matvecs} HVPs) vs power iteration "
-               f"({hvps_ref} HVPs)", t_top_ref, t_top, float("nan"), f"{top_ref:.2f}",
-               f"{top.eigenvalues[0]:.2f}"),
-              (f"trace, {args.probes} Rademacher probes", t_tr_ref, t_tr, float("nan"),
-               f"{samples.mean():.0f} +- {se_ref:.0f}", f"{tr.trace:.0f} +- {tr.stderr:.0f}")])
-    print(f"\ns/HVP: ours lambda_max {t_top / top.num_matvecs:.2f}, trace "
-          f"{t_tr / tr.num_matvecs:.2f}; PyHessian lambda_max {t_top_ref / hvps_ref:.2f}, "
-          f"trace {t_tr_ref / args.probes:.2f}")
+    table(
+        f"curvature of the mean cross-entropy over {n} images (random labels); HVP compile "
+        f"{compile_time:.1f} s",
+        [
+            (
+                f"lambda_max to 1e-3: Lanczos ({top.num_matvecs} HVPs) vs power iteration "
+                f"({hvps_ref} HVPs)",
+                t_top_ref,
+                t_top,
+                float("nan"),
+                f"{top_ref:.2f}",
+                f"{top.eigenvalues[0]:.2f}",
+            ),
+            (
+                f"trace, {args.probes} Rademacher probes",
+                t_tr_ref,
+                t_tr,
+                float("nan"),
+                f"{samples.mean():.0f} +- {se_ref:.0f}",
+                f"{tr.trace:.0f} +- {tr.stderr:.0f}",
+            ),
+        ],
+    )
+    print(
+        f"\ns/HVP: ours lambda_max {t_top / top.num_matvecs:.2f}, trace "
+        f"{t_tr / tr.num_matvecs:.2f}; PyHessian lambda_max {t_top_ref / hvps_ref:.2f}, "
+        f"trace {t_tr_ref / args.probes:.2f}"
+    )
 
 
 def bench_loops(loaded, net, args):
@@ -263,10 +348,23 @@ def bench_loops(loaded, net, args):
     mesh = make_mesh(args.devices)
     results = {}
     for host in (False, True, False, True):  # interleaved, to even out the load
+
         def run():
-            return attacks.apgd(loaded.apply_fn, x, y, jax.random.key(0), eps=eps, norm="Linf",
-                                loss="ce", steps=args.loop_steps, batch_size=n, mesh=mesh,
-                                return_info=True, host_loop=host)
+            return attacks.apgd(
+                loaded.apply_fn,
+                x,
+                y,
+                jax.random.key(0),
+                eps=eps,
+                norm="Linf",
+                loss="ce",
+                steps=args.loop_steps,
+                batch_size=n,
+                mesh=mesh,
+                return_info=True,
+                host_loop=host,
+            )
+
         if host not in results:
             _, first = clock(run)
         else:
@@ -276,17 +374,22 @@ def bench_loops(loaded, net, args):
     (t_lax, first_lax, x_lax, f_lax), (t_lax2, *_) = results[False]
     (t_host, first_host, x_host, f_host), (t_host2, *_) = results[True]
     header(loaded, net, x)
-    print(f"\n### APGD-CE {args.loop_steps} it, Linf {args.eps}, {n} images: compiled lax "
-          f"loops vs host loop of compiled steps (load average at the end: {load_average()})\n")
+    print(
+        f"\n### APGD-CE {args.loop_steps} it, Linf {args.eps}, {n} images: compiled lax "
+        f"loops vs host loop of compiled steps (load average at the end: {load_average()})\n"
+    )
     print("| loop | run 1 (s) | run 2 (s) | s / iteration (best) | first call (s) |")
     print("|---|---|---|---|---|")
-    for name, a, b, first in (("lax.fori_loop (old)", t_lax, t_lax2, first_lax),
-                              ("host loop (new)", t_host, t_host2, first_host)):
-        print(f"| {name} | {a:.1f} | {b:.1f} | {min(a, b) / args.loop_steps:.3f} | "
-              f"{first:.1f} |")
-    print(f"\nspeed-up host / lax: {min(t_lax, t_lax2) / min(t_host, t_host2):.2f}x; same "
-          f"fooled set: {bool((f_lax == f_host).all())}; max |x_adv diff| "
-          f"{float(np.abs(x_lax - x_host).max()):.1e}")
+    for name, a, b, first in (
+        ("lax.fori_loop (old)", t_lax, t_lax2, first_lax),
+        ("host loop (new)", t_host, t_host2, first_host),
+    ):
+        print(f"| {name} | {a:.1f} | {b:.1f} | {min(a, b) / args.loop_steps:.3f} | {first:.1f} |")
+    print(
+        f"\nspeed-up host / lax: {min(t_lax, t_lax2) / min(t_host, t_host2):.2f}x; same "
+        f"fooled set: {bool((f_lax == f_host).all())}; max |x_adv diff| "
+        f"{float(np.abs(x_lax - x_host).max()):.1e}"
+    )
 
 
 def bench_step(loaded, net, args):
@@ -302,6 +405,7 @@ def bench_step(loaded, net, args):
             vv = jax.tree_util.tree_map(lambda a: a.astype(dtype), v)
             logits = model.apply(vv, z.astype(dtype), train=False).astype(jnp.float32)
             return jnp.sum(jax.nn.log_softmax(logits)[jnp.arange(n), y])
+
         return jax.jit(jax.value_and_grad(loss, argnums=1))
 
     rows = []
@@ -325,8 +429,10 @@ def bench_step(loaded, net, args):
         torch.autograd.grad(loss, xt)
         reps.append(time.perf_counter() - t)
     header(loaded, net, x)
-    print(f"\n### one APGD inner step (loss + input gradient), {n} images "
-          f"(load average at the end: {load_average()})\n")
+    print(
+        f"\n### one APGD inner step (loss + input gradient), {n} images "
+        f"(load average at the end: {load_average()})\n"
+    )
     print("| compute | ours (s, best of 5) | PyTorch float32 (s) | note |")
     print("|---|---|---|---|")
     for name, t, note in rows:
@@ -351,8 +457,9 @@ def bench_lanczos(loaded, net, args):
     n = args.n_curv
     x = smooth_images(n, 2)
     y = np.random.default_rng(2).integers(0, 10, n).astype(np.int32)
-    obj = curvature.from_flax(loaded.model, loaded.variables, x, y, batch_size=n,
-                              mesh=make_mesh(args.devices))
+    obj = curvature.from_flax(
+        loaded.model, loaded.variables, x, y, batch_size=n, mesh=make_mesh(args.devices)
+    )
     jax.block_until_ready(obj.hvp(obj.params))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     times = []
@@ -366,12 +473,16 @@ def bench_lanczos(loaded, net, args):
     alphas, *_ = module.lanczos_tridiagonal(obj.hvp, obj.params, start, 100, should_stop=stop)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     per_step = (times[-1] - times[0]) / (len(times) - 1)
-    print(f"\n### Lanczos, ResNet-18 ({obj.num_params:,} params), {n} images, num_steps=100 "
-          f"stopped after {len(alphas)} steps; implementation "
-          f"{args.lanczos_impl or 'flatrob_jax (this checkout)'} (load average "
-          f"{load_average()})\n")
-    print("| first step incl. compile (s) | s / later step | peak RSS before (GiB) | "
-          "peak RSS after (GiB) |")
+    print(
+        f"\n### Lanczos, ResNet-18 ({obj.num_params:,} params), {n} images, num_steps=100 "
+        f"stopped after {len(alphas)} steps; implementation "
+        f"{args.lanczos_impl or 'flatrob_jax (this checkout)'} (load average "
+        f"{load_average()})\n"
+    )
+    print(
+        "| first step incl. compile (s) | s / later step | peak RSS before (GiB) | "
+        "peak RSS after (GiB) |"
+    )
     print("|---|---|---|---|")
     print(f"| {times[0] - t0:.1f} | {per_step:.2f} | {rss0:.2f} | {rss:.2f} |")
 
@@ -379,9 +490,14 @@ def bench_lanczos(loaded, net, args):
 def main(args):
     loaded, net = load(args.workdir)
     for what in args.what.split(","):
-        {"apgd": bench_apgd, "autoattack": bench_autoattack, "curvature": bench_curvature,
-         "loops": bench_loops, "step": bench_step, "lanczos": bench_lanczos}[what](
-            loaded, net, args)
+        {
+            "apgd": bench_apgd,
+            "autoattack": bench_autoattack,
+            "curvature": bench_curvature,
+            "loops": bench_loops,
+            "step": bench_step,
+            "lanczos": bench_lanczos,
+        }[what](loaded, net, args)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ loopback) is not Cloud Storage: there is no network latency or bandwidth limit, 
 CPU time competes with training on small machines. The numbers measure what the library adds
 (client libraries, extra requests, serialization), not a real bucket's speed.
 """
+
 import argparse
 import json
 import os
@@ -41,12 +42,22 @@ MODEL_CONFIGS = {"cnn_small": "fashion_mnist_cnn:smoke", "resnet18": "cifar10_re
 
 
 def _train_command(workdir, data, steps):
-    cmd = [sys.executable, "-m", "flatrob_jax.train", "--config",
-           os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"), "--workdir", workdir,
-           f"--config.dataset.data_dir={data}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flatrob_jax.train",
+        "--config",
+        os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"),
+        "--workdir",
+        workdir,
+        f"--config.dataset.data_dir={data}",
+    ]
     if steps is not None:
-        cmd += [f"--config.train.num_steps={steps}", "--config.checkpoint.every_steps=100",
-                "--config.log_every_steps=10"]
+        cmd += [
+            f"--config.train.num_steps={steps}",
+            "--config.checkpoint.every_steps=100",
+            "--config.log_every_steps=10",
+        ]
     return cmd
 
 
@@ -60,12 +71,20 @@ def bench_runs(emu, data, steps, scratch):
         result = {}
         for storage in ("local", "gs://"):
             name = f"{label.split()[0]}-{run_steps or 4}"
-            workdir = (os.path.join(scratch, "local", name) if storage == "local"
-                       else emu.uri("bench", name))
+            workdir = (
+                os.path.join(scratch, "local", name)
+                if storage == "local"
+                else emu.uri("bench", name)
+            )
             cwd = tempfile.mkdtemp(dir=scratch)
             t = time.perf_counter()
-            done = subprocess.run(_train_command(workdir, data, run_steps), cwd=cwd, env=env,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                _train_command(workdir, data, run_steps),
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - t
             if done.returncode:
                 raise RuntimeError(f"{storage} run failed:\n{done.stderr[-3000:]}")
@@ -74,8 +93,10 @@ def bench_runs(emu, data, steps, scratch):
         (lw, lt, n), (gw, gt, _) = result["local"], result["gs://"]
         rows.append((label, lw, gw, lt, gt, 1000 * (gt - lt) / n))
     print("\n## Whole runs (python -m flatrob_jax.train), local vs gs:// (emulator)\n")
-    print("| run | wall local (s) | wall gs:// (s) | loop local (s) | loop gs:// (s) | "
-          "gs:// - local per step (ms) |")
+    print(
+        "| run | wall local (s) | wall gs:// (s) | loop local (s) | loop gs:// (s) | "
+        "gs:// - local per step (ms) |"
+    )
     print("|---|---|---|---|---|---|")
     for label, lw, gw, lt, gt, per in rows:
         print(f"| {label} | {lw:.1f} | {gw:.1f} | {lt:.2f} | {gt:.2f} | {per:+.1f} |")
@@ -90,22 +111,25 @@ def bench_writes(emu, models, scratch, repeats=5):
     from flatrob_jax.training import builders
     from flatrob_jax.training.state import state_to_tree
 
-    print("\n## Checkpoint saves (orbax async), local vs gs:// (emulator), median of "
-          f"{repeats}\n")
-    print("| model | MB | save blocks local (ms) | save blocks gs:// (ms) | "
-          "complete local (ms) | complete gs:// (ms) |")
+    print(f"\n## Checkpoint saves (orbax async), local vs gs:// (emulator), median of {repeats}\n")
+    print(
+        "| model | MB | save blocks local (ms) | save blocks gs:// (ms) | "
+        "complete local (ms) | complete gs:// (ms) |"
+    )
     print("|---|---|---|---|---|---|")
     for name in models:
         config = configuration.load_config(MODEL_CONFIGS[name])
         model = builders.build_model(config, axis_name=None)
-        tree = state_to_tree(builders.initial_state(config, model, total_steps=1,
-                                                    steps_per_epoch=1))
+        tree = state_to_tree(
+            builders.initial_state(config, model, total_steps=1, steps_per_epoch=1)
+        )
         tree = jax.device_put(tree)
         megabytes = sum(x.nbytes for x in jax.tree.leaves(tree)) / 2**20
         timings = {}
         for storage in ("local", "gs://"):
-            workdir = (os.path.join(scratch, "ckpt", name) if storage == "local"
-                       else emu.uri("ckpt", name))
+            workdir = (
+                os.path.join(scratch, "ckpt", name) if storage == "local" else emu.uri("ckpt", name)
+            )
             checkpointer = ckpt_lib.Checkpointer(workdir, max_to_keep=2)
             blocked, complete = [], []
             for step in range(1, repeats + 2):
@@ -120,22 +144,22 @@ def bench_writes(emu, models, scratch, repeats=5):
             checkpointer.close()
             timings[storage] = (statistics.median(blocked), statistics.median(complete))
         (lb, lc), (gb, gc) = timings["local"], timings["gs://"]
-        print(f"| {name} | {megabytes:.1f} | {1e3 * lb:.0f} | {1e3 * gb:.0f} | "
-              f"{1e3 * lc:.0f} | {1e3 * gc:.0f} |")
+        print(
+            f"| {name} | {megabytes:.1f} | {1e3 * lb:.0f} | {1e3 * gb:.0f} | "
+            f"{1e3 * lc:.0f} | {1e3 * gc:.0f} |"
+        )
 
     print("\n## Metric writes (metrics.jsonl + TensorBoard), 200 writes then flush\n")
     print("| storage | write (ms/call) | flush (ms) |")
     print("|---|---|---|")
     for storage in ("local", "gs://"):
-        workdir = (os.path.join(scratch, "metrics") if storage == "local"
-                   else emu.uri("metrics"))
+        workdir = os.path.join(scratch, "metrics") if storage == "local" else emu.uri("metrics")
         writer = MetricWriter(workdir)
         writer.write(0, "train", {"loss": 1.0})
         writer.flush()
         t = time.perf_counter()
         for step in range(1, 201):
-            writer.write(step, "train", {"loss": 1.0 / step, "accuracy": 0.5,
-                                         "learning_rate": 0.1})
+            writer.write(step, "train", {"loss": 1.0 / step, "accuracy": 0.5, "learning_rate": 0.1})
         per_write = (time.perf_counter() - t) / 200
         t = time.perf_counter()
         writer.flush()
@@ -147,10 +171,14 @@ def bench_writes(emu, models, scratch, repeats=5):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="length of the longer run")
-    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
-                        help="Fashion-MNIST IDX directory (Debian's dataset-fashion-mnist)")
-    parser.add_argument("--models", default="cnn_small,resnet18",
-                        help="models whose training state part 2 saves")
+    parser.add_argument(
+        "--data",
+        default="/usr/share/datasets/fashion-mnist",
+        help="Fashion-MNIST IDX directory (Debian's dataset-fashion-mnist)",
+    )
+    parser.add_argument(
+        "--models", default="cnn_small,resnet18", help="models whose training state part 2 saves"
+    )
     parser.add_argument("--skip-runs", action="store_true", help="only part 2")
     parser.add_argument("--skip-writes", action="store_true", help="only part 1")
     args = parser.parse_args()

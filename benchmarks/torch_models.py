@@ -3,6 +3,7 @@
 Layer for layer the architectures of flatrob_jax.models.SmallCNN and ResNet-18 (CIFAR stem):
 conv (no bias) - BatchNorm - ReLU, strided convolutions, global average pooling.
 """
+
 import torch
 from torch import nn
 
@@ -14,8 +15,11 @@ class TorchSmallCNN(nn.Module):
         for stage, w in enumerate(widths):
             for i in range(convs_per_stage):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                layers += [nn.Conv2d(c, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w),
-                           nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c, w, 3, stride, 1, bias=False),
+                    nn.BatchNorm2d(w),
+                    nn.ReLU(inplace=True),
+                ]
                 c = w
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(c, num_classes)
@@ -33,8 +37,9 @@ class TorchBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+            )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))

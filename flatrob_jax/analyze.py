@@ -9,6 +9,7 @@ The settings are the run config's ``analysis`` section; ``--config.analysis.x=v`
 them for this analysis only. The library code is ``flatrob_jax.analysis.runner.analyze_runs``
 (on several hosts, one workdir per process).
 """
+
 from absl import app, flags, logging
 
 from flatrob_jax import configuration, distributed, fileio
@@ -20,7 +21,7 @@ flags.mark_flag_as_required("workdir")
 
 def parse_flags(argv):
     """absl flags plus ``--config.analysis.x=v`` overrides (returned as 'analysis.x=v')."""
-    overrides = [a[len("--config."):] for a in argv[1:] if a.startswith("--config.")]
+    overrides = [a[len("--config.") :] for a in argv[1:] if a.startswith("--config.")]
     for o in overrides:
         if not o.startswith("analysis.") or "=" not in o:
             raise app.UsageError(f"--config.{o}: analyze takes --config.analysis.<field>=<value>")

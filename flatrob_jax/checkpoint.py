@@ -14,6 +14,7 @@ ignored when resuming, as a temporary directory is locally.
 A checkpoint that cannot be read raises ``CheckpointError`` naming its path; nothing is ever
 deleted except by orbax's ``max_to_keep`` after a newer checkpoint is fully written.
 """
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -31,7 +32,8 @@ def _multiprocessing_options() -> ocp.options.MultiprocessingOptions:
     if jax.process_count() > 1 and distributed.is_process_local():
         me = jax.process_index()
         return ocp.options.MultiprocessingOptions(
-            primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}")
+            primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process{me}"
+        )
     return ocp.options.MultiprocessingOptions()
 
 
@@ -48,9 +50,12 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=not multiprocessing.active_processes,
+                max_to_keep=max_to_keep,
+                create=not multiprocessing.active_processes,
                 enable_async_checkpointing=async_save,
-                multiprocessing_options=multiprocessing))
+                multiprocessing_options=multiprocessing,
+            ),
+        )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -75,8 +80,10 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         if partial:
             args = ocp.args.PyTreeRestore(
-                abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-                partial_restore=True)
+                abstract,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True,
+            )
         else:
             args = ocp.args.StandardRestore(abstract)
         try:
@@ -86,7 +93,8 @@ class Checkpointer:
                 f"checkpoint {fileio.join(self.directory, str(step))!r} cannot be restored "
                 f"({type(e).__name__}: {str(e)[:500]}). Nothing was deleted. Move that directory "
                 f"aside to resume from the previous checkpoint (available steps: "
-                f"{self.all_steps()}), or pass a new workdir to start over.") from e
+                f"{self.all_steps()}), or pass a new workdir to start over."
+            ) from e
 
     def wait(self):
         self.manager.wait_until_finished()

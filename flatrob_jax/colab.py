@@ -19,6 +19,7 @@ calls :func:`install_dependencies` from here, before flax, optax... are installe
 The notebooks' other helpers (opening a study, rescaling parameters) are in
 ``flatrob_jax.notebook_helpers``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,16 @@ import warnings
 
 PACKAGE = "flatrob_jax"
 # The JAX stack a Colab runtime ships matched to its accelerator; never upgraded from here.
-JAX_STACK = ("jax", "jaxlib", "libtpu", "libtpu-nightly", "jax-cuda12-plugin",
-             "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
+JAX_STACK = (
+    "jax",
+    "jaxlib",
+    "libtpu",
+    "libtpu-nightly",
+    "jax-cuda12-plugin",
+    "jax-cuda12-pjrt",
+    "jax-cuda13-plugin",
+    "jax-cuda13-pjrt",
+)
 COLAB_DATA_DIR = "/content/datasets"  # where notebooks download data inside Colab
 
 
@@ -52,11 +61,19 @@ def accelerator_present() -> str | None:
     Looks at what a runtime exposes without JAX: Colab's ``COLAB_GPU`` / TPU variables, the
     NVIDIA and TPU device files, ``nvidia-smi`` on the PATH."""
     env = os.environ
-    if (env.get("COLAB_TPU_ADDR") or env.get("TPU_ACCELERATOR_TYPE") or env.get("TPU_NAME")
-            or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")):
+    if (
+        env.get("COLAB_TPU_ADDR")
+        or env.get("TPU_ACCELERATOR_TYPE")
+        or env.get("TPU_NAME")
+        or os.path.exists("/dev/accel0")
+        or os.path.exists("/dev/vfio/0")
+    ):
         return "tpu"
-    if (env.get("COLAB_GPU", "") not in ("", "0") or os.path.exists("/dev/nvidia0")
-            or shutil.which("nvidia-smi")):
+    if (
+        env.get("COLAB_GPU", "") not in ("", "0")
+        or os.path.exists("/dev/nvidia0")
+        or shutil.which("nvidia-smi")
+    ):
         return "gpu"
     return None
 
@@ -85,20 +102,31 @@ def runtime_info() -> RuntimeInfo:
     import jax
 
     devices = jax.devices()
-    return RuntimeInfo(jax.__version__, jax.default_backend(), devices[0].device_kind,
-                       len(devices), jax.process_count(), accelerator_present(), in_colab())
+    return RuntimeInfo(
+        jax.__version__,
+        jax.default_backend(),
+        devices[0].device_kind,
+        len(devices),
+        jax.process_count(),
+        accelerator_present(),
+        in_colab(),
+    )
 
 
 def fallback_message(info: RuntimeInfo) -> str:
     """The warning for a runtime whose accelerator JAX does not use, with what to do."""
-    fix = {"gpu": "install the CUDA build that matches the runtime: "
-                  "pip install -U \"jax[cuda12]\" (then restart the runtime)",
-           "tpu": "install the TPU build: pip install -U \"jax[tpu]\" (then restart the runtime)"}
-    return (f"This machine has a {info.accelerator.upper()} but JAX {info.jax_version} runs on "
-            f"the CPU ({info.device_count} CPU device(s)): everything will be very slow. "
-            f"Probably jaxlib was replaced by a CPU-only build, or JAX_PLATFORMS="
-            f"{os.environ.get('JAX_PLATFORMS', '')!r} restricts it. To fix it: "
-            f"{fix[info.accelerator]}.")
+    fix = {
+        "gpu": "install the CUDA build that matches the runtime: "
+        'pip install -U "jax[cuda12]" (then restart the runtime)',
+        "tpu": 'install the TPU build: pip install -U "jax[tpu]" (then restart the runtime)',
+    }
+    return (
+        f"This machine has a {info.accelerator.upper()} but JAX {info.jax_version} runs on "
+        f"the CPU ({info.device_count} CPU device(s)): everything will be very slow. "
+        f"Probably jaxlib was replaced by a CPU-only build, or JAX_PLATFORMS="
+        f"{os.environ.get('JAX_PLATFORMS', '')!r} restricts it. To fix it: "
+        f"{fix[info.accelerator]}."
+    )
 
 
 def report_runtime(log=print) -> RuntimeInfo:
@@ -107,16 +135,20 @@ def report_runtime(log=print) -> RuntimeInfo:
     Returns the :class:`RuntimeInfo`."""
     info = runtime_info()
     where = "Colab" if info.in_colab else "local"
-    log(f"JAX {info.jax_version} ({where}): backend {info.backend!r}, "
+    log(
+        f"JAX {info.jax_version} ({where}): backend {info.backend!r}, "
         f"{info.device_count} x {info.device_kind!r}"
-        + (f", {info.process_count} processes" if info.process_count > 1 else ""))
+        + (f", {info.process_count} processes" if info.process_count > 1 else "")
+    )
     if info.fell_back:
         message = fallback_message(info)
         log("!" * 78 + "\n" + "WARNING: " + message + "\n" + "!" * 78)
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     elif info.backend == "cpu" and info.in_colab:
-        log("Note: a CPU runtime. Runtime > Change runtime type > GPU or TPU makes the "
-            "non-smoke sizes fast.")
+        log(
+            "Note: a CPU runtime. Runtime > Change runtime type > GPU or TPU makes the "
+            "non-smoke sizes fast."
+        )
     return info
 
 
@@ -138,8 +170,7 @@ def package_requirements(package: str = PACKAGE) -> list:
     """The installed ``package``'s runtime requirements (those without an ``extra`` marker),
     e.g. ``['jax>=0.7', 'flax>=0.10', ...]``, from its metadata."""
     requires = importlib.metadata.requires(package) or []
-    return [r.split(";")[0].strip() for r in requires
-            if "extra" not in r.partition(";")[2]]
+    return [r.split(";")[0].strip() for r in requires if "extra" not in r.partition(";")[2]]
 
 
 def jax_check(python: str = sys.executable) -> str | None:
@@ -187,14 +218,15 @@ def install_dependencies(package: str = PACKAGE, *, dry_run: bool = False, log=p
         handle, constraints = tempfile.mkstemp(prefix="jax-pins-", suffix=".txt")
         with os.fdopen(handle, "w") as f:
             f.write("".join(f"{n}=={v}\n" for n, v in pins.items()))
-        log(f"keeping the preinstalled JAX stack: "
-            f"{', '.join(f'{n} {v}' for n, v in pins.items())}")
+        log(f"keeping the preinstalled JAX stack: {', '.join(f'{n} {v}' for n, v in pins.items())}")
         command += ["-c", constraints, *others]
     else:
         extra = {"gpu": "[cuda12]", "tpu": "[tpu]"}.get(accelerator_present() or "", "")
         spec = jax_requirement.replace("jax", f"jax{extra}", 1)
-        log(f"JAX {'is missing or broken' if not working else working + ' is too old'} "
-            f"(the package needs {jax_requirement!r}): installing {spec!r}")
+        log(
+            f"JAX {'is missing or broken' if not working else working + ' is too old'} "
+            f"(the package needs {jax_requirement!r}): installing {spec!r}"
+        )
         if "jax" in sys.modules:
             log("JAX is already imported in this kernel: restart the runtime after this cell.")
         command += [spec, *others]
@@ -208,7 +240,8 @@ def install_dependencies(package: str = PACKAGE, *, dry_run: bool = False, log=p
     if result.returncode != 0:
         raise RuntimeError(
             f"installing {package}'s dependencies failed (pip exit {result.returncode}); "
-            f"command: {' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+            f"command: {' '.join(command)}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        )
     log(f"installed: {', '.join(others)}")
     return command
 
@@ -226,8 +259,7 @@ def data_overrides(data_dir: str | None = None, dataset: str = "fashion_mnist") 
     if data_dir:
         return {"dataset.data_dir": os.fspath(data_dir)}
     if in_colab():
-        return {"dataset.data_dir": os.path.join(COLAB_DATA_DIR, dataset),
-                "dataset.download": True}
+        return {"dataset.data_dir": os.path.join(COLAB_DATA_DIR, dataset), "dataset.download": True}
     return {}
 
 

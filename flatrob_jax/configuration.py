@@ -15,6 +15,7 @@ This module imports no flatrob_jax module but ``fileio`` (a run's config files m
 gs:// workdir): configs import the library, never the reverse, so loading a config cannot
 form an import cycle.
 """
+
 import ast
 import copy
 import importlib
@@ -39,14 +40,17 @@ def _parse_typed(key: str, text: str, default):
             return True
         if text.lower() in _FALSE:
             return False
-        raise ValueError(f"config argument {key}={text!r}: expected a bool "
-                         f"({'/'.join(_TRUE)} or {'/'.join(_FALSE)})")
+        raise ValueError(
+            f"config argument {key}={text!r}: expected a bool "
+            f"({'/'.join(_TRUE)} or {'/'.join(_FALSE)})"
+        )
     if isinstance(default, (int, float)):
         try:
             return type(default)(text)
         except ValueError as e:
-            raise ValueError(f"config argument {key}={text!r}: expected "
-                             f"{type(default).__name__}") from e
+            raise ValueError(
+                f"config argument {key}={text!r}: expected {type(default).__name__}"
+            ) from e
     if isinstance(default, str):
         return text
     try:
@@ -78,8 +82,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
             raise ValueError(f"unknown config argument {key!r} (in {arg!r}); valid: {valid}")
         if not has_value:
             if not isinstance(defaults[key], bool):
-                raise ValueError(f"config argument {key!r} needs a value ({key}=...); "
-                                 f"valid: {valid}")
+                raise ValueError(
+                    f"config argument {key!r} needs a value ({key}=...); valid: {valid}"
+                )
             text = "true"
         result[key] = _parse_typed(key, text.strip(), defaults[key])
     return result
@@ -129,7 +134,8 @@ def load_config_module(spec: str, subpackage: str = ""):
             raise  # the config exists but imports something missing
         raise FileNotFoundError(
             f"no config named {name!r} in {package}; valid names: "
-            f"{', '.join(config_names(subpackage))} (or give a path to a .py file)") from e
+            f"{', '.join(config_names(subpackage))} (or give a path to a .py file)"
+        ) from e
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -178,8 +184,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
                 where = ".".join(parts[:i]) or "<config>"
                 valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                raise ValueError(f"unknown config key {key!r}: {where} has no field {part!r}; "
-                                 f"valid fields there: {', '.join(valid)}")
+                raise ValueError(
+                    f"unknown config key {key!r}: {where} has no field {part!r}; "
+                    f"valid fields there: {', '.join(valid)}"
+                )
             if i < len(parts) - 1:
                 node = node[part]
         current = node[parts[-1]]
@@ -191,8 +199,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
             setattr(node, parts[-1], value)
         except TypeError as e:
             field = node.get_ref(parts[-1]).get_type() if current is None else type(current)
-            raise ValueError(f"config key {key!r} expects {field.__name__} "
-                             f"(currently {current!r}), got {value!r}: {e}") from e
+            raise ValueError(
+                f"config key {key!r} expects {field.__name__} "
+                f"(currently {current!r}), got {value!r}: {e}"
+            ) from e
     return config
 
 
@@ -216,8 +226,11 @@ def accept_none_on_command_line() -> None:
     from absl import flags
     from ml_collections import config_flags
 
-    for field_type, parser in ((int, flags.IntegerParser), (float, flags.FloatParser),
-                               (bool, flags.BooleanParser)):
+    for field_type, parser in (
+        (int, flags.IntegerParser),
+        (float, flags.FloatParser),
+        (bool, flags.BooleanParser),
+    ):
         config_flags.register_flag_parser_for_type(field_type, _none_or(parser))
 
 
@@ -259,8 +272,9 @@ _LEGACY_CONVERT = {
     "analysis.corruptions.corruptions": _names,
     "analysis.corruptions.severities": _ints,
     "analysis.attacks.norms": _names,
-    "analysis.corruptions.normalize_by_alexnet":
-        lambda v: {"auto": None, "yes": True, "no": False}.get(v, v) if isinstance(v, str) else v,
+    "analysis.corruptions.normalize_by_alexnet": lambda v: (
+        {"auto": None, "yes": True, "no": False}.get(v, v) if isinstance(v, str) else v
+    ),
 }
 
 
@@ -323,18 +337,20 @@ def save_run_config(workdir: str, config: ml_collections.ConfigDict) -> str:
 
 def _config_number(name: str) -> int:
     """config.json -> 0, config.<n>.json -> n (the order they were written in)."""
-    middle = name[len("config."):-len(".json")]
+    middle = name[len("config.") : -len(".json")]
     return int(middle) if middle.isdigit() else 0
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run was started with (the latest config.<n>.json if it was changed)."""
     try:
-        names = [f for f in fileio.listdir(workdir)
-                 if f.startswith("config") and f.endswith(".json")]
+        names = [
+            f for f in fileio.listdir(workdir) if f.startswith("config") and f.endswith(".json")
+        ]
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"workdir {workdir!r} does not exist: is it a flatrob_jax "
-                                f"run?") from e
+        raise FileNotFoundError(
+            f"workdir {workdir!r} does not exist: is it a flatrob_jax run?"
+        ) from e
     if not names:
         raise FileNotFoundError(f"no config.json in workdir {workdir!r}: is it a flatrob_jax run?")
     latest = max(names, key=lambda f: (_config_number(f), f))

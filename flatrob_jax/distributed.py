@@ -27,17 +27,19 @@ MODES = ("auto", "on", "off")
 # The environment variable with the meaning of the entry points' --distributed flag (the flag,
 # when given, wins).
 ENV_VAR = "FLATROB_DISTRIBUTED"
-FLAG_HELP = (f"multi-host start-up: 'on' calls jax.distributed.initialize() (cluster detected "
-             f"by JAX: Cloud TPU VM metadata, GKE, SLURM, Open MPI; JAX_COORDINATOR_ADDRESS, "
-             f"JAX_NUM_PROCESSES, JAX_PROCESS_ID honoured), 'off' never does, 'auto' (default) "
-             f"does where the environment shows several processes. Default: ${ENV_VAR} or auto")
+FLAG_HELP = (
+    f"multi-host start-up: 'on' calls jax.distributed.initialize() (cluster detected "
+    f"by JAX: Cloud TPU VM metadata, GKE, SLURM, Open MPI; JAX_COORDINATOR_ADDRESS, "
+    f"JAX_NUM_PROCESSES, JAX_PROCESS_ID honoured), 'off' never does, 'auto' (default) "
+    f"does where the environment shows several processes. Default: ${ENV_VAR} or auto"
+)
 # Exit status of an entry point stopped by SIGTERM/SIGINT after saving a resumable checkpoint
 # (EX_TEMPFAIL in sysexits.h: "temporary failure, the user is invited to retry").
 PREEMPTED_EXIT_CODE = 75
-SHARED_WORKDIR_MESSAGE = ("multi-host runs need a workdir every host can see (gs:// or a shared "
-                          "mount)")
-_METADATA_URL = ("http://{host}/computeMetadata/v1/instance/attributes/"
-                 "worker-network-endpoints")
+SHARED_WORKDIR_MESSAGE = (
+    "multi-host runs need a workdir every host can see (gs:// or a shared mount)"
+)
+_METADATA_URL = "http://{host}/computeMetadata/v1/instance/attributes/worker-network-endpoints"
 _GOOGLE_PCI_VENDOR = "0x1ae0"
 # PCI device ids of TPU chips (v3, v4, v5p, v5e, v6e, TPU7x and one without a public name), as
 # in jax/_src/hardware_utils.py; Google's vendor id alone also matches the gVNIC network card
@@ -86,7 +88,8 @@ def _tpu_vm_workers(environ, timeout_s: float = 5.0) -> int:
         raise RuntimeError(
             f"this looks like a Cloud TPU VM (a TPU chip is attached) but its metadata server "
             f"did not say how many workers the slice has ({url}: {e}); pass --distributed=on "
-            f"(or off for a single-host VM), or set ${ENV_VAR}") from e
+            f"(or off for a single-host VM), or set ${ENV_VAR}"
+        ) from e
     return len([w for w in endpoints.split(",") if w.strip()])
 
 
@@ -106,8 +109,12 @@ def cluster_evidence(environ=None, *, probe_tpu_vm: bool = True) -> list[str]:
     hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
     if len([h for h in hosts.split(",") if h.strip()]) > 1:
         evidence.append("a GKE TPU slice of several hosts (TPU_WORKER_HOSTNAMES)")
-    if (not evidence and probe_tpu_vm and not environ.get("TPU_SKIP_MDS_QUERY")
-            and _on_cloud_tpu_vm()):
+    if (
+        not evidence
+        and probe_tpu_vm
+        and not environ.get("TPU_SKIP_MDS_QUERY")
+        and _on_cloud_tpu_vm()
+    ):
         workers = _tpu_vm_workers(environ)
         if workers > 1:
             evidence.append(f"a Cloud TPU VM slice of {workers} workers (metadata server)")
@@ -129,8 +136,13 @@ def resolve_mode(mode: str | None = None, environ=None) -> str:
     return mode
 
 
-def initialize(mode: str | None = None, *, coordinator_address: str | None = None,
-               num_processes: int | None = None, process_id: int | None = None) -> bool:
+def initialize(
+    mode: str | None = None,
+    *,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
     """Multi-host start-up, once per process, before any other JAX call; returns whether
     ``jax.distributed`` is (now) initialized.
 
@@ -160,7 +172,8 @@ def initialize(mode: str | None = None, *, coordinator_address: str | None = Non
             f"{coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')!r}, "
             f"num_processes={num_processes}, process_id={process_id}): {e}. Without it every "
             f"host would train its own copy; fix the cluster set-up or pass --distributed=off "
-            f"for a single-host run.") from e
+            f"for a single-host run."
+        ) from e
     return True
 
 
@@ -302,7 +315,8 @@ def check_shared_workdir(workdir: str) -> None:
         blind = [i for i, ok in enumerate(flags) if not ok]
         raise SharedWorkdirError(
             f"{SHARED_WORKDIR_MESSAGE}: process(es) {blind} of {len(flags)} did not see the "
-            f"file {path!r} that process 0 wrote into --workdir {workdir!r}")
+            f"file {path!r} that process 0 wrote into --workdir {workdir!r}"
+        )
 
 
 # --------------------------------------------------------------------------- preemption
@@ -313,8 +327,10 @@ class Preempted(Exception):
     Entry points exit with :data:`PREEMPTED_EXIT_CODE` (:func:`exit_on_preemption`)."""
 
     def __init__(self, step: int, workdir: str = ""):
-        super().__init__(f"preempted: checkpoint saved at step {step} in {workdir!r}; run the "
-                         f"same command again to resume")
+        super().__init__(
+            f"preempted: checkpoint saved at step {step} in {workdir!r}; run the "
+            f"same command again to resume"
+        )
         self.step = step
         self.workdir = workdir
 
@@ -384,9 +400,11 @@ class PreemptionGuard:
         if self.requested is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        self._log(f"[process {jax.process_index()}] {self.requested} received: saving a "
-                  f"checkpoint at the next step all processes agree on, then exiting with "
-                  f"status {PREEMPTED_EXIT_CODE}")
+        self._log(
+            f"[process {jax.process_index()}] {self.requested} received: saving a "
+            f"checkpoint at the next step all processes agree on, then exiting with "
+            f"status {PREEMPTED_EXIT_CODE}"
+        )
 
     def should_stop(self, step: int) -> bool:
         """Called by every process after every step (same ``step`` numbers everywhere)."""
@@ -414,8 +432,11 @@ def exit_on_preemption():
     try:
         yield
     except Preempted as e:
-        print(f"[process {jax.process_index()}] {e} (exit status {PREEMPTED_EXIT_CODE})",
-              file=sys.stderr, flush=True)
+        print(
+            f"[process {jax.process_index()}] {e} (exit status {PREEMPTED_EXIT_CODE})",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(PREEMPTED_EXIT_CODE) from e
 
 
@@ -449,8 +470,10 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
     devices = jax.local_devices() if _LOCAL_ONLY else jax.devices()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
-            raise ValueError(f"num_devices must be None (all) or 1..{len(devices)} (the devices "
-                             f"available), got {num_devices!r}")
+            raise ValueError(
+                f"num_devices must be None (all) or 1..{len(devices)} (the devices "
+                f"available), got {num_devices!r}"
+            )
         devices = devices[:num_devices]
     return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
 
@@ -468,7 +491,8 @@ def shard_host_batch(mesh, tree):
     jax.Arrays sharded over the mesh's batch axis."""
     sharding = batch_sharded(mesh)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree
+    )
 
 
 def replicate(mesh, tree):
@@ -484,8 +508,9 @@ def replicate(mesh, tree):
 
     def put(x):
         if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            return jax.random.wrap_key_data(put(jax.random.key_data(x)),
-                                            impl=jax.random.key_impl(x))
+            return jax.random.wrap_key_data(
+                put(jax.random.key_data(x)), impl=jax.random.key_impl(x)
+            )
         if isinstance(x, jax.Array) and x.sharding == sharding:
             return x
         host = np.asarray(jax.device_get(x))
@@ -504,8 +529,9 @@ def sharded_step(per_device_fn, mesh, in_specs, out_specs, donate_argnums=()):
     and an explicit pmean on top would count the devices twice. Outputs declared replicated
     (``P()``) must be identical on every device: the per-device functions make them so with
     pmean/psum."""
-    mapped = jax.shard_map(per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                           check_vma=False)
+    mapped = jax.shard_map(
+        per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+    )
     return jax.jit(mapped, donate_argnums=donate_argnums)
 
 
@@ -519,10 +545,37 @@ def to_host(tree):
     return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
-__all__ = ["AXIS", "ENV_VAR", "MODES", "PREEMPTED_EXIT_CODE", "SHARED_WORKDIR_MESSAGE",
-           "Preempted", "PreemptionGuard", "SharedWorkdirError", "any_process", "barrier",
-           "broadcast_from_main", "check_shared_workdir", "cluster_evidence", "decide_on_main",
-           "exit_on_preemption", "gather_flags", "is_main", "is_process_local",
-           "mode_from_argv", "process_local", "resolve_mode", "start_up_then",
-           "initialize", "make_mesh", "replicate", "shard_host_batch", "sharded_step",
-           "per_device_offset", "to_host", "replicated", "batch_sharded", "P"]
+__all__ = [
+    "AXIS",
+    "ENV_VAR",
+    "MODES",
+    "PREEMPTED_EXIT_CODE",
+    "SHARED_WORKDIR_MESSAGE",
+    "Preempted",
+    "PreemptionGuard",
+    "SharedWorkdirError",
+    "any_process",
+    "barrier",
+    "broadcast_from_main",
+    "check_shared_workdir",
+    "cluster_evidence",
+    "decide_on_main",
+    "exit_on_preemption",
+    "gather_flags",
+    "is_main",
+    "is_process_local",
+    "mode_from_argv",
+    "process_local",
+    "resolve_mode",
+    "start_up_then",
+    "initialize",
+    "make_mesh",
+    "replicate",
+    "shard_host_batch",
+    "sharded_step",
+    "per_device_offset",
+    "to_host",
+    "replicated",
+    "batch_sharded",
+    "P",
+]

@@ -19,6 +19,7 @@ returning a tuple of per-example arrays; ``model_fn`` is a ``jax.tree_util.Parti
 (:func:`as_model_fn`), so model weights travel as replicated arguments, not as constants
 baked into the compiled program: new weights of the same model reuse the compilation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,8 +117,10 @@ def as_model_fn(apply_fn) -> jax.tree_util.Partial:
     if hasattr(apply_fn, "model") and hasattr(apply_fn, "variables"):
         return model_fn(apply_fn.model, apply_fn.variables)
     if not callable(apply_fn):
-        raise TypeError("apply_fn must be a callable x -> logits, a jax.tree_util.Partial or an "
-                        f"object with .model and .variables; got {type(apply_fn).__name__}")
+        raise TypeError(
+            "apply_fn must be a callable x -> logits, a jax.tree_util.Partial or an "
+            f"object with .model and .variables; got {type(apply_fn).__name__}"
+        )
     return jax.tree_util.Partial(apply_fn)
 
 
@@ -139,8 +142,7 @@ def check_count(name: str, value, *, none_means: str = "all") -> None:
     try:
         ok = not isinstance(value, bool) and operator.index(value) >= 1
     except TypeError as e:
-        raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, "
-                         f"got {value!r}") from e
+        raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, got {value!r}") from e
     if not ok:
         raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, got {value!r}")
 
@@ -167,6 +169,7 @@ def padded_indices(lo: int, hi: int, size: int) -> tuple[np.ndarray, np.ndarray]
 class Batch(NamedTuple):
     """One padded batch of :func:`iter_batched`: rows ``lo..hi-1`` of the dataset, its
     ``valid`` mask and the program's outputs (device arrays, padded, sharded over the mesh)."""
+
     lo: int
     hi: int
     valid: jax.Array
@@ -203,9 +206,17 @@ def _key_inputs(key, indices, n, static):
     return (key_data,), dict(static, key_impl=impl)
 
 
-def iter_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.ndarray], *,
-                 batch_size: int, mesh: jax.sharding.Mesh | None = None,
-                 key: jax.Array | None = None, indices=None) -> Iterator[Batch]:
+def iter_batched(
+    program: Callable,
+    static: dict,
+    apply_fn,
+    inputs: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
+    key: jax.Array | None = None,
+    indices=None,
+) -> Iterator[Batch]:
     """Run ``program`` batch by batch over ``inputs`` (host arrays with a common leading axis
     ``N``) and yield each padded :class:`Batch` with its outputs still on the devices.
 
@@ -217,8 +228,10 @@ def iter_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.
     n = int(inputs[0].shape[0])
     for a in inputs:
         if a.shape[:1] != (n,):
-            raise ValueError(f"inputs must share the leading axis {n}; got shapes "
-                             f"{[np.shape(b) for b in inputs]}")
+            raise ValueError(
+                f"inputs must share the leading axis {n}; got shapes "
+                f"{[np.shape(b) for b in inputs]}"
+            )
     extra, static = _key_inputs(key, indices, n, static)
     inputs = tuple(inputs) + extra
     bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
@@ -233,20 +246,40 @@ def iter_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.
         yield Batch(lo, hi, valid, tuple(fn(model, valid, *args)))
 
 
-def run_batched(program: Callable, static: dict, apply_fn, inputs: Sequence[np.ndarray], *,
-                batch_size: int, mesh: jax.sharding.Mesh | None = None,
-                key: jax.Array | None = None, indices=None,
-                log: Callable[[str], None] | None = None, desc: str = "",
-                every_secs: float | None = 10.0) -> tuple[np.ndarray, ...]:
+def run_batched(
+    program: Callable,
+    static: dict,
+    apply_fn,
+    inputs: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
+    key: jax.Array | None = None,
+    indices=None,
+    log: Callable[[str], None] | None = None,
+    desc: str = "",
+    every_secs: float | None = 10.0,
+) -> tuple[np.ndarray, ...]:
     """Run ``program`` over all examples of ``inputs`` (see :func:`iter_batched`) and return
     its outputs, without padding, as host arrays. ``log``: progress lines (examples/s, ETA)
     at most every ``every_secs`` seconds and after the last batch."""
     n = int(inputs[0].shape[0])
-    progress = None if log is None else Progress(n, unit="example", desc=desc, log=log,
-                                                 every_secs=every_secs)
+    progress = (
+        None
+        if log is None
+        else Progress(n, unit="example", desc=desc, log=log, every_secs=every_secs)
+    )
     outputs: list[tuple] = []
-    for batch in iter_batched(program, static, apply_fn, inputs, batch_size=batch_size,
-                              mesh=mesh, key=key, indices=indices):
+    for batch in iter_batched(
+        program,
+        static,
+        apply_fn,
+        inputs,
+        batch_size=batch_size,
+        mesh=mesh,
+        key=key,
+        indices=indices,
+    ):
         outputs.append(tuple(np.asarray(o)[: batch.hi - batch.lo] for o in batch.outputs))
         if progress is not None:
             progress(batch.hi)
@@ -268,12 +301,12 @@ def _compiled_step(step: Callable, static: tuple, mesh: jax.sharding.Mesh, specs
     in_specs = jax.tree_util.tree_unflatten(in_def, in_leaves)
     out_specs = jax.tree_util.tree_unflatten(out_def, out_leaves)
     fn = functools.partial(step, **dict(static))
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                                 check_vma=False))
+    return jax.jit(
+        jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    )
 
 
-def sharded_step(step: Callable, static: dict, mesh: jax.sharding.Mesh, in_specs,
-                 out_specs):
+def sharded_step(step: Callable, static: dict, mesh: jax.sharding.Mesh, in_specs, out_specs):
     """``jit(shard_map(step))`` with explicit specs, cached: one step of a *host-driven*
     program (:func:`run_batched_driver`), which calls it once per iteration instead of
     compiling a whole loop.
@@ -291,11 +324,20 @@ def sharded_step(step: Callable, static: dict, mesh: jax.sharding.Mesh, in_specs
     return _compiled_step(step, tuple(sorted(static.items())), mesh, specs)
 
 
-def run_batched_driver(driver: Callable, static: dict, apply_fn, inputs: Sequence[np.ndarray],
-                       *, batch_size: int, mesh: jax.sharding.Mesh | None = None,
-                       key: jax.Array | None = None, indices=None,
-                       log: Callable[[str], None] | None = None, desc: str = "",
-                       every_secs: float | None = 10.0) -> tuple[np.ndarray, ...]:
+def run_batched_driver(
+    driver: Callable,
+    static: dict,
+    apply_fn,
+    inputs: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None = None,
+    key: jax.Array | None = None,
+    indices=None,
+    log: Callable[[str], None] | None = None,
+    desc: str = "",
+    every_secs: float | None = 10.0,
+) -> tuple[np.ndarray, ...]:
     """:func:`run_batched` for a host-driven program: the same fixed padded batches,
     sharding, per-example keys and progress, but instead of one compiled program per batch
     the Python ``driver(model_fn, valid, *batched, mesh=mesh, **static)`` is called with the
@@ -310,15 +352,20 @@ def run_batched_driver(driver: Callable, static: dict, apply_fn, inputs: Sequenc
     n = int(inputs[0].shape[0])
     for a in inputs:
         if a.shape[:1] != (n,):
-            raise ValueError(f"inputs must share the leading axis {n}; got shapes "
-                             f"{[np.shape(b) for b in inputs]}")
+            raise ValueError(
+                f"inputs must share the leading axis {n}; got shapes "
+                f"{[np.shape(b) for b in inputs]}"
+            )
     extra, static = _key_inputs(key, indices, n, static)
     inputs = tuple(inputs) + extra
     bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
     model = jax.device_put(as_model_fn(apply_fn), distributed.replicated(mesh))
     sharding = distributed.batch_sharded(mesh)
-    progress = None if log is None else Progress(n, unit="example", desc=desc, log=log,
-                                                 every_secs=every_secs)
+    progress = (
+        None
+        if log is None
+        else Progress(n, unit="example", desc=desc, log=log, every_secs=every_secs)
+    )
     outputs: list[tuple] = []
     for lo in range(0, n, bs):
         hi = min(lo + bs, n)
@@ -348,34 +395,62 @@ def misclassified(model_fn, valid, x, y):
     return (jnp.argmax(model_fn(to_float_images(x)), axis=-1) != y,)
 
 
-def predict(apply_fn, images, *, batch_size: int = 500,
-            mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+def predict(
+    apply_fn, images, *, batch_size: int = 500, mesh: jax.sharding.Mesh | None = None
+) -> np.ndarray:
     """Logits ``[N, K]`` (host array) of ``images`` ``[N, H, W, C]`` (float in [0, 1], or
     uint8 read as ``x / 255``), in fixed padded batches sharded over ``mesh`` (default: all
     devices). ``apply_fn``: anything :func:`as_model_fn` takes."""
     images = np.asarray(images)
     if images.shape[0] == 0:
         raise ValueError("predict needs at least one image")
-    (logits,) = run_batched(_logits_program, {}, apply_fn, (images,), batch_size=batch_size,
-                            mesh=mesh)
+    (logits,) = run_batched(
+        _logits_program, {}, apply_fn, (images,), batch_size=batch_size, mesh=mesh
+    )
     return logits
 
 
-def error_rate(apply_fn, images, labels, *, batch_size: int = 500,
-               mesh: jax.sharding.Mesh | None = None) -> float:
+def error_rate(
+    apply_fn, images, labels, *, batch_size: int = 500, mesh: jax.sharding.Mesh | None = None
+) -> float:
     """Top-1 error (fraction of ``argmax(logits) != label``) of ``apply_fn`` on ``images``
     (as :func:`predict`) and integer ``labels`` ``[N]``."""
     images, labels = np.asarray(images), np.asarray(labels)
     if images.shape[0] == 0 or labels.shape != images.shape[:1]:
-        raise ValueError(f"need N >= 1 images and N labels; got images {images.shape}, "
-                         f"labels {labels.shape}")
-    (wrong,) = run_batched(misclassified, {}, apply_fn, (images, labels.astype(np.int32)),
-                           batch_size=batch_size, mesh=mesh)
+        raise ValueError(
+            f"need N >= 1 images and N labels; got images {images.shape}, labels {labels.shape}"
+        )
+    (wrong,) = run_batched(
+        misclassified,
+        {},
+        apply_fn,
+        (images, labels.astype(np.int32)),
+        batch_size=batch_size,
+        mesh=mesh,
+    )
     return float(np.mean(wrong))
 
 
-__all__ = ["AXIS", "Batch", "as_model_fn", "check_count", "error_rate", "example_key_data",
-           "example_keys", "iter_batched", "make_mesh", "misclassified", "model_fn",
-           "padded_batch_size", "padded_indices", "predict", "run_batched",
-           "run_batched_driver", "sharded", "sharded_step",
-           "to_float_images", "typed_key", "wrap_keys"]
+__all__ = [
+    "AXIS",
+    "Batch",
+    "as_model_fn",
+    "check_count",
+    "error_rate",
+    "example_key_data",
+    "example_keys",
+    "iter_batched",
+    "make_mesh",
+    "misclassified",
+    "model_fn",
+    "padded_batch_size",
+    "padded_indices",
+    "predict",
+    "run_batched",
+    "run_batched_driver",
+    "sharded",
+    "sharded_step",
+    "to_float_images",
+    "typed_key",
+    "wrap_keys",
+]

@@ -32,6 +32,7 @@ the path; a missing file or object raises ``FileNotFoundError`` naming it.
 
 This module is the bottom layer: it imports nothing from flatrob_jax.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,10 @@ import time
 
 GCP_EXTRA = "pip install 'flatrob_jax[gcp]'"
 # The packages a gs:// path needs, and what for.
-_GS_PACKAGES = (("gcsfs", "epath's gs:// backend without TensorFlow"),
-                ("google.cloud.storage", "TensorBoard event files on gs:// (tensorboardX)"))
+_GS_PACKAGES = (
+    ("gcsfs", "epath's gs:// backend without TensorFlow"),
+    ("google.cloud.storage", "TensorBoard event files on gs:// (tensorboardX)"),
+)
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _supported: set = set()  # schemes whose packages imported fine
 
@@ -93,7 +96,8 @@ def require_support(*paths) -> None:
                 raise MissingExtraError(
                     f"{_str(path)!r} is a gs:// path, which needs the optional extra "
                     f"flatrob_jax[gcp] ({module} is not installed: {purpose}). Install it "
-                    f"with: {GCP_EXTRA}") from e
+                    f"with: {GCP_EXTRA}"
+                ) from e
         _supported.add(kind)
 
 
@@ -132,7 +136,7 @@ def dirname(path) -> str:
     if not is_uri(path):
         return os.path.dirname(path)
     head = _URI.match(path).group(0)
-    rest = path[len(head):]
+    rest = path[len(head) :]
     return head + posixpath.dirname(rest) if "/" in rest else path
 
 
@@ -152,16 +156,21 @@ def _remote_errors(action: str, path):
         raise
     except FileNotFoundError as e:
         raise FileNotFoundError(
-            errno.ENOENT, f"cannot {action} {_str(path)!r}: it does not exist (or its bucket "
-            f"does not) ({type(e).__name__}: {str(e)[:300]})", _str(path)) from e
+            errno.ENOENT,
+            f"cannot {action} {_str(path)!r}: it does not exist (or its bucket "
+            f"does not) ({type(e).__name__}: {str(e)[:300]})",
+            _str(path),
+        ) from e
     except ImportError as e:
-        raise MissingExtraError(f"cannot {action} {_str(path)!r}: {e}. Install the storage "
-                                f"extra with: {GCP_EXTRA}") from e
+        raise MissingExtraError(
+            f"cannot {action} {_str(path)!r}: {e}. Install the storage extra with: {GCP_EXTRA}"
+        ) from e
     except Exception as e:
         raise StorageError(
             f"cannot {action} {_str(path)!r} ({type(e).__name__}: {str(e)[:300]}). Check "
             f"that the bucket exists, that this machine can reach it, and that its "
-            f"credentials may {action} it.") from e
+            f"credentials may {action} it."
+        ) from e
 
 
 def _invalidate(path) -> None:
@@ -390,8 +399,32 @@ class Appender:
             self._last_upload = time.monotonic()
 
 
-__all__ = ["Appender", "GCP_EXTRA", "MissingExtraError", "StorageError", "absolute",
-           "as_path", "atomic_write_bytes", "atomic_write_text", "basename", "copytree",
-           "dirname", "exists", "is_uri", "isdir", "isfile", "join", "listdir",
-           "make_temp_dir", "makedirs", "open", "read_bytes", "read_text", "remove",
-           "rename_dir", "require_support", "rmtree", "scheme"]
+__all__ = [
+    "Appender",
+    "GCP_EXTRA",
+    "MissingExtraError",
+    "StorageError",
+    "absolute",
+    "as_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "basename",
+    "copytree",
+    "dirname",
+    "exists",
+    "is_uri",
+    "isdir",
+    "isfile",
+    "join",
+    "listdir",
+    "make_temp_dir",
+    "makedirs",
+    "open",
+    "read_bytes",
+    "read_text",
+    "remove",
+    "rename_dir",
+    "require_support",
+    "rmtree",
+    "scheme",
+]

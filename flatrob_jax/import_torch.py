@@ -4,6 +4,7 @@
 resnet50, wide_resnet50_2. Without --mean/--std the inputs are used as they are (unless the
 checkpoint stores its normalization). Needs torch (``pip install 'flatrob_jax[torch]'``); the
 library code is ``flatrob_jax.torch_import.import_checkpoint``."""
+
 from absl import app, flags, logging
 
 from flatrob_jax.torch_import import arch_names, dataset_names, import_checkpoint
@@ -30,12 +31,21 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    record = import_checkpoint(_ARCH.value, _WEIGHTS.value, _DATASET.value, _WORKDIR.value,
-                               mean=_floats("mean", _MEAN.value), std=_floats("std", _STD.value),
-                               sha256=_SHA256.value, zoo_entry=_ZOO_ENTRY.value)
-    print(f"imported {record['arch']} ({record['num_parameters']:,} parameters, sha256 "
-          f"{record['sha256']}) into {_WORKDIR.value}; normalization from "
-          f"{record['normalization']['from']}")
+    record = import_checkpoint(
+        _ARCH.value,
+        _WEIGHTS.value,
+        _DATASET.value,
+        _WORKDIR.value,
+        mean=_floats("mean", _MEAN.value),
+        std=_floats("std", _STD.value),
+        sha256=_SHA256.value,
+        zoo_entry=_ZOO_ENTRY.value,
+    )
+    print(
+        f"imported {record['arch']} ({record['num_parameters']:,} parameters, sha256 "
+        f"{record['sha256']}) into {_WORKDIR.value}; normalization from "
+        f"{record['normalization']['from']}"
+    )
 
 
 if __name__ == "__main__":

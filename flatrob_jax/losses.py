@@ -4,6 +4,7 @@ Training (soft, smoothed or mixed labels), the curvature objective (integer labe
 attacks (APGD-CE, PGD: integer labels) and the eval step all use :func:`cross_entropy`, so the
 loss whose flatness is measured is the loss that was trained and attacked.
 """
+
 from __future__ import annotations
 
 import jax
@@ -22,14 +23,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     labels = jnp.asarray(labels)
     if jnp.issubdtype(labels.dtype, jnp.integer):
         if labels.shape != logits.shape[:-1]:
-            raise ValueError(f"integer labels must have shape {logits.shape[:-1]} (logits "
-                             f"{logits.shape}), got {labels.shape}")
-        label_logits = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32),
-                                           axis=-1)[..., 0]
+            raise ValueError(
+                f"integer labels must have shape {logits.shape[:-1]} (logits "
+                f"{logits.shape}), got {labels.shape}"
+            )
+        label_logits = jnp.take_along_axis(logits, labels[..., None].astype(jnp.int32), axis=-1)[
+            ..., 0
+        ]
         return jax.nn.logsumexp(logits, axis=-1) - label_logits
     if labels.shape != logits.shape:
-        raise ValueError(f"soft labels must have the logits' shape {logits.shape}, "
-                         f"got {labels.shape}")
+        raise ValueError(
+            f"soft labels must have the logits' shape {logits.shape}, got {labels.shape}"
+        )
     return -jnp.sum(labels * jax.nn.log_softmax(logits), axis=-1)
 
 

@@ -9,6 +9,7 @@ and a two-minute hang when the bucket is unreachable by then).
 
 ``Progress`` and ``format_duration`` (steps/s and ETA lines) are ``flatrob_jax.progress``'s,
 re-exported here."""
+
 import json
 import time
 
@@ -69,8 +70,13 @@ class MetricWriter:
     written and on :meth:`flush`, which the trainer calls before each checkpoint, so a
     resumed run never misses the lines of the steps before its checkpoint."""
 
-    def __init__(self, workdir: str, enabled: bool = True, filename: str = "metrics.jsonl",
-                 min_interval_s: float = 30.0):
+    def __init__(
+        self,
+        workdir: str,
+        enabled: bool = True,
+        filename: str = "metrics.jsonl",
+        min_interval_s: float = 30.0,
+    ):
         self.enabled = enabled
         self.path = fileio.join(workdir, filename)
         self._tb = None

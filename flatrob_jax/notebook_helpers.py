@@ -6,6 +6,7 @@
 
 Runtime checks and installation are in ``flatrob_jax.colab``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,21 +47,25 @@ def open_study(path: str) -> Study:
     from flatrob_jax.analysis.results import read_rows
 
     shown = os.fspath(path)
-    what = (f"a study is the directory a sweep writes (python -m flatrob_jax.sweep --sweep "
-            f"NAME --workdir DIR), holding {' and '.join(STUDY_FILES)}")
+    what = (
+        f"a study is the directory a sweep writes (python -m flatrob_jax.sweep --sweep "
+        f"NAME --workdir DIR), holding {' and '.join(STUDY_FILES)}"
+    )
     fileio.require_support(shown)
     if not fileio.exists(shown):
         raise FileNotFoundError(f"no study at {shown!r}: the path does not exist; {what}")
     if not fileio.isdir(shown):
         raise FileNotFoundError(f"no study at {shown!r}: it is a file, not a directory; {what}")
-    table = next((fileio.join(shown, n) for n in STUDY_FILES
-                  if fileio.exists(fileio.join(shown, n))), None)
+    table = next(
+        (fileio.join(shown, n) for n in STUDY_FILES if fileio.exists(fileio.join(shown, n))), None
+    )
     if table is None:
         entries = sorted(fileio.listdir(shown))
         raise FileNotFoundError(
             f"no study at {shown!r}: it has neither {' nor '.join(STUDY_FILES)} (it holds "
             f"{entries[:20]}); {what}. A sweep whose report step has not run yet writes them "
-            f"when it is run again")
+            f"when it is run again"
+        )
     rows = read_rows(table)
     if not rows:
         raise ValueError(f"the study at {shown!r} has an empty results table ({table})")

@@ -15,6 +15,7 @@ since the last line, and always at the end (``done == total``)::
 The rate and the ETA use the average since the reporter was made (``start`` units done then),
 so a first slow unit (compilation) shows in both until it is amortised.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,10 +48,18 @@ class Progress:
       clock: seconds as a float (``time.perf_counter``; tests pass a fake clock).
     """
 
-    def __init__(self, total: int, start: int = 0, unit: str = "step", stream=None, *,
-                 desc: str = "", log: Callable[[str], None] | None = None,
-                 every_secs: float | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        total: int,
+        start: int = 0,
+        unit: str = "step",
+        stream=None,
+        *,
+        desc: str = "",
+        log: Callable[[str], None] | None = None,
+        every_secs: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         if every_secs is not None and every_secs < 0:
             raise ValueError(f"every_secs must be None or >= 0, got {every_secs!r}")
         self.total = total
@@ -81,9 +90,11 @@ class Progress:
     def line(self, done: int, extra: str = "") -> str:
         """``[desc: ]unit done/total (pct%) rate units/s elapsed h:mm:ss ETA h:mm:ss[ | extra]``."""
         pct = 100.0 * done / max(self.total, 1)
-        text = (f"{self.unit} {done}/{self.total} ({pct:.0f}%) {self.rate(done):.2f} "
-                f"{self.unit}s/s elapsed {format_duration(self.elapsed())} "
-                f"ETA {format_duration(self.eta(done))}")
+        text = (
+            f"{self.unit} {done}/{self.total} ({pct:.0f}%) {self.rate(done):.2f} "
+            f"{self.unit}s/s elapsed {format_duration(self.elapsed())} "
+            f"ETA {format_duration(self.eta(done))}"
+        )
         if self.desc:
             text = f"{self.desc}: {text}"
         return text + (f" | {extra}" if extra else "")

@@ -5,6 +5,7 @@ the config the run was trained with, the Flax module it describes, and the resto
 (parameters and BatchNorm running statistics). ``EvalModel`` bundles them, with
 ``apply_fn(x) -> logits`` for x float32 NHWC in [0, 1] and BatchNorm in eval mode.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,11 +45,13 @@ def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:
     # Shapes only (no compilation of the model's init), on one device; only the step and the
     # weights are restored, not the optimizer state (which evaluation does not need).
     template = jax.eval_shape(
-        lambda: builders.initial_state(config, model, total_steps=1, steps_per_epoch=1))
+        lambda: builders.initial_state(config, model, total_steps=1, steps_per_epoch=1)
+    )
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     wanted = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        {"step": template.step, **eval_variables(template)})
+        {"step": template.step, **eval_variables(template)},
+    )
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:
         tree = checkpointer.restore(wanted, step, partial=True)

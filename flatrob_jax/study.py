@@ -14,6 +14,7 @@ elsewhere (a TPU pod, a cluster) into the same workdirs; the report step then pi
 The root may be a gs:// URI: the runs, the report, results.csv and JAX's compilation cache
 then all live in the bucket (``flatrob_jax.fileio``); nothing is written locally.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -65,7 +66,7 @@ def run_name(overrides: dict) -> str:
     if not overrides:
         return "base"
     parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
-    if len({k.split('.')[-1] for k in overrides}) < len(overrides):
+    if len({k.split(".")[-1] for k in overrides}) < len(overrides):
         parts = [f"{k}={v}" for k, v in overrides.items()]
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
 
@@ -82,8 +83,9 @@ def load_sweep(spec: str) -> Sweep:
     module, arg = load_config_module(spec, subpackage="sweeps")
     sweep = module.get_sweep(arg or None)
     if not isinstance(sweep, Sweep):
-        raise TypeError(f"{spec}: get_sweep() must return flatrob_jax.study.Sweep, got "
-                        f"{type(sweep).__name__}")
+        raise TypeError(
+            f"{spec}: get_sweep() must return flatrob_jax.study.Sweep, got {type(sweep).__name__}"
+        )
     if _is_path(sweep.base):
         base_path, _, base_arg = sweep.base.partition(":")
         if not os.path.isabs(base_path):
@@ -109,8 +111,15 @@ def run_configs(sweep) -> list:
 
 def command_line(sweep, overrides: dict, workdir: str) -> str:
     """The ``python -m flatrob_jax.train`` line that trains one run of the sweep."""
-    parts = [os.path.basename(sys.executable), "-m", "flatrob_jax.train", "--config", sweep.base,
-             "--workdir", workdir]
+    parts = [
+        os.path.basename(sys.executable),
+        "-m",
+        "flatrob_jax.train",
+        "--config",
+        sweep.base,
+        "--workdir",
+        workdir,
+    ]
     for k, v in {**dict(sweep.overrides), **overrides}.items():
         parts.append(f"--config.{k}={v}")
     return " ".join(shlex.quote(p) for p in parts)
@@ -183,22 +192,28 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
     # What is done already is read from files on process 0 and broadcast: every process
     # takes the same branches (and so reaches the same collectives).
     if "train" in steps:
-        finished = distributed.decide_on_main(lambda: [
-            training_finished(fileio.join(root, name), config) for name, _, config in runs],
-            "which runs are trained")
+        finished = distributed.decide_on_main(
+            lambda: [
+                training_finished(fileio.join(root, name), config) for name, _, config in runs
+            ],
+            "which runs are trained",
+        )
         for i, (name, _, config) in enumerate(runs):
             workdir = fileio.join(root, name)
             if finished[i]:
                 log(f"[{i + 1}/{len(runs)}] {name}: trained already")
                 continue
-            log(f"[{i + 1}/{len(runs)}] {name}: training "
-                f"(elapsed {format_duration(time.time() - t0)})")
+            log(
+                f"[{i + 1}/{len(runs)}] {name}: training "
+                f"(elapsed {format_duration(time.time() - t0)})"
+            )
             train_and_evaluate(config, workdir)
     if "analyze" in steps:
         cache: dict = {}  # model-independent analysis work shared by the runs (corrupted sets)
-        current = distributed.decide_on_main(lambda: [
-            analysis_current(fileio.join(root, name), config) for name, _, config in runs],
-            "which runs are analyzed")
+        current = distributed.decide_on_main(
+            lambda: [analysis_current(fileio.join(root, name), config) for name, _, config in runs],
+            "which runs are analyzed",
+        )
         jobs = []
         for i, (name, _, config) in enumerate(runs):
             workdir = fileio.join(root, name)
@@ -211,8 +226,9 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
         analyze_runs(jobs, log=log, cache=cache, check_shared=False)
     paths = {}
     if "report" in steps:  # written by process 0, its paths given to every process
-        paths = distributed.decide_on_main(lambda: _write_report(sweep, runs, root, log),
-                                           "the report")
+        paths = distributed.decide_on_main(
+            lambda: _write_report(sweep, runs, root, log), "the report"
+        )
     log(f"sweep done in {format_duration(time.time() - t0)}")
     return paths
 
@@ -227,11 +243,16 @@ def _write_report(sweep, runs, root: str, log) -> dict:
     paths["results_json"] = write_json(rows, fileio.join(root, "results.json"))
     headlines = headline_metrics(sorted({r["metric"] for r in rows}))
     paths["report"] = write_report(
-        rows, fileio.join(root, "report"), title=sweep.title,
+        rows,
+        fileio.join(root, "report"),
+        title=sweep.title,
         flatness_metrics=list(sweep.flatness_metrics) or headlines.flatness,
         robust_metrics=list(sweep.robust_metrics) or headlines.robustness,
-        clean_metric=headlines.clean, num_resamples=sweep.num_resamples,
-        reference=sweep.reference, families=sweep.families,
-        intervention_keys=tuple(sweep.intervention_keys))
+        clean_metric=headlines.clean,
+        num_resamples=sweep.num_resamples,
+        reference=sweep.reference,
+        families=sweep.families,
+        intervention_keys=tuple(sweep.intervention_keys),
+    )
     log(f"report: {paths['report']}")
     return paths

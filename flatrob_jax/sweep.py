@@ -7,6 +7,7 @@
 The library code (``Sweep``, ``product``, ``load_sweep``, ``run_sweep``) is
 ``flatrob_jax.study``; every step is resumable (see there).
 """
+
 from absl import app, flags, logging
 
 from flatrob_jax import configuration, distributed, fileio, study
@@ -30,8 +31,9 @@ def main(argv):
             print(study.command_line(sweep, overrides, fileio.join(_WORKDIR.value, name)))
         return
     with distributed.exit_on_preemption():  # SIGTERM: saved, exit status 75
-        study.run_sweep(sweep, _WORKDIR.value,
-                        study.STEPS if _ONLY.value is None else (_ONLY.value,))
+        study.run_sweep(
+            sweep, _WORKDIR.value, study.STEPS if _ONLY.value is None else (_ONLY.value,)
+        )
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 
 ``arg`` is the config's argument (``smoke``, ``smoke,seed=1``); ``--config.a.b=None`` sets a
 field to None ("all" examples or devices, steps derived from epochs, never)."""
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from flatrob_jax import configuration, distributed, fileio
 
 configuration.accept_none_on_command_line()
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "experiment config file", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and config")
 flags.DEFINE_enum("distributed", None, distributed.MODES, distributed.FLAG_HELP)  # at start-up
 flags.mark_flags_as_required(["config", "workdir"])

@@ -1,5 +1,6 @@
 """Shared helpers for the attack tests: a tiny CNN in Flax and its PyTorch twin, Fashion-MNIST
 from the Debian IDX files, and a few seconds of training (cached per process)."""
+
 from __future__ import annotations
 
 import functools
@@ -8,7 +9,6 @@ import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -53,6 +53,7 @@ def trained_tiny_cnn(num_train: int = 4000, epochs: int = 3, seed: int = 0):
         def loss_fn(p):
             logits = model.apply({"params": p}, xb)
             return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
         grads = jax.grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
@@ -62,7 +63,7 @@ def trained_tiny_cnn(num_train: int = 4000, epochs: int = 3, seed: int = 0):
     for _ in range(epochs):
         perm = rng.permutation(num_train)
         for b in range(num_train // bs):
-            idx = perm[b * bs:(b + 1) * bs]
+            idx = perm[b * bs : (b + 1) * bs]
             params, opt_state = step(params, opt_state, x[idx], y[idx])
     return model, params
 
@@ -100,8 +101,9 @@ def torch_twin(params):
     with torch.no_grad():
         for name in ("conv1", "conv2"):
             flax_name = {"conv1": "Conv_0", "conv2": "Conv_1"}[name]
-            getattr(net, name).weight.copy_(torch.from_numpy(
-                p[flax_name]["kernel"].transpose(3, 2, 0, 1).copy()))  # HWIO -> OIHW
+            getattr(net, name).weight.copy_(
+                torch.from_numpy(p[flax_name]["kernel"].transpose(3, 2, 0, 1).copy())
+            )  # HWIO -> OIHW
             getattr(net, name).bias.copy_(torch.from_numpy(p[flax_name]["bias"]))
         for name, flax_name in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
             getattr(net, name).weight.copy_(torch.from_numpy(p[flax_name]["kernel"].T.copy()))
@@ -111,6 +113,7 @@ def torch_twin(params):
 
 def to_nchw(x: np.ndarray):
     import torch
+
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 

@@ -1,5 +1,6 @@
 """Test images for the augmentation tests: real photographs (scikit-image's bundled samples,
 Fashion-MNIST) and edge cases, all small uint8 HWC arrays."""
+
 import functools
 import gzip
 import os
@@ -44,7 +45,9 @@ def edge_cases() -> dict:
     flat_channel = photos()["coffee"].copy()
     flat_channel[..., 1] = 77
     levels = np.arange(24 * 32) % 256
-    gradient = np.stack([levels, levels[::-1], (levels * 7) % 256], -1).reshape(24, 32, 3).astype(np.uint8)
+    gradient = (
+        np.stack([levels, levels[::-1], (levels * 7) % 256], -1).reshape(24, 32, 3).astype(np.uint8)
+    )
     return {
         "constant": np.full((24, 32, 3), 123, np.uint8),
         "two_level": two,
@@ -63,7 +66,10 @@ def by_shape() -> dict:
     groups: dict = {}
     for name, image in sorted(all_images().items()):
         groups.setdefault(image.shape, []).append((name, image))
-    return {shape: ([n for n, _ in items], np.stack([i for _, i in items])) for shape, items in groups.items()}
+    return {
+        shape: ([n for n, _ in items], np.stack([i for _, i in items]))
+        for shape, items in groups.items()
+    }
 
 
 def to_pil(image: np.ndarray):

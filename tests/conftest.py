@@ -1,4 +1,5 @@
 """Test setup: 4 fake CPU devices, set before JAX is imported anywhere."""
+
 import os
 
 os.environ["XLA_FLAGS"] = (
@@ -22,7 +23,9 @@ def pytest_collection_modifyitems(config, items):
     """
     if _has("torch"):
         return
-    skip = pytest.mark.skip(reason="PyTorch peers not installed (pip install torch==2.13.0 .[peers])")
+    skip = pytest.mark.skip(
+        reason="PyTorch peers not installed (pip install torch==2.13.0 .[peers])"
+    )
     for item in items:
         if "peers" in item.keywords:
             item.add_marker(skip)

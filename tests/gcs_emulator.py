@@ -22,6 +22,7 @@ failed now and then with "Malformed StorageGeneration". So the server runs from 
 (``python tests/gcs_emulator.py PORT BUCKET``) with object handlers that honour both, as Cloud
 Storage does. ``FLATROB_GCS_EMULATOR_LOG=path`` keeps its request log.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,7 +71,9 @@ class Emulator:
         self.log = open(os.environ.get("FLATROB_GCS_EMULATOR_LOG", os.devnull), "wb")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), str(self.port), bucket],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
@@ -81,8 +84,10 @@ class Emulator:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"gcp-storage-emulator did not listen on {self.url} "
-                                       f"within {START_TIMEOUT_S:.0f}s") from None
+                    raise RuntimeError(
+                        f"gcp-storage-emulator did not listen on {self.url} "
+                        f"within {START_TIMEOUT_S:.0f}s"
+                    ) from None
                 time.sleep(0.1)
 
     def uri(self, *parts: str) -> str:
@@ -140,8 +145,7 @@ def _drop_gcsfs_instances() -> None:
         gcsfs.core.GCSFileSystem.clear_instance_cache()
         if os.environ.get("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "true").lower() == "false":
             for protocol in ("gs", "gcs"):
-                fsspec.register_implementation(protocol, gcsfs.core.GCSFileSystem,
-                                               clobber=True)
+                fsspec.register_implementation(protocol, gcsfs.core.GCSFileSystem, clobber=True)
     with contextlib.suppress(ImportError, AttributeError):
         from etils.epath import backend
 

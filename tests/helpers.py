@@ -1,4 +1,5 @@
 """Small shared test fixtures: tiny IDX datasets and configs that train in seconds."""
+
 import gzip
 import os
 import struct
@@ -12,8 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write_idx(path: str, array: np.ndarray) -> None:
     """Write a uint8 IDX file, gzipped (as Debian ships Fashion-MNIST)."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim,
-                                                                       *array.shape)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        ">" + "I" * array.ndim, *array.shape
+    )
     with gzip.open(path + ".gz", "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -35,8 +37,14 @@ def make_idx_dataset(directory: str, n_train: int = 256, n_test: int = 100, seed
 def tiny_config(data_dir: str, **overrides):
     """The offline default shrunk to the tiny CNN on a fake IDX dataset."""
     config = load_config("fashion_mnist_cnn:smoke")
-    base = {"dataset.data_dir": data_dir, "model.name": "cnn_tiny",
-            "dataset.num_train_examples": None, "dataset.num_eval_examples": None,
-            "train.batch_size": 32, "train.eval_batch_size": 64, "log_every_steps": 2}
+    base = {
+        "dataset.data_dir": data_dir,
+        "model.name": "cnn_tiny",
+        "dataset.num_train_examples": None,
+        "dataset.num_eval_examples": None,
+        "train.batch_size": 32,
+        "train.eval_batch_size": 64,
+        "log_every_steps": 2,
+    }
     base.update(overrides)
     return apply_overrides(config, base)

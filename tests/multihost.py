@@ -10,6 +10,7 @@ Also a command-line driver (``python tests/multihost.py [--step-delay S] -m MODU
 runs ``python -m MODULE ARGS...`` with each training step slowed by ``S`` seconds, so that a test
 can kill or signal the processes mid-run; the numbers computed are unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,18 +30,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_env(index: int, num_processes: int, devices: int, port: int | None,
-                extra: dict | None = None) -> dict:
+def process_env(
+    index: int, num_processes: int, devices: int, port: int | None, extra: dict | None = None
+) -> dict:
     """The environment of process ``index`` (``port=None``: a plain single process)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("JAX_", "FLATROB_", "TPU_", "SLURM_", "OMPI_", "PYTEST_"))}
-    env.update({"JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
-                "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-                "PYTHONPATH": REPO + os.pathsep + env.get("PYTHONPATH", "")})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JAX_", "FLATROB_", "TPU_", "SLURM_", "OMPI_", "PYTEST_"))
+    }
+    env.update(
+        {
+            "JAX_PLATFORMS": "cpu",
+            "PYTHONUNBUFFERED": "1",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "PYTHONPATH": REPO + os.pathsep + env.get("PYTHONPATH", ""),
+        }
+    )
     if port is not None:
-        env.update({"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                    "JAX_NUM_PROCESSES": str(num_processes), "JAX_PROCESS_ID": str(index),
-                    "FLATROB_DISTRIBUTED": "on"})
+        env.update(
+            {
+                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                "JAX_NUM_PROCESSES": str(num_processes),
+                "JAX_PROCESS_ID": str(index),
+                "FLATROB_DISTRIBUTED": "on",
+            }
+        )
     env.update(extra or {})
     return env
 
@@ -51,22 +66,38 @@ class Group:
     ``cwd``: one directory for all, or a list with one per process. Use as a context manager:
     whatever still runs on exit is killed."""
 
-    def __init__(self, args, log_dir: str, *, num_processes: int = 2, devices: int = 2,
-                 cwd=None, env: dict | None = None, name: str = "group"):
+    def __init__(
+        self,
+        args,
+        log_dir: str,
+        *,
+        num_processes: int = 2,
+        devices: int = 2,
+        cwd=None,
+        env: dict | None = None,
+        name: str = "group",
+    ):
         self.args = list(args)
         self.num_processes = num_processes
         cwds = cwd if isinstance(cwd, (list, tuple)) else [cwd or REPO] * num_processes
         port = free_port() if num_processes > 1 else None
         os.makedirs(log_dir, exist_ok=True)
-        self.log_paths = [os.path.join(log_dir, f"{name}.process{i}.log")
-                          for i in range(num_processes)]
+        self.log_paths = [
+            os.path.join(log_dir, f"{name}.process{i}.log") for i in range(num_processes)
+        ]
         self.procs = []
         for i in range(num_processes):
             with open(self.log_paths[i], "wb") as log:
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, *self.args], cwd=cwds[i], stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True,
-                    env=process_env(i, num_processes, devices, port, env)))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, *self.args],
+                        cwd=cwds[i],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        env=process_env(i, num_processes, devices, port, env),
+                    )
+                )
         self.started = time.monotonic()
 
     def __enter__(self):
@@ -112,8 +143,10 @@ class Group:
         while any(p.poll() is None for p in self.procs):
             if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"processes still running after {timeout:.0f}s (a hang?); "
-                                     f"killed them all. Logs:\n{self.logs()}")
+                raise AssertionError(
+                    f"processes still running after {timeout:.0f}s (a hang?); "
+                    f"killed them all. Logs:\n{self.logs()}"
+                )
             time.sleep(0.1)
         return [p.returncode for p in self.procs]
 
@@ -135,8 +168,9 @@ def run(args, log_dir: str, *, timeout: float, expect=(0,), **kw) -> Group:
     with Group(args, log_dir, **kw) as group:
         codes = group.wait(timeout)
         if any(c not in expect for c in codes):
-            raise AssertionError(f"exit statuses {codes}, expected {list(expect)}. "
-                                 f"Logs:\n{group.logs()}")
+            raise AssertionError(
+                f"exit statuses {codes}, expected {list(expect)}. Logs:\n{group.logs()}"
+            )
         return group
 
 

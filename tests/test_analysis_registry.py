@@ -1,5 +1,6 @@
 """The analysis registry: one contract test over every registered analysis, the headline
 declarations the report reads, and the ``analyze`` command line."""
+
 import json
 import os
 import subprocess
@@ -21,18 +22,42 @@ from tests.helpers import REPO, make_idx_dataset, tiny_config
 # measure switched on (so every declared headline metric must appear).
 TINY = {
     "clean": {"batch_size": 16},
-    "curvature": {"lanczos_steps": 6, "trace_max_probes": 4, "trace_min_probes": 2,
-                  "batch_size": 16, "sharpness": True, "keskar_iters": 2, "adaptive_steps": 2,
-                  "adaptive_samples": 2, "pac_bayes": True, "pac_bayes_samples": 2,
-                  "pac_bayes_metric": "loss"},
-    "corruptions": {"corruptions": ("gaussian_noise", "contrast"), "severities": (1, 5),
-                    "batch_size": 16, "normalize_by_alexnet": True},
+    "curvature": {
+        "lanczos_steps": 6,
+        "trace_max_probes": 4,
+        "trace_min_probes": 2,
+        "batch_size": 16,
+        "sharpness": True,
+        "keskar_iters": 2,
+        "adaptive_steps": 2,
+        "adaptive_samples": 2,
+        "pac_bayes": True,
+        "pac_bayes_samples": 2,
+        "pac_bayes_metric": "loss",
+    },
+    "corruptions": {
+        "corruptions": ("gaussian_noise", "contrast"),
+        "severities": (1, 5),
+        "batch_size": 16,
+        "normalize_by_alexnet": True,
+    },
     # A large eps: APGD-CE fools every example, so the rest of the cascade has nothing to do.
-    "reparam_audit": {"batch_size": 16, "lanczos_steps": 6, "trace_probes": 2,
-                      "keskar_iters": 2, "adaptive_steps": 2, "adaptive_samples": 2,
-                      "probe_examples": 8},
-    "attacks": {"norms": ("Linf",), "pgd_steps": 2, "autoattack": True, "linf_eps": 0.5,
-                "batch_size": 16},
+    "reparam_audit": {
+        "batch_size": 16,
+        "lanczos_steps": 6,
+        "trace_probes": 2,
+        "keskar_iters": 2,
+        "adaptive_steps": 2,
+        "adaptive_samples": 2,
+        "probe_examples": 8,
+    },
+    "attacks": {
+        "norms": ("Linf",),
+        "pgd_steps": 2,
+        "autoattack": True,
+        "linf_eps": 0.5,
+        "batch_size": 16,
+    },
 }
 
 
@@ -51,8 +76,9 @@ def _inputs(workdir, tmp_path):
     run = load_for_eval(workdir)
     test = load_arrays(run.config.dataset, "test", 16)
     train = load_arrays(run.config.dataset, "train", 16)
-    return registry.Inputs(model=run, test=test, train=train, key=jax.random.key(0),
-                           out_dir=str(tmp_path), cache={})
+    return registry.Inputs(
+        model=run, test=test, train=train, key=jax.random.key(0), out_dir=str(tmp_path), cache={}
+    )
 
 
 def _settings(entry):
@@ -75,8 +101,9 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     metrics = [f"{entry.where}/{m}" for m in flatten_results(out)]
     for role in ("flatness", "robustness", "clean"):
         for pattern in getattr(entry, role):
-            tmp = registry.Analysis(entry.name, entry.run, entry.data, path=entry.where,
-                                    **{role: (pattern,)})
+            tmp = registry.Analysis(
+                entry.name, entry.run, entry.data, path=entry.where, **{role: (pattern,)}
+            )
             found = [m for m in metrics if registry._matches(m, tmp.where, (pattern,))]
             assert found, f"{name}: declared {role} pattern {pattern!r} matches none of {metrics}"
     # Headline values are finite numbers, or missing with a '<name>_note' saying why (mCE
@@ -84,7 +111,7 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     flat = dict(flatten_results(out))
     heads = registry.headline_metrics(metrics)
     for m in heads.flatness + heads.robustness + ([heads.clean] if heads.clean else []):
-        leaf = m[len(entry.where) + 1:]
+        leaf = m[len(entry.where) + 1 :]
         value = flat[leaf][0]
         note = _lookup(out, leaf + "_note")
         assert np.isfinite(value) or note, (m, value)
@@ -99,24 +126,42 @@ def _lookup(tree, path):
 
 
 def test_headline_metrics_come_from_the_declarations():
-    metrics = ["clean/error", "clean/num_examples", "curvature/clean/lambda_max",
-               "curvature/clean/lambda_max_residual", "curvature/augmented/trace",
-               "curvature/augmented/trace_stderr", "corruptions/mce",
-               "corruptions/mean_corruption_error", "corruptions/errors/fog/0",
-               "attacks/Linf/pgd/error", "attacks/Linf/pgd/accuracy", "attacks/L2/autoattack/error",
-               "attacks/clean/error"]
+    metrics = [
+        "clean/error",
+        "clean/num_examples",
+        "curvature/clean/lambda_max",
+        "curvature/clean/lambda_max_residual",
+        "curvature/augmented/trace",
+        "curvature/augmented/trace_stderr",
+        "corruptions/mce",
+        "corruptions/mean_corruption_error",
+        "corruptions/errors/fog/0",
+        "attacks/Linf/pgd/error",
+        "attacks/Linf/pgd/accuracy",
+        "attacks/L2/autoattack/error",
+        "attacks/clean/error",
+    ]
     heads = registry.headline_metrics(metrics)
     assert heads.flatness == ["curvature/clean/lambda_max", "curvature/augmented/trace"]
-    assert heads.robustness == ["corruptions/mce", "corruptions/mean_corruption_error",
-                                "attacks/Linf/pgd/error", "attacks/L2/autoattack/error"]
+    assert heads.robustness == [
+        "corruptions/mce",
+        "corruptions/mean_corruption_error",
+        "attacks/Linf/pgd/error",
+        "attacks/L2/autoattack/error",
+    ]
     assert heads.clean == "clean/error"
 
 
 def test_costly_analyses_are_opt_in():
     assert "reparam_audit" in registry.names()
     assert "reparam_audit" not in default_config().measures
-    assert default_config().measures == ("clean", "curvature", "curvature_augmented",
-                                         "corruptions", "attacks")
+    assert default_config().measures == (
+        "clean",
+        "curvature",
+        "curvature_augmented",
+        "corruptions",
+        "attacks",
+    )
 
 
 def test_registry_errors_name_the_bad_value_and_the_valid_ones():
@@ -130,16 +175,17 @@ def test_registry_errors_name_the_bad_value_and_the_valid_ones():
 
 def test_a_registered_analysis_runs_from_the_config(trained, tmp_path):
     """Adding an analysis is one register() call; analysis.measures then selects it."""
+
     def loss_gap(inputs, *, log):
         log("measuring")
         return {"gap": float(inputs.test[0].mean() - inputs.train[0].mean())}
 
     name = "test_mean_gap"
     if name not in registry.names():
-        registry.register(registry.Analysis(name, loss_gap, data="test",
-                                            robustness=("gap",)))
-        registry.register(registry.Analysis(name + "_train", lambda i, *, log: {"n": 1},
-                                            data="train"))
+        registry.register(registry.Analysis(name, loss_gap, data="test", robustness=("gap",)))
+        registry.register(
+            registry.Analysis(name + "_train", lambda i, *, log: {"n": 1}, data="train")
+        )
     try:
         cfg = default_config()
         cfg.measures = (name, name + "_train")
@@ -157,11 +203,20 @@ def test_a_registered_analysis_runs_from_the_config(trained, tmp_path):
 def test_stored_old_vocabulary_is_upgraded(tmp_path):
     """A workdir written by the first version (comma strings, 0 / -1 for all, 'auto') still
     analyzes with the settings it stored."""
-    old = {"analysis": {"measures": "clean,corruptions", "num_test_examples": -1,
-                        "corruptions": {"corruptions": "fog,snow", "severities": "1,5",
-                                        "normalize_by_alexnet": "yes", "num_examples": 0},
-                        "attacks": {"num_devices": 0, "norms": ["Linf"]},
-                        "curvature": {"trace_rel_tol": 0.0, "lanczos_steps": 7}}}
+    old = {
+        "analysis": {
+            "measures": "clean,corruptions",
+            "num_test_examples": -1,
+            "corruptions": {
+                "corruptions": "fog,snow",
+                "severities": "1,5",
+                "normalize_by_alexnet": "yes",
+                "num_examples": 0,
+            },
+            "attacks": {"num_devices": 0, "norms": ["Linf"]},
+            "curvature": {"trace_rel_tol": 0.0, "lanczos_steps": 7},
+        }
+    }
     (tmp_path / "config.json").write_text(json.dumps(old))
     cfg = analysis_config_for(str(tmp_path), ["analysis.curvature.top_k=2"])
     assert cfg.measures == ("clean", "corruptions")
@@ -179,15 +234,28 @@ def test_stored_old_vocabulary_is_upgraded(tmp_path):
 def test_analyze_command_line(trained):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, "-m", "flatrob_jax.analyze", "--workdir", trained,
-           "--config.analysis.measures=('clean',)", "--config.analysis.num_test_examples=16",
-           "--config.analysis.clean.batch_size=8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flatrob_jax.analyze",
+        "--workdir",
+        trained,
+        "--config.analysis.measures=('clean',)",
+        "--config.analysis.num_test_examples=16",
+        "--config.analysis.clean.batch_size=8",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     stored = json.load(open(os.path.join(trained, "analysis.json")))
     assert stored["measures"] == ["clean"] and stored["clean"]["num_examples"] == 16
     assert stored["analysis_config"]["clean"]["batch_size"] == 8
-    bad = subprocess.run(cmd[:5] + ["--config.analysis.nope=1"], env=env, capture_output=True,
-                         text=True, timeout=300, cwd=REPO)
+    bad = subprocess.run(
+        cmd[:5] + ["--config.analysis.nope=1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert bad.returncode != 0
     assert "unknown config key 'analysis.nope'" in bad.stderr

@@ -1,4 +1,5 @@
 """The tidy results table: flattening, CSV/JSON round trips, atomic writes, pivot."""
+
 import json
 import math
 import os
@@ -18,7 +19,11 @@ def _evaluate_like_output():
             "trace": {"value": np.float32(812.5), "stderr": None},
             "method": "lanczos",  # metadata: skipped
         },
-        "corruptions": {"mean_error": 0.312, "mean_error_stderr": 0.004, "per_severity": [0.1, 0.2, 0.3]},
+        "corruptions": {
+            "mean_error": 0.312,
+            "mean_error_stderr": 0.004,
+            "per_severity": [0.1, 0.2, 0.3],
+        },
         "attacks": {"pgd_linf_8/255": {"error": jnp.asarray(0.75), "converged": True}},
         "missing": None,
     }
@@ -48,7 +53,11 @@ def test_flattening_rule_gives_stable_readable_names():
 
 def test_flattening_handles_arrays_and_rejects_ambiguity():
     flat = results.flatten_results({"eig": jnp.array([3.0, 2.0]), "n": np.int64(7)})
-    assert flat == {"eig/0": (3.0, flat["eig/0"][1]), "eig/1": (2.0, flat["eig/1"][1]), "n": (7.0, flat["n"][1])}
+    assert flat == {
+        "eig/0": (3.0, flat["eig/0"][1]),
+        "eig/1": (2.0, flat["eig/1"][1]),
+        "n": (7.0, flat["n"][1]),
+    }
     with pytest.raises(ValueError, match="'a/b' appears twice"):
         results.flatten_results({"a/b": 1.0, "a": {"b": 2.0}})
     with pytest.raises(TypeError, match="'value' must be a number"):
@@ -58,10 +67,23 @@ def test_flattening_handles_arrays_and_rejects_ambiguity():
 
 
 def test_rows_from_results_carry_run_overrides_and_extra_columns():
-    rows = results.rows_from_results("augment=cutout", {"clean": {"error": 0.1}},
-                                     overrides={"augment.name": "cutout"}, extra={"seed": 3, "split": "test"})
-    assert rows == [{"run": "augment=cutout", "overrides": {"augment.name": "cutout"}, "metric": "clean/error",
-                     "value": 0.1, "stderr": rows[0]["stderr"], "seed": 3, "split": "test"}]
+    rows = results.rows_from_results(
+        "augment=cutout",
+        {"clean": {"error": 0.1}},
+        overrides={"augment.name": "cutout"},
+        extra={"seed": 3, "split": "test"},
+    )
+    assert rows == [
+        {
+            "run": "augment=cutout",
+            "overrides": {"augment.name": "cutout"},
+            "metric": "clean/error",
+            "value": 0.1,
+            "stderr": rows[0]["stderr"],
+            "seed": 3,
+            "split": "test",
+        }
+    ]
     assert math.isnan(rows[0]["stderr"])
     with pytest.raises(ValueError, match="clash"):
         results.rows_from_results("r", {"a": 1.0}, extra={"metric": "x"})
@@ -71,13 +93,20 @@ def test_rows_from_results_carry_run_overrides_and_extra_columns():
 
 def _sample_rows():
     rows = []
-    for run, aug, seed in (("augment=none", "none", 0), ("augment=mixup,alpha=0.2", 'mixup "a=0.2", b', 1),
-                           ("aug=éß|x", "ünïcode", 2)):
+    for run, aug, seed in (
+        ("augment=none", "none", 0),
+        ("augment=mixup,alpha=0.2", 'mixup "a=0.2", b', 1),
+        ("aug=éß|x", "ünïcode", 2),
+    ):
         res = _evaluate_like_output()
         res["clean"]["error"] = 0.1 + 0.2 + seed  # not exactly representable in short decimal
         res["curvature"]["lambda_max"]["value"] = 1e-300 * (seed + 1)
-        rows += results.rows_from_results(run, res, overrides={"augment.name": aug, "lr": 0.1, "seed": seed},
-                                          extra={"seed": seed, "split": "test"})
+        rows += results.rows_from_results(
+            run,
+            res,
+            overrides={"augment.name": aug, "lr": 0.1, "seed": seed},
+            extra={"seed": seed, "split": "test"},
+        )
     return rows
 
 
@@ -137,9 +166,21 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
 
 def test_pivot_to_run_by_metric_matrix():
     rows = [
-        {"run": "b", "overrides": {"augment.name": "x"}, "metric": "m2", "value": 2.0, "stderr": 0.2},
+        {
+            "run": "b",
+            "overrides": {"augment.name": "x"},
+            "metric": "m2",
+            "value": 2.0,
+            "stderr": 0.2,
+        },
         {"run": "a", "overrides": {}, "metric": "m1", "value": 1.0, "stderr": None},
-        {"run": "b", "overrides": {"augment.name": "x"}, "metric": "m1", "value": 3.0, "stderr": 0.3},
+        {
+            "run": "b",
+            "overrides": {"augment.name": "x"},
+            "metric": "m1",
+            "value": 3.0,
+            "stderr": 0.3,
+        },
     ]
     table = results.pivot(rows)
     assert table.runs == ("b", "a") and table.metrics == ("m2", "m1")

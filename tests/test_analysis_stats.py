@@ -1,6 +1,7 @@
 """The statistics wrapper over scipy.stats: scipy as the oracle where the wrapper only passes
 through, hand-computed values and plain-numpy resampling where an independent computation
 exists, and the NaN-and-note behaviour on degenerate input."""
+
 import itertools
 import math
 import warnings
@@ -17,10 +18,12 @@ def _datasets():
     x = rng.normal(size=12)
     cases = {
         "continuous_n12": (x, 0.6 * x + rng.normal(size=12)),
-        "negative_n7": (np.arange(7.0), -np.arange(7.0) ** 1.5 + rng.normal(size=7)),
+        "negative_n7": (np.arange(7.0), -(np.arange(7.0) ** 1.5) + rng.normal(size=7)),
         "n3": (np.array([0.3, 0.1, 0.2]), np.array([1.0, 3.0, 2.5])),
-        "ties_n10": (np.array([1, 2, 2, 3, 3, 3, 4, 5, 5, 6.0]),
-                     np.array([2, 1, 2, 2, 4, 3, 3, 5, 5, 4.0])),
+        "ties_n10": (
+            np.array([1, 2, 2, 3, 3, 3, 4, 5, 5, 6.0]),
+            np.array([2, 1, 2, 2, 4, 3, 3, 5, 5, 4.0]),
+        ),
         "ties_in_one_n9": (np.array([1, 1, 1, 2, 2, 3, 4, 5, 6.0]), rng.normal(size=9)),
         "monotone_n8": (np.arange(8.0), np.exp(np.arange(8.0))),  # Kendall exact, no discordant
         "one_swap_n40": (np.arange(40.0), np.r_[np.arange(38.0), 39.0, 38.0]),  # exact beyond 33
@@ -32,9 +35,15 @@ def _datasets():
 
 # Which p-value scipy's kendalltau(method='auto') uses on each case, by its documented rule.
 _KENDALL_PVALUE_METHOD = {
-    "continuous_n12": "exact", "negative_n7": "exact", "n3": "exact", "ties_n10": "normal",
-    "ties_in_one_n9": "normal", "monotone_n8": "exact", "one_swap_n40": "exact",
-    "no_ties_n45": "normal", "ties_n60": "normal",
+    "continuous_n12": "exact",
+    "negative_n7": "exact",
+    "n3": "exact",
+    "ties_n10": "normal",
+    "ties_in_one_n9": "normal",
+    "monotone_n8": "exact",
+    "one_swap_n40": "exact",
+    "no_ties_n45": "normal",
+    "ties_n60": "normal",
 }
 
 _SCIPY = {
@@ -103,8 +112,10 @@ def test_hand_computed_permutation_n5():
     # Kendall: C = 8, D = 2 -> tau = 0.6. Exact p = P(K <= 2) + P(K >= 8) for K the inversion
     # count of a uniform permutation of 5: Mahonian numbers 1, 4, 9, 15, 20, 22, 20, 15, 9, 4, 1
     # -> (14 + 14) / 120 = 7/30; and the same count by enumerating all 120 permutations.
-    inversions = [sum(p[i] > p[j] for i in range(5) for j in range(i + 1, 5))
-                  for p in itertools.permutations(range(5))]
+    inversions = [
+        sum(p[i] > p[j] for i in range(5) for j in range(i + 1, 5))
+        for p in itertools.permutations(range(5))
+    ]
     extreme = sum(k <= 2 or k >= 8 for k in inversions)
     assert extreme == 28
     k = stats.kendall(x, y)
@@ -132,8 +143,9 @@ def test_degenerate_inputs_give_nan_with_a_note_and_no_warning(method):
         assert math.isnan(const.statistic) and "y is constant" in const.note
         empty = stats.correlate([], [], method, num_resamples=50)
         assert math.isnan(empty.statistic) and math.isnan(empty.ci_low) and empty.n == 0
-        nans = stats.correlate([np.nan, 1.0, 2.0, 3.0], [1.0, 2.0, np.inf, np.nan], method,
-                               num_resamples=50)
+        nans = stats.correlate(
+            [np.nan, 1.0, 2.0, 3.0], [1.0, 2.0, np.inf, np.nan], method, num_resamples=50
+        )
         assert nans.n == 1 and math.isnan(nans.statistic) and math.isnan(nans.ci_high)
         assert "3 run(s) with a missing" in nans.note and "n=1 < 3" in nans.note
         ci = stats.bootstrap_ci([2.0, 2.0, 2.0], [1.0, 2.0, 3.0], method, num_resamples=50)
@@ -162,8 +174,9 @@ def test_nan_pairs_are_dropped_and_counted():
 
 
 def test_bad_arguments_name_the_allowed_values():
-    with pytest.raises(ValueError,
-                       match="unknown correlation method 'pearsonr'.*pearson, spearman, kendall"):
+    with pytest.raises(
+        ValueError, match="unknown correlation method 'pearsonr'.*pearson, spearman, kendall"
+    ):
         stats.correlation([1, 2, 3], [1, 2, 3], "pearsonr")
     with pytest.raises(ValueError, match="unknown ci_method 'bc'.*bca, percentile"):
         stats.bootstrap_ci([1, 2, 3], [1, 2, 3], ci_method="bc")
@@ -188,11 +201,13 @@ def _tau_b(x, y):
 
 def _numpy_statistic(method, x, y):
     if method == "pearson":
-        return np.array([np.corrcoef(a, b)[0, 1] if np.ptp(a) and np.ptp(b) else np.nan
-                         for a, b in zip(x, y)])
+        return np.array(
+            [np.corrcoef(a, b)[0, 1] if np.ptp(a) and np.ptp(b) else np.nan for a, b in zip(x, y)]
+        )
     if method == "spearman":
-        return _numpy_statistic("pearson", scipy.stats.rankdata(x, axis=-1),
-                                scipy.stats.rankdata(y, axis=-1))
+        return _numpy_statistic(
+            "pearson", scipy.stats.rankdata(x, axis=-1), scipy.stats.rankdata(y, axis=-1)
+        )
     return _tau_b(x, y)
 
 
@@ -205,13 +220,21 @@ def test_percentile_interval_equals_a_hand_resampling(method):
     b = 600
     idx = np.random.default_rng(42).integers(0, x.size, (b, x.size))
     theta = _numpy_statistic(method, x[idx], y[idx])
-    ours = stats.bootstrap_ci(x, y, method, num_resamples=b, ci_method="percentile",
-                              confidence=0.9, rng=np.random.default_rng(42))
+    ours = stats.bootstrap_ci(
+        x,
+        y,
+        method,
+        num_resamples=b,
+        ci_method="percentile",
+        confidence=0.9,
+        rng=np.random.default_rng(42),
+    )
     np.testing.assert_allclose(ours.distribution, theta, rtol=0, atol=1e-11)
     valid = theta[np.isfinite(theta)]
     assert ours.num_valid == valid.size
-    np.testing.assert_allclose([ours.low, ours.high], np.quantile(valid, [0.05, 0.95]),
-                               rtol=0, atol=1e-11)
+    np.testing.assert_allclose(
+        [ours.low, ours.high], np.quantile(valid, [0.05, 0.95]), rtol=0, atol=1e-11
+    )
 
 
 @pytest.mark.parametrize("n", [8, 15])
@@ -222,9 +245,11 @@ def test_bca_matches_scipy_bootstrap_called_directly(method, n):
     y = 0.5 * x + rng.normal(size=n)
     scipy_fn = {
         "pearson": lambda a, b, axis: scipy.stats.pearsonr(a, b, axis=axis).statistic,
-        "spearman": lambda a, b, axis: scipy.stats.pearsonr(
-            scipy.stats.rankdata(a, axis=axis), scipy.stats.rankdata(b, axis=axis),
-            axis=axis).statistic,
+        "spearman": lambda a, b, axis: (
+            scipy.stats.pearsonr(
+                scipy.stats.rankdata(a, axis=axis), scipy.stats.rankdata(b, axis=axis), axis=axis
+            ).statistic
+        ),
         "kendall": lambda a, b, axis: scipy.stats.kendalltau(a, b, axis=axis).statistic,
     }[method]
     # The wrapper's one change to the statistic: values within 1e-12 of the estimate are ties.
@@ -237,8 +262,15 @@ def test_bca_matches_scipy_bootstrap_called_directly(method, n):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant resamples in scipy's call
         ref = scipy.stats.bootstrap(
-            (x, y), snapped, paired=True, vectorized=True, n_resamples=500, method="BCa",
-            confidence_level=0.9, rng=np.random.default_rng(3))
+            (x, y),
+            snapped,
+            paired=True,
+            vectorized=True,
+            n_resamples=500,
+            method="BCa",
+            confidence_level=0.9,
+            rng=np.random.default_rng(3),
+        )
     ours = stats.bootstrap_ci(x, y, method, num_resamples=500, confidence=0.9, rng=3)
     assert ours.num_valid == 500
     np.testing.assert_allclose(ours.distribution, ref.bootstrap_distribution, rtol=0, atol=0)
@@ -255,8 +287,9 @@ def test_ties_with_the_estimate_count_half_in_bca():
     for _ in range(29):  # the 29th of these draws is a case where the two differ
         x = rng.normal(size=8)
         y = rng.uniform(-1, 1) * x + rng.normal(size=8)
-    ours = stats.bootstrap_ci(x, y, "kendall", num_resamples=2000,
-                              rng=np.random.default_rng([0, 28]))
+    ours = stats.bootstrap_ci(
+        x, y, "kendall", num_resamples=2000, rng=np.random.default_rng([0, 28])
+    )
     estimate = scipy.stats.kendalltau(x, y).statistic
     ties = np.isclose(ours.distribution, estimate, rtol=0, atol=1e-12)
     assert ties.sum() > 20
@@ -276,7 +309,7 @@ def _jackknife_acceleration(x, y):
     loo = np.array([np.delete(np.arange(n), i) for i in range(n)])
     jack = _tau_b(x[loo], y[loo])
     d = jack.mean() - jack
-    return (d ** 3).sum() / (6.0 * (d * d).sum() ** 1.5)
+    return (d**3).sum() / (6.0 * (d * d).sum() ** 1.5)
 
 
 @pytest.mark.parametrize("ci_method", stats.CI_METHODS)
@@ -341,8 +374,9 @@ def test_bca_with_an_undefined_jackknife_value_is_nan_with_a_note():
     # Leaving out the one x that differs makes x constant: a NaN jackknife value.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ci = stats.bootstrap_ci([1.0, 1.0, 1.0, 1.0, 1.0, 2.0], np.arange(6.0), "pearson",
-                                num_resamples=200, rng=1)
+        ci = stats.bootstrap_ci(
+            [1.0, 1.0, 1.0, 1.0, 1.0, 2.0], np.arange(6.0), "pearson", num_resamples=200, rng=1
+        )
     assert math.isnan(ci.low) and math.isnan(ci.high)
     assert "BCa interval undefined" in ci.note and "leave-one-out" in ci.note
 
@@ -366,8 +400,9 @@ def test_a_failing_scipy_bootstrap_gives_nan_with_a_note(monkeypatch):
         raise ValueError("boom")
 
     monkeypatch.setattr(scipy.stats, "bootstrap", broken)
-    c = stats.correlate(np.arange(5.0), np.array([1.0, 3.0, 2.0, 5.0, 4.0]), "pearson",
-                        num_resamples=10)
+    c = stats.correlate(
+        np.arange(5.0), np.array([1.0, 3.0, 2.0, 5.0, 4.0]), "pearson", num_resamples=10
+    )
     assert np.isfinite(c.statistic) and math.isnan(c.ci_low)
     assert "scipy.stats.bootstrap failed: boom" in c.note
 
@@ -375,16 +410,23 @@ def test_a_failing_scipy_bootstrap_gives_nan_with_a_note(monkeypatch):
 # --------------------------------------------------------------------------- coverage
 
 
-def _coverage(method, true_value, rho, n, num_datasets, confidence, ci_method, num_resamples=500,
-              seed=0):
+def _coverage(
+    method, true_value, rho, n, num_datasets, confidence, ci_method, num_resamples=500, seed=0
+):
     rng = np.random.default_rng(seed)
     cov = np.array([[1.0, rho], [rho, 1.0]])
     hits = 0
     for i in range(num_datasets):
         xy = rng.multivariate_normal([0.0, 0.0], cov, size=n)
-        ci = stats.bootstrap_ci(xy[:, 0], xy[:, 1], method, num_resamples=num_resamples,
-                                confidence=confidence, ci_method=ci_method,
-                                rng=np.random.default_rng([seed, i]))
+        ci = stats.bootstrap_ci(
+            xy[:, 0],
+            xy[:, 1],
+            method,
+            num_resamples=num_resamples,
+            confidence=confidence,
+            ci_method=ci_method,
+            rng=np.random.default_rng([seed, i]),
+        )
         hits += ci.low <= true_value <= ci.high
     return hits / num_datasets
 
@@ -393,18 +435,29 @@ def _coverage(method, true_value, rho, n, num_datasets, confidence, ci_method, n
 def test_bootstrap_covers_true_pearson_at_nominal_rate(ci_method):
     # 400 datasets: the binomial standard error of a 0.95 coverage is 0.011. Bootstrap intervals
     # for r at n = 40 under-cover slightly, so the band is asymmetric.
-    coverage = _coverage("pearson", 0.6, 0.6, n=40, num_datasets=400, confidence=0.95,
-                         ci_method=ci_method)
+    coverage = _coverage(
+        "pearson", 0.6, 0.6, n=40, num_datasets=400, confidence=0.95, ci_method=ci_method
+    )
     assert 0.91 <= coverage <= 0.985, coverage
     # The level is honoured, not just "wide": at 80% nominal the coverage drops accordingly.
-    coverage80 = _coverage("pearson", 0.6, 0.6, n=40, num_datasets=400, confidence=0.80,
-                           ci_method=ci_method)
+    coverage80 = _coverage(
+        "pearson", 0.6, 0.6, n=40, num_datasets=400, confidence=0.80, ci_method=ci_method
+    )
     assert 0.74 <= coverage80 <= 0.86, coverage80
 
 
 def test_bootstrap_covers_true_kendall_tau_at_nominal_rate():
     # Population Kendall tau of a bivariate normal: (2 / pi) arcsin(rho) (Greiner's relation).
     rho = 0.5
-    coverage = _coverage("kendall", 2.0 / math.pi * math.asin(rho), rho, n=30, num_datasets=200,
-                         confidence=0.90, ci_method="bca", num_resamples=300, seed=1)
+    coverage = _coverage(
+        "kendall",
+        2.0 / math.pi * math.asin(rho),
+        rho,
+        n=30,
+        num_datasets=200,
+        confidence=0.90,
+        ci_method="bca",
+        num_resamples=300,
+        seed=1,
+    )
     assert 0.84 <= coverage <= 0.96, coverage

@@ -1,5 +1,6 @@
 """The shape of the code: no import cycle, imports only go downward (import-linter's layers
 contract in pyproject.toml), thin entry points, the public names DESIGN.md promises."""
+
 import os
 import shutil
 import subprocess
@@ -72,7 +73,9 @@ def test_imports_only_go_downward():
 def test_entry_points_are_thin(name):
     with open(os.path.join(REPO, "flatrob_jax", f"{name}.py")) as f:
         lines = f.read().splitlines()
-    assert len(lines) <= 60, f"flatrob_jax/{name}.py has {len(lines)} lines; keep the logic in the library"
+    assert len(lines) <= 60, (
+        f"flatrob_jax/{name}.py has {len(lines)} lines; keep the logic in the library"
+    )
 
 
 def test_public_names():
@@ -82,12 +85,44 @@ def test_public_names():
     from flatrob_jax.models import get_model
 
     assert callable(flatrob_jax.load_for_eval)
-    for fn in (get_augment, get_model, curvature.hvp, curvature.lanczos,
-               curvature.hutchinson_trace, attacks.pgd, attacks.apgd, attacks.autoattack,
-               corruptions.corrupt):
+    for fn in (
+        get_augment,
+        get_model,
+        curvature.hvp,
+        curvature.lanczos,
+        curvature.hutchinson_trace,
+        attacks.pgd,
+        attacks.apgd,
+        attacks.autoattack,
+        corruptions.corrupt,
+    ):
         assert callable(fn)
-    for op in ("posterize", "solarize", "equalize", "autocontrast", "invert", "rotate",
-               "shear_x", "shear_y", "translate_x", "translate_y", "contrast", "brightness",
-               "color", "sharpness", "cutout"):
+    for op in (
+        "posterize",
+        "solarize",
+        "equalize",
+        "autocontrast",
+        "invert",
+        "rotate",
+        "shear_x",
+        "shear_y",
+        "translate_x",
+        "translate_y",
+        "contrast",
+        "brightness",
+        "color",
+        "sharpness",
+        "cutout",
+    ):
         assert callable(getattr(ops, op)), op
     assert len(corruptions.BENCHMARK) == 15 and len(corruptions.EXTRA) == 4
+
+
+@pytest.mark.parametrize("command", (["check", "."], ["format", "--check", "."]))
+def test_ruff_lint_and_format(command):
+    """One line length (pyproject's [tool.ruff]) for the formatter and the linter."""
+    exe = shutil.which("ruff")
+    if exe is None:
+        pytest.fail("ruff (in the test extra) is not installed")
+    done = subprocess.run([exe, *command], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -7,6 +7,7 @@ contrib/_common_test.py): on a tiny linear model and tiny images, each registere
 * gives the same result sharded over 1 and 4 devices, with different batch sizes.
 
 A new ``register``-ed attack is checked here without writing a test for it."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,8 +28,10 @@ def _linear(params, x):
 @pytest.fixture(scope="module")
 def problem():
     rng = np.random.default_rng(0)
-    params = {"w": jnp.asarray(rng.normal(0, 0.3, (H * W, K)), jnp.float32),
-              "b": jnp.zeros((K,), jnp.float32)}
+    params = {
+        "w": jnp.asarray(rng.normal(0, 0.3, (H * W, K)), jnp.float32),
+        "b": jnp.zeros((K,), jnp.float32),
+    }
     x = rng.uniform(0, 1, (N, H, W, 1)).astype(np.float32)
     f = jax.tree_util.Partial(_linear, params)
     y = np.asarray(f(x)).argmax(1).astype(np.int32)
@@ -41,16 +44,27 @@ def _settings(attack):
 
 
 def _run(name, f, x, y, norm, eps, batch_size, num_devices, key=jax.random.key(5)):
-    return attacks.run_attack(name, f, x, y, key, eps=eps, norm=norm, batch_size=batch_size,
-                              mesh=make_mesh(num_devices), **_settings(attacks.ATTACKS[name]))
+    return attacks.run_attack(
+        name,
+        f,
+        x,
+        y,
+        key,
+        eps=eps,
+        norm=norm,
+        batch_size=batch_size,
+        mesh=make_mesh(num_devices),
+        **_settings(attacks.ATTACKS[name]),
+    )
 
 
 def _accuracy(f, x, y):
     return float((np.asarray(f(x)).argmax(1) == y).mean())
 
 
-@pytest.mark.parametrize("norm,eps", [("Linf", 8 / 255),
-                                      pytest.param("L2", 0.5, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "norm,eps", [("Linf", 8 / 255), pytest.param("L2", 0.5, marks=pytest.mark.slow)]
+)
 @pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
 def test_every_registered_attack_keeps_the_contract(problem, name, norm, eps):
     f, x, y = problem
@@ -60,7 +74,7 @@ def test_every_registered_attack_keeps_the_contract(problem, name, norm, eps):
     assert x_adv.shape == x.shape and x_adv.dtype == np.float32 and fooled.shape == (N,)
     assert not np.isnan(x_adv).any() and x_adv.min() >= 0.0 and x_adv.max() <= 1.0
     d = (x_adv - x).reshape(N, -1).astype(np.float64)
-    size = np.abs(d).max(1) if norm == "Linf" else np.sqrt((d ** 2).sum(1))
+    size = np.abs(d).max(1) if norm == "Linf" else np.sqrt((d**2).sum(1))
     assert size.max() <= eps + 1e-5
     # Where it fails, the clean image: never more accurate than clean.
     np.testing.assert_array_equal(x_adv[~fooled], x[~fooled])
@@ -80,11 +94,21 @@ def test_the_table_rejects_duplicates_and_unknown_names():
     with pytest.raises(ValueError, match="already registered"):
         attacks.register(spec)
     with pytest.raises(ValueError, match="tag 0 .* already used by 'apgd-ce'"):
-        attacks.register(attacks.Attack("apgd-ce2", spec.program, spec.settings, tag=0,
-                                        keyed=True, targeted=False))
+        attacks.register(
+            attacks.Attack(
+                "apgd-ce2", spec.program, spec.settings, tag=0, keyed=True, targeted=False
+            )
+        )
     with pytest.raises(ValueError, match="'pgd-x'.*apgd-ce"):
         attacks.attack_key(jax.random.key(0), "pgd-x")
     with pytest.raises(ValueError, match=r"unknown settings \['steps'\]"):
-        attacks.run_attack("apgd-ce", lambda z: z, np.zeros((1, 8, 8, 1), np.float32),
-                           np.zeros(1, np.int32), jax.random.key(0), eps=0.1, norm="Linf",
-                           steps=3)
+        attacks.run_attack(
+            "apgd-ce",
+            lambda z: z,
+            np.zeros((1, 8, 8, 1), np.float32),
+            np.zeros(1, np.int32),
+            jax.random.key(0),
+            eps=0.1,
+            norm="Linf",
+            steps=3,
+        )

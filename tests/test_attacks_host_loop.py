@@ -3,6 +3,7 @@ compiled steps) against the compiled loops (``host_loop=False``): the same decis
 (fooled, zero-gradient flags, the runs taken), the same points up to float rounding (XLA
 compiles a step alone and inside a loop body with different fusions), on 1 and 4 devices;
 each step compiles once."""
+
 import importlib
 
 import chex
@@ -25,15 +26,30 @@ def setup():
     return apply_fn_of(model, params), x, y
 
 
-@pytest.mark.parametrize("norm,eps,loss,devices", [
-    ("Linf", 8 / 255, "ce", 4), ("L2", 0.5, "dlr", 1), ("Linf", 8 / 255, "dlr-targeted", 4)])
+@pytest.mark.parametrize(
+    "norm,eps,loss,devices",
+    [("Linf", 8 / 255, "ce", 4), ("L2", 0.5, "dlr", 1), ("Linf", 8 / 255, "dlr-targeted", 4)],
+)
 def test_apgd_host_loop_takes_the_compiled_loops_decisions(setup, norm, eps, loss, devices):
     f, x, y = setup
     out = {}
     for host in (False, True):
-        out[host] = attacks.apgd(f, x, y, jax.random.key(3), eps=eps, norm=norm, loss=loss,
-                                 steps=20, n_restarts=2, n_target_classes=3, batch_size=12,
-                                 mesh=make_mesh(devices), return_info=True, host_loop=host)
+        out[host] = attacks.apgd(
+            f,
+            x,
+            y,
+            jax.random.key(3),
+            eps=eps,
+            norm=norm,
+            loss=loss,
+            steps=20,
+            n_restarts=2,
+            n_target_classes=3,
+            batch_size=12,
+            mesh=make_mesh(devices),
+            return_info=True,
+            host_loop=host,
+        )
     (x_lax, info_lax), (x_host, info_host) = out[False], out[True]
     np.testing.assert_array_equal(info_host["fooled"], info_lax["fooled"])
     np.testing.assert_array_equal(info_host["zero_grad"], info_lax["zero_grad"])
@@ -44,8 +60,15 @@ def test_apgd_host_loop_takes_the_compiled_loops_decisions(setup, norm, eps, los
 
 def test_pgd_host_loop_equals_the_compiled_loops(setup):
     f, x, y = setup
-    kw = dict(eps=8 / 255, norm="Linf", steps=5, step_size=2 / 255, restarts=2, batch_size=8,
-              mesh=make_mesh(4))
+    kw = dict(
+        eps=8 / 255,
+        norm="Linf",
+        steps=5,
+        step_size=2 / 255,
+        restarts=2,
+        batch_size=8,
+        mesh=make_mesh(4),
+    )
     lax_adv = attacks.pgd(f, x, y, jax.random.key(1), host_loop=False, **kw)
     host_adv = attacks.pgd(f, x, y, jax.random.key(1), host_loop=True, **kw)
     np.testing.assert_allclose(host_adv, lax_adv, atol=1e-6)
@@ -55,29 +78,63 @@ def test_host_loop_steps_compile_once_and_auto_means_cpu(setup, monkeypatch):
     """13 iterations x 2 runs x 3 batches, twice: one trace of the iteration step."""
     f, x, y = setup
     chex.clear_trace_counter()
-    monkeypatch.setattr(apgd_lib, "run_iteration",
-                        chex.assert_max_traces(apgd_lib.run_iteration, n=1))
+    monkeypatch.setattr(
+        apgd_lib, "run_iteration", chex.assert_max_traces(apgd_lib.run_iteration, n=1)
+    )
     for _ in range(2):
-        auto = attacks.apgd(f, x[:20], y[:20], jax.random.key(0), eps=0.3, norm="L2",
-                            loss="ce", steps=13, n_restarts=2, batch_size=8, mesh=make_mesh(2))
+        auto = attacks.apgd(
+            f,
+            x[:20],
+            y[:20],
+            jax.random.key(0),
+            eps=0.3,
+            norm="L2",
+            loss="ce",
+            steps=13,
+            n_restarts=2,
+            batch_size=8,
+            mesh=make_mesh(2),
+        )
     assert apgd_lib.use_host_loop(None, make_mesh(1)) is True  # tests run on CPU
     with pytest.raises(ValueError, match="host_loop must be True, False or None"):
         apgd_lib.use_host_loop("yes", None)
     monkeypatch.undo()
-    compiled = attacks.apgd(f, x[:20], y[:20], jax.random.key(0), eps=0.3, norm="L2",
-                            loss="ce", steps=13, n_restarts=2, batch_size=8, mesh=make_mesh(2),
-                            host_loop=False)
+    compiled = attacks.apgd(
+        f,
+        x[:20],
+        y[:20],
+        jax.random.key(0),
+        eps=0.3,
+        norm="L2",
+        loss="ce",
+        steps=13,
+        n_restarts=2,
+        batch_size=8,
+        mesh=make_mesh(2),
+        host_loop=False,
+    )
     np.testing.assert_allclose(auto, compiled, atol=1e-4)
 
 
 @pytest.mark.slow
 def test_autoattack_host_loop_gives_the_same_cascade(setup):
     f, x, y = setup
-    res = {host: attacks.autoattack(f, x[:12], y[:12], jax.random.key(0), eps=0.1,
-                                    norm="Linf", version="custom",
-                                    attacks=("apgd-ce", "apgd-t"), batch_size=12,
-                                    mesh=make_mesh(2), host_loop=host)
-           for host in (False, True)}
+    res = {
+        host: attacks.autoattack(
+            f,
+            x[:12],
+            y[:12],
+            jax.random.key(0),
+            eps=0.1,
+            norm="Linf",
+            version="custom",
+            attacks=("apgd-ce", "apgd-t"),
+            batch_size=12,
+            mesh=make_mesh(2),
+            host_loop=host,
+        )
+        for host in (False, True)
+    }
     assert res[True].robust_accuracy_after == res[False].robust_accuracy_after
     np.testing.assert_array_equal(res[True].robust, res[False].robust)
     np.testing.assert_allclose(res[True].x_adv, res[False].x_adv, atol=1e-4)

@@ -1,6 +1,7 @@
 """Invariants of every attack's output (ball, box, no NaN), the cascade's ordering, batch-size
 and device-count independence, one compiled program per attack, input validation and the
 analysis entry point ``evaluate``."""
+
 import importlib
 import json
 
@@ -40,31 +41,60 @@ def _assert_valid(x_adv, x, eps, norm):
         assert np.sqrt((d.astype(np.float64) ** 2).sum(1)).max() <= eps + 1e-5
 
 
-@pytest.mark.parametrize("norm,eps,heavy", [
-    ("Linf", 8 / 255, False),
-    pytest.param("Linf", 8 / 255, True, marks=pytest.mark.slow),
-    pytest.param("L2", 0.5, True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "norm,eps,heavy",
+    [
+        ("Linf", 8 / 255, False),
+        pytest.param("Linf", 8 / 255, True, marks=pytest.mark.slow),
+        pytest.param("L2", 0.5, True, marks=pytest.mark.slow),
+    ],
+)
 def test_every_attack_output_is_in_ball_and_box(setup, norm, eps, heavy):
     _, _, f, x, y = setup
     key = jax.random.key(0)
     outs = {
-        "pgd": attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=5, step_size=eps / 4,
-                           restarts=2, batch_size=8),
+        "pgd": attacks.pgd(
+            f, x, y, key, eps=eps, norm=norm, steps=5, step_size=eps / 4, restarts=2, batch_size=8
+        ),
         "fgsm": attacks.fgsm(f, x, y, eps=eps, norm=norm, batch_size=8),
-        "apgd-ce": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="ce", steps=10,
-                                batch_size=8),
-        "apgd-t": attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr-targeted",
-                               steps=10, n_target_classes=2, batch_size=8),
+        "apgd-ce": attacks.apgd(
+            f, x, y, key, eps=eps, norm=norm, loss="ce", steps=10, batch_size=8
+        ),
+        "apgd-t": attacks.apgd(
+            f,
+            x,
+            y,
+            key,
+            eps=eps,
+            norm=norm,
+            loss="dlr-targeted",
+            steps=10,
+            n_target_classes=2,
+            batch_size=8,
+        ),
     }
     if heavy:  # more compilations: only in the slow variant
-        outs["pgd-margin"] = attacks.pgd(f, x, y, key, eps=eps, norm=norm, steps=3,
-                                         step_size=eps / 2, loss="margin", batch_size=8)
-        outs["apgd-dlr"] = attacks.apgd(f, x, y, key, eps=eps, norm=norm, loss="dlr",
-                                        steps=10, batch_size=8)
-        outs["square"] = attacks.square(f, x, y, key, eps=eps, norm=norm, n_queries=30,
-                                        batch_size=8)
-        outs["fab-t"] = attacks.fab_targeted(f, x, y, eps=eps, norm=norm, n_iter=10,
-                                             n_target_classes=2, batch_size=8)
+        outs["pgd-margin"] = attacks.pgd(
+            f,
+            x,
+            y,
+            key,
+            eps=eps,
+            norm=norm,
+            steps=3,
+            step_size=eps / 2,
+            loss="margin",
+            batch_size=8,
+        )
+        outs["apgd-dlr"] = attacks.apgd(
+            f, x, y, key, eps=eps, norm=norm, loss="dlr", steps=10, batch_size=8
+        )
+        outs["square"] = attacks.square(
+            f, x, y, key, eps=eps, norm=norm, n_queries=30, batch_size=8
+        )
+        outs["fab-t"] = attacks.fab_targeted(
+            f, x, y, eps=eps, norm=norm, n_iter=10, n_target_classes=2, batch_size=8
+        )
     clean = _accuracy(f, x, y)
     for name, x_adv in outs.items():
         _assert_valid(x_adv, x, eps, norm)
@@ -76,17 +106,28 @@ def test_every_attack_output_is_in_ball_and_box(setup, norm, eps, heavy):
 def test_cascade_is_at_most_each_attack_and_pgd(setup):
     _, _, f, x, y = setup
     key, eps = jax.random.key(3), 8 / 255
-    res = attacks.autoattack(f, x, y, key, eps=eps, norm="Linf", version="custom",
-                             attacks=("apgd-ce", "apgd-t"), batch_size=8)
+    res = attacks.autoattack(
+        f,
+        x,
+        y,
+        key,
+        eps=eps,
+        norm="Linf",
+        version="custom",
+        attacks=("apgd-ce", "apgd-t"),
+        batch_size=8,
+    )
     _assert_valid(res.x_adv, x, eps, "Linf")
     assert res.checks["final"]["in_ball"] and res.checks["final"]["in_box"]
     assert res.robust_accuracy == pytest.approx(_accuracy(f, res.x_adv, y))
     after = res.robust_accuracy_after
     assert after["clean"] >= after["apgd-ce"] >= after["apgd-t"] == res.robust_accuracy
     single = {
-        a: attacks.apgd(f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=lo,
-                        batch_size=8)
-        for a, lo in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted"))}
+        a: attacks.apgd(
+            f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=lo, batch_size=8
+        )
+        for a, lo in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted"))
+    }
     for a, x_adv in single.items():
         assert res.robust_accuracy <= _accuracy(f, x_adv, y), a
     # The first attack of the cascade is the standalone attack with the same key.
@@ -114,10 +155,31 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
     def run(batch_size, num_devices):
         mesh = make_mesh(num_devices)
         if attack == "apgd":
-            return attacks.apgd(f, x, y, key, eps=4 / 255, norm="Linf", loss="ce", steps=20,
-                                batch_size=batch_size, mesh=mesh, return_info=True)
-        return attacks.square(f, x, y, key, eps=8 / 255, norm="L2", n_queries=40,
-                              batch_size=batch_size, mesh=mesh, return_info=True)
+            return attacks.apgd(
+                f,
+                x,
+                y,
+                key,
+                eps=4 / 255,
+                norm="Linf",
+                loss="ce",
+                steps=20,
+                batch_size=batch_size,
+                mesh=mesh,
+                return_info=True,
+            )
+        return attacks.square(
+            f,
+            x,
+            y,
+            key,
+            eps=8 / 255,
+            norm="L2",
+            n_queries=40,
+            batch_size=batch_size,
+            mesh=mesh,
+            return_info=True,
+        )
 
     ref_adv, ref_info = run(16, 4)
     for batch_size, num_devices in ((5, 1),):
@@ -130,14 +192,32 @@ def test_one_compiled_program_serves_every_batch(setup):
     _, _, f, x, y = setup
     chex.clear_trace_counter()
     program = chex.assert_max_traces(apgd_lib.apgd_program, n=1)
-    static = dict(eps=0.1, norm="L2", loss="dlr", n_iter=7, n_restarts=1,
-                  n_target_classes=9, rho=0.75)
+    static = dict(
+        eps=0.1, norm="L2", loss="dlr", n_iter=7, n_restarts=1, n_target_classes=9, rho=0.75
+    )
     for _ in range(2):  # 4 batches of 4 (the last padded on 1 device), twice: one trace
-        x_adv, fooled, _ = execution.run_batched(program, static, f, (x[:13], y[:13]),
-                                                 key=jax.random.key(0), batch_size=4,
-                                                 mesh=make_mesh(1))
-    ref = attacks.apgd(f, x[:13], y[:13], jax.random.key(0), eps=0.1, norm="L2", loss="dlr",
-                       steps=7, batch_size=4, mesh=make_mesh(1), host_loop=False)
+        x_adv, fooled, _ = execution.run_batched(
+            program,
+            static,
+            f,
+            (x[:13], y[:13]),
+            key=jax.random.key(0),
+            batch_size=4,
+            mesh=make_mesh(1),
+        )
+    ref = attacks.apgd(
+        f,
+        x[:13],
+        y[:13],
+        jax.random.key(0),
+        eps=0.1,
+        norm="L2",
+        loss="dlr",
+        steps=7,
+        batch_size=4,
+        mesh=make_mesh(1),
+        host_loop=False,
+    )
     np.testing.assert_array_equal(x_adv, ref)
 
 
@@ -155,8 +235,7 @@ def test_bad_inputs_raise_clear_errors(setup):
     with pytest.raises(ValueError, match="'plus'.*standard"):
         attacks.autoattack(f, x, y, key, eps=0.1, norm="Linf", version="plus")
     with pytest.raises(ValueError, match="'fab'.*apgd-ce"):
-        attacks.autoattack(f, x, y, key, eps=0.1, norm="Linf", version="custom",
-                           attacks=("fab",))
+        attacks.autoattack(f, x, y, key, eps=0.1, norm="Linf", version="custom", attacks=("fab",))
 
 
 class _EvalModel:
@@ -168,9 +247,16 @@ class _EvalModel:
 def test_evaluate_returns_json_results(setup):
     model, params, _, x, y = setup
     logs = []
-    out = evaluate_lib.evaluate(_EvalModel(model, params), (x, y), key=jax.random.key(0),
-                                log=logs.append, num_examples=12, batch_size=8, pgd_steps=3,
-                                autoattack=False)
+    out = evaluate_lib.evaluate(
+        _EvalModel(model, params),
+        (x, y),
+        key=jax.random.key(0),
+        log=logs.append,
+        num_examples=12,
+        batch_size=8,
+        pgd_steps=3,
+        autoattack=False,
+    )
     json.loads(json.dumps(out))
     assert out["clean"]["num_examples"] == 12
     for norm in ("Linf", "L2"):

@@ -9,20 +9,22 @@ the Linf case below (benchmarks/attacks.md; ours: 35 s).  The radii are chosen w
 survive APGD (~6% at Linf 0.1, ~3% at L2 2.0); at 8/255 this model keeps ~47% and the reference
 needs ~10 minutes for 200 images.
 """
+
 import os
 
 import jax
-import numpy as np
 import pytest
+from attacks_support import apply_fn_of, fashion_mnist, to_nchw, torch_twin, trained_tiny_cnn
 
 from flatrob_jax import attacks
-from attacks_support import (apply_fn_of, fashion_mnist, to_nchw, torch_twin,
-                                  trained_tiny_cnn)
 
 pytestmark = [
-    pytest.mark.slow, pytest.mark.peers,
-    pytest.mark.skipif(os.environ.get("FLATROB_HEAVY_PEER_TESTS") != "1",
-                       reason="~10 min of pyautoattack on CPU; set FLATROB_HEAVY_PEER_TESTS=1"),
+    pytest.mark.slow,
+    pytest.mark.peers,
+    pytest.mark.skipif(
+        os.environ.get("FLATROB_HEAVY_PEER_TESTS") != "1",
+        reason="~10 min of pyautoattack on CPU; set FLATROB_HEAVY_PEER_TESTS=1",
+    ),
 ]
 
 
@@ -43,8 +45,9 @@ def _reference_cascade(net, x, y, eps, norm):
     checks.check_square_sr = capture
     try:
         aa = pyautoattack.AutoAttack(net, eps=eps, norm=norm, seed=0, device="cpu")
-        x_adv, _ = aa.run_standard_evaluation(to_nchw(x), torch.from_numpy(y).long(),
-                                              batch_size=500)
+        x_adv, _ = aa.run_standard_evaluation(
+            to_nchw(x), torch.from_numpy(y).long(), batch_size=500
+        )
     finally:
         checks.check_square_sr = original
     return captured
@@ -67,5 +70,4 @@ def test_standard_cascade_matches_pyautoattack(norm, eps):
         assert abs(o - r) <= 0.01 + 1e-9, (attack, o, r)
         last = attack
     final_ref = min(ref.values())
-    assert abs(ours.robust_accuracy - final_ref) <= 0.005 + 1e-9, (ours.robust_accuracy_after,
-                                                                   ref)
+    assert abs(ours.robust_accuracy - final_ref) <= 0.005 + 1e-9, (ours.robust_accuracy_after, ref)

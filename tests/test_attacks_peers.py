@@ -1,15 +1,21 @@
 """Same weights in both frameworks (a tiny Fashion-MNIST CNN ported from Flax to PyTorch):
 APGD from the same start follows pyautoattack's trajectory, and FAB-T (deterministic in the
 standard version) finds the same adversarial points."""
+
 import importlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from attacks_support import (apply_fn_of, fashion_mnist, to_nchw, to_nhwc, torch_twin,
-                                  trained_tiny_cnn)
+from attacks_support import (
+    apply_fn_of,
+    fashion_mnist,
+    to_nchw,
+    to_nhwc,
+    torch_twin,
+    trained_tiny_cnn,
+)
 
 apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
 fab_lib = importlib.import_module("flatrob_jax.attacks.fab")
@@ -52,8 +58,11 @@ def _recording(net):
 
 
 # Each case compiles a 100-iteration APGD and runs the reference: slow.
-_CASES = [pytest.param(n, e, l, marks=pytest.mark.slow)
-          for n, e in (("Linf", 8 / 255), ("L2", 0.5)) for l in ("ce", "dlr", "dlr-targeted")]
+_CASES = [
+    pytest.param(n, e, loss, marks=pytest.mark.slow)
+    for n, e in (("Linf", 8 / 255), ("L2", 0.5))
+    for loss in ("ce", "dlr", "dlr-targeted")
+]
 
 
 @pytest.mark.parametrize("norm,eps,loss", _CASES)
@@ -66,9 +75,20 @@ def test_apgd_follows_the_reference_trajectory(setup, norm, eps, loss):
     x0 = apgd_lib.random_start(keys, jnp.asarray(x), eps, norm)
     target = np.argsort(np.asarray(f(x)), axis=1)[:, -2].astype(np.int32)
     y_target = jnp.asarray(target) if loss == "dlr-targeted" else None
-    ours = jax.jit(lambda x0: apgd_lib.single_run(
-        f, jnp.asarray(x), jnp.asarray(y), x0, y_target, eps=eps, norm=norm, loss=loss,
-        n_iter=N_ITER, record=RECORD))(x0)
+    ours = jax.jit(
+        lambda x0: apgd_lib.single_run(
+            f,
+            jnp.asarray(x),
+            jnp.asarray(y),
+            x0,
+            y_target,
+            eps=eps,
+            norm=norm,
+            loss=loss,
+            n_iter=N_ITER,
+            record=RECORD,
+        )
+    )(x0)
 
     rec = _recording(net)
     if loss == "dlr-targeted":
@@ -77,16 +97,18 @@ def test_apgd_follows_the_reference_trajectory(setup, norm, eps, loss):
     else:
         ref = APGDAttack(rec, n_iter=N_ITER, norm=norm, eps=eps, loss=loss, device="cpu")
     ref.init_hyperparam(to_nchw(x))
-    _, acc, _, x_best_adv = ref.attack_single_run(to_nchw(x), torch.from_numpy(y).long(),
-                                                  x_init=to_nchw(np.asarray(x0)))
-    ref_iterates = np.stack([to_nhwc(t) for t in rec.inputs[1:1 + RECORD]])
+    _, acc, _, x_best_adv = ref.attack_single_run(
+        to_nchw(x), torch.from_numpy(y).long(), x_init=to_nchw(np.asarray(x0))
+    )
+    ref_iterates = np.stack([to_nhwc(t) for t in rec.inputs[1 : 1 + RECORD]])
 
     # Shift-invariant losses (DLR) can have a gradient that cancels to rounding noise
     # (~1e-8); its sign then differs between frameworks.  Compare the other examples.
     # An example is regular if the gradient is not negligible at the start nor at any of the
     # compared iterates.
-    grad_fn = jax.jit(jax.grad(lambda z: apgd_lib.losses.attack_loss(
-        loss, f(z), jnp.asarray(y), y_target).sum()))
+    grad_fn = jax.jit(
+        jax.grad(lambda z: apgd_lib.losses.attack_loss(loss, f(z), jnp.asarray(y), y_target).sum())
+    )
     points = [x0] + [ours.iterates[i] for i in range(RECORD)]
     grad_size = np.stack([np.abs(np.asarray(grad_fn(p))).reshape(N, -1).max(1) for p in points])
     regular = grad_size.min(0) > 1e-6
@@ -108,12 +130,25 @@ def test_fab_targeted_single_run_matches_reference(setup, norm, eps):
     xs, ys = x[correct], y[correct]
     ref = FABAttack_PT(net, norm=norm, n_iter=100, eps=eps, targeted=True, device="cpu")
     ref.target_class = 2
-    want = to_nhwc(ref.attack_single_run(to_nchw(xs), torch.from_numpy(ys).long(),
-                                         use_rand_start=False, is_targeted=True))
+    want = to_nhwc(
+        ref.attack_single_run(
+            to_nchw(xs), torch.from_numpy(ys).long(), use_rand_start=False, is_targeted=True
+        )
+    )
     target = np.argsort(np.asarray(f(xs)), axis=1)[:, -2]
-    adv, res2 = jax.jit(lambda: fab_lib.single_run_targeted(
-        f, jnp.asarray(xs), jnp.asarray(ys), jnp.asarray(target), norm=norm, n_iter=100,
-        alpha_max=0.1, eta=1.05, beta=0.9))()
+    adv, res2 = jax.jit(
+        lambda: fab_lib.single_run_targeted(
+            f,
+            jnp.asarray(xs),
+            jnp.asarray(ys),
+            jnp.asarray(target),
+            norm=norm,
+            n_iter=100,
+            alpha_max=0.1,
+            eta=1.05,
+            beta=0.9,
+        )
+    )()
     got = np.where((np.asarray(res2) < 1e10)[:, None, None, None], np.asarray(adv), xs)
     dist = np.abs(got - want).reshape(len(xs), -1).max(1)
     # FAB's iterates are continuous in the gradient; float differences stay small on

@@ -1,6 +1,7 @@
 """Unit exactness of the attack building blocks against pyautoattack 0.2.0: losses, FAB
 projections, APGD's checkpoint schedule and step-size halving decisions, Square's schedule
 and eta patterns."""
+
 import importlib
 import sys
 
@@ -49,17 +50,27 @@ def test_losses_match_pyautoattack():
     z, y = _logits(0)
     zt, yt = torch.from_numpy(z), torch.from_numpy(y).long()
     ref = APGDAttack(lambda v: v, eps=0.1)
-    np.testing.assert_allclose(losses.cross_entropy(jnp.asarray(z), jnp.asarray(y)),
-                               F.cross_entropy(zt, yt, reduction="none").numpy(), rtol=1e-6,
-                               atol=1e-6)
-    np.testing.assert_allclose(losses.dlr(jnp.asarray(z), jnp.asarray(y)),
-                               ref.dlr_loss(zt, yt).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        losses.cross_entropy(jnp.asarray(z), jnp.asarray(y)),
+        F.cross_entropy(zt, yt, reduction="none").numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        losses.dlr(jnp.asarray(z), jnp.asarray(y)),
+        ref.dlr_loss(zt, yt).numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     ref_t = APGDAttack_targeted(lambda v: v, eps=0.1)
     target = (y + 1 + np.arange(len(y)) % 9) % 10
     ref_t.y_target = torch.from_numpy(target).long()
     np.testing.assert_allclose(
         losses.dlr_targeted(jnp.asarray(z), jnp.asarray(y), jnp.asarray(target)),
-        ref_t.dlr_loss_targeted(zt, yt).numpy(), rtol=1e-6, atol=1e-6)
+        ref_t.dlr_loss_targeted(zt, yt).numpy(),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.peers
@@ -70,8 +81,9 @@ def test_margin_matches_square_attack():
     z, y = _logits(1)
     ref = SquareAttack(lambda v: v.clone(), eps=0.1)
     margin, loss = ref.margin_and_loss(torch.from_numpy(z), torch.from_numpy(y).long())
-    np.testing.assert_allclose(losses.margin(jnp.asarray(z), jnp.asarray(y)), margin.numpy(),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        losses.margin(jnp.asarray(z), jnp.asarray(y)), margin.numpy(), rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_array_equal(margin.numpy(), loss.numpy())
 
 
@@ -116,12 +128,12 @@ def _loss_patterns(n_iter, rng):
     """Per-example logit sequences z_t (loss softplus(z_t) with y=0, logits [0, z_t])."""
     t = np.arange(n_iter + 2, dtype=np.float32)
     patterns = [
-        0.05 * t,                                   # steady rise: few halvings
-        -0.01 * t,                                  # steady fall: halve at every checkpoint
-        np.zeros_like(t),                           # flat
-        rng.normal(size=t.shape),                   # noise: oscillation
-        np.where(t < 40, 0.05 * t, 2.0),            # rise then plateau
-        np.where(t % 2 == 0, 0.02 * t, -1.0),       # zig-zag with a rising envelope
+        0.05 * t,  # steady rise: few halvings
+        -0.01 * t,  # steady fall: halve at every checkpoint
+        np.zeros_like(t),  # flat
+        rng.normal(size=t.shape),  # noise: oscillation
+        np.where(t < 40, 0.05 * t, 2.0),  # rise then plateau
+        np.where(t % 2 == 0, 0.02 * t, -1.0),  # zig-zag with a rising envelope
         np.cumsum(rng.normal(size=t.shape) * 0.1),  # random walk
         np.where(t < 60, np.sin(t / 3.0), 0.03 * t),
     ]
@@ -142,22 +154,25 @@ def test_step_size_halving_decisions_match_pyautoattack(n_iter):
     table = torch.from_numpy(np.stack([np.zeros_like(z), z], axis=-1))  # [calls, B, 2]
     model = _LogitTable(table)
     eps = 0.25
-    attack = APGDAttack(model, n_iter=n_iter, norm="Linf", eps=eps, loss="ce", seed=0,
-                        device="cpu")
+    attack = APGDAttack(model, n_iter=n_iter, norm="Linf", eps=eps, loss="ce", seed=0, device="cpu")
     y = torch.zeros(b, dtype=torch.long)
     attack.perturb(torch.full((b, 1, 2, 2), 0.5), y)
     ref_steps = np.stack(model.step_sizes)  # [n_iter, B]: step size used at iteration i
     assert ref_steps.shape == (n_iter, b)
 
     # Our checkpoint logic, driven by the same losses (calls 1.. are the attack's).
-    seq = F.cross_entropy(table.reshape(-1, 2), y.repeat(table.shape[0]),
-                          reduction="none").reshape(table.shape[0], b).numpy()
+    seq = (
+        F.cross_entropy(table.reshape(-1, 2), y.repeat(table.shape[0]), reduction="none")
+        .reshape(table.shape[0], b)
+        .numpy()
+    )
     loss_best = jnp.asarray(seq[1])
     state = apgd_lib.init_check_state(loss_best, n_iter)
     loss_steps = jnp.zeros((n_iter, b), jnp.float32)
     step = np.full(b, 2 * eps, np.float32)
-    check = jax.jit(lambda st, ls, lb, i: apgd_lib.checkpoint_step(st, ls, lb, i, n_iter=n_iter,
-                                                                   rho=0.75))
+    check = jax.jit(
+        lambda st, ls, lb, i: apgd_lib.checkpoint_step(st, ls, lb, i, n_iter=n_iter, rho=0.75)
+    )
     ours = []
     for i in range(n_iter):
         ours.append(step.copy())
@@ -178,8 +193,9 @@ def test_square_schedule_matches_pyautoattack(norm):
 
     from pyautoattack.square import SquareAttack
 
-    ref = SquareAttack(lambda v: v, norm=norm, eps=0.1, p_init=0.8, n_queries=5000,
-                       resc_schedule=False)
+    ref = SquareAttack(
+        lambda v: v, norm=norm, eps=0.1, p_init=0.8, n_queries=5000, resc_schedule=False
+    )
     h = w = 28
     sizes = square.square_sizes(norm, 0.8, 5000, h, w)
     for it in range(5000):

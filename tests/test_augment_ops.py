@@ -3,6 +3,7 @@
 Lookup-table and enhance ops must match Pillow bit for bit; resampling ops (rotate, shear,
 translate) within 1 uint8 level on at least 99% of pixels (float32 here, double in Pillow).
 """
+
 import functools
 
 import dm_pix as pix
@@ -49,13 +50,18 @@ def assert_exact(got, want, what=""):
     want = want.astype(np.int64)
     assert got.shape == want.shape, what
     bad = np.argwhere(got != want)
-    assert bad.size == 0, f"{what}: {len(bad)} pixels differ, first at {bad[0]}: ours {got[tuple(bad[0])]} pil {want[tuple(bad[0])]}"
+    assert bad.size == 0, (
+        f"{what}: {len(bad)} pixels differ, first at {bad[0]}: "
+        f"ours {got[tuple(bad[0])]} pil {want[tuple(bad[0])]}"
+    )
 
 
 def assert_close(got, want, what="", tol_fraction=0.01):
     diff = np.abs(got - want.astype(np.int64))
     frac = np.mean(diff > 1)
-    assert frac <= tol_fraction, f"{what}: {frac:.2%} of pixels differ by more than 1 level (max {diff.max()})"
+    assert frac <= tol_fraction, (
+        f"{what}: {frac:.2%} of pixels differ by more than 1 level (max {diff.max()})"
+    )
 
 
 @pytest.mark.parametrize("shape", sorted(GROUPS))
@@ -65,12 +71,18 @@ def test_lut_ops_exact(shape):
     bits = [1, 3, 4, 6, 8]
     for name, img, b, got in each(group, bits, ours(ops.posterize, images, bits)):
         assert_exact(got, from_pil(ImageOps.posterize(to_pil(img), b)), f"{name} bits={b}")
-    assert not ours(ops.posterize, images, [0]).any()  # Pillow refuses 0 bits; the mask keeps nothing
+    assert not ours(
+        ops.posterize, images, [0]
+    ).any()  # Pillow refuses 0 bits; the mask keeps nothing
     thresholds = [0, 1, 128, 226.66667, 255, 256]
     got = ours(ops.solarize, images, [t / 255.0 for t in thresholds])
     for name, img, t, g in each(group, thresholds, got):
         assert_exact(g, from_pil(ImageOps.solarize(to_pil(img), t)), f"{name} threshold={t}")
-    for op, pil_op in ((ops.invert, ImageOps.invert), (ops.autocontrast, ImageOps.autocontrast), (ops.equalize, ImageOps.equalize)):
+    for op, pil_op in (
+        (ops.invert, ImageOps.invert),
+        (ops.autocontrast, ImageOps.autocontrast),
+        (ops.equalize, ImageOps.equalize),
+    ):
         for name, img, _, g in each(group, [None], ours1(op, images)[:, None]):
             assert_exact(g, from_pil(pil_op(to_pil(img))), f"{name} {op.__name__}")
 
@@ -83,11 +95,19 @@ def test_autocontrast_exact_on_every_level_range():
     keys = _autocontrast_undershoots()
     rng = np.random.default_rng(0)
     corrected = {(int(k) >> 16, (int(k) >> 8) & 255) for k in rng.choice(keys, 40)}
-    ranges = sorted(corrected | {(0, 255), (0, 25), (3, 4), (100, 101)} | {tuple(sorted(rng.choice(256, 2, replace=False))) for _ in range(20)})
+    ranges = sorted(
+        corrected
+        | {(0, 255), (0, 25), (3, 4), (100, 101)}
+        | {tuple(sorted(rng.choice(256, 2, replace=False))) for _ in range(20)}
+    )
     images = []
     for lo, hi in ranges:
         values = np.concatenate([np.arange(lo, hi + 1), np.full(256 - (hi - lo + 1), lo)])
-        images.append(np.stack([values, values[::-1], np.full(256, lo)], -1).reshape(16, 16, 3).astype(np.uint8))
+        images.append(
+            np.stack([values, values[::-1], np.full(256, lo)], -1)
+            .reshape(16, 16, 3)
+            .astype(np.uint8)
+        )
     images = np.stack(images)
     got = ours1(ops.autocontrast, images)
     for (lo, hi), img, g in zip(ranges, images, got):
@@ -108,12 +128,18 @@ def test_enhance_ops_exact(op_name):
     factors = [0.0, 0.1, 0.20000005, 0.37, 1.0, 1.3, 1.9]
     for group in GROUPS.values():
         for name, img, f, got in each(group, factors, ours(op, group[1], factors)):
-            assert_exact(got, from_pil(enhancer(to_pil(img)).enhance(float(np.float32(f)))), f"{name} factor={f}")
+            assert_exact(
+                got,
+                from_pil(enhancer(to_pil(img)).enhance(float(np.float32(f)))),
+                f"{name} factor={f}",
+            )
 
 
 def pil_affine(img, matrix, resample):
     pil = to_pil(img)
-    return from_pil(pil.transform(pil.size, Image.AFFINE, tuple(float(v) for v in matrix), resample=resample))
+    return from_pil(
+        pil.transform(pil.size, Image.AFFINE, tuple(float(v) for v in matrix), resample=resample)
+    )
 
 
 RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR}
@@ -164,7 +190,9 @@ def test_elementwise_lookup_ops_equal_their_tables():
     for threshold in (0.0, 1.0, 127.5, 128.0, 226.66667, 256.0):
         want = lut.apply_lut(levels, lut.solarize_lut(threshold, 3))
         np.testing.assert_array_equal(lut.solarize_levels(levels, threshold), want)
-    np.testing.assert_array_equal(lut.invert_levels(levels), lut.apply_lut(levels, lut.invert_lut(3)))
+    np.testing.assert_array_equal(
+        lut.invert_levels(levels), lut.apply_lut(levels, lut.invert_lut(3))
+    )
 
 
 @pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
@@ -175,14 +203,23 @@ def test_whole_pixel_shift_equals_translate_warp(interpolation):
 
     levels = jnp.asarray(np.random.default_rng(0).integers(0, 256, (9, 13, 3)), jnp.float32)
     for pixels in (-20.0, -13.0, -3.0, 0.0, 1.0, 8.0, 13.0, 30.0):
-        for axis, matrix in ((1, geometry.translate_matrix(pixels, 0.0)), (0, geometry.translate_matrix(0.0, pixels))):
+        for axis, matrix in (
+            (1, geometry.translate_matrix(pixels, 0.0)),
+            (0, geometry.translate_matrix(0.0, pixels)),
+        ):
             want = geometry.warp(levels, matrix, interpolation, fill=7.0)
-            np.testing.assert_array_equal(geometry.shift(levels, pixels, axis, fill=7.0), want, err_msg=f"{pixels} {axis}")
-            got = jax.jit(lambda x, p, a=axis: geometry.translate(x, p, a, interpolation, 7.0))(levels, pixels)
+            np.testing.assert_array_equal(
+                geometry.shift(levels, pixels, axis, fill=7.0), want, err_msg=f"{pixels} {axis}"
+            )
+            got = jax.jit(lambda x, p, a=axis: geometry.translate(x, p, a, interpolation, 7.0))(
+                levels, pixels
+            )
             np.testing.assert_array_equal(got, want)
     # a fractional shift takes the warp branch
     frac = jax.jit(lambda x, p: geometry.translate(x, p, 1, interpolation, 0.0))(levels, 2.5)
-    np.testing.assert_array_equal(frac, geometry.warp(levels, geometry.translate_matrix(2.5, 0.0), interpolation))
+    np.testing.assert_array_equal(
+        frac, geometry.warp(levels, geometry.translate_matrix(2.5, 0.0), interpolation)
+    )
 
 
 def test_materialized_is_the_identity():

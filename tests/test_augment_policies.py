@@ -1,5 +1,6 @@
 """Policies: fused op table == per-op functions, injected choices == composition of the public
 ops, sampled choices follow their distributions, determinism, vmap == loop, no retrace."""
+
 import functools
 
 import chex
@@ -47,9 +48,10 @@ def compose(image, names, op_indices, mags, interpolation):
 
 
 TEST_MAGNITUDES = {
-    "shear_x": (-0.3, 0.21), "shear_y": (0.99, -0.05), "translate_x": (-7.0, 3.0), "translate_y": (5.0, -2.0),
-    "rotate": (-30.0, 13.5), "brightness": (0.1, 1.9), "color": (0.0, 1.6), "contrast": (0.3, 1.99),
-    "sharpness": (0.05, 1.9), "posterize": (2.0, 7.0), "solarize": (128.0, 226.66667),
+    "shear_x": (-0.3, 0.21), "shear_y": (0.99, -0.05), "translate_x": (-7.0, 3.0),
+    "translate_y": (5.0, -2.0), "rotate": (-30.0, 13.5), "brightness": (0.1, 1.9),
+    "color": (0.0, 1.6), "contrast": (0.3, 1.99), "sharpness": (0.05, 1.9),
+    "posterize": (2.0, 7.0), "solarize": (128.0, 226.66667),
 }  # fmt: skip
 
 
@@ -64,13 +66,17 @@ def test_fused_op_table_equals_each_op(interpolation):
             mags.append(m)
     levels = jnp.round(IMAGE * 255.0)
     fused = jax.jit(jax.vmap(lambda i, m: op_table.apply_op(levels, i, m, names, interpolation)))
-    switch = jax.jit(jax.vmap(lambda i, m: op_table.apply_op_switch(levels, i, m, names, interpolation)))
+    switch = jax.jit(
+        jax.vmap(lambda i, m: op_table.apply_op_switch(levels, i, m, names, interpolation))
+    )
     idx, mags = jnp.asarray(idx), jnp.asarray(mags, jnp.float32)
     got = np.asarray(fused(idx, mags))
     np.testing.assert_array_equal(got, switch(idx, mags))
     for j in range(len(idx)):  # and each is the public op
         want = compose(IMAGE, names, [idx[j]], [mags[j]], interpolation) * 255.0
-        np.testing.assert_allclose(got[j], want, atol=1e-3, err_msg=f"{names[int(idx[j])]}({float(mags[j])})")
+        np.testing.assert_allclose(
+            got[j], want, atol=1e-3, err_msg=f"{names[int(idx[j])]}({float(mags[j])})"
+        )
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,7 +87,9 @@ def _sampler(kind):
         "autoaugment_imagenet": lambda k: autoaugment.sample(k, "imagenet", h, w),
         "randaugment": lambda k: randaugment.sample_randaugment(k, 2, 9, 31, h, w),
         "trivialaugment": lambda k: randaugment.sample_trivialaugment(k, 31, h, w),
-        "augmix": lambda k: augmix.sample(k, h, w, severity=3, width_chains=3, depth=-1, alpha=1.0, all_ops=True),
+        "augmix": lambda k: augmix.sample(
+            k, h, w, severity=3, width_chains=3, depth=-1, alpha=1.0, all_ops=True
+        ),
     }
     return jax.jit(jax.vmap(fns[kind]))
 
@@ -104,10 +112,18 @@ def test_autoaugment_injected_choices_equal_composition(policy):
 def test_randaugment_and_trivialaugment_injected_choices_equal_composition():
     names = randaugment.OPS
     idx = jnp.asarray([[1, 5], [10, 11], [3, 8], [13, 12], [6, 9], [4, 7]])
-    mags = jnp.asarray([[0.2, -17.0], [5.0, 100.0], [-9.0, 1.4], [0, 0], [0.5, 1.7], [6.0, 0.4]], jnp.float32)
-    got = np.asarray(jax.jit(jax.vmap(lambda o, m: randaugment.apply(IMAGE, {"op_indices": o, "magnitudes": m})))(idx, mags))
+    mags = jnp.asarray(
+        [[0.2, -17.0], [5.0, 100.0], [-9.0, 1.4], [0, 0], [0.5, 1.7], [6.0, 0.4]], jnp.float32
+    )
+    got = np.asarray(
+        jax.jit(
+            jax.vmap(lambda o, m: randaugment.apply(IMAGE, {"op_indices": o, "magnitudes": m}))
+        )(idx, mags)
+    )
     for b in range(idx.shape[0]):
-        np.testing.assert_allclose(got[b], compose(IMAGE, names, idx[b], mags[b], "nearest"), atol=1e-6)
+        np.testing.assert_allclose(
+            got[b], compose(IMAGE, names, idx[b], mags[b], "nearest"), atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("select", ["fused", "switch"])
@@ -119,11 +135,16 @@ def test_augmix_injected_choices_equal_mixture_of_op_chains(select):
     params["op_indices"][0, 0] = [3, 0, 5]  # identity inside a chain
     params["op_indices"][1, 2] = [0, 0, 0]  # a chain of identities only
     names = augmix.op_names(True)
-    apply = jax.jit(lambda ps: jax.lax.map(lambda p: augmix.apply(IMAGE, p, all_ops=True, select=select), ps))
+    apply = jax.jit(
+        lambda ps: jax.lax.map(lambda p: augmix.apply(IMAGE, p, all_ops=True, select=select), ps)
+    )
     got = np.asarray(apply(params))
     for b in range(3):
         chains = [
-            compose(IMAGE, names, params["op_indices"][b, c], params["magnitudes"][b, c], "bilinear") for c in range(3)
+            compose(
+                IMAGE, names, params["op_indices"][b, c], params["magnitudes"][b, c], "bilinear"
+            )
+            for c in range(3)
         ]
         mixed = sum(w * ch for w, ch in zip(params["weights"][b], chains))
         m = params["mix"][b]
@@ -151,7 +172,10 @@ def test_randaugment_trivialaugment_distributions():
             assert stats.binomtest(int((sel < 0).sum()), sel.size).pvalue > 1e-4
         if name == "brightness":  # factor 1 +- 0.27
             m = np.float32(table[k, 9])
-            assert set(mags[ops_ == k].tolist()) == {float(np.float32(1) - m), float(np.float32(1) + m)}
+            assert set(mags[ops_ == k].tolist()) == {
+                float(np.float32(1) - m),
+                float(np.float32(1) + m),
+            }
     ta = _samples("trivialaugment", N)
     assert _uniform_counts_ok(ta["op_indices"], len(randaugment.OPS))
     assert _uniform_counts_ok(ta["bins"], 31)
@@ -167,7 +191,12 @@ def test_autoaugment_distribution_of_sub_policies_and_probabilities():
             applied = aa["op_indices"][rows, slot] == names.index(op)
             assert set(np.unique(aa["op_indices"][rows, slot])) <= {0, names.index(op)}
             if 0 < p < 1:
-                assert stats.binomtest(int(applied.sum()), int(rows.sum()), p).pvalue > 1e-4, (s, slot, op, p)
+                assert stats.binomtest(int(applied.sum()), int(rows.sum()), p).pvalue > 1e-4, (
+                    s,
+                    slot,
+                    op,
+                    p,
+                )
             else:
                 assert applied.all() == (p == 1.0) and applied.any() == (p > 0)
 
@@ -175,7 +204,9 @@ def test_autoaugment_distribution_of_sub_policies_and_probabilities():
 def test_augmix_distribution_of_choices_and_weights():
     am = _samples("augmix", N)
     assert stats.kstest(am["mix"], "uniform").pvalue > 1e-4  # Beta(1, 1)
-    assert stats.kstest(am["weights"][:, 0], stats.beta(1, 2).cdf).pvalue > 1e-4  # Dirichlet(1,1,1) marginal
+    assert (
+        stats.kstest(am["weights"][:, 0], stats.beta(1, 2).cdf).pvalue > 1e-4
+    )  # Dirichlet(1,1,1) marginal
     np.testing.assert_allclose(am["weights"].sum(axis=1), 1.0, rtol=1e-5)
     assert _uniform_counts_ok(am["depths"] - 1, 3)
     used = np.arange(3)[None, None, :] < am["depths"][..., None]
@@ -184,7 +215,9 @@ def test_augmix_distribution_of_choices_and_weights():
     assert stats.kstest(am["levels"][used], stats.uniform(0.1, 2.9).cdf).pvalue > 1e-4
 
 
-@pytest.mark.parametrize("name", ["autoaugment", "randaugment", "augmix", "cutout", "gaussian_noise"])
+@pytest.mark.parametrize(
+    "name", ["autoaugment", "randaugment", "augmix", "cutout", "gaussian_noise"]
+)
 def test_same_key_same_output_and_vmap_equals_loop(name):
     """Same keys -> same output; an example's output depends only on its own key and image
     (permuting the batch permutes the output); vmapped execution == one image at a time."""
@@ -197,8 +230,12 @@ def test_same_key_same_output_and_vmap_equals_loop(name):
     out = np.asarray(sequential(keys, images))
     np.testing.assert_array_equal(out, np.asarray(sequential(keys, images)))
     perm = np.array([2, 0, 3, 1])
-    np.testing.assert_allclose(np.asarray(sequential(keys[perm], images[perm])), out[perm], atol=1e-6)
-    assert not np.array_equal(out, np.asarray(sequential(jax.random.split(jax.random.key(4), 4), images)))
+    np.testing.assert_allclose(
+        np.asarray(sequential(keys[perm], images[perm])), out[perm], atol=1e-6
+    )
+    assert not np.array_equal(
+        out, np.asarray(sequential(jax.random.split(jax.random.key(4), 4), images))
+    )
     if kw:
         vectorized = jax.jit(augment.get_augment(name, execution="vectorized"))
         np.testing.assert_allclose(np.asarray(vectorized(keys, images)), out, atol=1e-6)
@@ -219,7 +256,9 @@ def test_no_retrace_when_magnitudes_change():
     @chex.assert_max_traces(n=1)
     def sample(key, magnitude, severity):
         h, w = IMAGE.shape[:2]
-        return randaugment.sample_randaugment(key, 2, magnitude, 31, h, w), augmix.sample(key, h, w, severity=severity)
+        return randaugment.sample_randaugment(key, 2, magnitude, 31, h, w), augmix.sample(
+            key, h, w, severity=severity
+        )
 
     for deg, bits in [(3.0, 4), (-20.0, 2), (45.0, 7)]:
         rotate_then_posterize(IMAGE, deg, bits)

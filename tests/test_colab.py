@@ -1,5 +1,6 @@
 """flatrob_jax.colab (runtime report, installation next to a preinstalled JAX, data in Colab)
 and flatrob_jax.notebook_helpers (opening a study)."""
+
 import os
 import sys
 import types
@@ -44,8 +45,7 @@ def test_report_runtime_on_a_cpu_machine_does_not_warn(monkeypatch, recwarn):
 
 
 @pytest.mark.parametrize("accelerator, fix", [("gpu", "jax[cuda12]"), ("tpu", "jax[tpu]")])
-def test_report_runtime_warns_loudly_when_jax_fell_back_to_the_cpu(monkeypatch, accelerator,
-                                                                    fix):
+def test_report_runtime_warns_loudly_when_jax_fell_back_to_the_cpu(monkeypatch, accelerator, fix):
     monkeypatch.setattr(colab, "accelerator_present", lambda: accelerator)
     lines = []
     with pytest.warns(RuntimeWarning, match=f"has a {accelerator.upper()} but JAX"):
@@ -83,17 +83,23 @@ def test_install_dependencies_pins_a_working_jax(monkeypatch):
     os.remove(constraints)
     assert f"jax=={colab._installed_version('jax')}" in pins
     assert f"jaxlib=={colab._installed_version('jaxlib')}" in pins
-    requested = command[command.index("-c") + 2:]
+    requested = command[command.index("-c") + 2 :]
     assert "flax>=0.10" in requested and "ml-collections>=1.0" in requested
     assert not [r for r in requested if colab._requirement_name(r) in colab.JAX_STACK]
     assert not [r for r in requested if "torch" in r or "pytest" in r]  # no extras
 
 
-@pytest.mark.parametrize("version, accelerator, spec", [
-    (None, "gpu", "jax[cuda12]>=0.7"), (None, None, "jax>=0.7"),
-    ("0.4.30", "tpu", "jax[tpu]>=0.7")])
-def test_install_dependencies_installs_jax_only_without_a_usable_one(monkeypatch, version,
-                                                                      accelerator, spec):
+@pytest.mark.parametrize(
+    "version, accelerator, spec",
+    [
+        (None, "gpu", "jax[cuda12]>=0.7"),
+        (None, None, "jax>=0.7"),
+        ("0.4.30", "tpu", "jax[tpu]>=0.7"),
+    ],
+)
+def test_install_dependencies_installs_jax_only_without_a_usable_one(
+    monkeypatch, version, accelerator, spec
+):
     command = _command(monkeypatch, version, accelerator)
     assert "-c" not in command and spec in command
 
@@ -107,8 +113,10 @@ def test_jax_check_finds_this_interpreters_jax():
 
 def test_data_overrides(monkeypatch, in_colab):
     assert colab.data_overrides("/data/fm") == {"dataset.data_dir": "/data/fm"}
-    assert colab.data_overrides() == {"dataset.data_dir": "/content/datasets/fashion_mnist",
-                                      "dataset.download": True}
+    assert colab.data_overrides() == {
+        "dataset.data_dir": "/content/datasets/fashion_mnist",
+        "dataset.download": True,
+    }
     monkeypatch.delitem(sys.modules, "google.colab")
     assert colab.data_overrides() == {}
 
@@ -123,9 +131,11 @@ def test_authenticate_for_is_a_no_op_outside_colab():
 def test_open_study_reads_the_results_table(tmp_path):
     rows = []
     for run, value in (("name=none", 3.0), ("name=cutout", 2.0)):
-        rows += rows_from_results(run, {"curvature": {"clean": {"lambda_max": value}},
-                                        "clean": {"error": value / 10}},
-                                  overrides={"augment.name": run.split("=")[1]})
+        rows += rows_from_results(
+            run,
+            {"curvature": {"clean": {"lambda_max": value}}, "clean": {"error": value / 10}},
+            overrides={"augment.name": run.split("=")[1]},
+        )
     write_csv(rows, tmp_path / "results.csv")
     study = notebook_helpers.open_study(str(tmp_path))
     assert study.runs == ("name=none", "name=cutout")
@@ -141,4 +151,3 @@ def test_open_study_errors_name_the_path(tmp_path):
     (tmp_path / "name=none").mkdir()
     with pytest.raises(FileNotFoundError, match=r"neither results.csv nor results.json.*name=none"):
         notebook_helpers.open_study(str(tmp_path))
-

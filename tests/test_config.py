@@ -37,8 +37,13 @@ def _differences(a, b) -> set:
 
 
 def test_the_expected_configs_exist():
-    assert {"fashion_mnist_cnn", "cifar10_resnet18", "cifar10_wrn40_2", "cifar100_wrn40_2",
-            "imagenet_resnet50"} <= set(NAMES)
+    assert {
+        "fashion_mnist_cnn",
+        "cifar10_resnet18",
+        "cifar10_wrn40_2",
+        "cifar100_wrn40_2",
+        "imagenet_resnet50",
+    } <= set(NAMES)
     assert "common" not in NAMES
     assert "fashion_mnist_augmentations" in config_names("sweeps")
 
@@ -50,8 +55,7 @@ def test_configs_load_locked_with_every_field(name, arg):
     assert config.is_locked
     with pytest.raises(AttributeError):
         config.not_a_field = 1
-    for section in ("dataset", "model", "augment", "optimizer", "train", "checkpoint",
-                    "analysis"):
+    for section in ("dataset", "model", "augment", "optimizer", "train", "checkpoint", "analysis"):
         assert section in config
 
 
@@ -92,8 +96,9 @@ def test_unknown_config_argument_names_the_valid_ones():
 
 
 def test_parse_arg_types_values_like_the_defaults():
-    arg = parse_arg("smoke,seed=2,lr=0.5,name=x,size=224", smoke=False, seed=0, lr=0.1,
-                    name="a", size=None)
+    arg = parse_arg(
+        "smoke,seed=2,lr=0.5,name=x,size=224", smoke=False, seed=0, lr=0.1, name="a", size=None
+    )
     assert arg.smoke is True and arg.seed == 2 and arg.lr == 0.5 and arg.name == "x"
     assert arg.size == 224  # a None default takes a Python literal
     assert parse_arg(None, smoke=False).smoke is False
@@ -114,10 +119,18 @@ def test_unknown_name_lists_the_config_names():
 
 def test_overrides_parse_by_field_type():
     config = load_config("fashion_mnist_cnn")
-    new = apply_overrides(config, ["optimizer.learning_rate=0.3", "model.name=cnn_tiny",
-                                   "train.num_steps=7", "augment.flip=False",
-                                   "dataset.image_size=(28, 28, 1)", "num_devices=2",
-                                   "eval_every_steps=None"])
+    new = apply_overrides(
+        config,
+        [
+            "optimizer.learning_rate=0.3",
+            "model.name=cnn_tiny",
+            "train.num_steps=7",
+            "augment.flip=False",
+            "dataset.image_size=(28, 28, 1)",
+            "num_devices=2",
+            "eval_every_steps=None",
+        ],
+    )
     assert new.optimizer.learning_rate == 0.3 and new.model.name == "cnn_tiny"
     assert new.train.num_steps == 7 and new.augment.flip is False
     assert new.num_devices == 2 and new.eval_every_steps is None
@@ -134,8 +147,9 @@ def test_unknown_key_names_the_valid_fields():
         apply_overrides(config, ["optimizer.lr=0.1"])
 
 
-@pytest.mark.parametrize("override,expected", [("train.num_steps=many", "int"),
-                                               ("num_devices=two", "int")])
+@pytest.mark.parametrize(
+    "override,expected", [("train.num_steps=many", "int"), ("num_devices=two", "int")]
+)
 def test_wrong_type_names_the_expected_type_and_keeps_the_cause(override, expected):
     config = load_config("fashion_mnist_cnn")
     with pytest.raises(ValueError, match=rf"{override.split('=')[0]}.*expects {expected}") as e:
@@ -157,10 +171,12 @@ def test_old_workdir_configs_load_in_todays_vocabulary():
     old["dataset"].update(num_train_examples=-1, num_eval_examples=-1)
     old["train"]["num_steps"] = -1
     old["checkpoint"]["every_steps"] = 500
-    old["analysis"].update(measures="clean,curvature", num_train_examples=-1,
-                           num_test_examples=1000)
-    old["analysis"]["corruptions"].update(corruptions="benchmark", severities="1,2,3,4,5",
-                                          normalize_by_alexnet="auto", num_examples=0)
+    old["analysis"].update(
+        measures="clean,curvature", num_train_examples=-1, num_test_examples=1000
+    )
+    old["analysis"]["corruptions"].update(
+        corruptions="benchmark", severities="1,2,3,4,5", normalize_by_alexnet="auto", num_examples=0
+    )
     old["analysis"]["curvature"].update(num_devices=0, trace_rel_tol=0)
     old["analysis"]["attacks"].update(num_devices=0, num_examples=1000, norms=["Linf", "L2"])
     c = config_from_json(json.dumps(old))
@@ -200,7 +216,8 @@ def test_configuration_is_the_bottom_layer():
 
 def test_config_and_sweep_files_import_normally():
     files = glob.glob(os.path.join(PACKAGE_DIR, "*.py")) + glob.glob(
-        os.path.join(PACKAGE_DIR, "sweeps", "*.py"))
+        os.path.join(PACKAGE_DIR, "sweeps", "*.py")
+    )
     assert len(files) >= 12
     for path in files:
         with open(path) as f:

@@ -1,9 +1,9 @@
 """flatrob_jax.corruptions: API contract, determinism, batching, grayscale, severity order."""
-import numpy as np
-import pytest
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from flatrob_jax.corruptions import ALL, BENCHMARK, EXTRA, corrupt, corrupt_jit
 from flatrob_jax.corruptions import severity as sev
@@ -15,9 +15,23 @@ def _images(b=2, h=32, w=32, c=3, seed=0):
 
 
 def test_names_in_reference_order():
-    assert BENCHMARK == ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
-                         "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
-                         "elastic_transform", "pixelate", "jpeg_compression")
+    assert BENCHMARK == (
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "defocus_blur",
+        "glass_blur",
+        "motion_blur",
+        "zoom_blur",
+        "snow",
+        "frost",
+        "fog",
+        "brightness",
+        "contrast",
+        "elastic_transform",
+        "pixelate",
+        "jpeg_compression",
+    )
     assert EXTRA == ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 
@@ -49,7 +63,14 @@ def test_severity_tables_complete_and_resolution_switch():
 
 
 # One compiled function per corruption serves the key, batch and loop checks.
-KEY_AND_BATCH_NAMES = ["gaussian_noise", "shot_noise", "glass_blur", "snow", "elastic_transform", "fog"]
+KEY_AND_BATCH_NAMES = [
+    "gaussian_noise",
+    "shot_noise",
+    "glass_blur",
+    "snow",
+    "elastic_transform",
+    "fog",
+]
 
 
 @pytest.mark.parametrize("name", KEY_AND_BATCH_NAMES)
@@ -62,7 +83,7 @@ def test_same_key_same_output_and_batch_equals_per_image_loop(name):
     batch = f(key, x, 0)
     np.testing.assert_array_equal(batch, f(key, x, 0))
     assert not np.allclose(batch, f(jax.random.key(8), x, 0))
-    loop = jnp.concatenate([f(key, x[i:i + 1], i) for i in range(3)])
+    loop = jnp.concatenate([f(key, x[i : i + 1], i) for i in range(3)])
     np.testing.assert_allclose(batch, loop, atol=1e-6)
 
 
@@ -72,7 +93,7 @@ def test_vmap_over_batches_equals_per_batch_calls():
     key = jax.random.key(7)
     one = jax.jit(lambda xb: corrupt(key, xb, "motion_blur", 2))
     vm = jax.jit(jax.vmap(one))(x[:, None])
-    np.testing.assert_allclose(vm, jnp.stack([one(x[i:i + 1]) for i in range(3)]), atol=1e-6)
+    np.testing.assert_allclose(vm, jnp.stack([one(x[i : i + 1]) for i in range(3)]), atol=1e-6)
 
 
 def test_grayscale_rules():
@@ -81,7 +102,9 @@ def test_grayscale_rules():
     y = corrupt_jit(jax.random.key(0), x, "brightness", 2, resolution="cifar")
     np.testing.assert_allclose(y, np.clip(np.asarray(x) + 0.1, 0, 1), atol=1e-5)
     # saturation of grey is 0: severities 1..3 (shift 0) leave a grey image unchanged
-    np.testing.assert_allclose(corrupt_jit(jax.random.key(0), x, "saturate", 1, resolution="cifar"), x, atol=1e-5)
+    np.testing.assert_allclose(
+        corrupt_jit(jax.random.key(0), x, "saturate", 1, resolution="cifar"), x, atol=1e-5
+    )
 
 
 def test_four_channels_rejected_for_colour_corruptions():
@@ -91,6 +114,7 @@ def test_four_channels_rejected_for_colour_corruptions():
 
 def test_jit_traces_once_per_static_setting():
     import chex
+
     chex.clear_trace_counter()
 
     @jax.jit
@@ -123,7 +147,9 @@ def test_all_corruptions_shape_range(setting):
 NOT_MONOTONE = {
     "saturate": "saturation scale 0.3, 0.1 then 1.5..20: desaturate, then oversaturate",
     "glass_blur": "(sigma, delta, iterations) triples are not ordered",
-    "elastic_transform": "CIFAR s1 is a pure affine with the largest jitter; ImageNet s1-2 use sigma 170 / 20 px",
+    "elastic_transform": (
+        "CIFAR s1 is a pure affine with the largest jitter; ImageNet s1-2 use sigma 170 / 20 px"
+    ),
     "frost": "s3 -> s4 lowers the image weight with the same frost weight (less overshoot)",
     "spatter": "s1-3 water drops, s4-5 mud: different corruptions",
 }
@@ -153,6 +179,7 @@ def test_psnr_falls_with_severity_on_real_images(setting):
 def _assert_poisson(draws, lam):
     """Chi-square goodness of fit of integer draws against Poisson(lam) (tails pooled)."""
     from scipy import stats
+
     n = len(draws)
     assert np.all(draws == np.round(draws)) and draws.min() >= 0
     if lam == 0:
@@ -160,7 +187,9 @@ def _assert_poisson(draws, lam):
         return
     lo, hi = int(stats.poisson.ppf(1e-3, lam)), int(stats.poisson.ppf(1 - 1e-3, lam))
     if hi <= lo:  # tiny rate: compare P(0) by a binomial test
-        assert stats.binomtest(int(np.sum(draws == 0)), n, stats.poisson.pmf(0, lam)).pvalue > 1e-3, lam
+        assert (
+            stats.binomtest(int(np.sum(draws == 0)), n, stats.poisson.pmf(0, lam)).pvalue > 1e-3
+        ), lam
         return
     edges = np.arange(lo, hi + 2)
     observed = np.histogram(np.clip(draws, lo, hi), bins=edges)[0]
@@ -174,9 +203,12 @@ def test_shot_noise_sampler_is_poisson():
     """Chi-square goodness of fit of poisson_counts against the Poisson pmf on both sides
     of the inversion / PTRS switch (lam = 10), from one compiled call."""
     from flatrob_jax.corruptions.noise import poisson_counts
+
     lams = (0.5, 4.0, 9.5, 10.0, 30.0, 300.0)
     n = 20000
-    k = np.asarray(jax.jit(poisson_counts)(jax.random.key(0), jnp.repeat(jnp.array(lams), n))).reshape(len(lams), n)
+    k = np.asarray(
+        jax.jit(poisson_counts)(jax.random.key(0), jnp.repeat(jnp.array(lams), n))
+    ).reshape(len(lams), n)
     for lam, draws in zip(lams, k):
         _assert_poisson(draws, lam)
 
@@ -186,8 +218,11 @@ def test_shot_counts_is_poisson_of_c_times_x(c):
     """shot_counts (table inversion on 8-bit levels + a small remainder) against Poisson(c x)
     for quantized pixel values, values between levels, and the ends of [0, 1]."""
     from flatrob_jax.corruptions.noise import shot_counts
+
     xs = np.array([0.0, 1 / 255, 17 / 255, 128 / 255, 0.5, 200 / 255 + 0.0013, 1.0], np.float32)
     n = 20000
-    k = np.asarray(jax.jit(shot_counts, static_argnums=2)(jax.random.key(1), jnp.repeat(jnp.asarray(xs), n), c))
+    k = np.asarray(
+        jax.jit(shot_counts, static_argnums=2)(jax.random.key(1), jnp.repeat(jnp.asarray(xs), n), c)
+    )
     for x, draws in zip(xs, k.reshape(len(xs), n)):
         _assert_poisson(draws, float(c) * float(x))

@@ -16,12 +16,12 @@ Settings (real images: centre crops of scikit-image's sample photographs):
 Example i draws its noise from ``fold_in(KEY, i)`` exactly as ``corrupt`` does, so the
 cached ``out`` is ``corrupt(KEY, x, name, s)`` and ``noise`` is what that call drew.
 """
-import functools
 
-import numpy as np
+import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flatrob_jax.corruptions import corrupt, single_image_fns
 
@@ -38,6 +38,7 @@ def photos(size, n=2, gray=False):
     """uint8 [n, size, size, 3] (or [..., 1] grey) centre crops, resized bicubically."""
     import skimage.data
     from PIL import Image
+
     out = []
     for name in ("astronaut", "chelsea", "coffee", "rocket")[:n]:
         im = Image.fromarray(getattr(skimage.data, name)())
@@ -78,4 +79,7 @@ def sweep(name, setting):
         return outs, noises
 
     outs, noises = jax.jit(run)(jax.random.key(KEY_SEED), jnp.asarray(x))
-    return {s: (np.asarray(o), jax.tree_util.tree_map(np.asarray, nz)) for s, o, nz in zip(sevs, outs, noises)}
+    return {
+        s: (np.asarray(o), jax.tree_util.tree_map(np.asarray, nz))
+        for s, o, nz in zip(sevs, outs, noises)
+    }

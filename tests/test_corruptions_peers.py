@@ -17,13 +17,13 @@ Frost is not compared (its texture is procedural here, see flatrob_jax/corruptio
 elastic_transform (imagecorruptions replaced the affine + elastic of make_imagenet_c.py by
 a different elastic-only transform).
 """
+
 import io
 import warnings
 
+import jax
 import numpy as np
 import pytest
-
-import jax
 
 from flatrob_jax.corruptions import severity as sev
 from tests import test_corruptions_cases as cases
@@ -37,6 +37,7 @@ BROKEN_ON_NUMPY2 = ("glass_blur", "fog", "gaussian_blur")
 def ic():
     warnings.filterwarnings("ignore")
     import imagecorruptions
+
     return imagecorruptions
 
 
@@ -77,7 +78,15 @@ def test_three_peer_corruptions_break_on_numpy2(ic):
             ic.corrupt(img, 1, name)
 
 
-DETERMINISTIC = ("brightness", "contrast", "saturate", "defocus_blur", "gaussian_blur", "zoom_blur", "pixelate")
+DETERMINISTIC = (
+    "brightness",
+    "contrast",
+    "saturate",
+    "defocus_blur",
+    "gaussian_blur",
+    "zoom_blur",
+    "pixelate",
+)
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
@@ -94,10 +103,11 @@ def test_deterministic_match_peer_imagenet_constants(name, ic, peer_shim):
 def _cifar_reference(name, img, c):
     """make_cifar_c.py's formula for ``name`` at constant ``c``, from peer building blocks."""
     import cv2
-    import skimage as sk
     import imagecorruptions.corruptions as icc
+    import skimage as sk
     from PIL import Image
     from skimage.filters import gaussian
+
     x = img / 255.0
     if name == "brightness":
         h = sk.color.rgb2hsv(x)
@@ -122,7 +132,11 @@ def _cifar_reference(name, img, c):
             out += icc.clipped_zoom(x, z)[:32, :32]
         return np.clip((x + out) / (len(c) + 1), 0, 1) * 255
     if name == "pixelate":
-        im = Image.fromarray(img).resize((int(32 * c), int(32 * c)), Image.BOX).resize((32, 32), Image.BOX)
+        im = (
+            Image.fromarray(img)
+            .resize((int(32 * c), int(32 * c)), Image.BOX)
+            .resize((32, 32), Image.BOX)
+        )
         return np.asarray(im, np.float64)
     raise KeyError(name)
 
@@ -141,13 +155,14 @@ def test_deterministic_match_reference_cifar_constants(name, ic):
 
 def _pillow_jpeg(img, quality):
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, "JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float64)
 
 
 def _psnr(a, b):
-    return 10 * np.log10(255.0 ** 2 / max(np.mean((a - b) ** 2), 1e-12))
+    return 10 * np.log10(255.0**2 / max(np.mean((a - b) ** 2), 1e-12))
 
 
 @pytest.mark.parametrize("setting", ["cifar32", "imagenet72", "gray32"])
@@ -157,8 +172,10 @@ def test_jpeg_matches_pillow_libjpeg(setting):
     resolution = cases.SETTINGS[setting]["resolution"]
     for s, (ours, _) in cases.sweep("jpeg_compression", setting).items():
         q = sev.constants("jpeg_compression", s, resolution)
-        psnrs = [_psnr(np.round(o * 255.0)[..., :im.shape[-1]].squeeze(), _pillow_jpeg(im.squeeze(), q))
-                 for o, im in zip(ours, x)]
+        psnrs = [
+            _psnr(np.round(o * 255.0)[..., : im.shape[-1]].squeeze(), _pillow_jpeg(im.squeeze(), q))
+            for o, im in zip(ours, x)
+        ]
         assert np.mean(psnrs) >= 40.0, (q, psnrs)
         # per image: 72 is not a multiple of the 16-pixel 4:2:0 block, and libjpeg's edge
         # padding of the chroma planes differs from ours at quality 7 (33.6 dB measured)
@@ -167,7 +184,9 @@ def test_jpeg_matches_pillow_libjpeg(setting):
 
 def test_jpeg_quantisation_tables_match_pillow():
     from PIL import Image
+
     from flatrob_jax.corruptions.jpeg import quality_tables
+
     img = photos(32, 1)[0]
     for q in (7, 10, 25, 50, 80, 95):
         buf = io.BytesIO()
@@ -177,7 +196,9 @@ def test_jpeg_quantisation_tables_match_pillow():
         # Pillow reports the tables in JPEG zig-zag order; compare as sorted multisets
         # plus the DC entry, which is first in both orders.
         assert sorted(tables[0]) == sorted(lum.reshape(-1).tolist()) and tables[0][0] == lum[0, 0]
-        assert sorted(tables[1]) == sorted(chrom.reshape(-1).tolist()) and tables[1][0] == chrom[0, 0]
+        assert (
+            sorted(tables[1]) == sorted(chrom.reshape(-1).tolist()) and tables[1][0] == chrom[0, 0]
+        )
 
 
 # ------------------------------------------------------------ injected randomness
@@ -213,7 +234,10 @@ class Feeder:
 
 def _noise_sequence(name, noise):
     """Our draws in the order the peer consumes its random numbers."""
-    n = {k: (np.asarray(v) if not isinstance(v, list) else [np.asarray(a) for a in v]) for k, v in noise.items()}
+    n = {
+        k: (np.asarray(v) if not isinstance(v, list) else [np.asarray(a) for a in v])
+        for k, v in noise.items()
+    }
     if name in ("gaussian_noise", "speckle_noise"):
         return [n["z"]]
     if name == "shot_noise":
@@ -233,8 +257,17 @@ def _noise_sequence(name, noise):
     raise KeyError(name)
 
 
-RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "motion_blur",
-          "snow", "fog", "glass_blur", "spatter")
+RANDOM = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "speckle_noise",
+    "motion_blur",
+    "snow",
+    "fog",
+    "glass_blur",
+    "spatter",
+)
 
 
 @pytest.mark.parametrize("name", RANDOM)
@@ -242,13 +275,16 @@ def test_random_match_peer_with_injected_noise(name, ic, peer_shim, monkeypatch)
     """All 5 severities at ImageNet constants, 2 photos 72x72: our cached output and the
     noise it drew, replayed into the peer's random calls."""
     import skimage.util.noise
+
     x, _ = cases.setting_images("imagenet72")
     for s, (out, noise) in cases.sweep(name, "imagenet72").items():
         for i, img in enumerate(x):
             ours = as_uint8(out[i])
             feeder = Feeder(_noise_sequence(name, jax.tree_util.tree_map(lambda a: a[i], noise)))
             if name == "fog":  # the peer asks for uniform(-wibble, wibble); we store uniform(-1, 1)
-                feeder.uniform = lambda low, high, size=None: high * np.asarray(feeder.pop(), np.float64)
+                feeder.uniform = lambda low, high, size=None: (
+                    high * np.asarray(feeder.pop(), np.float64)
+                )
             with monkeypatch.context() as mp:
                 for fn in ("normal", "uniform", "randint", "poisson"):
                     mp.setattr(np.random, fn, getattr(feeder, fn))

@@ -1,4 +1,5 @@
 """The analysis hook: evaluate() on the project's tiny CNN, JSON-serialisable results."""
+
 import json
 import types
 
@@ -22,15 +23,26 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
     data = (rng.rand(20, 8, 8, 1).astype(np.float32), rng.randint(0, 3, 20).astype(np.int32))
     settings = dict(
         batch_size=5,  # one microbatch per device on the 4 test devices
-        lanczos_steps=30, smallest=True, trace_max_probes=20, trace_min_probes=5,
-        trace_rel_tol=None, density=True, density_steps=30,
-        density_png=str(tmp_path / "density.png"), sharpness=True, keskar_iters=2,
-        adaptive_steps=2, adaptive_samples=2, pac_bayes=True, pac_bayes_samples=1,
+        lanczos_steps=30,
+        smallest=True,
+        trace_max_probes=20,
+        trace_min_probes=5,
+        trace_rel_tol=None,
+        density=True,
+        density_steps=30,
+        density_png=str(tmp_path / "density.png"),
+        sharpness=True,
+        keskar_iters=2,
+        adaptive_steps=2,
+        adaptive_samples=2,
+        pac_bayes=True,
+        pac_bayes_samples=1,
         pac_bayes_metric="loss",  # the untrained model's error is at chance: cannot rise by 0.1
     )
     lines = []
-    out = curvature_evaluate.evaluate(_eval_model(), data, key=jax.random.key(0),
-                                      log=lines.append, **settings)
+    out = curvature_evaluate.evaluate(
+        _eval_model(), data, key=jax.random.key(0), log=lines.append, **settings
+    )
     out = json.loads(json.dumps(out))
     assert out["num_examples"] == 20 and out["num_devices"] == jax.device_count()
     assert out["lambda_max"] > 0 and out["lambda_max_residual"] >= 0
@@ -39,19 +51,31 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
     # tr(H) <= P * lambda_max and every eigenvalue >= lambda_min
     assert out["num_params"] * out["lambda_min"] <= out["trace"] + 4 * out["trace_stderr"]
     assert out["trace"] - 4 * out["trace_stderr"] <= out["num_params"] * out["lambda_max"]
-    np.testing.assert_allclose(sum(v["value"] for v in out["trace_per_layer"].values()), out["trace"], rtol=1e-4)
+    np.testing.assert_allclose(
+        sum(v["value"] for v in out["trace_per_layer"].values()), out["trace"], rtol=1e-4
+    )
     np.testing.assert_allclose(max(out["density"]["nodes"][0]), out["lambda_max"], rtol=1e-2)
     with Image.open(out["density"]["png"]) as png:
         assert png.format == "PNG"
     assert out["pac_bayes_sigma"] > 0 and out["pac_bayes_deviation"] <= 0.1
-    assert np.isfinite([out["keskar_sharpness"], out["adaptive_sharpness_worst"], out["adaptive_sharpness_average"]]).all()
-    assert any("lambda_max" in line for line in lines) and any("HVPs/s" in line and "ETA" in line for line in lines)
+    assert np.isfinite(
+        [
+            out["keskar_sharpness"],
+            out["adaptive_sharpness_worst"],
+            out["adaptive_sharpness_average"],
+        ]
+    ).all()
+    assert any("lambda_max" in line for line in lines) and any(
+        "HVPs/s" in line and "ETA" in line for line in lines
+    )
 
 
 def test_evaluate_rejects_unknown_trace_method():
     data = (np.zeros((2, 8, 8, 1), np.float32), np.zeros(2, np.int32))
     with pytest.raises(ValueError, match="trace_method='exact'"):
-        curvature_evaluate.evaluate(_eval_model(), data, key=jax.random.key(0), trace_method="exact")
+        curvature_evaluate.evaluate(
+            _eval_model(), data, key=jax.random.key(0), trace_method="exact"
+        )
     with pytest.raises(ValueError, match="num_devices must be None"):
         curvature_evaluate.evaluate(_eval_model(), data, key=jax.random.key(0), num_devices=0)
 
@@ -60,7 +84,15 @@ def test_evaluate_rejects_unknown_trace_method():
 def test_pac_bayes_on_a_saturated_error_is_reported_not_raised():
     rng = np.random.RandomState(0)
     data = (rng.rand(6, 8, 8, 1).astype(np.float32), rng.randint(0, 3, 6).astype(np.int32))
-    out = curvature_evaluate.evaluate(_eval_model(), data, key=jax.random.key(0), log=lambda _: None,
-                                      lanczos_steps=2, trace=False, pac_bayes=True, pac_bayes_samples=1,
-                                      pac_bayes_target=0.9)
+    out = curvature_evaluate.evaluate(
+        _eval_model(),
+        data,
+        key=jax.random.key(0),
+        log=lambda _: None,
+        lanczos_steps=2,
+        trace=False,
+        pac_bayes=True,
+        pac_bayes_samples=1,
+        pac_bayes_target=0.9,
+    )
     assert out["pac_bayes_sigma"] is None and "target=0.9" in out["pac_bayes_failure"]

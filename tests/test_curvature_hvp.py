@@ -1,4 +1,5 @@
 """HVPs and the dataset-level Hessian operator against dense Hessians and each other."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,19 +39,27 @@ def test_dataset_objective_equals_the_full_batch_loss_gradient_and_hvp():
         images, labels = dataset(37)
         loss = full_batch_loss(model, variables, images, labels)
         params = variables["params"]
-        obj = curvature.from_flax(model, variables, images, labels, batch_size=13, mesh=make_mesh(1))
+        obj = curvature.from_flax(
+            model, variables, images, labels, batch_size=13, mesh=make_mesh(1)
+        )
         value, grad = obj.value_and_grad(params)
         np.testing.assert_allclose(float(value), float(loss(params)), rtol=1e-12)
         np.testing.assert_allclose(float(obj.loss(params)), float(loss(params)), rtol=1e-12)
-        np.testing.assert_allclose(_flat(grad), _flat(jax.grad(loss)(params)), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(
+            _flat(grad), _flat(jax.grad(loss)(params)), rtol=1e-10, atol=1e-13
+        )
         v = jax.tree_util.tree_map(jnp.ones_like, params)
-        np.testing.assert_allclose(_flat(obj.hvp(v)), _flat(curvature.hvp(loss, params, v)), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            _flat(obj.hvp(v)), _flat(curvature.hvp(loss, params, v)), rtol=1e-10, atol=1e-12
+        )
         logits = model.apply(variables, images, train=False)
         expected_error = np.mean(np.argmax(np.asarray(logits), -1) != labels)
         np.testing.assert_allclose(float(obj.error_rate(params)), expected_error, rtol=1e-6)
 
 
-@pytest.mark.parametrize("unroll", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["unrolled", "lax.scan"])
+@pytest.mark.parametrize(
+    "unroll", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["unrolled", "lax.scan"]
+)
 def test_dataset_operator_is_invariant_to_the_batch_partition(unroll):
     """37 examples split as 1 batch, 2 x 19 (last padded), 5 x 8 (last padded), on 1 device;
     both microbatch loops (straight-line: the CPU default; lax.scan: the accelerator default)."""
@@ -59,11 +68,18 @@ def test_dataset_operator_is_invariant_to_the_batch_partition(unroll):
         variables = init(model, jnp.float64)
         images, labels = dataset(37)
         params = variables["params"]
-        v = ravel_pytree(params)[1](jax.random.normal(jax.random.key(2), (ravel_pytree(params)[0].size,), jnp.float64))
+        v = ravel_pytree(params)[1](
+            jax.random.normal(jax.random.key(2), (ravel_pytree(params)[0].size,), jnp.float64)
+        )
         results = []
         for batch_size in (37, 19, 8):
             obj = curvature.from_flax(
-                model, variables, images, labels, batch_size=batch_size, mesh=make_mesh(1),
+                model,
+                variables,
+                images,
+                labels,
+                batch_size=batch_size,
+                mesh=make_mesh(1),
                 unroll_microbatches=unroll,
             )
             results.append((_flat(obj.hvp(v)), float(obj.loss(params))))
@@ -96,9 +112,18 @@ def test_batchnorm_batch_mode_differs_and_refuses_padding():
     images, labels = dataset(32)
     mesh = make_mesh(1)
     eval_obj = curvature.from_flax(model, variables, images, labels, batch_size=8, mesh=mesh)
-    batch_obj = curvature.from_flax(model, variables, images, labels, batch_size=8, mesh=mesh, batchnorm="batch")
-    assert abs(float(eval_obj.loss(variables["params"])) - float(batch_obj.loss(variables["params"]))) > 1e-3
+    batch_obj = curvature.from_flax(
+        model, variables, images, labels, batch_size=8, mesh=mesh, batchnorm="batch"
+    )
+    assert (
+        abs(float(eval_obj.loss(variables["params"])) - float(batch_obj.loss(variables["params"])))
+        > 1e-3
+    )
     with pytest.raises(ValueError, match="padding"):
-        curvature.from_flax(model, variables, images, labels, batch_size=5, mesh=mesh, batchnorm="batch")
+        curvature.from_flax(
+            model, variables, images, labels, batch_size=5, mesh=mesh, batchnorm="batch"
+        )
     with pytest.raises(ValueError, match="batchnorm='train'"):
-        curvature.from_flax(model, variables, images, labels, batch_size=8, mesh=mesh, batchnorm="train")
+        curvature.from_flax(
+            model, variables, images, labels, batch_size=8, mesh=mesh, batchnorm="train"
+        )

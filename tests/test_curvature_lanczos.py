@@ -1,5 +1,6 @@
 """Lanczos memory and compilation: the basis grows with the steps actually run, the step
 compiles once per operator shape (issue 14 item 4), and power iteration compiles once too."""
+
 import importlib
 
 import jax
@@ -43,8 +44,9 @@ def test_basis_memory_grows_with_the_steps_run_not_num_steps():
         peak["count"] = max(peak["count"], len(flat))
         peak["bytes"] = max(peak["bytes"], sum(a.nbytes for a in flat))
 
-    result = curvature.lanczos(op, params, jax.random.key(0), num_steps=100, tol=1e-3,
-                               progress=measure)
+    result = curvature.lanczos(
+        op, params, jax.random.key(0), num_steps=100, tol=1e-3, progress=measure
+    )
     assert result.converged and 5 <= result.num_matvecs <= 20, result.num_matvecs
     np.testing.assert_allclose(result.eigenvalues[0], 10.0, rtol=1e-3)
     m = result.num_matvecs
@@ -71,10 +73,8 @@ def test_the_step_compiles_once_on_a_mesh_and_num_steps_does_not_matter():
     assert second.num_matvecs == 7 and not second.converged
     assert first.converged
     # the same answer as on one device (float32 summation order only)
-    single = curvature.from_flax(model, variables, images, labels, batch_size=16,
-                                 mesh=make_mesh(1))
-    one = curvature.lanczos(single.hvp, single.params, jax.random.key(0), num_steps=100,
-                            tol=1e-4)
+    single = curvature.from_flax(model, variables, images, labels, batch_size=16, mesh=make_mesh(1))
+    one = curvature.lanczos(single.hvp, single.params, jax.random.key(0), num_steps=100, tol=1e-4)
     np.testing.assert_allclose(first.eigenvalues[0], one.eigenvalues[0], rtol=1e-4)
 
     power = power_lib._power_step_fn(lanczos_lib.vector_sharding(obj.hvp))
@@ -95,14 +95,22 @@ def test_basis_stays_orthonormal_and_matches_the_dense_answer():
         m = jnp.asarray(h)
         params = jnp.zeros((n,))
         start = jax.random.normal(jax.random.key(2), (n,), jnp.float64)
-        alphas, betas, basis, _ = lanczos_lib.lanczos_tridiagonal(lambda v: m @ v, params,
-                                                                  start, 3 * lanczos_lib.GROUP)
+        alphas, betas, basis, _ = lanczos_lib.lanczos_tridiagonal(
+            lambda v: m @ v, params, start, 3 * lanczos_lib.GROUP
+        )
         b = np.asarray(jnp.stack(basis[:-1]))
         np.testing.assert_allclose(b @ b.T, np.eye(len(b)), atol=1e-12)
         t = np.diag(alphas) + np.diag(betas[:-1], 1) + np.diag(betas[:-1], -1)
         np.testing.assert_allclose(b @ h @ b.T, t, atol=1e-10)
-        res = curvature.lanczos(lambda v: m @ v, params, jax.random.key(3), num_steps=n, k=3,
-                                tol=1e-10, return_eigenvectors=True)
+        res = curvature.lanczos(
+            lambda v: m @ v,
+            params,
+            jax.random.key(3),
+            num_steps=n,
+            k=3,
+            tol=1e-10,
+            return_eigenvectors=True,
+        )
         np.testing.assert_allclose(res.eigenvalues, [9.0, 8.5, 8.0], rtol=1e-9)
         y = np.asarray(res.eigenvectors)
         np.testing.assert_allclose(np.abs(y @ q[:, :3]), np.eye(3), atol=1e-6)

@@ -6,6 +6,7 @@ Both models are small enough for a dense Hessian: ``Mlp`` (an 8x8 image -> 24 Re
 layers) and ``BnCnn`` (two 3x3 convolutions with BatchNorm and ReLU, a flatten, a linear
 classifier; 573 parameters; eval mode uses the running statistics set by ``bn_cnn``).
 """
+
 import functools
 
 import flax.linen as nn
@@ -34,9 +35,13 @@ class BnCnn(nn.Module):
     def __call__(self, x, train: bool = False):
         x = (x - 0.5) / 0.25  # normalization is the first layer (project convention)
         x = nn.Conv(4, (3, 3), padding=1, name="conv1")(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn1")(x))
+        x = nn.relu(
+            nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn1")(x)
+        )
         x = nn.Conv(6, (3, 3), strides=(2, 2), padding=1, name="conv2")(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn2")(x))
+        x = nn.relu(
+            nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn2")(x)
+        )
         x = x.reshape((x.shape[0], -1))  # NHWC flatten: (h, w, c) order
         return nn.Dense(NUM_CLASSES, name="out")(x)
 
@@ -121,8 +126,13 @@ def test_fixture_bn_cnn_eval_mode_uses_the_set_running_statistics():
     variables = init(model)
     images, _ = dataset(4)
     out = model.apply(variables, images, train=False)
-    zeroed = {**variables, "batch_stats": jax.tree_util.tree_map(jnp.zeros_like, variables["batch_stats"])}
-    zeroed["batch_stats"] = jax.tree_util.tree_map(lambda a: a + 1.0, zeroed["batch_stats"])  # mean 1, var 1
+    zeroed = {
+        **variables,
+        "batch_stats": jax.tree_util.tree_map(jnp.zeros_like, variables["batch_stats"]),
+    }
+    zeroed["batch_stats"] = jax.tree_util.tree_map(
+        lambda a: a + 1.0, zeroed["batch_stats"]
+    )  # mean 1, var 1
     assert not np.allclose(out, model.apply(zeroed, images, train=False), atol=1e-3)
 
 
@@ -135,4 +145,6 @@ def test_dense_oracle_equals_jax_hessian():
         loss = full_batch_loss(model, variables, images, labels)
         flat, unravel = jax.flatten_util.ravel_pytree(variables["params"])
         expected = np.asarray(jax.hessian(lambda x: loss(unravel(x)))(flat))
-        np.testing.assert_allclose(dense_hessian(loss, variables["params"]), expected, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(
+            dense_hessian(loss, variables["params"]), expected, rtol=1e-10, atol=1e-13
+        )

@@ -1,7 +1,7 @@
 """Against PyHessian (Yao et al. 2020) on the same weights and data: a Flax BatchNorm CNN ported
 to PyTorch (NHWC -> NCHW, HWIO -> OIHW kernels, the flatten order of the classifier's rows)."""
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
@@ -39,13 +39,21 @@ def _torch_layout(tree):
     """Flax parameter pytree -> list of numpy arrays in TorchBnCnn.parameters() order."""
     dense = np.asarray(tree["out"]["kernel"])  # rows in (h, w, c) order; torch flattens (c, h, w)
     dense = dense.reshape(4, 4, 6, 3).transpose(2, 0, 1, 3).reshape(96, 3).T
-    conv = lambda k: np.asarray(k).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+
+    def conv(k):
+        return np.asarray(k).transpose(3, 2, 0, 1)  # HWIO -> OIHW
+
     return [
-        conv(tree["conv1"]["kernel"]), np.asarray(tree["conv1"]["bias"]),
-        np.asarray(tree["bn1"]["scale"]), np.asarray(tree["bn1"]["bias"]),
-        conv(tree["conv2"]["kernel"]), np.asarray(tree["conv2"]["bias"]),
-        np.asarray(tree["bn2"]["scale"]), np.asarray(tree["bn2"]["bias"]),
-        dense, np.asarray(tree["out"]["bias"]),
+        conv(tree["conv1"]["kernel"]),
+        np.asarray(tree["conv1"]["bias"]),
+        np.asarray(tree["bn1"]["scale"]),
+        np.asarray(tree["bn1"]["bias"]),
+        conv(tree["conv2"]["kernel"]),
+        np.asarray(tree["conv2"]["bias"]),
+        np.asarray(tree["bn2"]["scale"]),
+        np.asarray(tree["bn2"]["bias"]),
+        dense,
+        np.asarray(tree["out"]["bias"]),
     ]
 
 
@@ -56,8 +64,12 @@ def _port(variables):
             p.copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
         for name in ("bn1", "bn2"):
             bn = getattr(model, name)
-            bn.running_mean.copy_(torch.from_numpy(np.array(variables["batch_stats"][name]["mean"], np.float32)))
-            bn.running_var.copy_(torch.from_numpy(np.array(variables["batch_stats"][name]["var"], np.float32)))
+            bn.running_mean.copy_(
+                torch.from_numpy(np.array(variables["batch_stats"][name]["mean"], np.float32))
+            )
+            bn.running_var.copy_(
+                torch.from_numpy(np.array(variables["batch_stats"][name]["var"], np.float32))
+            )
     return model.eval()
 
 
@@ -88,7 +100,9 @@ def test_hvp_equals_pyhessians_single_batch_and_dataloader_products(problem):
     ours = _torch_layout(obj.hvp(v))
     criterion = torch.nn.CrossEntropyLoss()
     single = pyhessian.hessian(torch_model, criterion, data=(x, y), cuda=False)
-    theirs = [t.detach().numpy() for t in hessian_vector_product(single.gradsH, single.params, v_torch)]
+    theirs = [
+        t.detach().numpy() for t in hessian_vector_product(single.gradsH, single.params, v_torch)
+    ]
     scale = max(np.max(np.abs(t)) for t in theirs)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)

@@ -1,5 +1,6 @@
 """Sharpness measures: closed forms on quadratics/linear losses, and the reparameterization
 check (Dinh et al. 2017) on a ReLU MLP."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +30,12 @@ def test_average_adaptive_sharpness_equals_its_closed_form_on_a_quadratic():
         loss, matrix, center = _quadratic()
         w = {"w": center + 0.5}
         rho = 0.1
-        result = curvature.adaptive_sharpness_average(jax.jit(loss), w, jax.random.key(0), rho=rho, num_samples=400)
-        exact = 0.5 * rho**2 * float(jnp.sum(jnp.diag(matrix) * w["w"] ** 2))  # E[L(w + rho|w|xi)] - L(w)
+        result = curvature.adaptive_sharpness_average(
+            jax.jit(loss), w, jax.random.key(0), rho=rho, num_samples=400
+        )
+        exact = (
+            0.5 * rho**2 * float(jnp.sum(jnp.diag(matrix) * w["w"] ** 2))
+        )  # E[L(w + rho|w|xi)] - L(w)
         assert abs(result.value - exact) <= 4 * result.stderr
         assert result.num_evaluations == 401
 
@@ -68,7 +73,12 @@ def test_pac_bayes_sigma_solves_the_quadratic_constraint(magnitude_aware):
         loss, matrix, center = _quadratic(seed=6)
         w = {"w": center}  # at the minimum: E L(w + u) - L(w) = 0.5 E[u^T A u]
         result = curvature.pac_bayes_sigma(
-            jax.jit(loss), w, jax.random.key(0), target=0.2, num_samples=200, magnitude_aware=magnitude_aware,
+            jax.jit(loss),
+            w,
+            jax.random.key(0),
+            target=0.2,
+            num_samples=200,
+            magnitude_aware=magnitude_aware,
             mag_eps=1e-3,
         )
         d = jnp.diag(matrix)
@@ -89,26 +99,42 @@ def test_reparameterization_changes_lambda_max_as_predicted_but_not_adaptive_sha
     c = 4.0
     with jax.enable_x64(True):
         model, variables, images, labels, h = float64_problem("mlp")
-        obj = curvature.from_flax(model, variables, images, labels, batch_size=24, mesh=make_mesh(1))
+        obj = curvature.from_flax(
+            model, variables, images, labels, batch_size=24, mesh=make_mesh(1)
+        )
         params = obj.params
         scale = {"hidden": {"bias": c, "kernel": c}, "out": {"bias": 1.0, "kernel": 1.0 / c}}
         reparam = jax.tree_util.tree_map(lambda w, s: w * s, params, scale)
         moved = obj.at(reparam)
         np.testing.assert_allclose(float(obj.loss(reparam)), float(obj.loss(params)), rtol=1e-12)
 
-        d = np.asarray(ravel_pytree(jax.tree_util.tree_map(lambda w, s: jnp.full_like(w, s), params, scale))[0])
+        d = np.asarray(
+            ravel_pytree(jax.tree_util.tree_map(lambda w, s: jnp.full_like(w, s), params, scale))[0]
+        )
         predicted = np.linalg.eigvalsh(h / np.outer(d, d))[-1]
         before = curvature.lanczos(obj.hvp, params, jax.random.key(0), num_steps=80, tol=1e-8)
         after = curvature.lanczos(moved.hvp, reparam, jax.random.key(0), num_steps=80, tol=1e-8)
         np.testing.assert_allclose(before.eigenvalues[0], np.linalg.eigvalsh(h)[-1], rtol=1e-6)
         np.testing.assert_allclose(after.eigenvalues[0], predicted, rtol=1e-6)
-        assert abs(after.eigenvalues[0] / before.eigenvalues[0] - 1) > 0.5  # the Hessian is not invariant
+        assert (
+            abs(after.eigenvalues[0] / before.eigenvalues[0] - 1) > 0.5
+        )  # the Hessian is not invariant
 
         key = jax.random.key(1)
         for measure in (
-            lambda p: curvature.adaptive_sharpness_average(obj.loss, p, key, rho=0.05, num_samples=4).value,
-            lambda p: curvature.adaptive_sharpness_worst(obj.value_and_grad, p, rho=0.05, steps=4).value,
-            lambda p: curvature.adaptive_sharpness_worst(obj.value_and_grad, p, rho=0.01, norm="linf", steps=4).value,
+            lambda p: (
+                curvature.adaptive_sharpness_average(
+                    obj.loss, p, key, rho=0.05, num_samples=4
+                ).value
+            ),
+            lambda p: (
+                curvature.adaptive_sharpness_worst(obj.value_and_grad, p, rho=0.05, steps=4).value
+            ),
+            lambda p: (
+                curvature.adaptive_sharpness_worst(
+                    obj.value_and_grad, p, rho=0.01, norm="linf", steps=4
+                ).value
+            ),
         ):
             base = measure(params)
             assert base > 0

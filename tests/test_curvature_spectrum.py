@@ -1,4 +1,5 @@
 """Lanczos, power iteration, Hutchinson / Hutch++ and SLQ against exact (dense) answers."""
+
 import functools
 
 import jax
@@ -20,6 +21,7 @@ def _objective(name):
     obj = curvature.from_flax(model, variables, images, labels, batch_size=12, mesh=make_mesh(1))
     return obj, h
 
+
 # Lanczos on the BN CNN converges (top-2 and bottom, tol 1e-7) in ~22 steps; SLQ uses the same
 # basis size so the jitted Lanczos step compiles once for both tests.
 SLQ_STEPS = 40
@@ -40,7 +42,13 @@ def test_lanczos_top_and_bottom_eigenvalues_match_eigh(name):
         obj, h = _objective(name)
         exact = np.linalg.eigh(h)[0]
         result = curvature.lanczos(
-            obj.hvp, obj.params, jax.random.key(0), num_steps=SLQ_STEPS, k=2, tol=1e-7, smallest=True,
+            obj.hvp,
+            obj.params,
+            jax.random.key(0),
+            num_steps=SLQ_STEPS,
+            k=2,
+            tol=1e-7,
+            smallest=True,
             return_eigenvectors=True,
         )
         assert result.converged and result.num_matvecs < SLQ_STEPS
@@ -75,7 +83,9 @@ def test_power_iteration_follows_pyhessians_rule_and_deflates():
     q = np.linalg.qr(np.random.RandomState(3).randn(100, 100))[0]
     with jax.enable_x64(True):
         matvec, params = _dense_operator(q @ np.diag(spectrum) @ q.T)
-        result = curvature.power_iteration(matvec, params, jax.random.key(0), k=2, max_iters=500, tol=1e-9)
+        result = curvature.power_iteration(
+            matvec, params, jax.random.key(0), k=2, max_iters=500, tol=1e-9
+        )
     np.testing.assert_allclose(result.eigenvalues, [10.0, 6.0], rtol=1e-6)
     assert result.converged.all()
     for history in result.history:  # PyHessian's rule: stop at the first small relative change
@@ -89,7 +99,9 @@ def test_power_iteration_follows_pyhessians_rule_and_deflates():
 def test_power_iteration_finds_lambda_max_of_the_network():
     with jax.enable_x64(True):
         obj, h = _objective("bn_cnn")
-        result = curvature.power_iteration(obj.hvp, obj.params, jax.random.key(0), max_iters=300, tol=1e-8)
+        result = curvature.power_iteration(
+            obj.hvp, obj.params, jax.random.key(0), max_iters=300, tol=1e-8
+        )
         np.testing.assert_allclose(result.eigenvalues[0], np.linalg.eigh(h)[0][-1], rtol=1e-4)
 
 
@@ -104,12 +116,18 @@ def test_hutchinson_interval_covers_the_exact_trace_and_its_parts():
         assert abs(sq.value - np.sum(h * h)) <= 2.1 * sq.stderr
         # per-layer traces: diagonal blocks of H, in the ravel_pytree (sorted key) order
         sizes = [int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(obj.params)]
-        names = [n for n, s in zip(curvature.hutchinson.layer_names(obj.params), sizes) for _ in range(s)]
+        names = [
+            n for n, s in zip(curvature.hutchinson.layer_names(obj.params), sizes) for _ in range(s)
+        ]
         for layer, estimate in result.per_layer.items():
             idx = [i for i, n in enumerate(names) if n == layer]
             exact = np.trace(h[np.ix_(idx, idx)])
-            assert abs(estimate.value - exact) <= 3.5 * estimate.stderr + 1e-12, layer  # 5 layers: 3.5 sigma
-        np.testing.assert_allclose(sum(e.value for e in result.per_layer.values()), result.trace, rtol=1e-10)
+            assert abs(estimate.value - exact) <= 3.5 * estimate.stderr + 1e-12, (
+                layer
+            )  # 5 layers: 3.5 sigma
+        np.testing.assert_allclose(
+            sum(e.value for e in result.per_layer.values()), result.trace, rtol=1e-10
+        )
 
 
 def test_hutchinson_interval_has_nominal_coverage_on_a_dense_matrix():
@@ -120,7 +138,9 @@ def test_hutchinson_interval_has_nominal_coverage_on_a_dense_matrix():
         matvec, params = _dense_operator(matrix)
         matvec = jax.tree_util.Partial(matvec)
         covered = [
-            curvature.hutchinson_trace(matvec, params, jax.random.key(seed), num_probes=20).interval()
+            curvature.hutchinson_trace(
+                matvec, params, jax.random.key(seed), num_probes=20
+            ).interval()
             for seed in range(100)
         ]
     rate = np.mean([lo <= np.trace(matrix) <= hi for lo, hi in covered])
@@ -132,7 +152,9 @@ def test_hutchinson_stops_on_the_relative_interval_width():
     a = rng.randn(80, 80)
     with jax.enable_x64(True):
         matvec, params = _dense_operator(a @ a.T / 80)
-        result = curvature.hutchinson_trace(matvec, params, jax.random.key(0), num_probes=500, rel_tol=0.05)
+        result = curvature.hutchinson_trace(
+            matvec, params, jax.random.key(0), num_probes=500, rel_tol=0.05
+        )
         assert 10 <= result.num_matvecs < 500
         assert result.ci_halfwidth <= 0.05 * abs(result.trace)
 
@@ -149,10 +171,18 @@ def test_hutchpp_is_exact_on_low_rank_and_reduces_variance():
         # a dominant top plus a flat tail: Hutch++'s error is far below Hutchinson's
         decaying = low_rank + 0.01 * np.eye(200)
         matvec, params = _dense_operator(decaying)
-        plus = [curvature.hutchpp_trace(matvec, params, jax.random.key(s), num_matvecs=30).trace for s in range(10)]
-        plain = [curvature.hutchinson_trace(matvec, params, jax.random.key(s), num_probes=30).trace for s in range(10)]
+        plus = [
+            curvature.hutchpp_trace(matvec, params, jax.random.key(s), num_matvecs=30).trace
+            for s in range(10)
+        ]
+        plain = [
+            curvature.hutchinson_trace(matvec, params, jax.random.key(s), num_probes=30).trace
+            for s in range(10)
+        ]
         exact = np.trace(decaying)
-        assert np.sqrt(np.mean((np.array(plus) - exact) ** 2)) < 0.01 * np.sqrt(np.mean((np.array(plain) - exact) ** 2))
+        assert np.sqrt(np.mean((np.array(plus) - exact) ** 2)) < 0.01 * np.sqrt(
+            np.mean((np.array(plain) - exact) ** 2)
+        )
 
 
 @pytest.mark.slow
@@ -168,7 +198,9 @@ def test_slq_first_moment_matches_the_trace_and_the_plot_is_written(tmp_path):
     with jax.enable_x64(True):
         obj, h = _objective("bn_cnn")
         exact = np.linalg.eigh(h)[0]
-        density = curvature.slq_density(obj.hvp, obj.params, jax.random.key(0), num_steps=SLQ_STEPS, num_runs=12)
+        density = curvature.slq_density(
+            obj.hvp, obj.params, jax.random.key(0), num_steps=SLQ_STEPS, num_runs=12
+        )
         trace, stderr = density.trace()
         assert abs(trace - np.trace(h)) <= 2.2 * stderr, (trace, stderr, np.trace(h))
         np.testing.assert_allclose(density.weights.sum(axis=1), 1.0, rtol=1e-10)
@@ -182,11 +214,30 @@ def test_slq_first_moment_matches_the_trace_and_the_plot_is_written(tmp_path):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda mv, p: curvature.lanczos(mv, p, jax.random.key(0), num_steps=3, k=4), "k must be in 1..num_steps=3"),
-        (lambda mv, p: curvature.lanczos(mv, p, jax.random.key(0), num_steps=0), "num_steps must be >= 1"),
-        (lambda mv, p: curvature.hutchinson_trace(mv, p, jax.random.key(0), num_probes=5, confidence=1.5), "confidence"),
-        (lambda mv, p: curvature.hutchpp_trace(mv, p, jax.random.key(0), num_matvecs=2), "num_matvecs >= 3"),
-        (lambda mv, p: curvature.lanczos(mv, {"i": jnp.zeros(3, jnp.int32)}, jax.random.key(0), num_steps=2), "floating"),
+        (
+            lambda mv, p: curvature.lanczos(mv, p, jax.random.key(0), num_steps=3, k=4),
+            "k must be in 1..num_steps=3",
+        ),
+        (
+            lambda mv, p: curvature.lanczos(mv, p, jax.random.key(0), num_steps=0),
+            "num_steps must be >= 1",
+        ),
+        (
+            lambda mv, p: curvature.hutchinson_trace(
+                mv, p, jax.random.key(0), num_probes=5, confidence=1.5
+            ),
+            "confidence",
+        ),
+        (
+            lambda mv, p: curvature.hutchpp_trace(mv, p, jax.random.key(0), num_matvecs=2),
+            "num_matvecs >= 3",
+        ),
+        (
+            lambda mv, p: curvature.lanczos(
+                mv, {"i": jnp.zeros(3, jnp.int32)}, jax.random.key(0), num_steps=2
+            ),
+            "floating",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, message):

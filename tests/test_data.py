@@ -21,9 +21,18 @@ REAL_FASHION = "/usr/share/datasets/fashion-mnist"
 
 
 def _dataset_cfg(**kw):
-    base = dict(name="fashion_mnist", source="idx", data_dir=REAL_FASHION, train_split="train",
-                eval_split="test", image_size=(28, 28, 1), mean=(0.286,), std=(0.353,),
-                num_train_examples=None, num_eval_examples=None)
+    base = dict(
+        name="fashion_mnist",
+        source="idx",
+        data_dir=REAL_FASHION,
+        train_split="train",
+        eval_split="test",
+        image_size=(28, 28, 1),
+        mean=(0.286,),
+        std=(0.353,),
+        num_train_examples=None,
+        num_eval_examples=None,
+    )
     base.update(kw)
     return ml_collections.ConfigDict(base)
 
@@ -78,11 +87,13 @@ def test_train_batches_are_a_pure_function_of_seed_and_step():
 
 def test_processes_split_the_global_batch():
     full = TrainBatches(_source(100), 16, seed=1)
-    parts = [TrainBatches(_source(100), 16, seed=1, process_index=p, process_count=4)
-             for p in range(4)]
+    parts = [
+        TrainBatches(_source(100), 16, seed=1, process_index=p, process_count=4) for p in range(4)
+    ]
     for step in (0, 5, 13):
-        np.testing.assert_array_equal(np.concatenate([p.indices(step) for p in parts]),
-                                      full.indices(step))
+        np.testing.assert_array_equal(
+            np.concatenate([p.indices(step) for p in parts]), full.indices(step)
+        )
 
 
 @pytest.mark.parametrize("n,batch,processes", [(10, 4, 1), (100, 32, 2), (64, 16, 4)])
@@ -96,8 +107,9 @@ def test_eval_batches_count_every_example_once(n, batch, processes):
 
 
 def test_tfds_cifar10_under_mock_data():
-    cfg = _dataset_cfg(name="cifar10", source="tfds", data_dir="", image_size=(32, 32, 3),
-                       num_train_examples=24)
+    cfg = _dataset_cfg(
+        name="cifar10", source="tfds", data_dir="", image_size=(32, 32, 3), num_train_examples=24
+    )
     with tfds.testing.mock_data(num_examples=40):
         train = build_source(cfg, "train", train=True)
         test = build_source(cfg, "test")
@@ -110,8 +122,12 @@ def test_tfds_cifar10_under_mock_data():
 
 
 def test_tfds_cifar10_corrupted_under_mock_data():
-    cfg = _dataset_cfg(name="cifar10_corrupted/gaussian_noise_3", source="tfds", data_dir="",
-                       image_size=(32, 32, 3))
+    cfg = _dataset_cfg(
+        name="cifar10_corrupted/gaussian_noise_3",
+        source="tfds",
+        data_dir="",
+        image_size=(32, 32, 3),
+    )
     with tfds.testing.mock_data(num_examples=12):
         images, labels = load_arrays(cfg, "test")
     assert images.shape == (12, 32, 32, 3) and labels.shape == (12,)

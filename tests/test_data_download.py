@@ -1,6 +1,7 @@
 """dataset.download: off by default, so a missing dataset fails at once naming the path; on, the
 IDX files are fetched from a mirror (here a local file:// one) and checked, and tfds is asked to
 download and prepare."""
+
 import gzip
 import hashlib
 import os
@@ -13,8 +14,12 @@ from flatrob_jax.configuration import apply_overrides, load_config
 from flatrob_jax.data import MissingDatasetError, build_source, load_arrays, sources
 from tests.helpers import make_idx_dataset
 
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-         "t10k-labels-idx1-ubyte")
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 def _config(data_dir, **overrides):

@@ -1,5 +1,6 @@
 """The execution layer (padding, masks, per-example keys, sharding, clean predictions), the
 progress reporter (rate and ETA on a fake clock) and the one cross-entropy."""
+
 import types
 
 import chex
@@ -46,8 +47,9 @@ def test_run_batched_returns_only_real_rows_and_pads_with_valid_false():
         jax.debug.callback(lambda v: seen.append(np.asarray(v)), valid)
         return _echo_program(model_fn, valid, x)
 
-    out_x, out_valid, doubled = execution.run_batched(spy, {}, lambda z: 2 * z, (x,),
-                                                      batch_size=6, mesh=make_mesh(4))
+    out_x, out_valid, doubled = execution.run_batched(
+        spy, {}, lambda z: 2 * z, (x,), batch_size=6, mesh=make_mesh(4)
+    )
     np.testing.assert_array_equal(out_x, x)
     np.testing.assert_array_equal(doubled, 2 * x)
     assert out_valid.all() and out_valid.shape == (11,)
@@ -67,14 +69,29 @@ def _uniform_program(model_fn, valid, x, key_data, *, key_impl):
 def test_per_example_keys_do_not_depend_on_batch_size_or_devices(batch_size, num_devices):
     x = np.zeros((13, 2), np.float32)
     key = jax.random.key(42)
-    (draws,) = execution.run_batched(_uniform_program, {}, None, (x,), key=key,
-                                     batch_size=batch_size, mesh=make_mesh(num_devices))
+    (draws,) = execution.run_batched(
+        _uniform_program,
+        {},
+        None,
+        (x,),
+        key=key,
+        batch_size=batch_size,
+        mesh=make_mesh(num_devices),
+    )
     expected = np.stack([jax.random.uniform(jax.random.fold_in(key, i), (3,)) for i in range(13)])
     np.testing.assert_array_equal(draws, expected)
     # A subset keeps each example's own key (indices = positions in the full dataset).
     idx = np.array([2, 7, 11])
-    (sub,) = execution.run_batched(_uniform_program, {}, None, (x[idx],), key=key, indices=idx,
-                                   batch_size=batch_size, mesh=make_mesh(num_devices))
+    (sub,) = execution.run_batched(
+        _uniform_program,
+        {},
+        None,
+        (x[idx],),
+        key=key,
+        indices=idx,
+        batch_size=batch_size,
+        mesh=make_mesh(num_devices),
+    )
     np.testing.assert_array_equal(sub, expected[idx])
 
 
@@ -82,10 +99,12 @@ def test_example_keys_are_fold_in_of_the_global_index_like_augments():
     key = jax.random.key(3)
     keys = jax.jit(execution.example_keys, static_argnums=1)(key, 5, 7)
     for i in range(5):
-        np.testing.assert_array_equal(jax.random.key_data(keys[i]),
-                                      jax.random.key_data(jax.random.fold_in(key, 7 + i)))
-    np.testing.assert_array_equal(jax.random.key_data(keys),
-                                  jax.random.key_data(augment_example_keys(key, 5, 7)))
+        np.testing.assert_array_equal(
+            jax.random.key_data(keys[i]), jax.random.key_data(jax.random.fold_in(key, 7 + i))
+        )
+    np.testing.assert_array_equal(
+        jax.random.key_data(keys), jax.random.key_data(augment_example_keys(key, 5, 7))
+    )
     data, impl = execution.example_key_data(jax.random.PRNGKey(3), [7, 8])  # raw keys too
     np.testing.assert_array_equal(data, jax.random.key_data(keys[:2]))
     assert impl == str(jax.random.key_impl(key))
@@ -124,8 +143,12 @@ def test_model_fn_is_one_compilation_for_any_weights_and_equal_models():
     program = chex.assert_max_traces(_echo_program, n=1)
     for fn in (first, second):
         execution.run_batched(program, {}, fn, (x,), batch_size=8, mesh=make_mesh(4))
-    np.testing.assert_allclose(execution.predict(second, x, batch_size=8),
-                               model.apply(second.args[0], x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        execution.predict(second, x, batch_size=8),
+        model.apply(second.args[0], x),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_as_model_fn_accepts_partials_eval_models_and_callables():
@@ -135,8 +158,9 @@ def test_as_model_fn_accepts_partials_eval_models_and_callables():
     partial = execution.model_fn(model, variables)
     assert execution.as_model_fn(partial) is partial
     run = types.SimpleNamespace(model=model, variables=variables)
-    assert jax.tree_util.tree_structure(execution.as_model_fn(run)) == \
-        jax.tree_util.tree_structure(partial)
+    assert jax.tree_util.tree_structure(execution.as_model_fn(run)) == jax.tree_util.tree_structure(
+        partial
+    )
     np.testing.assert_allclose(execution.as_model_fn(lambda z: z + 1)(x), x + 1)
     np.testing.assert_array_equal(execution.as_model_fn(None)(x), x)
     with pytest.raises(TypeError, match="got int"):
@@ -151,13 +175,20 @@ def test_predict_and_error_rate_agree_on_one_and_four_devices_and_read_uint8():
     expected_error = float(np.mean(reference.argmax(1) != y))
     for devices, batch_size in ((1, 5), (4, 8), (4, 100)):
         mesh = make_mesh(devices)
-        np.testing.assert_allclose(execution.predict(fn, x, batch_size=batch_size, mesh=mesh),
-                                   reference, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            execution.predict(fn, x, batch_size=batch_size, mesh=mesh),
+            reference,
+            rtol=1e-5,
+            atol=1e-6,
+        )
         assert execution.error_rate(fn, x, y, batch_size=batch_size, mesh=mesh) == expected_error
     pixels = np.round(x * 255).astype(np.uint8)
-    np.testing.assert_allclose(execution.predict(fn, pixels, batch_size=8),
-                               model.apply(fn.args[0], pixels.astype(np.float32) / 255),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        execution.predict(fn, pixels, batch_size=8),
+        model.apply(fn.args[0], pixels.astype(np.float32) / 255),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="N labels"):
         execution.error_rate(fn, x, y[:3], batch_size=8)
 
@@ -175,13 +206,15 @@ class _FakeClock:
 
 def test_progress_rate_and_eta_on_a_fake_clock():
     clock, lines = _FakeClock(), []
-    p = Progress(100, start=20, unit="step", desc="train", log=lines.append, every_secs=10,
-                 clock=clock)
+    p = Progress(
+        100, start=20, unit="step", desc="train", log=lines.append, every_secs=10, clock=clock
+    )
     clock.now += 4.0
     assert p.rate(40) == pytest.approx(5.0)  # 20 steps in 4 s
     assert p.eta(40) == pytest.approx(12.0)  # 60 left at 5/s
-    assert p.line(40, "loss 1.0") == ("train: step 40/100 (40%) 5.00 steps/s elapsed 0:04 "
-                                      "ETA 0:12 | loss 1.0")
+    assert p.line(40, "loss 1.0") == (
+        "train: step 40/100 (40%) 5.00 steps/s elapsed 0:04 ETA 0:12 | loss 1.0"
+    )
     assert not p(40) and lines == []  # 4 s < every_secs
     clock.now += 6.0
     assert p(50) and len(lines) == 1  # 10 s since the start
@@ -216,13 +249,19 @@ def test_one_cross_entropy_for_integer_and_soft_labels():
     rng = np.random.RandomState(0)
     logits = jnp.asarray(rng.randn(6, 5).astype(np.float32) * 3)
     labels = jnp.asarray(rng.randint(0, 5, 6))
-    np.testing.assert_array_equal(losses.cross_entropy(logits, labels),
-                                  optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    np.testing.assert_allclose(losses.cross_entropy(logits, jax.nn.one_hot(labels, 5)),
-                               losses.cross_entropy(logits, labels), rtol=1e-6)
+    np.testing.assert_array_equal(
+        losses.cross_entropy(logits, labels),
+        optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+    )
+    np.testing.assert_allclose(
+        losses.cross_entropy(logits, jax.nn.one_hot(labels, 5)),
+        losses.cross_entropy(logits, labels),
+        rtol=1e-6,
+    )
     q = jax.nn.softmax(jnp.asarray(rng.randn(6, 5).astype(np.float32)))
-    np.testing.assert_allclose(losses.cross_entropy(logits, q),
-                               optax.softmax_cross_entropy(logits, q), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.cross_entropy(logits, q), optax.softmax_cross_entropy(logits, q), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="integer labels must have shape"):
         losses.cross_entropy(logits, labels[:3])
     with pytest.raises(ValueError, match="soft labels"):

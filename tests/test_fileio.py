@@ -1,6 +1,7 @@
 """The file layer (flatrob_jax/fileio.py): local guarantees, the same calls on gs:// against a
 local Cloud Storage emulator (tests/gcs_emulator.py, no network), clear errors naming the path,
 and a guard that library code does its file access through the layer."""
+
 import ast
 import json
 import os
@@ -115,8 +116,9 @@ def test_gs_metric_writer_and_tensorboard(emulator):  # noqa: F811
     writer.flush()
     writer.truncate_after(2)
     writer.close()
-    rows = [json.loads(x) for x in fileio.read_text(fileio.join(workdir, "metrics.jsonl"))
-            .splitlines()]
+    rows = [
+        json.loads(x) for x in fileio.read_text(fileio.join(workdir, "metrics.jsonl")).splitlines()
+    ]
     assert [r["step"] for r in rows] == [1, 2]
     events = fileio.listdir(fileio.join(workdir, "tensorboard"))
     assert len(events) == 1 and events[0].startswith("events.out.tfevents")
@@ -167,9 +169,11 @@ def test_gs_without_the_extra_fails_with_the_pip_command(tmp_path):
         "try:\n"
         "    fileio.exists('gs://bkt/run/config.json')\n"
         "except fileio.MissingExtraError as e:\n"
-        "    print('ERROR', e)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+        "    print('ERROR', e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ERROR 'gs://bkt/run/config.json'" in done.stdout
     assert "pip install 'flatrob_jax[gcp]'" in done.stdout
@@ -179,27 +183,68 @@ def test_gs_without_the_extra_fails_with_the_pip_command(tmp_path):
 # --------------------------------------------------------------------------- the guard
 
 # Calls that touch files directly; outside fileio.py each needs an entry below.
-GUARDED = {"open", "io.open", "gzip.open", "os.makedirs", "os.mkdir", "os.replace", "os.rename",
-           "os.remove", "os.unlink", "os.rmdir", "os.listdir", "os.scandir", "os.walk",
-           "os.path.exists", "os.path.isfile", "os.path.isdir", "os.path.abspath",
-           "shutil.rmtree", "shutil.copyfile", "shutil.copytree", "shutil.move",
-           "tempfile.mkstemp", "tempfile.mkdtemp", "np.load", "numpy.load", "np.save",
-           "numpy.save"}
+GUARDED = {
+    "open",
+    "io.open",
+    "gzip.open",
+    "os.makedirs",
+    "os.mkdir",
+    "os.replace",
+    "os.rename",
+    "os.remove",
+    "os.unlink",
+    "os.rmdir",
+    "os.listdir",
+    "os.scandir",
+    "os.walk",
+    "os.path.exists",
+    "os.path.isfile",
+    "os.path.isdir",
+    "os.path.abspath",
+    "shutil.rmtree",
+    "shutil.copyfile",
+    "shutil.copytree",
+    "shutil.move",
+    "tempfile.mkstemp",
+    "tempfile.mkdtemp",
+    "np.load",
+    "numpy.load",
+    "np.save",
+    "numpy.save",
+}
 
 # (file, enclosing function, call) -> why it may touch the local file system directly.
 ALLOWED = {
-    ("flatrob_jax/configuration.py", "load_config_module", "os.path.exists"):
-        "a config file is Python code that importlib loads: always a local file",
-    ("flatrob_jax/study.py", "load_sweep", "os.path.abspath"):
-        "the directory of a sweep file, Python code imported from local disk",
-    ("flatrob_jax/distributed.py", "_on_cloud_tpu_vm", "open"):
-        "reads the local machine's PCI vendor ids under /sys (is this a Cloud TPU VM?)",
-    ("flatrob_jax/colab.py", "accelerator_present", "os.path.exists"):
-        "probes /dev device files of the local machine",
-    ("flatrob_jax/colab.py", "install_dependencies", "tempfile.mkstemp"):
-        "a pip constraints file for a local pip subprocess",
-    ("flatrob_jax/colab.py", "install_dependencies", "os.remove"):
-        "removes that local constraints file",
+    (
+        "flatrob_jax/configuration.py",
+        "load_config_module",
+        "os.path.exists",
+    ): "a config file is Python code that importlib loads: always a local file",
+    (
+        "flatrob_jax/study.py",
+        "load_sweep",
+        "os.path.abspath",
+    ): "the directory of a sweep file, Python code imported from local disk",
+    (
+        "flatrob_jax/distributed.py",
+        "_on_cloud_tpu_vm",
+        "open",
+    ): "reads the local machine's PCI vendor ids under /sys (is this a Cloud TPU VM?)",
+    (
+        "flatrob_jax/colab.py",
+        "accelerator_present",
+        "os.path.exists",
+    ): "probes /dev device files of the local machine",
+    (
+        "flatrob_jax/colab.py",
+        "install_dependencies",
+        "tempfile.mkstemp",
+    ): "a pip constraints file for a local pip subprocess",
+    (
+        "flatrob_jax/colab.py",
+        "install_dependencies",
+        "os.remove",
+    ): "removes that local constraints file",
 }
 
 
@@ -218,8 +263,9 @@ def _aliases(tree) -> dict:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
-                names[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(
-                    ".")[0]
+                names[a.asname or a.name.split(".")[0]] = (
+                    a.name if a.asname else a.name.split(".")[0]
+                )
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for a in node.names:
                 names[a.asname or a.name] = f"{node.module}.{a.name}"
@@ -250,7 +296,7 @@ def file_access_sites(root: str) -> set:
                         head, _, rest = dotted.partition(".")
                         full = aliases.get(head, head) + (f".{rest}" if rest else "")
                         if full.startswith("numpy."):
-                            full = "np." + full[len("numpy."):]
+                            full = "np." + full[len("numpy.") :]
                         if full in GUARDED or dotted in GUARDED:
                             sites.add((rel, function, full if full in GUARDED else dotted))
                 for child in ast.iter_child_nodes(node):
@@ -265,7 +311,8 @@ def test_library_file_access_goes_through_fileio():
     unexpected = sorted(s for s in sites if s not in ALLOWED)
     assert not unexpected, (
         "direct file access outside flatrob_jax/fileio.py (use fileio.*, which works for "
-        f"gs:// too, or add the site to ALLOWED with the reason): {unexpected}")
+        f"gs:// too, or add the site to ALLOWED with the reason): {unexpected}"
+    )
 
 
 def test_the_guard_finds_direct_access(tmp_path):
@@ -274,8 +321,11 @@ def test_the_guard_finds_direct_access(tmp_path):
     (pkg / "bad.py").write_text(
         "import os\nfrom os import path as p\nimport numpy\n\n"
         "def save(workdir):\n    os.makedirs(workdir)\n    with open(p.abspath(workdir)) as f:\n"
-        "        return numpy.load(f)\n")
+        "        return numpy.load(f)\n"
+    )
     assert file_access_sites(str(tmp_path)) == {
-        ("flatrob_jax/bad.py", "save", "os.makedirs"), ("flatrob_jax/bad.py", "save", "open"),
+        ("flatrob_jax/bad.py", "save", "os.makedirs"),
+        ("flatrob_jax/bad.py", "save", "open"),
         ("flatrob_jax/bad.py", "save", "os.path.abspath"),
-        ("flatrob_jax/bad.py", "save", "np.load")}
+        ("flatrob_jax/bad.py", "save", "np.load"),
+    }

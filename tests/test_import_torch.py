@@ -6,6 +6,7 @@ architecture descriptions (key names as in the code bases the layouts name), wit
 weights and BatchNorm statistics from train-mode passes; small widths/depths keep the forward
 passes fast, the full-size modules are built on torch's meta device for name/shape checks.
 """
+
 import hashlib
 import importlib.util
 import json
@@ -133,8 +134,9 @@ class WrnBlock(nn.Module):
 class WrnGroup(nn.Module):
     def __init__(self, n, cin, cout, stride):
         super().__init__()
-        self.layer = nn.Sequential(*[WrnBlock(cin if i == 0 else cout, cout,
-                                              stride if i == 0 else 1) for i in range(n)])
+        self.layer = nn.Sequential(
+            *[WrnBlock(cin if i == 0 else cout, cout, stride if i == 0 else 1) for i in range(n)]
+        )
 
     def forward(self, x):
         return self.layer(x)
@@ -144,8 +146,16 @@ class RobustBenchWRN(nn.Module):
     """conv1/block1-3.layer.i/bn1/fc, with RobustBench's optional (unused) sub_block1 and
     classifier without bias (bias_last=False), and optional mu/sigma normalization buffers."""
 
-    def __init__(self, depth=28, widen_factor=10, num_classes=10, sub_block1=False,
-                 bias_last=True, mu=None, sigma=None):
+    def __init__(
+        self,
+        depth=28,
+        widen_factor=10,
+        num_classes=10,
+        sub_block1=False,
+        bias_last=True,
+        mu=None,
+        sigma=None,
+    ):
         super().__init__()
         n = (depth - 4) // 6
         c = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
@@ -192,8 +202,9 @@ class TorchvisionResNet(nn.Module):
     """conv1 (7x7/2)/bn1/maxpool/layer1-4/fc (ResNet-50: (3, 4, 6, 3), widths 64..512;
     Wide ResNet-50-2: inner_factor 2)."""
 
-    def __init__(self, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), inner_factor=1,
-                 num_classes=1000):
+    def __init__(
+        self, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), inner_factor=1, num_classes=1000
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -284,27 +295,67 @@ def _pyautoattack_weights() -> str:
 # (id, torch module factory, layout, Flax model, image size, wrap the state_dict like a
 # training script would: {'state_dict': {'module.' + name: tensor}})
 SMALL_CASES = [
-    ("cifar_resnet", lambda: CifarResNet((2, 1, 1, 1), SMALL_WIDTHS), layouts.CIFAR_RESNET,
-     lambda: ResNet(10, "basic", (2, 1, 1, 1), SMALL_WIDTHS, "cifar", **IDENTITY), 32, False),
-    ("preact_resnet", lambda: PreActResNet((2, 1, 1, 1), SMALL_WIDTHS), layouts.PREACT_RESNET,
-     lambda: ResNet(10, "preact", (2, 1, 1, 1), SMALL_WIDTHS, "cifar", **IDENTITY), 32, True),
+    (
+        "cifar_resnet",
+        lambda: CifarResNet((2, 1, 1, 1), SMALL_WIDTHS),
+        layouts.CIFAR_RESNET,
+        lambda: ResNet(10, "basic", (2, 1, 1, 1), SMALL_WIDTHS, "cifar", **IDENTITY),
+        32,
+        False,
+    ),
+    (
+        "preact_resnet",
+        lambda: PreActResNet((2, 1, 1, 1), SMALL_WIDTHS),
+        layouts.PREACT_RESNET,
+        lambda: ResNet(10, "preact", (2, 1, 1, 1), SMALL_WIDTHS, "cifar", **IDENTITY),
+        32,
+        True,
+    ),
     # WRN-16-2 with RobustBench's wrinkles: unused sub_block1, classifier without bias, mu/sigma
     # normalization buffers in the state_dict.
-    ("robustbench_wrn_16_2", lambda: RobustBenchWRN(16, 2, sub_block1=True, bias_last=False,
-                                                    mu=CIFAR_MEAN, sigma=CIFAR_STD),
-     layouts.ROBUSTBENCH_WRN,
-     lambda: WideResNet(10, depth=16, widen_factor=2, mean=CIFAR_MEAN, std=CIFAR_STD), 32, False),
+    (
+        "robustbench_wrn_16_2",
+        lambda: RobustBenchWRN(
+            16, 2, sub_block1=True, bias_last=False, mu=CIFAR_MEAN, sigma=CIFAR_STD
+        ),
+        layouts.ROBUSTBENCH_WRN,
+        lambda: WideResNet(10, depth=16, widen_factor=2, mean=CIFAR_MEAN, std=CIFAR_STD),
+        32,
+        False,
+    ),
     # WRN-10-1: the first stage keeps 16 channels, so it has no shortcut convolution.
-    ("robustbench_wrn_10_1", lambda: RobustBenchWRN(10, 1), layouts.ROBUSTBENCH_WRN,
-     lambda: WideResNet(10, depth=10, widen_factor=1, **IDENTITY), 32, True),
-    ("torchvision_resnet", lambda: TorchvisionResNet((2, 1, 1, 1), SMALL_WIDTHS, 1, 10),
-     layouts.TORCHVISION_RESNET,
-     lambda: ResNet(10, "bottleneck", (2, 1, 1, 1), SMALL_WIDTHS, "imagenet", **IDENTITY), 32,
-     True),
-    ("torchvision_wide_resnet", lambda: TorchvisionResNet((2, 1, 1, 1), SMALL_WIDTHS, 2, 10),
-     layouts.TORCHVISION_RESNET,
-     lambda: ResNet(10, "bottleneck", (2, 1, 1, 1), SMALL_WIDTHS, "imagenet",
-                    bottleneck_width_factor=2, **IDENTITY), 32, False),
+    (
+        "robustbench_wrn_10_1",
+        lambda: RobustBenchWRN(10, 1),
+        layouts.ROBUSTBENCH_WRN,
+        lambda: WideResNet(10, depth=10, widen_factor=1, **IDENTITY),
+        32,
+        True,
+    ),
+    (
+        "torchvision_resnet",
+        lambda: TorchvisionResNet((2, 1, 1, 1), SMALL_WIDTHS, 1, 10),
+        layouts.TORCHVISION_RESNET,
+        lambda: ResNet(10, "bottleneck", (2, 1, 1, 1), SMALL_WIDTHS, "imagenet", **IDENTITY),
+        32,
+        True,
+    ),
+    (
+        "torchvision_wide_resnet",
+        lambda: TorchvisionResNet((2, 1, 1, 1), SMALL_WIDTHS, 2, 10),
+        layouts.TORCHVISION_RESNET,
+        lambda: ResNet(
+            10,
+            "bottleneck",
+            (2, 1, 1, 1),
+            SMALL_WIDTHS,
+            "imagenet",
+            bottleneck_width_factor=2,
+            **IDENTITY,
+        ),
+        32,
+        False,
+    ),
 ]
 
 
@@ -314,8 +365,7 @@ def test_every_layout_imports_with_the_same_logits(case, record_property):
     net = randomize(make_torch(), size)
     state_dict = net.state_dict()
     if wrap:
-        state_dict = {"state_dict": {f"module.{k}": v for k, v in state_dict.items()},
-                      "epoch": 7}
+        state_dict = {"state_dict": {f"module.{k}": v for k, v in state_dict.items()}, "epoch": 7}
     prepared = convert.prepare(loading.read_state_dict(state_dict))
     model = make_flax()
     if prepared.normalization is not None:  # the mu/sigma buffers the WRN case carries
@@ -365,9 +415,21 @@ def imported_resnet18(tmp_path_factory):
 
     path = _pyautoattack_weights()
     run = str(tmp_path_factory.mktemp("imported") / "r18")
-    cmd = [sys.executable, "-m", "flatrob_jax.import_torch", "--arch", "resnet18_cifar",
-           "--weights", path, "--dataset", "cifar10", "--workdir", run,
-           "--zoo_entry", "pyautoattack/examples/model_test.pt"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flatrob_jax.import_torch",
+        "--arch",
+        "resnet18_cifar",
+        "--weights",
+        path,
+        "--dataset",
+        "cifar10",
+        "--workdir",
+        run,
+        "--zoo_entry",
+        "pyautoattack/examples/model_test.pt",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -387,8 +449,10 @@ def test_pyautoattack_resnet18_imports_with_pytorchs_logits(imported_resnet18, r
     theirs = _torch_logits(net, x)
     diff = float(np.abs(ours - theirs).max())
     record_property("max_abs_logit_diff", diff)
-    print(f"pyautoattack ResNet-18: max |logit difference| {diff:.2e} over 16 images "
-          f"(logits up to {np.abs(theirs).max():.1f})")
+    print(
+        f"pyautoattack ResNet-18: max |logit difference| {diff:.2e} over 16 images "
+        f"(logits up to {np.abs(theirs).max():.1f})"
+    )
     assert diff <= 1e-4, diff
     assert (ours.argmax(1) == theirs.argmax(1)).all()
 
@@ -409,14 +473,18 @@ def test_pyautoattack_resnet18_imports_with_pytorchs_logits(imported_resnet18, r
 def test_normalization_flags_become_the_models_first_layer(tmp_path):
     """--mean/--std: a checkpoint trained on normalized inputs takes [0, 1] images."""
     net = randomize(CifarResNet((1, 1, 1, 1), SMALL_WIDTHS), 32)
-    model = ResNet(10, "basic", (1, 1, 1, 1), SMALL_WIDTHS, "cifar", mean=CIFAR_MEAN,
-                   std=CIFAR_STD)
+    model = ResNet(10, "basic", (1, 1, 1, 1), SMALL_WIDTHS, "cifar", mean=CIFAR_MEAN, std=CIFAR_STD)
     prepared = convert.prepare(loading.read_state_dict(net.state_dict()))
-    mean, std, origin = import_workdir.resolve_normalization(CIFAR_MEAN, CIFAR_STD,
-                                                             prepared.normalization, 3)
+    mean, std, origin = import_workdir.resolve_normalization(
+        CIFAR_MEAN, CIFAR_STD, prepared.normalization, 3
+    )
     assert (mean, std, origin) == (CIFAR_MEAN, CIFAR_STD, "flags")
-    variables, _ = convert.to_flax(prepared.tensors, layouts.CIFAR_RESNET, model,
-                                   convert.template_variables(model, (32, 32, 3)))
+    variables, _ = convert.to_flax(
+        prepared.tensors,
+        layouts.CIFAR_RESNET,
+        model,
+        convert.template_variables(model, (32, 32, 3)),
+    )
     x = _smooth_images(4, seed=1)
     normalized = (x - np.array(CIFAR_MEAN, np.float32)) / np.array(CIFAR_STD, np.float32)
     ours = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
@@ -425,8 +493,11 @@ def test_normalization_flags_become_the_models_first_layer(tmp_path):
 
 def test_resolve_normalization_rules():
     resolve = import_workdir.resolve_normalization
-    assert resolve(None, None, None, 3) == ((0.0,) * 3, (1.0,) * 3,
-                                            "identity (inputs used as they are)")
+    assert resolve(None, None, None, 3) == (
+        (0.0,) * 3,
+        (1.0,) * 3,
+        "identity (inputs used as they are)",
+    )
     assert resolve(None, None, ((0.5,), (0.25,)), 3)[:2] == ((0.5,) * 3, (0.25,) * 3)
     assert resolve([0.5] * 3, [0.25] * 3, ((0.5,) * 3, (0.25,) * 3), 3)[2] == "flags"
     with pytest.raises(ValueError, match="contradict the normalization buffers"):
@@ -458,27 +529,59 @@ def _fails(tmp_path, exc, match, *args, **kw):
 
 
 def test_unknown_arch_lists_the_known_ones(tmp_path):
-    _fails(tmp_path, ValueError, r"unknown architecture 'resnet19'.*resnet18_cifar.*wrn_70_16",
-           "resnet19", "w.pt", "cifar10")
+    _fails(
+        tmp_path,
+        ValueError,
+        r"unknown architecture 'resnet19'.*resnet18_cifar.*wrn_70_16",
+        "resnet19",
+        "w.pt",
+        "cifar10",
+    )
 
 
 def test_unknown_dataset_lists_the_valid_ones(tmp_path):
-    _fails(tmp_path, ValueError, r"unknown dataset 'cifar11'.*cifar10, cifar100, imagenet2012",
-           "resnet18_cifar", "w.pt", "cifar11")
+    _fails(
+        tmp_path,
+        ValueError,
+        r"unknown dataset 'cifar11'.*cifar10, cifar100, imagenet2012",
+        "resnet18_cifar",
+        "w.pt",
+        "cifar11",
+    )
 
 
 def test_missing_file(tmp_path):
-    _fails(tmp_path, FileNotFoundError, "weights file .*nope.pt.* not found",
-           "resnet18_cifar", str(tmp_path / "nope.pt"), "cifar10")
+    _fails(
+        tmp_path,
+        FileNotFoundError,
+        "weights file .*nope.pt.* not found",
+        "resnet18_cifar",
+        str(tmp_path / "nope.pt"),
+        "cifar10",
+    )
 
 
 def test_checksum_mismatch(tmp_path, r18_state_dict):
     weights = tmp_path.parent / f"{tmp_path.name}_w.pt"
     torch.save({k: v for k, v in list(r18_state_dict.items())[:3]}, weights)
-    _fails(tmp_path, ChecksumMismatch, "has sha256 [0-9a-f]{64}, expected 0{64}",
-           "resnet18_cifar", str(weights), "cifar10", sha256="0" * 64)
-    _fails(tmp_path, ValueError, "not a sha256", "resnet18_cifar", str(weights), "cifar10",
-           sha256="abc")
+    _fails(
+        tmp_path,
+        ChecksumMismatch,
+        "has sha256 [0-9a-f]{64}, expected 0{64}",
+        "resnet18_cifar",
+        str(weights),
+        "cifar10",
+        sha256="0" * 64,
+    )
+    _fails(
+        tmp_path,
+        ValueError,
+        "not a sha256",
+        "resnet18_cifar",
+        str(weights),
+        "cifar10",
+        sha256="abc",
+    )
 
 
 def test_missing_extra_and_misshaped_tensors_are_named(tmp_path, r18_state_dict):
@@ -488,18 +591,36 @@ def test_missing_extra_and_misshaped_tensors_are_named(tmp_path, r18_state_dict)
     bad["layer1.0.conv1.weight"] = torch.zeros(64, 64, 5, 5)
     weights = tmp_path.parent / f"{tmp_path.name}_bad.pt"
     torch.save(bad, weights)
-    _fails(tmp_path, StateDictMismatch,
-           r"missing 1 tensor\(s\): linear.bias; unexpected 1 tensor\(s\): head.weight; 1 "
-           r"tensor\(s\) of the wrong shape: layer1.0.conv1.weight \(64, 64, 5, 5\) "
-           r"\(expected \(64, 64, 3, 3\)\)", "resnet18_cifar", str(weights), "cifar10")
+    _fails(
+        tmp_path,
+        StateDictMismatch,
+        r"missing 1 tensor\(s\): linear.bias; unexpected 1 tensor\(s\): head.weight; 1 "
+        r"tensor\(s\) of the wrong shape: layer1.0.conv1.weight \(64, 64, 5, 5\) "
+        r"\(expected \(64, 64, 3, 3\)\)",
+        "resnet18_cifar",
+        str(weights),
+        "cifar10",
+    )
 
 
 def test_wrong_arch_or_class_count_is_a_shape_error(tmp_path):
     weights = _pyautoattack_weights()
-    _fails(tmp_path, StateDictMismatch, r"linear.weight \(10, 512\) \(expected \(100, 512\)\)",
-           "resnet18_cifar", weights, "cifar100")
-    _fails(tmp_path, StateDictMismatch, "missing .*bn.weight.*unexpected .*bn1.weight",
-           "preact_resnet18", weights, "cifar10")
+    _fails(
+        tmp_path,
+        StateDictMismatch,
+        r"linear.weight \(10, 512\) \(expected \(100, 512\)\)",
+        "resnet18_cifar",
+        weights,
+        "cifar100",
+    )
+    _fails(
+        tmp_path,
+        StateDictMismatch,
+        "missing .*bn.weight.*unexpected .*bn1.weight",
+        "preact_resnet18",
+        weights,
+        "cifar10",
+    )
 
 
 def test_a_run_is_never_overwritten(tmp_path):
@@ -507,22 +628,35 @@ def test_a_run_is_never_overwritten(tmp_path):
     run.mkdir()
     (run / "config.json").write_text("{}")
     with pytest.raises(FileExistsError, match="exists and is not empty"):
-        import_workdir.import_checkpoint("resnet18_cifar", _pyautoattack_weights(), "cifar10",
-                                         str(run))
+        import_workdir.import_checkpoint(
+            "resnet18_cifar", _pyautoattack_weights(), "cifar10", str(run)
+        )
     assert os.listdir(run) == ["config.json"] and (run / "config.json").read_text() == "{}"
 
 
 def test_not_a_state_dict(tmp_path):
     weights = tmp_path.parent / f"{tmp_path.name}_list.pt"
     torch.save([torch.zeros(2)], weights)
-    _fails(tmp_path, ValueError, "holds a list, not a state_dict", "resnet18_cifar",
-           str(weights), "cifar10")
+    _fails(
+        tmp_path,
+        ValueError,
+        "holds a list, not a state_dict",
+        "resnet18_cifar",
+        str(weights),
+        "cifar10",
+    )
 
 
 def test_without_torch_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
-    _fails(tmp_path, ImportError, r"pip install 'flatrob_jax\[torch\]'", "resnet18_cifar",
-           _pyautoattack_weights(), "cifar10")
+    _fails(
+        tmp_path,
+        ImportError,
+        r"pip install 'flatrob_jax\[torch\]'",
+        "resnet18_cifar",
+        _pyautoattack_weights(),
+        "cifar10",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,12 +677,12 @@ def test_imported_model_curvature_and_apgd_match_the_peers(imported_resnet18, re
 
     x = _smooth_images(4, seed=2)
     y = np.random.default_rng(2).integers(0, 10, 4)
-    obj = curvature.from_flax(loaded.model, loaded.variables, x, y, batch_size=4,
-                              mesh=make_mesh(1))
+    obj = curvature.from_flax(loaded.model, loaded.variables, x, y, batch_size=4, mesh=make_mesh(1))
     top = curvature.lanczos(obj.hvp, obj.params, jax.random.key(0), num_steps=20, tol=1e-5)
     torch.manual_seed(0)
-    ph = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(),
-                           data=(_nhwc_to_nchw(x), torch.from_numpy(y)), cuda=False)
+    ph = pyhessian.hessian(
+        net, torch.nn.CrossEntropyLoss(), data=(_nhwc_to_nchw(x), torch.from_numpy(y)), cuda=False
+    )
     (top_theirs,), _ = ph.eigenvalues(maxIter=20, tol=1e-4)  # converged by ~15
     record_property("lambda_max", (float(top.eigenvalues[0]), float(top_theirs)))
     np.testing.assert_allclose(top.eigenvalues[0], top_theirs, rtol=1e-3)
@@ -565,12 +699,23 @@ def test_imported_model_curvature_and_apgd_match_the_peers(imported_resnet18, re
     x_ref = ref.perturb(_nhwc_to_nchw(xa), torch.from_numpy(ya))
     with torch.no_grad():
         acc_theirs = float((net(x_ref).argmax(1).numpy() == ya).mean())
-    x_adv = attacks.apgd(loaded.apply_fn, xa, ya, jax.random.key(0), eps=eps, norm="Linf",
-                         loss="ce", steps=steps, batch_size=n)
+    x_adv = attacks.apgd(
+        loaded.apply_fn,
+        xa,
+        ya,
+        jax.random.key(0),
+        eps=eps,
+        norm="Linf",
+        loss="ce",
+        steps=steps,
+        batch_size=n,
+    )
     assert np.abs(np.asarray(x_adv) - xa).max() <= eps + 1e-6
     acc_ours = float((np.asarray(jax.jit(loaded.apply_fn)(x_adv)).argmax(1) == ya).mean())
     record_property("apgd_robust_accuracy", (acc_ours, acc_theirs))
-    print(f"imported ResNet-18: lambda_max {top.eigenvalues[0]:.2f} vs PyHessian {top_theirs:.2f}; "
-          f"trace {tr.trace:.0f} +- {tr.stderr:.0f} vs {theirs:.0f} +- {theirs_se:.0f}; APGD-CE "
-          f"robust accuracy at 1/255: {acc_ours:.3f} vs pyautoattack {acc_theirs:.3f}")
+    print(
+        f"imported ResNet-18: lambda_max {top.eigenvalues[0]:.2f} vs PyHessian {top_theirs:.2f}; "
+        f"trace {tr.trace:.0f} +- {tr.stderr:.0f} vs {theirs:.0f} +- {theirs_se:.0f}; APGD-CE "
+        f"robust accuracy at 1/255: {acc_ours:.3f} vs pyautoattack {acc_theirs:.3f}"
+    )
     assert abs(acc_ours - acc_theirs) <= 1 / n + 1e-9

@@ -5,15 +5,32 @@ import pytest
 
 from flatrob_jax.models import get_model, names
 
-SHAPES = {"cnn_tiny": (28, 28, 1), "cnn_small": (28, 28, 1), "cnn_medium": (28, 28, 1),
-          "resnet18": (32, 32, 3), "preact_resnet18": (32, 32, 3), "wrn16_1": (32, 32, 3),
-          "wrn40_2": (32, 32, 3), "wrn28_10": (16, 16, 3), "wrn34_10": (16, 16, 3),
-          "wrn70_16": (16, 16, 3), "resnet50": (32, 32, 3), "wide_resnet50_2": (32, 32, 3)}
+SHAPES = {
+    "cnn_tiny": (28, 28, 1),
+    "cnn_small": (28, 28, 1),
+    "cnn_medium": (28, 28, 1),
+    "resnet18": (32, 32, 3),
+    "preact_resnet18": (32, 32, 3),
+    "wrn16_1": (32, 32, 3),
+    "wrn40_2": (32, 32, 3),
+    "wrn28_10": (16, 16, 3),
+    "wrn34_10": (16, 16, 3),
+    "wrn70_16": (16, 16, 3),
+    "resnet50": (32, 32, 3),
+    "wide_resnet50_2": (32, 32, 3),
+}
 # The well-known sizes at 10 classes (the same counts as the PyTorch modules of
 # tests/test_import_torch.py: torchvision's ResNet-50 / Wide ResNet-50-2, RobustBench's WRNs).
-PARAMS = {"resnet18": 11_173_962, "preact_resnet18": 11_172_170, "wrn40_2": 2_243_546,
-          "wrn28_10": 36_479_194, "wrn34_10": 46_160_474, "wrn70_16": 266_796_506,
-          "resnet50": 23_528_522, "wide_resnet50_2": 66_854_730}
+PARAMS = {
+    "resnet18": 11_173_962,
+    "preact_resnet18": 11_172_170,
+    "wrn40_2": 2_243_546,
+    "wrn28_10": 36_479_194,
+    "wrn34_10": 46_160_474,
+    "wrn70_16": 266_796_506,
+    "resnet50": 23_528_522,
+    "wide_resnet50_2": 66_854_730,
+}
 
 
 @pytest.mark.parametrize("name", names())

@@ -8,6 +8,7 @@ bit-identical; a sweep gives the same results table; a workdir that is not share
 the clear error, not a hang. Plus start-up (--distributed, cluster evidence) and agreement
 helpers in one process, and tools/tpu_vm.sh --dry-run.
 """
+
 import json
 import os
 import shlex
@@ -31,18 +32,27 @@ TIMEOUT = 240  # seconds for one group of processes (a hang fails here with both
 
 
 def _overrides(data_dir, **kw):
-    base = {"dataset.data_dir": data_dir, "model.name": "cnn_tiny",
-            "dataset.num_train_examples": None, "dataset.num_eval_examples": None,
-            "train.num_steps": STEPS, "train.batch_size": 32, "train.eval_batch_size": 64,
-            "checkpoint.every_steps": 2, "log_every_steps": 2, "augment.name": "standard"}
+    base = {
+        "dataset.data_dir": data_dir,
+        "model.name": "cnn_tiny",
+        "dataset.num_train_examples": None,
+        "dataset.num_eval_examples": None,
+        "train.num_steps": STEPS,
+        "train.batch_size": 32,
+        "train.eval_batch_size": 64,
+        "checkpoint.every_steps": 2,
+        "log_every_steps": 2,
+        "augment.name": "standard",
+    }
     base.update(kw)
     return base
 
 
 def _train_args(workdir, overrides, step_delay=0.0):
     flags = [f"--config.{k}={v}" for k, v in overrides.items()]
-    return multihost.module_args("flatrob_jax.train", "--config", CONFIG, "--workdir", workdir,
-                                 *flags, step_delay=step_delay)
+    return multihost.module_args(
+        "flatrob_jax.train", "--config", CONFIG, "--workdir", workdir, *flags, step_delay=step_delay
+    )
 
 
 def _params(workdir):
@@ -64,8 +74,9 @@ def two_process_run(data_dir, tmp_path_factory):
     """An uninterrupted 2-process x 2-device run of the smoke config."""
     root = tmp_path_factory.mktemp("uninterrupted")
     workdir = str(root / "run")
-    group = multihost.run(_train_args(workdir, _overrides(data_dir)), str(root / "logs"),
-                          timeout=TIMEOUT)
+    group = multihost.run(
+        _train_args(workdir, _overrides(data_dir)), str(root / "logs"), timeout=TIMEOUT
+    )
     return workdir, group
 
 
@@ -147,7 +158,8 @@ def test_cloud_tpu_vm_detection(tmp_path, monkeypatch):
         path = "/computeMetadata/v1/instance/attributes/worker-network-endpoints"
         answers[path] = "w-0:0:10.0.0.2,w-1:1:10.0.0.3,w-2:2:10.0.0.4,w-3:3:10.0.0.5"
         assert distributed.cluster_evidence(env) == [
-            "a Cloud TPU VM slice of 4 workers (metadata server)"]
+            "a Cloud TPU VM slice of 4 workers (metadata server)"
+        ]
         answers[path] = "10.0.0.2"
         assert distributed.cluster_evidence(env) == []
         assert distributed.cluster_evidence({**env, "TPU_SKIP_MDS_QUERY": "1"}) == []
@@ -156,12 +168,16 @@ def test_cloud_tpu_vm_detection(tmp_path, monkeypatch):
 
 
 def test_on_without_a_cluster_raises_instead_of_training_alone(tmp_path):
-    code = ("from flatrob_jax import distributed\n"
-            "distributed.initialize('on')\n")
-    env = multihost.process_env(0, 1, 1, None, {"JAX_NUM_PROCESSES": "2",
-                                                "JAX_PROCESS_ID": "0"})
-    done = subprocess.run([os.sys.executable, "-c", code], cwd=REPO, env=env, timeout=120,
-                          capture_output=True, text=True)
+    code = "from flatrob_jax import distributed\ndistributed.initialize('on')\n"
+    env = multihost.process_env(0, 1, 1, None, {"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"})
+    done = subprocess.run(
+        [os.sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0
     assert "jax.distributed.initialize failed (--distributed=on" in done.stderr
 
@@ -218,8 +234,7 @@ def test_sigterm_in_one_process_saves_and_raises_preempted(one_process_run, data
 
 
 @pytest.mark.slow
-def test_two_processes_train_like_one_and_only_process_0_writes(two_process_run,
-                                                                  one_process_run):
+def test_two_processes_train_like_one_and_only_process_0_writes(two_process_run, one_process_run):
     workdir, group = two_process_run
     single_workdir, single = one_process_run
     for a, b in zip(_params(workdir), _params(single_workdir)):
@@ -236,13 +251,19 @@ def test_two_processes_train_like_one_and_only_process_0_writes(two_process_run,
     keys = [(r["step"], r.get("split", r.get("kind"))) for r in records]
     assert len(keys) == len(set(keys)), keys
     assert "done: test accuracy" in group.log(0) and "done: test accuracy" not in group.log(1)
-    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json", "metrics.jsonl",
-                                           "summary.json", "tensorboard"]
+    assert sorted(os.listdir(workdir)) == [
+        "checkpoints",
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "tensorboard",
+    ]
 
 
 @pytest.mark.slow
 def test_sigterm_one_process_then_sigkill_both_then_restart_is_bit_identical(
-        two_process_run, data_dir, tmp_path):
+    two_process_run, data_dir, tmp_path
+):
     """SIGTERM to process 1 only: both save the same step and exit with status 75. The
     relaunched run resumes; SIGKILL of both after its next checkpoint; a restart finishes.
     The final parameters equal an uninterrupted 2-process run bit for bit."""
@@ -255,24 +276,32 @@ def test_sigterm_one_process_then_sigkill_both_then_restart_is_bit_identical(
         codes = group.wait(TIMEOUT)
         text = group.logs()
     assert codes == [distributed.PREEMPTED_EXIT_CODE] * 2, text
-    saved = [int(line.split("saved at step ")[1].split()[0])
-             for i in range(2) for line in group.log(i).splitlines()
-             if "preempted: checkpoint saved at step" in line]
+    saved = [
+        int(line.split("saved at step ")[1].split()[0])
+        for i in range(2)
+        for line in group.log(i).splitlines()
+        if "preempted: checkpoint saved at step" in line
+    ]
     assert len(saved) == 2 and saved[0] == saved[1], text  # both processes, the same step
     preempted_at = saved[0]
     assert 2 <= preempted_at < STEPS and _checkpoints(workdir)[-1] == preempted_at, text
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
 
     with multihost.Group(args, logs, name="killed") as group:
-        group.wait_for(lambda: preempted_at < max(_checkpoints(workdir)) < STEPS, TIMEOUT,
-                       "a checkpoint after the resumed step")
+        group.wait_for(
+            lambda: preempted_at < max(_checkpoints(workdir)) < STEPS,
+            TIMEOUT,
+            "a checkpoint after the resumed step",
+        )
         group.kill(signal.SIGKILL)
-        assert f"resumed from {os.path.join(workdir, 'checkpoints')}/{preempted_at}" in \
-            group.log(0), group.logs()
+        assert f"resumed from {os.path.join(workdir, 'checkpoints')}/{preempted_at}" in group.log(
+            0
+        ), group.logs()
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
 
-    restart = multihost.run(_train_args(workdir, _overrides(data_dir)), logs, timeout=TIMEOUT,
-                            name="restart")
+    restart = multihost.run(
+        _train_args(workdir, _overrides(data_dir)), logs, timeout=TIMEOUT, name="restart"
+    )
     assert "resumed from" in restart.log(0)
     for a, b in zip(_params(reference), _params(workdir)):
         np.testing.assert_array_equal(a, b)
@@ -283,8 +312,13 @@ def test_workdir_not_shared_fails_clearly_on_every_process(data_dir, tmp_path):
     cwds = [str(tmp_path / "host0"), str(tmp_path / "host1")]
     for c in cwds:
         os.makedirs(c)
-    group = multihost.run(_train_args("run", _overrides(data_dir)), str(tmp_path / "logs"),
-                          timeout=TIMEOUT, expect=(1,), cwd=cwds)
+    group = multihost.run(
+        _train_args("run", _overrides(data_dir)),
+        str(tmp_path / "logs"),
+        timeout=TIMEOUT,
+        expect=(1,),
+        cwd=cwds,
+    )
     for i in range(2):
         assert distributed.SHARED_WORKDIR_MESSAGE in group.log(i), group.logs()
     assert not os.path.exists(os.path.join(cwds[1], "run", "checkpoints"))
@@ -307,19 +341,30 @@ def test_sweep_on_two_processes_gives_the_same_results_table(data_dir, tmp_path)
     from flatrob_jax.analysis import read_rows
     from flatrob_jax.study import load_sweep, run_sweep
 
-    overrides = _overrides(data_dir, **{
-        "train.num_steps": 4, "analysis.measures": ("clean", "curvature", "attacks"),
-        "analysis.num_train_examples": 32, "analysis.num_test_examples": 32,
-        "analysis.curvature.lanczos_steps": 6, "analysis.curvature.trace_max_probes": 4,
-        "analysis.curvature.trace_min_probes": 2, "analysis.attacks.norms": ("Linf",),
-        "analysis.attacks.pgd_steps": 2, "analysis.attacks.autoattack": False,
-        "analysis.attacks.batch_size": 32})
+    overrides = _overrides(
+        data_dir,
+        **{
+            "train.num_steps": 4,
+            "analysis.measures": ("clean", "curvature", "attacks"),
+            "analysis.num_train_examples": 32,
+            "analysis.num_test_examples": 32,
+            "analysis.curvature.lanczos_steps": 6,
+            "analysis.curvature.trace_max_probes": 4,
+            "analysis.curvature.trace_min_probes": 2,
+            "analysis.attacks.norms": ("Linf",),
+            "analysis.attacks.pgd_steps": 2,
+            "analysis.attacks.autoattack": False,
+            "analysis.attacks.batch_size": 32,
+        },
+    )
     path = tmp_path / "sweep.py"
     path.write_text(SWEEP_FILE.format(base=CONFIG, overrides=overrides))
     root = str(tmp_path / "two")
-    group = multihost.run(multihost.module_args("flatrob_jax.sweep", "--sweep", str(path),
-                                                "--workdir", root),
-                          str(tmp_path / "logs"), timeout=2 * TIMEOUT)
+    group = multihost.run(
+        multihost.module_args("flatrob_jax.sweep", "--sweep", str(path), "--workdir", root),
+        str(tmp_path / "logs"),
+        timeout=2 * TIMEOUT,
+    )
     # Each process analyzed one run; process 0 alone wrote the report.
     for i, name in enumerate(["name=none", "name=standard"]):
         assert f"{name}] clean" in group.log(i) and f"{name}] clean" not in group.log(1 - i)
@@ -328,14 +373,18 @@ def test_sweep_on_two_processes_gives_the_same_results_table(data_dir, tmp_path)
     assert "report:" in group.log(0) and "report:" not in group.log(1)
 
     single = run_sweep(load_sweep(str(path)), str(tmp_path / "one"), log=lambda m: None)
-    two = {(r["run"], r["metric"]): r["value"]
-           for r in read_rows(os.path.join(root, "results.csv"))}
+    two = {
+        (r["run"], r["metric"]): r["value"] for r in read_rows(os.path.join(root, "results.csv"))
+    }
     one = {(r["run"], r["metric"]): r["value"] for r in read_rows(single["results_csv"])}
     assert two.keys() == one.keys() and len(one) > 10
     how_it_ran = {"num_devices", "seconds", "time_s"}  # not what it found
-    differ = {key: (two[key], value) for key, value in one.items()
-              if not how_it_ran & set(key[1].split("/"))
-              and two[key] != pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True)}
+    differ = {
+        key: (two[key], value)
+        for key, value in one.items()
+        if not how_it_ran & set(key[1].split("/"))
+        and two[key] != pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True)
+    }
     assert not differ, differ
 
 
@@ -347,10 +396,20 @@ TPU_VM = os.path.join(REPO, "tools", "tpu_vm.sh")
 def _dry_run(*args, env=None):
     """The output of ``tools/tpu_vm.sh --dry-run ARGS``: itself a bash script (the job scripts
     as here-documents, then the gcloud commands); returns (text, gcloud argvs)."""
-    full_env = dict(os.environ, TPU_NAME="flat-pod", TPU_ZONE="us-central2-b",
-                    TPU_PROJECT="my-proj", **(env or {}))
-    done = subprocess.run(["bash", TPU_VM, "--dry-run", *args], capture_output=True, text=True,
-                          timeout=60, env=full_env)
+    full_env = dict(
+        os.environ,
+        TPU_NAME="flat-pod",
+        TPU_ZONE="us-central2-b",
+        TPU_PROJECT="my-proj",
+        **(env or {}),
+    )
+    done = subprocess.run(
+        ["bash", TPU_VM, "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+    )
     assert done.returncode == 0, done.stderr
     subprocess.run(["bash", "-n"], input=done.stdout, text=True, check=True, timeout=60)
     commands, in_heredoc = [], False
@@ -366,13 +425,13 @@ def _job_script(text, job):
     """The job script of a dry run (its here-document), continuation lines joined."""
     opening = f"cat > /tmp/tpu_vm.{job}.sh <<'EOF'\n"
     start = text.index(opening) + len(opening)
-    return text[start:text.index("\nEOF\n", start)].replace("\\\n", " ")
+    return text[start : text.index("\nEOF\n", start)].replace("\\\n", " ")
 
 
 def _workers_command(argv):
     assert argv[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in argv
     assert "--zone=us-central2-b" in argv and "--project=my-proj" in argv
-    return [a for a in argv if a.startswith("--command=")][0][len("--command="):]
+    return [a for a in argv if a.startswith("--command=")][0][len("--command=") :]
 
 
 def test_tpu_vm_script_is_valid_bash():
@@ -389,8 +448,13 @@ def test_tpu_vm_script_is_valid_bash():
 def test_tpu_vm_dry_run_create_setup_and_delete():
     _, (create,) = _dry_run("create", "--type", "v5e-8", "--spot")
     assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "flat-pod"]
-    for flag in ("--accelerator-type=v5litepod-8", "--version=v2-alpha-tpuv5-lite", "--spot",
-                 "--zone=us-central2-b", "--project=my-proj"):
+    for flag in (
+        "--accelerator-type=v5litepod-8",
+        "--version=v2-alpha-tpuv5-lite",
+        "--spot",
+        "--zone=us-central2-b",
+        "--project=my-proj",
+    ):
         assert flag in create
     _, (pod,) = _dry_run("create", "--type", "v4-32")
     assert "--accelerator-type=v4-32" in pod and "--spot" not in pod
@@ -401,7 +465,7 @@ def test_tpu_vm_dry_run_create_setup_and_delete():
     assert any(a == "flat-pod:flatrob/relaunch.sh" for a in setup[1])
     _, (data,) = _dry_run("data", "--dataset", "cifar10", "--bucket", "gs://b/tfds")
     assert "--worker=0" in data  # built once, on worker 0
-    build = shlex.split([a for a in data if a.startswith("--command=")][0][len("--command="):])
+    build = shlex.split([a for a in data if a.startswith("--command=")][0][len("--command=") :])
     assert "cifar10" in build and build[-1] == "gs://b/tfds/" and "tensorflow-cpu" in build
     _, (delete,) = _dry_run("delete")
     assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "flat-pod"]
@@ -410,8 +474,15 @@ def test_tpu_vm_dry_run_create_setup_and_delete():
 def test_tpu_vm_dry_run_train_on_all_workers_keeps_the_arguments_intact():
     workdir = "gs://my-bucket/runs/a b"
     user_args = ["--config", "fashion_mnist_cnn", "--config.augment.name=it's; rm -rf ~"]
-    text, (scp, ssh) = _dry_run("train", "--workdir", workdir, "--env",
-                                "JAX_DEFAULT_MATMUL_PRECISION=highest", "--", *user_args)
+    text, (scp, ssh) = _dry_run(
+        "train",
+        "--workdir",
+        workdir,
+        "--env",
+        "JAX_DEFAULT_MATMUL_PRECISION=highest",
+        "--",
+        *user_args,
+    )
     assert scp[5:7] == ["/tmp/tpu_vm.train.sh", "flat-pod:flatrob/train.sh"]
     assert "--worker=all" in scp
     start = _workers_command(ssh)
@@ -423,27 +494,34 @@ def test_tpu_vm_dry_run_train_on_all_workers_keeps_the_arguments_intact():
     (line,) = [ln for ln in script.splitlines() if "relaunch.sh" in ln]
     argv = shlex.split(line)
     assert argv[argv.index("--done") + 1] == workdir + "/summary.json"
-    train = argv[argv.index("--") + 1:]
+    train = argv[argv.index("--") + 1 :]
     assert train == ["python", "-m", "flatrob_jax.train", "--workdir", workdir, *user_args]
 
 
 def test_tpu_vm_dry_run_sweep_runs_the_sweeps_own_training_lines():
-    text, commands = _dry_run("sweep", "--workdir", "gs://b/study", "--", "--sweep",
-                              "fashion_mnist_augmentations:smoke")
+    text, commands = _dry_run(
+        "sweep", "--workdir", "gs://b/study", "--", "--sweep", "fashion_mnist_augmentations:smoke"
+    )
     _workers_command(commands[-1])
     script = _job_script(text, "sweep")
-    sweep = ("python -m flatrob_jax.sweep --workdir gs://b/study "
-             "--sweep fashion_mnist_augmentations:smoke")
+    sweep = (
+        "python -m flatrob_jax.sweep --workdir gs://b/study "
+        "--sweep fashion_mnist_augmentations:smoke"
+    )
     assert f"{sweep} --print_commands --distributed=off > ~/flatrob/sweep_commands.txt" in script
-    assert "--done \"$wd/summary.json\"" in script
+    assert '--done "$wd/summary.json"' in script
     assert script.index("--only analyze") < script.index("--only report")
     subprocess.run(["bash", "-n"], input=script, text=True, check=True, timeout=60)
 
 
 def test_tpu_vm_refuses_a_local_workdir():
-    done = subprocess.run(["bash", TPU_VM, "--dry-run", "train", "--workdir", "/tmp/x"],
-                          capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ, TPU_NAME="p", TPU_ZONE="z"))
+    done = subprocess.run(
+        ["bash", TPU_VM, "--dry-run", "train", "--workdir", "/tmp/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, TPU_NAME="p", TPU_ZONE="z"),
+    )
     assert done.returncode != 0
     assert "a workdir every host can see (gs:// or a shared mount)" in done.stderr
 
@@ -451,12 +529,27 @@ def test_tpu_vm_refuses_a_local_workdir():
 def test_relaunch_loop_restarts_after_preemption_until_done(tmp_path):
     """Exit status 75 restarts the command; it stops once the done file exists."""
     counter, done_file = tmp_path / "attempts", tmp_path / "summary.json"
-    script = (f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}; "
-              f"if [ $n -ge 2 ]; then touch {done_file}; exit 0; fi; exit 75")
+    script = (
+        f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}; "
+        f"if [ $n -ge 2 ]; then touch {done_file}; exit 0; fi; exit 75"
+    )
     env = dict(os.environ, PYTHONPATH=REPO)
-    done = subprocess.run(["bash", os.path.join(REPO, "tools", "relaunch.sh"), "--done",
-                           str(done_file), "--", "bash", "-c", script], capture_output=True,
-                          text=True, timeout=120, env=env)
+    done = subprocess.run(
+        [
+            "bash",
+            os.path.join(REPO, "tools", "relaunch.sh"),
+            "--done",
+            str(done_file),
+            "--",
+            "bash",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert counter.read_text().strip() == "3" and done_file.exists()
     assert done.stderr.count("preempted (exit status 75)") == 2

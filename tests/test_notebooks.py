@@ -4,6 +4,7 @@ convention), from a temporary directory outside the repository, on a tiny fake F
 plus static checks (no stored outputs, the Colab badge and install URL match
 ``[project.urls]``, shell and magic lines only under the Colab guard) and the errors a bad
 parameter gives."""
+
 import ast
 import json
 import os
@@ -58,7 +59,8 @@ def test_every_notebook_is_executed_by_a_test():
     assert NOTEBOOKS, "no notebooks found"
     assert set(NOTEBOOKS) == EXECUTED, (
         f"notebooks without an execution test: {sorted(set(NOTEBOOKS) - EXECUTED)}; "
-        f"tests for missing notebooks: {sorted(EXECUTED - set(NOTEBOOKS))}")
+        f"tests for missing notebooks: {sorted(EXECUTED - set(NOTEBOOKS))}"
+    )
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -67,7 +69,8 @@ def test_notebook_is_valid_and_has_no_stored_outputs(name):
     nbformat.validate(nb)
     for i, cell in enumerate(_code(nb)):
         assert cell.outputs == [] and cell.execution_count is None, (
-            f"{name}: code cell {i} has stored outputs; clear them before committing")
+            f"{name}: code cell {i} has stored outputs; clear them before committing"
+        )
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -75,8 +78,12 @@ def test_parameters_cell_defines_smoke_false(name):
     nb = _read(name)
     cell = nb.cells[_parameters_index(nb)]
     assert cell.cell_type == "code"
-    values = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
-              if isinstance(node, ast.Assign) for t in node.targets}
+    values = {
+        t.id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+    }
     assert values.get("SMOKE") is False, f"{name}: the parameters cell must set SMOKE = False"
 
 
@@ -90,11 +97,11 @@ def test_badge_and_install_url_match_project_urls(name):
     assert re.search(rf'^REPO_URL = "{re.escape(repository)}"', setup, re.M), setup
     ref = re.search(r'^REF = "([^"]+)"', setup, re.M).group(1)
     assert '"flatrob_jax @ git+{REPO_URL}@{REF}"' in setup
-    badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/{ref}/notebooks/"
-             f"{name}")
+    badge = f"https://colab.research.google.com/github/{owner_repo}/blob/{ref}/notebooks/{name}"
     first = nb.cells[0]
     assert first.cell_type == "markdown" and badge in first.source, (
-        f"{name}: the first cell must hold the Open in Colab badge linking {badge}")
+        f"{name}: the first cell must hold the Open in Colab badge linking {badge}"
+    )
     assert "colab-badge.svg" in first.source
 
 
@@ -144,9 +151,15 @@ def kernel(tmp_path, monkeypatch):
     """A kernel spec for this interpreter (so the test needs no installed 'python3' spec)."""
     spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "flatrob_jax tests", "language": "python"}))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "flatrob_jax tests",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return KERNEL
 
@@ -168,19 +181,23 @@ def execute(name, kernel_name, cwd, **parameters):
     index = _parameters_index(nb)
     injected = nbformat.v4.new_code_cell(
         "# Parameters injected by tests/test_notebooks.py\n"
-        + "".join(f"{k} = {v!r}\n" for k, v in parameters.items()))
+        + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
+    )
     injected.metadata["tags"] = ["injected-parameters"]
     nb.cells.insert(index + 1, injected)
-    client = NotebookClient(nb, timeout=600, kernel_name=kernel_name,
-                            resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name=kernel_name, resources={"metadata": {"path": str(cwd)}}
+    )
     start, cpu = time.perf_counter(), _children_cpu()
     try:
         client.execute()
     finally:  # kept beside the run for a look at what failed
         nbformat.write(nb, os.path.join(cwd, f"executed-{name}"))
     seconds = time.perf_counter() - start
-    print(f"{name}: executed in {seconds:.1f} s wall, {_children_cpu() - cpu:.1f} s CPU "
-          f"(the kernel's)")
+    print(
+        f"{name}: executed in {seconds:.1f} s wall, {_children_cpu() - cpu:.1f} s CPU "
+        f"(the kernel's)"
+    )
     return nb, seconds
 
 
@@ -193,11 +210,11 @@ def assert_clean(nb, name):
     """No error output and nothing on stderr that looks like an error."""
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
-            assert out.output_type != "error", (
-                f"{name} cell {i}: {out.ename}: {out.evalue}")
+            assert out.output_type != "error", f"{name} cell {i}: {out.ename}: {out.evalue}"
             if out.output_type == "stream" and out.name == "stderr":
                 assert not re.search(r"Traceback|Error|Exception", out.text), (
-                    f"{name} cell {i} wrote to stderr:\n{out.text[-3000:]}")
+                    f"{name} cell {i} wrote to stderr:\n{out.text[-3000:]}"
+                )
 
 
 @pytest.mark.slow
@@ -227,14 +244,26 @@ def test_checkpoint_notebook_runs(name, kernel, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, parameters, ename, message", [
-    ("quickstart.ipynb", {"CONFIG": "no_such_config"}, "FileNotFoundError",
-     "no config named 'no_such_config' in flatrob_jax.configs; valid names: "),
-    ("explore_study.ipynb", {"STUDY": "{tmp}/no_study_here"}, "FileNotFoundError",
-     "no study at '{tmp}/no_study_here': the path does not exist"),
-])
-def test_bad_parameter_gives_the_library_error(name, parameters, ename, message, kernel,
-                                               workdir, tmp_path):
+@pytest.mark.parametrize(
+    "name, parameters, ename, message",
+    [
+        (
+            "quickstart.ipynb",
+            {"CONFIG": "no_such_config"},
+            "FileNotFoundError",
+            "no config named 'no_such_config' in flatrob_jax.configs; valid names: ",
+        ),
+        (
+            "explore_study.ipynb",
+            {"STUDY": "{tmp}/no_study_here"},
+            "FileNotFoundError",
+            "no study at '{tmp}/no_study_here': the path does not exist",
+        ),
+    ],
+)
+def test_bad_parameter_gives_the_library_error(
+    name, parameters, ename, message, kernel, workdir, tmp_path
+):
     cwd, _ = workdir
     parameters = {k: v.format(tmp=tmp_path) for k, v in parameters.items()}
     with pytest.raises(CellExecutionError) as e:

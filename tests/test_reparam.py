@@ -1,6 +1,7 @@
 """The reparameterization audit: function-preserving rescalings (BatchNorm-scale, ReLU layer
 rescaling) leave the logits unchanged, move lambda_max, the trace and Keskar sharpness, and
 leave the adaptive sharpness measures where they were (same keys)."""
+
 import types
 
 import jax
@@ -58,11 +59,23 @@ def tiny():
 
 
 # The settings of the audit through its registered analysis entry: few HVPs, fixed probes.
-SETTINGS = {"alpha": 4.0, "transforms": ("bn_scale", "relu_rescale"), "move_tol": 0.05,
-            "probe_examples": 16, "batch_size": 64, "num_devices": 1, "lanczos_steps": 20,
-            "lanczos_tol": 1e-3, "trace_probes": 10, "keskar_epsilon": 1e-3, "keskar_iters": 3,
-            "adaptive_rho": 0.05, "adaptive_steps": 3, "adaptive_average_rho": 0.1,
-            "adaptive_samples": 4}
+SETTINGS = {
+    "alpha": 4.0,
+    "transforms": ("bn_scale", "relu_rescale"),
+    "move_tol": 0.05,
+    "probe_examples": 16,
+    "batch_size": 64,
+    "num_devices": 1,
+    "lanczos_steps": 20,
+    "lanczos_tol": 1e-3,
+    "trace_probes": 10,
+    "keskar_epsilon": 1e-3,
+    "keskar_iters": 3,
+    "adaptive_rho": 0.05,
+    "adaptive_steps": 3,
+    "adaptive_average_rho": 0.1,
+    "adaptive_samples": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +83,9 @@ def audited(tiny):
     run, data = tiny
     entry = registry.get("reparam_audit")
     assert not (entry.flatness or entry.robustness or entry.clean)  # not headline measures
-    inputs = registry.Inputs(model=run, test=None, train=data, key=jax.random.key(0),
-                             out_dir="", cache=None)
+    inputs = registry.Inputs(
+        model=run, test=None, train=data, key=jax.random.key(0), out_dir="", cache=None
+    )
     logs = []
     out = entry.run(inputs, log=logs.append, **SETTINGS)
     assert any("max |logit difference|" in line for line in logs)
@@ -84,8 +98,9 @@ def test_rescalings_keep_the_logits(audited):
     for t in reparam.TRANSFORMS:
         assert audited[t]["max_abs_logit_diff"] < 1e-5, t
         # The loss the measures start from is the same function's loss.
-        np.testing.assert_allclose(audited[t]["values"]["loss"], audited["original"]["loss"],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            audited[t]["values"]["loss"], audited["original"]["loss"], rtol=1e-5
+        )
 
 
 def test_lambda_max_trace_and_keskar_move(audited):
@@ -104,8 +119,10 @@ def test_lambda_max_trace_and_keskar_move(audited):
 def test_adaptive_sharpness_does_not_move(audited):
     """Same keys (same noise, same ascent start): the |w|-scaled perturbations see the same
     losses, up to float rounding, far inside the average's Monte Carlo error."""
-    assert audited["invariant_measures"] == ["adaptive_sharpness_worst",
-                                             "adaptive_sharpness_average"]
+    assert audited["invariant_measures"] == [
+        "adaptive_sharpness_worst",
+        "adaptive_sharpness_average",
+    ]
     original = audited["original"]
     for t in reparam.TRANSFORMS:
         values = audited[t]["values"]
@@ -113,8 +130,10 @@ def test_adaptive_sharpness_does_not_move(audited):
             assert not audited[t]["moved"][m]
             np.testing.assert_allclose(values[m], original[m], rtol=1e-3, atol=1e-6)
         se = original["adaptive_sharpness_average_stderr"]
-        assert abs(values["adaptive_sharpness_average"]
-                   - original["adaptive_sharpness_average"]) < 0.1 * se
+        assert (
+            abs(values["adaptive_sharpness_average"] - original["adaptive_sharpness_average"])
+            < 0.1 * se
+        )
 
 
 def test_batchnorm_scale_folds_eps_exactly():
@@ -128,9 +147,11 @@ def test_batchnorm_scale_folds_eps_exactly():
         assert r.layers == ("Conv_0", "Conv_1")
         diff = reparam.max_abs_logit_difference(model, variables, r.variables, images)
         assert diff < 1e-4, (alpha, diff)
-        np.testing.assert_allclose(r.variables["params"]["Conv_0"]["kernel"],
-                                   alpha * np.asarray(variables["params"]["Conv_0"]["kernel"]),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            r.variables["params"]["Conv_0"]["kernel"],
+            alpha * np.asarray(variables["params"]["Conv_0"]["kernel"]),
+            rtol=1e-6,
+        )
 
 
 def test_preact_and_wide_resnets_leave_out_convs_that_feed_a_residual_sum():
@@ -139,8 +160,10 @@ def test_preact_and_wide_resnets_leave_out_convs_that_feed_a_residual_sum():
     BatchNorm -> ReLU -> pool -> Dense allows the ReLU rescaling."""
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(4, 16, 16, 3)).astype(np.float32)
-    for model in (ResNet(num_classes=5, block="preact", stage_sizes=(1, 1), widths=(8, 16)),
-                  WideResNet(num_classes=5, depth=10, widen_factor=1)):
+    for model in (
+        ResNet(num_classes=5, block="preact", stage_sizes=(1, 1), widths=(8, 16)),
+        WideResNet(num_classes=5, depth=10, widen_factor=1),
+    ):
         variables = _random_variables(model, images[:1])
         r = reparam.bn_scale(model, variables, 2.0, images)
         assert "stem_conv" in [name for name, _ in r.excluded]

@@ -1,4 +1,5 @@
 """Kill-and-resume, corrupt checkpoints and config changes: nothing a user had is lost."""
+
 import os
 import shutil
 import signal
@@ -19,13 +20,24 @@ TOTAL_STEPS = 16
 
 
 def _train_command(data_dir, workdir):
-    return [sys.executable, "-m", "flatrob_jax.train",
-            "--config", os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"),
-            "--workdir", workdir, f"--config.dataset.data_dir={data_dir}",
-            "--config.model.name=cnn_tiny", "--config.num_devices=1",
-            f"--config.train.num_steps={TOTAL_STEPS}", "--config.train.batch_size=32",
-            "--config.dataset.num_train_examples=None", "--config.checkpoint.every_steps=2",
-            "--config.log_every_steps=1", "--config.augment.name=standard"]
+    return [
+        sys.executable,
+        "-m",
+        "flatrob_jax.train",
+        "--config",
+        os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"),
+        "--workdir",
+        workdir,
+        f"--config.dataset.data_dir={data_dir}",
+        "--config.model.name=cnn_tiny",
+        "--config.num_devices=1",
+        f"--config.train.num_steps={TOTAL_STEPS}",
+        "--config.train.batch_size=32",
+        "--config.dataset.num_train_examples=None",
+        "--config.checkpoint.every_steps=2",
+        "--config.log_every_steps=1",
+        "--config.augment.name=standard",
+    ]
 
 
 def _env():
@@ -46,11 +58,16 @@ def _finished_steps(workdir):
 def test_sigkilled_run_resumes_to_bit_identical_parameters(tmp_path):
     data = make_idx_dataset(str(tmp_path / "data"), n_train=320, n_test=64)
     reference, interrupted = str(tmp_path / "reference"), str(tmp_path / "interrupted")
-    subprocess.run(_train_command(data, reference), env=_env(), check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        _train_command(data, reference), env=_env(), check=True, capture_output=True, timeout=600
+    )
 
-    proc = subprocess.Popen(_train_command(data, interrupted), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_command(data, interrupted),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         steps = _finished_steps(interrupted)
@@ -63,8 +80,14 @@ def test_sigkilled_run_resumes_to_bit_identical_parameters(tmp_path):
     killed_at = _finished_steps(interrupted)[-1]
     assert 6 <= killed_at < TOTAL_STEPS
 
-    resumed = subprocess.run(_train_command(data, interrupted), env=_env(), check=True,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _train_command(data, interrupted),
+        env=_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert "resumed from" in resumed.stdout
 
     a, b = load_for_eval(reference), load_for_eval(interrupted)
@@ -88,18 +111,24 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_deleted(tmp_path):
     train_and_evaluate(config, workdir)
     latest = os.path.join(workdir, "checkpoints", "4")
     _corrupt(latest)
-    before = sorted(os.path.relpath(os.path.join(r, f), workdir)
-                    for r, _, fs in os.walk(workdir) for f in fs)
-    with pytest.raises(CheckpointError, match=r"checkpoints/4.*cannot be restored.*Nothing was deleted"):
-        train_and_evaluate(tiny_config(data, **{"train.num_steps": 6,
-                                                "checkpoint.every_steps": 2}), workdir)
-    after = sorted(os.path.relpath(os.path.join(r, f), workdir)
-                   for r, _, fs in os.walk(workdir) for f in fs)
+    before = sorted(
+        os.path.relpath(os.path.join(r, f), workdir) for r, _, fs in os.walk(workdir) for f in fs
+    )
+    with pytest.raises(
+        CheckpointError, match=r"checkpoints/4.*cannot be restored.*Nothing was deleted"
+    ):
+        train_and_evaluate(
+            tiny_config(data, **{"train.num_steps": 6, "checkpoint.every_steps": 2}), workdir
+        )
+    after = sorted(
+        os.path.relpath(os.path.join(r, f), workdir) for r, _, fs in os.walk(workdir) for f in fs
+    )
     assert set(before) <= set(after)
     # Moving the corrupt one aside resumes from the previous checkpoint, as the message says.
     shutil.move(latest, str(tmp_path / "bad_4"))
-    summary = train_and_evaluate(tiny_config(data, **{"train.num_steps": 6,
-                                                      "checkpoint.every_steps": 2}), workdir)
+    summary = train_and_evaluate(
+        tiny_config(data, **{"train.num_steps": 6, "checkpoint.every_steps": 2}), workdir
+    )
     assert summary["steps"] == 6 and summary["steps_this_session"] == 4
 
 

@@ -1,5 +1,6 @@
 """SAM and adaptive SAM (ASAM) as optimizer options: the update against its formula on a
 quadratic, the flatter minimum they reach, and the data-parallel step on 1 and 4 devices."""
+
 import functools
 
 import chex
@@ -20,9 +21,18 @@ from flatrob_jax.training.steps import make_train_step
 
 
 def _opt_cfg(rho=0.0, adaptive=False, lr=0.1, eta=0.01, **kw):
-    c = dict(name="sgd", learning_rate=lr, momentum=0.0, nesterov=False, weight_decay=0.0,
-             warmup_epochs=0.0, schedule="constant", sam_rho=rho, sam_adaptive=adaptive,
-             sam_eta=eta)
+    c = dict(
+        name="sgd",
+        learning_rate=lr,
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=0.0,
+        warmup_epochs=0.0,
+        schedule="constant",
+        sam_rho=rho,
+        sam_adaptive=adaptive,
+        sam_eta=eta,
+    )
     c.update(kw)
     return ml_collections.ConfigDict(c)
 
@@ -58,8 +68,9 @@ def _steps(cfg, num_steps):
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), W0)
     state = tx.init(params)
     for _ in range(num_steps):
-        updates, state = tx.update(_grad_tree(params), state, params,
-                                   grad_fn=lambda p, i: _grad_tree(p))
+        updates, state = tx.update(
+            _grad_tree(params), state, params, grad_fn=lambda p, i: _grad_tree(p)
+        )
         params = optax.apply_updates(params, updates)
     return _flat(params)
 
@@ -151,8 +162,9 @@ def test_sam_and_asam_reach_a_lower_lambda_max_than_sgd():
             return jax.lax.scan(body, (p, s), None, length=steps)[0][0]
 
         p = run(params0, tx.init(params0))
-        objective = curvature.from_flax(model, {"params": p}, x, y, batch_size=256,
-                                        mesh=distributed.make_mesh(1))
+        objective = curvature.from_flax(
+            model, {"params": p}, x, y, batch_size=256, mesh=distributed.make_mesh(1)
+        )
         top = curvature.lanczos(objective.hvp, p, jax.random.key(1), num_steps=30)
         return float(loss(p)), float(top.eigenvalues[0])
 
@@ -166,8 +178,10 @@ def test_sam_and_asam_reach_a_lower_lambda_max_than_sgd():
 
 def _batch(n=16, seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8),
-            "label": rng.integers(0, 10, n).astype(np.int32)}
+    return {
+        "image": rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8),
+        "label": rng.integers(0, 10, n).astype(np.int32),
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -178,12 +192,17 @@ def _sam_steps(num_devices, rho, adaptive=False, steps=2):
     cfg = default_config()
     cfg.name = "standard"
     model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
-    tx, _ = build_optimizer(_opt_cfg(rho, adaptive, lr=0.1, momentum=0.9, weight_decay=5e-4),
-                            10, 5)
-    state = distributed.replicate(mesh, create_train_state(jax.random.key(0), model, tx,
-                                                           (28, 28, 1)))
-    step = make_train_step(mesh, augmentation=build_train_augmentation(cfg), num_classes=10,
-                           label_smoothing=0.1, donate=False)
+    tx, _ = build_optimizer(_opt_cfg(rho, adaptive, lr=0.1, momentum=0.9, weight_decay=5e-4), 10, 5)
+    state = distributed.replicate(
+        mesh, create_train_state(jax.random.key(0), model, tx, (28, 28, 1))
+    )
+    step = make_train_step(
+        mesh,
+        augmentation=build_train_augmentation(cfg),
+        num_classes=10,
+        label_smoothing=0.1,
+        donate=False,
+    )
     key = distributed.replicate(mesh, jax.random.key(7))
     out = []
     for s in range(steps):
@@ -223,8 +242,12 @@ def test_paper_sweeps_carry_the_intervention_arm():
     from flatrob_jax.configs.sweeps import paper
     from flatrob_jax.study import load_sweep, run_configs
 
-    for name in ("cifar10_wrn40_2", "cifar100_wrn40_2", "cifar10_resnet18",
-                 "cifar10_preact_resnet18"):
+    for name in (
+        "cifar10_wrn40_2",
+        "cifar100_wrn40_2",
+        "cifar10_resnet18",
+        "cifar10_preact_resnet18",
+    ):
         sweep = load_sweep(f"{name}_augmentations")
         assert len(sweep.runs) == 17, name
         assert len(load_sweep(f"{name}_augmentations:seeds").runs) == 51
@@ -234,11 +257,15 @@ def test_paper_sweeps_carry_the_intervention_arm():
     assert ref.model.name == "preact_resnet18" and ref.optimizer.sam_rho == 0.0
     arm = [c for n, c in configs.items() if n.startswith("name=standard,") and c is not ref]
     assert len(arm) == 7 and all(c.augment.name == "standard" for c in arm)
-    sam = sorted((c.optimizer.sam_rho, c.optimizer.sam_adaptive) for c in arm
-                 if c.optimizer.sam_rho > 0)
+    sam = sorted(
+        (c.optimizer.sam_rho, c.optimizer.sam_adaptive) for c in arm if c.optimizer.sam_rho > 0
+    )
     assert sam == [(0.05, False), (0.1, False), (0.5, True)]
-    assert sorted(c.optimizer.weight_decay / ref.optimizer.weight_decay for c in arm
-                  if c.optimizer.weight_decay != ref.optimizer.weight_decay) == [0.5, 2.0]
+    assert sorted(
+        c.optimizer.weight_decay / ref.optimizer.weight_decay
+        for c in arm
+        if c.optimizer.weight_decay != ref.optimizer.weight_decay
+    ) == [0.5, 2.0]
     scaled = [c for c in arm if c.train.batch_size != ref.train.batch_size]
     for c in scaled:  # lr and batch move together, nothing else does
         f = c.train.batch_size / ref.train.batch_size

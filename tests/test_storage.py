@@ -3,6 +3,7 @@ emulator (tests/gcs_emulator.py; nothing leaves 127.0.0.1): training, SIGKILL an
 analysis, a sweep with its report, tfds and IDX datasets read from the bucket, and the errors
 for a missing extra, a missing bucket and a missing object. Every command runs in a fresh
 empty directory, which must stay empty: no URI may turn into a local path."""
+
 import io
 import json
 import os
@@ -21,18 +22,26 @@ from tests.gcs_emulator import emulator  # noqa: F401 (the fixture)
 from tests.helpers import REPO, make_idx_dataset, tiny_config
 
 TOTAL_STEPS = 12
-TRAIN_FLAGS = ("--config.model.name=cnn_tiny", "--config.num_devices=1",
-               f"--config.train.num_steps={TOTAL_STEPS}", "--config.train.batch_size=32",
-               "--config.dataset.num_train_examples=None", "--config.checkpoint.every_steps=2",
-               "--config.log_every_steps=1", "--config.augment.name=standard")
-ANALYSIS_FLAGS = ('--config.analysis.measures=("clean", "curvature")',
-                  "--config.analysis.num_train_examples=32",
-                  "--config.analysis.num_test_examples=32",
-                  "--config.analysis.curvature.lanczos_steps=6",
-                  "--config.analysis.curvature.trace_min_probes=2",
-                  "--config.analysis.curvature.trace_max_probes=3",
-                  "--config.analysis.curvature.density=True",
-                  "--config.analysis.curvature.density_steps=6")
+TRAIN_FLAGS = (
+    "--config.model.name=cnn_tiny",
+    "--config.num_devices=1",
+    f"--config.train.num_steps={TOTAL_STEPS}",
+    "--config.train.batch_size=32",
+    "--config.dataset.num_train_examples=None",
+    "--config.checkpoint.every_steps=2",
+    "--config.log_every_steps=1",
+    "--config.augment.name=standard",
+)
+ANALYSIS_FLAGS = (
+    '--config.analysis.measures=("clean", "curvature")',
+    "--config.analysis.num_train_examples=32",
+    "--config.analysis.num_test_examples=32",
+    "--config.analysis.curvature.lanczos_steps=6",
+    "--config.analysis.curvature.trace_min_probes=2",
+    "--config.analysis.curvature.trace_max_probes=3",
+    "--config.analysis.curvature.density=True",
+    "--config.analysis.curvature.density_steps=6",
+)
 
 
 def _env(emu):
@@ -43,17 +52,29 @@ def _env(emu):
 
 
 def _run(emu, args, cwd, *, check=True, timeout=300):
-    done = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=_env(emu),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        env=_env(emu),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
 
 
 def _train(data, workdir):
-    return ["flatrob_jax.train", "--config", os.path.join(REPO, "configs",
-                                                          "fashion_mnist_cnn.py:smoke"),
-            "--workdir", workdir, f"--config.dataset.data_dir={data}", *TRAIN_FLAGS]
+    return [
+        "flatrob_jax.train",
+        "--config",
+        os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"),
+        "--workdir",
+        workdir,
+        f"--config.dataset.data_dir={data}",
+        *TRAIN_FLAGS,
+    ]
 
 
 def _assert_nothing_local(cwd):
@@ -74,8 +95,11 @@ def _committed_steps(checkpoints: str) -> list:
     """Checkpoint steps orbax has finished writing (on gs://: with their commit file)."""
     if not fileio.exists(checkpoints):
         return []
-    return sorted(int(d) for d in fileio.listdir(checkpoints) if d.isdigit()
-                  and fileio.exists(fileio.join(checkpoints, d, "commit_success.txt")))
+    return sorted(
+        int(d)
+        for d in fileio.listdir(checkpoints)
+        if d.isdigit() and fileio.exists(fileio.join(checkpoints, d, "commit_success.txt"))
+    )
 
 
 @pytest.mark.slow
@@ -89,18 +113,25 @@ def test_train_kill_resume_and_analyze_in_a_bucket(emulator, bucket_data, tmp_pa
     _assert_nothing_local(cwd)
     for name in ("config.json", "summary.json", "metrics.jsonl"):
         assert fileio.isfile(fileio.join(reference, name)), name
-    assert json.loads(fileio.read_text(fileio.join(reference, "summary.json")))["steps"] == \
-        TOTAL_STEPS
-    logged = [json.loads(x)["step"] for x in
-              fileio.read_text(fileio.join(reference, "metrics.jsonl")).splitlines()]
+    assert (
+        json.loads(fileio.read_text(fileio.join(reference, "summary.json")))["steps"] == TOTAL_STEPS
+    )
+    logged = [
+        json.loads(x)["step"]
+        for x in fileio.read_text(fileio.join(reference, "metrics.jsonl")).splitlines()
+    ]
     assert [s for s in logged if s <= TOTAL_STEPS][:TOTAL_STEPS] == list(range(1, 13))
     events = fileio.listdir(fileio.join(reference, "tensorboard"))
     assert events and events[0].startswith("events.out.tfevents")
 
     # SIGKILL mid-run, then the same command: bit-identical to the uninterrupted run.
-    proc = subprocess.Popen([sys.executable, "-m", *_train(data, interrupted)], cwd=cwd,
-                            env=_env(emulator), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *_train(data, interrupted)],
+        cwd=cwd,
+        env=_env(emulator),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = fileio.join(interrupted, "checkpoints")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -120,8 +151,10 @@ def test_train_kill_resume_and_analyze_in_a_bucket(emulator, bucket_data, tmp_pa
     for x, y in zip(jax.tree.leaves(a.variables), jax.tree.leaves(b.variables)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # The metrics of the killed session up to its checkpoint survived, none twice.
-    rows = [json.loads(x) for x in
-            fileio.read_text(fileio.join(interrupted, "metrics.jsonl")).splitlines()]
+    rows = [
+        json.loads(x)
+        for x in fileio.read_text(fileio.join(interrupted, "metrics.jsonl")).splitlines()
+    ]
     train_steps = [r["step"] for r in rows if r["split"] == "train"]
     assert train_steps == list(range(1, TOTAL_STEPS + 1))
 
@@ -137,7 +170,7 @@ def test_train_kill_resume_and_analyze_in_a_bucket(emulator, bucket_data, tmp_pa
     assert png.startswith(b"\x89PNG")
 
 
-SWEEP_FILE = '''
+SWEEP_FILE = """
 from flatrob_jax.study import Sweep
 
 def get_sweep(arg=None):
@@ -158,20 +191,27 @@ def get_sweep(arg=None):
         title="tiny sweep in a bucket",
         num_resamples=50,
     )
-'''
+"""
 
 
 @pytest.mark.slow
 def test_sweep_with_a_bucket_root(emulator, bucket_data, tmp_path):  # noqa: F811
     data, _ = bucket_data
     sweep_file = tmp_path / "tiny_sweep.py"
-    sweep_file.write_text(SWEEP_FILE.format(
-        base=os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"), data=data))
+    sweep_file.write_text(
+        SWEEP_FILE.format(
+            base=os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"), data=data
+        )
+    )
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     root = emulator.uri("study")
-    done = _run(emulator, ["flatrob_jax.sweep", "--sweep", str(sweep_file), "--workdir", root],
-                cwd, timeout=600)
+    done = _run(
+        emulator,
+        ["flatrob_jax.sweep", "--sweep", str(sweep_file), "--workdir", root],
+        cwd,
+        timeout=600,
+    )
     _assert_nothing_local(cwd)
     assert f"report: {root}/report/report.md" in done.stdout
     report = fileio.read_text(fileio.join(root, "report", "report.md"))
@@ -207,15 +247,17 @@ def _tiny_tfds(data_dir: str) -> None:
     def examples(n, seed):
         rng = np.random.default_rng(seed)
         for i in range(n):
-            yield i, {"image": png(rng.integers(0, 256, (28, 28), dtype=np.uint8)),
-                      "label": i % 10}
+            yield i, {"image": png(rng.integers(0, 256, (28, 28), dtype=np.uint8)), "label": i % 10}
 
-    builder._split_generators = lambda dl_manager: {"train": examples(40, 0),
-                                                    "test": examples(20, 1)}
+    builder._split_generators = lambda dl_manager: {
+        "train": examples(40, 0),
+        "test": examples(20, 1),
+    }
     # Nothing to download: a stand-in download manager (the real one needs the builder's
     # checksums file, which tfds reads with importlib_resources).
     builder._make_download_manager = lambda **kw: types.SimpleNamespace(
-        downloaded_size=0, download_dir=data_dir, manual_dir=None)
+        downloaded_size=0, download_dir=data_dir, manual_dir=None
+    )
     builder.download_and_prepare()
 
 
@@ -235,19 +277,25 @@ def test_tfds_and_idx_datasets_from_a_bucket(emulator, bucket_data, tmp_path):  
 
     data, original = bucket_data
     idx = build_source(tiny_config(data).dataset, "test")
-    np.testing.assert_array_equal(idx.images, build_source(tiny_config(original).dataset,
-                                                           "test").images)
+    np.testing.assert_array_equal(
+        idx.images, build_source(tiny_config(original).dataset, "test").images
+    )
 
     # A missing dataset names the URI it looked at.
     with pytest.raises(MissingDatasetError, match="gs://bkt/nothing-here"):
         build_source(tiny_config(emulator.uri("nothing-here")).dataset, "train")
     with pytest.raises(MissingDatasetError, match="gs://bkt/nothing-here"):
-        build_source(tiny_config(emulator.uri("nothing-here"),
-                                 **{"dataset.source": "tfds"}).dataset, "train")
+        build_source(
+            tiny_config(emulator.uri("nothing-here"), **{"dataset.source": "tfds"}).dataset, "train"
+        )
 
 
-def test_bad_storage_input_fails_at_once_naming_the_path(emulator, bucket_data, tmp_path,  # noqa: F811
-                                                         monkeypatch):
+def test_bad_storage_input_fails_at_once_naming_the_path(
+    emulator,  # noqa: F811
+    bucket_data,
+    tmp_path,
+    monkeypatch,
+):
     data, _ = bucket_data
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -256,10 +304,18 @@ def test_bad_storage_input_fails_at_once_naming_the_path(emulator, bucket_data, 
 
     # Without the extra (import gcsfs fails): the pip command, before any work.
     argv = _train(data, emulator.uri("bad", "run"))
-    code = ("import runpy, sys; sys.modules['gcsfs'] = None; "
-            f"sys.argv = {argv!r}; runpy.run_module('flatrob_jax.train', run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(emulator),
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "import runpy, sys; sys.modules['gcsfs'] = None; "
+        f"sys.argv = {argv!r}; runpy.run_module('flatrob_jax.train', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=_env(emulator),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "MissingExtraError" in done.stderr and "pip install 'flatrob_jax[gcp]'" in done.stderr
     assert "gs://bkt/bad/run" in done.stderr and "Traceback" in done.stderr
@@ -271,8 +327,9 @@ def test_bad_storage_input_fails_at_once_naming_the_path(emulator, bucket_data, 
     from flatrob_jax.training.trainer import train_and_evaluate
 
     monkeypatch.chdir(cwd)
-    with pytest.raises(FileNotFoundError,
-                       match="gs://no-such-bucket/run/config.json': it does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match="gs://no-such-bucket/run/config.json': it does not exist"
+    ):
         train_and_evaluate(tiny_config(data), "gs://no-such-bucket/run")
     # A workdir with nothing in it: analyze's first call names it.
     with pytest.raises(FileNotFoundError, match="workdir 'gs://bkt/bad/absent' does not"):

@@ -1,5 +1,6 @@
 """End to end: a tiny synthetic sweep trains, analyzes and reports; reruns do no work twice;
 a sweep killed midway completes when rerun."""
+
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ from flatrob_jax.analysis import read_rows
 from flatrob_jax.study import load_sweep, run_name, run_sweep
 from tests.helpers import REPO, make_idx_dataset
 
-SWEEP_FILE = '''
+SWEEP_FILE = """
 from flatrob_jax.study import Sweep
 
 def get_sweep(arg=None):
@@ -39,14 +40,17 @@ def get_sweep(arg=None):
         title="tiny sweep",
         num_resamples=100,
     )
-'''
+"""
 
 
 def _write_sweep(tmp_path, runs=("none", "standard", "cutout")):
     data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=40)
     path = tmp_path / "tiny_sweep.py"
-    path.write_text(SWEEP_FILE.format(base=os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"),
-                                      data=data, runs=runs))
+    path.write_text(
+        SWEEP_FILE.format(
+            base=os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke"), data=data, runs=runs
+        )
+    )
     return str(path)
 
 
@@ -63,8 +67,13 @@ def test_tiny_sweep_end_to_end_and_no_repeated_work(tmp_path):
 
     rows = read_rows(paths["results_csv"])
     metrics = {r["metric"] for r in rows}
-    for m in ("clean/error", "curvature/clean/lambda_max", "curvature/clean/trace",
-              "curvature/augmented/lambda_max", "corruptions/mean_corruption_error"):
+    for m in (
+        "clean/error",
+        "curvature/clean/lambda_max",
+        "curvature/clean/trace",
+        "curvature/augmented/lambda_max",
+        "corruptions/mean_corruption_error",
+    ):
         assert m in metrics, m
     assert {r["run"] for r in rows} == set(names)
     # The table agrees with each run's analysis.json.
@@ -79,7 +88,9 @@ def test_tiny_sweep_end_to_end_and_no_repeated_work(tmp_path):
     report = open(paths["report"]).read()
     assert "tiny sweep" in report and "Pearson" in report
     report_dir = os.path.dirname(paths["report"])
-    pngs = [os.path.join(r, f) for r, _, fs in os.walk(report_dir) for f in fs if f.endswith(".png")]
+    pngs = [
+        os.path.join(r, f) for r, _, fs in os.walk(report_dir) for f in fs if f.endswith(".png")
+    ]
     assert any("scatter" in p for p in pngs), pngs
     for png in pngs:
         assert os.path.relpath(png, report_dir) in report  # embedded in the report

@@ -13,10 +13,10 @@ from flatrob_jax import distributed
 from flatrob_jax.augment import build_train_augmentation, default_config
 from flatrob_jax.data import ArraySource, EvalBatches
 from flatrob_jax.models import get_model
+from flatrob_jax.training import steps as steps_lib
 from flatrob_jax.training.losses import cross_entropy, jensen_shannon, smooth_labels
 from flatrob_jax.training.optimizer import learning_rate_schedule, sgd
 from flatrob_jax.training.state import create_train_state
-from flatrob_jax.training import steps as steps_lib
 from flatrob_jax.training.steps import make_eval_step, make_train_step
 from flatrob_jax.training.trainer import evaluate, train_and_evaluate
 from tests.helpers import make_idx_dataset, tiny_config
@@ -24,8 +24,10 @@ from tests.helpers import make_idx_dataset, tiny_config
 
 def _batch(n=16, seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8),
-            "label": rng.integers(0, 10, n).astype(np.int32)}
+    return {
+        "image": rng.integers(0, 256, (n, 28, 28, 1)).astype(np.uint8),
+        "label": rng.integers(0, 10, n).astype(np.int32),
+    }
 
 
 def _run_steps(num_devices, steps=2, augment="standard"):
@@ -35,8 +37,9 @@ def _run_steps(num_devices, steps=2, augment="standard"):
     model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
     state = create_train_state(jax.random.key(0), model, optax.sgd(0.1, 0.9), (28, 28, 1))
     state = distributed.replicate(mesh, state)
-    step = make_train_step(mesh, augmentation=build_train_augmentation(cfg), num_classes=10,
-                           label_smoothing=0.1)
+    step = make_train_step(
+        mesh, augmentation=build_train_augmentation(cfg), num_classes=10, label_smoothing=0.1
+    )
     key = distributed.replicate(mesh, jax.random.key(7))
     for s in range(steps):
         state, metrics = step(state, distributed.shard_host_batch(mesh, _batch(seed=s)), key)
@@ -54,14 +57,22 @@ def test_one_device_and_four_devices_take_the_same_steps():
 
 def test_train_step_compiles_once(monkeypatch):
     # The per-device step may be traced once: a second trace would mean a recompilation.
-    monkeypatch.setattr(steps_lib, "train_step_per_device",
-                        chex.assert_max_traces(steps_lib.train_step_per_device, n=1))
+    monkeypatch.setattr(
+        steps_lib,
+        "train_step_per_device",
+        chex.assert_max_traces(steps_lib.train_step_per_device, n=1),
+    )
     mesh = distributed.make_mesh(2)
     model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
     state = distributed.replicate(
-        mesh, create_train_state(jax.random.key(0), model, optax.sgd(0.1), (28, 28, 1)))
-    step = make_train_step(mesh, augmentation=build_train_augmentation(default_config()),
-                           num_classes=10, label_smoothing=0.0)
+        mesh, create_train_state(jax.random.key(0), model, optax.sgd(0.1), (28, 28, 1))
+    )
+    step = make_train_step(
+        mesh,
+        augmentation=build_train_augmentation(default_config()),
+        num_classes=10,
+        label_smoothing=0.0,
+    )
     key = distributed.replicate(mesh, jax.random.key(0))
     for s in range(3):
         state, _ = step(state, distributed.shard_host_batch(mesh, _batch(8, s)), key)
@@ -72,8 +83,12 @@ def test_masked_eval_counts_each_example_once():
     model = get_model("cnn_tiny", 10)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     data = _batch(37, seed=3)
-    result = evaluate(make_eval_step(mesh, model.apply), mesh, variables,
-                      EvalBatches(ArraySource(data["image"], data["label"]), 16))
+    result = evaluate(
+        make_eval_step(mesh, model.apply),
+        mesh,
+        variables,
+        EvalBatches(ArraySource(data["image"], data["label"]), 16),
+    )
     logits = model.apply(variables, data["image"].astype(np.float32) / 255.0)
     expected_acc = float(np.mean(np.argmax(logits, -1) == data["label"]))
     expected_loss = float(np.mean(cross_entropy(logits, jax.nn.one_hot(data["label"], 10))))
@@ -88,8 +103,9 @@ def test_losses_against_their_definitions():
     q = smooth_labels(labels, 4, 0.1)
     np.testing.assert_allclose(q.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(q[0], [0.925, 0.025, 0.025, 0.025], rtol=1e-6)
-    np.testing.assert_allclose(cross_entropy(logits[0], q),
-                               optax.softmax_cross_entropy(logits[0], q), rtol=1e-6)
+    np.testing.assert_allclose(
+        cross_entropy(logits[0], q), optax.softmax_cross_entropy(logits[0], q), rtol=1e-6
+    )
     # AugMix's JS: mean over views of KL(p_v || M), M the clipped mixture.
     p = np.asarray(jax.nn.softmax(logits, -1), np.float64)
     m = np.clip(p.mean(0), 1e-7, 1)
@@ -111,8 +127,7 @@ def test_sgd_matches_torch_sgd_nesterov_with_weight_decay():
     import torch
 
     w0 = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
-    grads = [np.random.default_rng(i + 1).normal(size=(4, 3)).astype(np.float32)
-             for i in range(5)]
+    grads = [np.random.default_rng(i + 1).normal(size=(4, 3)).astype(np.float32) for i in range(5)]
     tx = sgd(0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     params = jnp.asarray(w0)
     opt_state = tx.init(params)
@@ -129,9 +144,16 @@ def test_sgd_matches_torch_sgd_nesterov_with_weight_decay():
 
 def test_train_and_evaluate_learns_writes_metrics_and_does_not_repeat(tmp_path):
     data = make_idx_dataset(str(tmp_path / "data"), n_train=256, n_test=100)
-    config = tiny_config(data, **{"train.num_steps": 16, "checkpoint.every_steps": 8,
-                                  "optimizer.learning_rate": 0.1, "optimizer.warmup_epochs": 0.0,
-                                  "augment.name": "none"})
+    config = tiny_config(
+        data,
+        **{
+            "train.num_steps": 16,
+            "checkpoint.every_steps": 8,
+            "optimizer.learning_rate": 0.1,
+            "optimizer.warmup_epochs": 0.0,
+            "augment.name": "none",
+        },
+    )
     workdir = str(tmp_path / "run")
     summary = train_and_evaluate(config, workdir)
     assert summary["test_accuracy"] > 0.3  # chance is 0.1; intensity classes are easy
@@ -149,8 +171,19 @@ def test_train_and_evaluate_learns_writes_metrics_and_does_not_repeat(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["augmix", "autoaugment", "randaugment", "trivialaugment",
-                                    "cutout", "gaussian_noise", "mixup", "cutmix"])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "augmix",
+        "autoaugment",
+        "randaugment",
+        "trivialaugment",
+        "cutout",
+        "gaussian_noise",
+        "mixup",
+        "cutmix",
+    ],
+)
 def test_every_policy_trains_inside_the_data_parallel_step(policy):
     """One step on 2 fake devices; AugMix brings its 3 views and the JSD term."""
     from flatrob_jax.augment import names
@@ -164,10 +197,14 @@ def test_every_policy_trains_inside_the_data_parallel_step(policy):
         assert augmentation.num_views == 3 and augmentation.consistency_weight == 12.0
     model = get_model("cnn_tiny", 10, axis_name=distributed.AXIS)
     state = distributed.replicate(
-        mesh, create_train_state(jax.random.key(0), model, optax.sgd(0.05, 0.9), (28, 28, 1)))
+        mesh, create_train_state(jax.random.key(0), model, optax.sgd(0.05, 0.9), (28, 28, 1))
+    )
     step = make_train_step(mesh, augmentation=augmentation, num_classes=10, label_smoothing=0.0)
-    state, metrics = step(state, distributed.shard_host_batch(mesh, _batch(8)),
-                          distributed.replicate(mesh, jax.random.key(1)))
+    state, metrics = step(
+        state,
+        distributed.shard_host_batch(mesh, _batch(8)),
+        distributed.replicate(mesh, jax.random.key(1)),
+    )
     metrics = jax.device_get(metrics)
     assert np.isfinite(metrics["loss"]) and int(state.step) == 1
     if policy == "augmix":
@@ -178,9 +215,16 @@ def test_a_diverging_run_stops_with_an_error_naming_the_step(tmp_path):
     data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=32)
     # lr 1e30: the losses of steps 1 and 2 are finite, from step 3 on they are NaN. Metrics
     # reach the host only at step 6 (the log step); the error still names step 3.
-    config = tiny_config(data, **{"train.num_steps": 6, "optimizer.learning_rate": 1e30,
-                                  "augment.name": "none", "log_every_steps": 6,
-                                  "checkpoint.every_steps": None})
+    config = tiny_config(
+        data,
+        **{
+            "train.num_steps": 6,
+            "optimizer.learning_rate": 1e30,
+            "augment.name": "none",
+            "log_every_steps": 6,
+            "checkpoint.every_steps": None,
+        },
+    )
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step 3:"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "6"))
@@ -192,8 +236,12 @@ def test_a_sam_run_trains_resumes_from_its_checkpoint_and_loads_for_eval(tmp_pat
     from flatrob_jax.runs import load_for_eval
 
     data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=32)
-    sam = {"optimizer.sam_rho": 0.5, "optimizer.sam_adaptive": True, "augment.name": "none",
-           "checkpoint.every_steps": None}
+    sam = {
+        "optimizer.sam_rho": 0.5,
+        "optimizer.sam_adaptive": True,
+        "augment.name": "none",
+        "checkpoint.every_steps": None,
+    }
     workdir = str(tmp_path / "run")
     first = train_and_evaluate(tiny_config(data, **{"train.num_steps": 2, **sam}), workdir)
     assert first["steps"] == 2
@@ -213,6 +261,8 @@ def test_a_stored_config_from_before_sam_restores_as_plain_sgd():
     for field in ("sam_rho", "sam_adaptive", "sam_eta"):
         del old.optimizer[field]
     model = builders.build_model(config)
-    shapes = [jax.eval_shape(lambda c=c: builders.initial_state(c, model).opt_state)
-              for c in (config, old)]
+    shapes = [
+        jax.eval_shape(lambda c=c: builders.initial_state(c, model).opt_state)
+        for c in (config, old)
+    ]
     assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])

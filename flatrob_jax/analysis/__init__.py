@@ -13,6 +13,7 @@
   rank correlation, leave-one-out), ``predictions`` (the paper's predictions and their
   verdicts), ``study_report`` (their section of report.md).
 """
+
 from flatrob_jax.analysis import design, predictions, study_report, study_stats
 from flatrob_jax.analysis.config import default_config
 from flatrob_jax.analysis.design import Design, infer_design
@@ -28,13 +29,44 @@ from flatrob_jax.analysis.results import (
     write_json,
 )
 from flatrob_jax.analysis.runner import analysis_config_for, analyze_run, analyze_runs
-from flatrob_jax.analysis.stats import bootstrap_ci, correlate, correlation, kendall, pearson, spearman
+from flatrob_jax.analysis.stats import (
+    bootstrap_ci,
+    correlate,
+    correlation,
+    kendall,
+    pearson,
+    spearman,
+)
 
 __all__ = [
-    "Analysis", "Design", "Inputs", "analyze_runs", "design", "infer_design", "predictions",
+    "Analysis",
+    "Design",
+    "Inputs",
+    "analyze_runs",
+    "design",
+    "infer_design",
+    "predictions",
     "study_report",
-    "study_stats", "MetricTable", "analysis_config_for", "analyze_run", "bootstrap_ci",
-    "build_report", "classify_metrics", "correlate", "correlation", "default_config",
-    "flatten_results", "headline_metrics", "kendall", "pearson", "pivot", "read_rows",
-    "register", "rows_from_results", "spearman", "write_csv", "write_json", "write_report",
+    "study_stats",
+    "MetricTable",
+    "analysis_config_for",
+    "analyze_run",
+    "bootstrap_ci",
+    "build_report",
+    "classify_metrics",
+    "correlate",
+    "correlation",
+    "default_config",
+    "flatten_results",
+    "headline_metrics",
+    "kendall",
+    "pearson",
+    "pivot",
+    "read_rows",
+    "register",
+    "rows_from_results",
+    "spearman",
+    "write_csv",
+    "write_json",
+    "write_report",
 ]

@@ -7,6 +7,7 @@ version of the analysis, so results do not move): the root key ``k`` of the anal
 curvature ``fold_in(k, 1)`` (on clean and on augmented data alike), the augmented copy of the
 training images ``fold_in(k, 2)``, corruptions ``fold_in(k, 3)``, attacks ``fold_in(k, 4)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,11 @@ from flatrob_jax.analysis.registry import Analysis, register
 
 
 def clean_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({
-        "batch_size": 500,  # fixed global batch (rounded up to the device count)
-    })
+    return ml_collections.ConfigDict(
+        {
+            "batch_size": 500,  # fixed global batch (rounded up to the device count)
+        }
+    )
 
 
 def curvature_config() -> ml_collections.ConfigDict:
@@ -109,8 +112,9 @@ def clean(inputs, *, log=print, batch_size: int) -> dict:
     from flatrob_jax import execution
 
     images, labels = inputs.test
-    error = float(execution.error_rate(inputs.model.apply_fn, images, labels,
-                                       batch_size=batch_size))
+    error = float(
+        execution.error_rate(inputs.model.apply_fn, images, labels, batch_size=batch_size)
+    )
     log(f"clean error {error:.4f} on {images.shape[0]} test images")
     return {"error": error, "num_examples": int(images.shape[0])}
 
@@ -122,8 +126,9 @@ def _curvature(inputs, data, which: str, log, settings) -> dict:
     if settings["density"] and not settings["density_png"]:
         settings["density_png"] = os.path.join(inputs.out_dir, f"hessian_density_{which}.png")
     log(f"curvature on {data[0].shape[0]} {which} training images")
-    return curvature_eval.evaluate(inputs.model, data, key=jax.random.fold_in(inputs.key, 1),
-                                   log=log, **settings)
+    return curvature_eval.evaluate(
+        inputs.model, data, key=jax.random.fold_in(inputs.key, 1), log=log, **settings
+    )
 
 
 def curvature_clean(inputs, *, log=print, **settings) -> dict:
@@ -152,8 +157,9 @@ def augmented_copy(config, images: np.ndarray, labels: np.ndarray, key) -> tuple
 
     out_images, out_labels = [], []
     for start in range(0, images.shape[0], 500):
-        x, y = apply(jax.random.fold_in(key, start), images[start:start + 500],
-                     labels[start:start + 500])
+        x, y = apply(
+            jax.random.fold_in(key, start), images[start : start + 500], labels[start : start + 500]
+        )
         out_images.append(np.asarray(x))
         out_labels.append(np.asarray(y))
     return np.concatenate(out_images), np.concatenate(out_labels)
@@ -173,47 +179,108 @@ def corruptions(inputs, *, log=print, **settings) -> dict:
     key = jax.random.fold_in(inputs.key, 3)
     corrupted = None
     if inputs.cache is not None and settings["source"] == "on_the_fly":
-        cache_key = repr((inputs.model.config.dataset.name, inputs.test[0].shape,
-                          float(np.sum(inputs.test[0], dtype=np.float64)),
-                          sorted(settings.items()), np.asarray(jax.random.key_data(key)).tolist()))
+        cache_key = repr(
+            (
+                inputs.model.config.dataset.name,
+                inputs.test[0].shape,
+                float(np.sum(inputs.test[0], dtype=np.float64)),
+                sorted(settings.items()),
+                np.asarray(jax.random.key_data(key)).tolist(),
+            )
+        )
         if cache_key not in inputs.cache:
             log(f"corrupting {inputs.test[0].shape[0]} test images once for the sweep")
-            corrupt_settings = {k: settings[k] for k in (
-                "corruptions", "severities", "resolution", "num_examples", "batch_size",
-                "corrupted_dtype")}
-            inputs.cache[cache_key] = corruptions_eval.corrupted_sets(inputs.test[0], key,
-                                                                      **corrupt_settings)
+            corrupt_settings = {
+                k: settings[k]
+                for k in (
+                    "corruptions",
+                    "severities",
+                    "resolution",
+                    "num_examples",
+                    "batch_size",
+                    "corrupted_dtype",
+                )
+            }
+            inputs.cache[cache_key] = corruptions_eval.corrupted_sets(
+                inputs.test[0], key, **corrupt_settings
+            )
         corrupted = inputs.cache[cache_key]
     if not settings["heatmap_dir"]:
         settings = dict(settings, heatmap_dir=inputs.out_dir)
-    return corruptions_eval.evaluate(inputs.model.apply_fn, inputs.test, key=key, log=log,
-                                     corrupted=corrupted, **settings)
+    return corruptions_eval.evaluate(
+        inputs.model.apply_fn, inputs.test, key=key, log=log, corrupted=corrupted, **settings
+    )
 
 
 def attacks(inputs, *, log=print, **settings) -> dict:
     """PGD (and AutoAttack) robust error for each configured threat model."""
     from flatrob_jax.attacks import evaluate as attacks_eval
 
-    return attacks_eval.evaluate(inputs.model.apply_fn, inputs.test,
-                                 key=jax.random.fold_in(inputs.key, 4), log=log, **settings)
+    return attacks_eval.evaluate(
+        inputs.model.apply_fn,
+        inputs.test,
+        key=jax.random.fold_in(inputs.key, 4),
+        log=log,
+        **settings,
+    )
 
 
-_FLATNESS = ("lambda_max", "trace", "keskar_sharpness", "adaptive_sharpness_worst",
-             "adaptive_sharpness_average", "pac_bayes_sigma")
+_FLATNESS = (
+    "lambda_max",
+    "trace",
+    "keskar_sharpness",
+    "adaptive_sharpness_worst",
+    "adaptive_sharpness_average",
+    "pac_bayes_sigma",
+)
 
-register(Analysis("clean", clean, data="test", section="clean", default_config=clean_config,
-                  clean=("error",)))
-register(Analysis("curvature", curvature_clean, data="train", section="curvature",
-                  default_config=curvature_config, path="curvature/clean", flatness=_FLATNESS))
-register(Analysis("curvature_augmented", curvature_augmented, data="train",
-                  section="curvature", default_config=curvature_config,
-                  path="curvature/augmented", flatness=_FLATNESS))
-register(Analysis("corruptions", corruptions, data="test", section="corruptions",
-                  default_config=corruptions_config,
-                  robustness=("mean_corruption_error", "mce", "relative_mce")))
-register(Analysis("attacks", attacks, data="test", section="attacks",
-                  default_config=attacks_config,
-                  robustness=("*/pgd/error", "*/autoattack/error")))
+register(
+    Analysis(
+        "clean", clean, data="test", section="clean", default_config=clean_config, clean=("error",)
+    )
+)
+register(
+    Analysis(
+        "curvature",
+        curvature_clean,
+        data="train",
+        section="curvature",
+        default_config=curvature_config,
+        path="curvature/clean",
+        flatness=_FLATNESS,
+    )
+)
+register(
+    Analysis(
+        "curvature_augmented",
+        curvature_augmented,
+        data="train",
+        section="curvature",
+        default_config=curvature_config,
+        path="curvature/augmented",
+        flatness=_FLATNESS,
+    )
+)
+register(
+    Analysis(
+        "corruptions",
+        corruptions,
+        data="test",
+        section="corruptions",
+        default_config=corruptions_config,
+        robustness=("mean_corruption_error", "mce", "relative_mce"),
+    )
+)
+register(
+    Analysis(
+        "attacks",
+        attacks,
+        data="test",
+        section="attacks",
+        default_config=attacks_config,
+        robustness=("*/pgd/error", "*/autoattack/error"),
+    )
+)
 
 
 # --------------------------------------------------------------------------- reparam audit
@@ -241,8 +308,17 @@ def reparam_audit_config() -> ml_collections.ConfigDict:
     return c
 
 
-def reparam_audit(inputs, *, log=print, alpha: float, transforms, move_tol: float,
-                  probe_examples: int, trace_probes: int, **settings) -> dict:
+def reparam_audit(
+    inputs,
+    *,
+    log=print,
+    alpha: float,
+    transforms,
+    move_tol: float,
+    probe_examples: int,
+    trace_probes: int,
+    **settings,
+) -> dict:
     """lambda_max, trace, Keskar and adaptive sharpness of the checkpoint and of its
     function-preserving rescalings (BatchNorm-scale, ReLU layer rescaling) on the clean
     training subset, with the largest logit difference and per-measure ratios. Key: the
@@ -252,12 +328,29 @@ def reparam_audit(inputs, *, log=print, alpha: float, transforms, move_tol: floa
 
     if trace_probes < 1:
         raise ValueError(f"reparam_audit.trace_probes={trace_probes!r}: must be >= 1")
-    return reparam.audit(inputs.model, inputs.train, key=jax.random.fold_in(inputs.key, 5),
-                         alpha=alpha, transforms=tuple(transforms), move_tol=move_tol,
-                         probe_examples=probe_examples, log=log,
-                         trace_max_probes=trace_probes, trace_min_probes=trace_probes,
-                         trace_rel_tol=None, **settings)
+    return reparam.audit(
+        inputs.model,
+        inputs.train,
+        key=jax.random.fold_in(inputs.key, 5),
+        alpha=alpha,
+        transforms=tuple(transforms),
+        move_tol=move_tol,
+        probe_examples=probe_examples,
+        log=log,
+        trace_max_probes=trace_probes,
+        trace_min_probes=trace_probes,
+        trace_rel_tol=None,
+        **settings,
+    )
 
 
-register(Analysis("reparam_audit", reparam_audit, data="train", section="reparam_audit",
-                  default_config=reparam_audit_config, default=False))
+register(
+    Analysis(
+        "reparam_audit",
+        reparam_audit,
+        data="train",
+        section="reparam_audit",
+        default_config=reparam_audit_config,
+        default=False,
+    )
+)

@@ -1,11 +1,14 @@
 """The ``analysis`` section of every run config: which analyses run, on how many examples,
 and one settings section per registered analysis (``registry.sections()``)."""
+
 from __future__ import annotations
 
 import ml_collections
 
-from flatrob_jax.analysis import analyses  # noqa: F401  (registers the built-in analyses)
-from flatrob_jax.analysis import registry
+from flatrob_jax.analysis import (
+    analyses,  # noqa: F401  (registers the built-in analyses)
+    registry,
+)
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -16,6 +16,7 @@ declarations (``headline_metrics``) instead of guessing from metric names.
 To add an analysis: write its function and ``register(Analysis(...))`` it (see
 ``analysis/analyses.py`` for the built-in ones), then name it in ``analysis.measures``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,10 @@ def register(analysis: Analysis) -> Analysis:
     if analysis.data not in DATA:
         raise ValueError(f"analysis {analysis.name!r}: data={analysis.data!r}; allowed: {DATA}")
     if analysis.section and analysis.default_config is None:
-        raise ValueError(f"analysis {analysis.name!r} names section {analysis.section!r} "
-                         "but has no default_config")
+        raise ValueError(
+            f"analysis {analysis.name!r} names section {analysis.section!r} "
+            "but has no default_config"
+        )
     _REGISTRY[analysis.name] = analysis
     return analysis
 
@@ -95,8 +98,10 @@ def get(name: str) -> Analysis:
 def check_measures(measures) -> tuple:
     """``analysis.measures`` as a tuple of registered names (a clear error otherwise)."""
     if isinstance(measures, str):
-        raise TypeError(f"analysis.measures must be a tuple of names, got the string "
-                        f"{measures!r}; e.g. {tuple(_REGISTRY)}")
+        raise TypeError(
+            f"analysis.measures must be a tuple of names, got the string "
+            f"{measures!r}; e.g. {tuple(_REGISTRY)}"
+        )
     measures = tuple(measures)
     for name in measures:
         get(name)
@@ -122,7 +127,7 @@ def _matches(metric: str, where: str, patterns) -> bool:
     prefix = where + "/"
     if not metric.startswith(prefix):
         return False
-    rest = metric[len(prefix):]
+    rest = metric[len(prefix) :]
     # A measurement stored as {'value': v, 'stderr': s} flattens to '<name>/value'.
     rest = rest[: -len("/value")] if rest.endswith("/value") else rest
     return any(fnmatch.fnmatchcase(rest, p) for p in patterns)

@@ -28,6 +28,7 @@ Files are written atomically through ``flatrob_jax.fileio`` (locally a temporary
 same directory, then ``os.replace``; on gs:// one upload), so an interrupted write never
 leaves a truncated table or destroys an earlier one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -98,7 +99,9 @@ def _flatten_into(node: Any, path: str, out: dict) -> None:
         if "value" in node:
             value = _as_float(node["value"])
             if value is None:
-                raise TypeError(f"{path or '<root>'}: 'value' must be a number, got {node['value']!r}")
+                raise TypeError(
+                    f"{path or '<root>'}: 'value' must be a number, got {node['value']!r}"
+                )
             stderr = _as_float(node.get("stderr"))
             _add(out, path, value, math.nan if stderr is None else stderr)
             for key, child in node.items():
@@ -130,7 +133,9 @@ def _flatten_into(node: Any, path: str, out: dict) -> None:
 
 def _add(out: dict, name: str, value: float, stderr: float) -> None:
     if not name:
-        raise ValueError("a bare number cannot be flattened: results must be a dict of named metrics")
+        raise ValueError(
+            "a bare number cannot be flattened: results must be a dict of named metrics"
+        )
     if name in out:
         raise ValueError(f"metric {name!r} appears twice after flattening; rename one of the keys")
     out[name] = (value, stderr)
@@ -155,7 +160,14 @@ def rows_from_results(
         raise ValueError(f"extra columns {sorted(clash)} clash with the standard columns {COLUMNS}")
     overrides = dict(overrides or {})
     return [
-        {"run": run, "overrides": dict(overrides), "metric": metric, "value": value, "stderr": stderr, **extra}
+        {
+            "run": run,
+            "overrides": dict(overrides),
+            "metric": metric,
+            "value": value,
+            "stderr": stderr,
+            **extra,
+        }
         for metric, (value, stderr) in flatten_results(results).items()
     ]
 
@@ -177,7 +189,10 @@ def validate_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict]:
         for col in ("value", "stderr"):
             v = _as_float(row.get(col))
             if v is None:
-                raise ValueError(f"row {i} ({new['run']}, {new['metric']}): {col} must be a number, got {row.get(col)!r}")
+                raise ValueError(
+                    f"row {i} ({new['run']}, {new['metric']}): {col} must be a number, "
+                    f"got {row.get(col)!r}"
+                )
             new[col] = v
         out.append(new)
     return out
@@ -319,7 +334,9 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
         return read_csv(path)
     if ext == ".json":
         return read_json(path)
-    raise ValueError(f"unknown results file extension {ext!r} for {os.fspath(path)!r}; allowed: .csv, .json")
+    raise ValueError(
+        f"unknown results file extension {ext!r} for {os.fspath(path)!r}; allowed: .csv, .json"
+    )
 
 
 # --------------------------------------------------------------------------- run x metric
@@ -350,7 +367,9 @@ class MetricTable:
         try:
             return self.metrics.index(metric)
         except ValueError as e:
-            raise KeyError(f"unknown metric {metric!r}; table has: {', '.join(self.metrics)}") from e
+            raise KeyError(
+                f"unknown metric {metric!r}; table has: {', '.join(self.metrics)}"
+            ) from e
 
 
 def pivot(rows: Iterable[Mapping]) -> MetricTable:

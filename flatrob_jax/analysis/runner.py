@@ -7,6 +7,7 @@ process, each on its own devices);
 ``analysis_config_for(workdir, overrides)`` is the run's stored ``analysis`` section completed
 with today's defaults, plus ``analysis.x=v`` overrides.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ def _set_in(results: dict, path: str, value: dict) -> None:
     node[leaf] = value
 
 
-def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
-                cache: dict | None = None) -> dict:
+def analyze_run(
+    workdir: str, cfg: ml_collections.ConfigDict, log=print, cache: dict | None = None
+) -> dict:
     """Run the analyses ``cfg.measures`` on the latest checkpoint of ``workdir``; return the
     results dict and write it atomically to ``workdir/analysis.json``.
 
@@ -47,14 +49,19 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
     entries = [registry.get(m) for m in measures]
     run = load_for_eval(workdir)
     config = run.config
-    results = {"step": run.step, "workdir": os.fspath(workdir),
-               "augment": config.augment.name, "model": config.model.name,
-               "dataset": config.dataset.name, "measures": list(measures),
-               "analysis_config": json.loads(cfg.to_json(sort_keys=True)),
-               # What the numbers were computed on: on TPU the default matmul precision is
-               # bf16-based (docs/cloud_tpu.md); JAX_DEFAULT_MATMUL_PRECISION=highest raises it.
-               "platform": jax.default_backend(),
-               "matmul_precision": jax.config.jax_default_matmul_precision or "default"}
+    results = {
+        "step": run.step,
+        "workdir": os.fspath(workdir),
+        "augment": config.augment.name,
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "measures": list(measures),
+        "analysis_config": json.loads(cfg.to_json(sort_keys=True)),
+        # What the numbers were computed on: on TPU the default matmul precision is
+        # bf16-based (docs/cloud_tpu.md); JAX_DEFAULT_MATMUL_PRECISION=highest raises it.
+        "platform": jax.default_backend(),
+        "matmul_precision": jax.config.jax_default_matmul_precision or "default",
+    }
     out_dir = fileio.join(workdir, "analysis")
     fileio.makedirs(out_dir)
     needs = {e.data for e in entries}
@@ -63,15 +70,22 @@ def analyze_run(workdir: str, cfg: ml_collections.ConfigDict, log=print,
         test = load_arrays(config.dataset, config.dataset.eval_split, cfg.num_test_examples)
     if "train" in needs:
         train = load_arrays(config.dataset, config.dataset.train_split, cfg.num_train_examples)
-    inputs = registry.Inputs(model=run, test=test, train=train, key=jax.random.key(cfg.seed),
-                             out_dir=out_dir, cache=cache)
+    inputs = registry.Inputs(
+        model=run,
+        test=test,
+        train=train,
+        key=jax.random.key(cfg.seed),
+        out_dir=out_dir,
+        cache=cache,
+    )
     for entry in entries:
         settings = cfg[entry.section].to_dict() if entry.section else {}
         prefixed = lambda msg, name=entry.name: log(f"[{workdir}] {name}: {msg}")  # noqa: E731
         _set_in(results, entry.where, entry.run(inputs, log=prefixed, **settings))
     results["seconds"] = time.time() - t0
-    fileio.atomic_write_text(fileio.join(workdir, "analysis.json"),
-                             json.dumps(_jsonable(results), indent=2))
+    fileio.atomic_write_text(
+        fileio.join(workdir, "analysis.json"), json.dumps(_jsonable(results), indent=2)
+    )
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
     return results
 
@@ -109,8 +123,10 @@ def analyze_runs(jobs, log=print, cache: dict | None = None, check_shared: bool 
     if error is not None:
         raise error
     if any(failed):
-        raise RuntimeError(f"analysis failed on process(es) "
-                           f"{[i for i, f in enumerate(failed) if f]}; see their logs")
+        raise RuntimeError(
+            f"analysis failed on process(es) "
+            f"{[i for i, f in enumerate(failed) if f]}; see their logs"
+        )
     return results
 
 

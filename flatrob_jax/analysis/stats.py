@@ -35,6 +35,7 @@ When every resample gives the estimate (e.g. rho = 1 on a monotone relation) the
 resample on one side of the estimate, a coefficient undefined on a leave-one-out sample) or
 scipy's bootstrap raises, the interval is NaN with a note.
 """
+
 from __future__ import annotations
 
 import math
@@ -178,8 +179,9 @@ def _pearson_statistic(x, y, axis=-1):
 def _spearman_statistic(x, y, axis=-1):
     # spearmanr's own ``axis`` means "variables along this axis" (a correlation matrix), so the
     # row-wise coefficient is Pearson r of scipy's average ranks (Spearman's definition).
-    return _pearson_statistic(scipy.stats.rankdata(x, axis=axis),
-                              scipy.stats.rankdata(y, axis=axis), axis=axis)
+    return _pearson_statistic(
+        scipy.stats.rankdata(x, axis=axis), scipy.stats.rankdata(y, axis=axis), axis=axis
+    )
 
 
 def _kendall_statistic(x, y, axis=-1):
@@ -232,8 +234,14 @@ def correlation(x, y, method: str = "pearson") -> Correlation:
         scipy_method = _kendall_pvalue_method(x, y, float(tau.statistic))
         res, msgs = _quietly(scipy.stats.kendalltau, x, y, method=scipy_method)
         how = "exact" if scipy_method == "exact" else "normal"
-    return Correlation(method, float(res.statistic), float(res.pvalue), n, pvalue_method=how,
-                       note=_join_notes(note, *msgs))
+    return Correlation(
+        method,
+        float(res.statistic),
+        float(res.pvalue),
+        n,
+        pvalue_method=how,
+        note=_join_notes(note, *msgs),
+    )
 
 
 def pearson(x, y) -> Correlation:
@@ -276,6 +284,7 @@ def _as_statistic(statistic: str | Callable, x: np.ndarray, y: np.ndarray):
         fn = _STATISTICS[statistic]
         estimate = correlation(x, y, statistic).statistic
     else:
+
         def fn(a, b, axis=-1):
             return statistic(np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
 
@@ -320,23 +329,38 @@ def bootstrap_ci(
     x, y, note = _clean_pair(x, y)
 
     def interval(low, high, why="", dist=None, valid=0) -> BootstrapInterval:
-        return BootstrapInterval(float(low), float(high), ci_method, confidence, num_resamples,
-                                 valid, _join_notes(note, why), dist)
+        return BootstrapInterval(
+            float(low),
+            float(high),
+            ci_method,
+            confidence,
+            num_resamples,
+            valid,
+            _join_notes(note, why),
+            dist,
+        )
 
     degenerate = _degenerate_note(x, y)
     if degenerate:
         return interval(math.nan, math.nan, degenerate)
     stat_fn, estimate = _as_statistic(statistic, x, y)
-    kwargs = {"paired": True, "vectorized": True, "confidence_level": confidence,
-              "method": _SCIPY_CI_METHOD[ci_method]}
+    kwargs = {
+        "paired": True,
+        "vectorized": True,
+        "confidence_level": confidence,
+        "method": _SCIPY_CI_METHOD[ci_method],
+    }
     try:
         res = _bootstrap((x, y), stat_fn, n_resamples=num_resamples, rng=gen, **kwargs)
         dist = np.asarray(res.bootstrap_distribution, dtype=float)
         valid = np.isfinite(dist)
         num_valid = int(valid.sum())
         if num_valid < num_resamples:
-            note = _join_notes(note, f"{num_resamples - num_valid} of {num_resamples} resamples "
-                                     "undefined (constant resample) and dropped")
+            note = _join_notes(
+                note,
+                f"{num_resamples - num_valid} of {num_resamples} resamples "
+                "undefined (constant resample) and dropped",
+            )
             if num_valid == 0:
                 return interval(math.nan, math.nan, "no valid resample", dist, 0)
             # scipy's interval of the valid resamples: no new draws, same data and statistic.
@@ -349,17 +373,34 @@ def bootstrap_ci(
     if ci_method == "bca" and (np.all(theta < estimate) or np.all(theta > estimate)):
         # An infinite bias correction: scipy returns NaN, or the extreme resample when the
         # acceleration happens to be 0; either way there is no BCa interval.
-        return interval(math.nan, math.nan, "BCa interval undefined: every resample lies on "
-                        f"one side of the estimate {estimate:.6g}", dist, num_valid)
+        return interval(
+            math.nan,
+            math.nan,
+            "BCa interval undefined: every resample lies on "
+            f"one side of the estimate {estimate:.6g}",
+            dist,
+            num_valid,
+        )
     if np.all(theta == estimate):
         # Every quantile of a point mass is that point (BCa's acceleration is 0/0 here, and
         # scipy returns NaN).
-        return interval(estimate, estimate, f"every resample gives {estimate:.6g} (a degenerate "
-                        "bootstrap distribution)", dist, num_valid)
+        return interval(
+            estimate,
+            estimate,
+            f"every resample gives {estimate:.6g} (a degenerate bootstrap distribution)",
+            dist,
+            num_valid,
+        )
     if not (math.isfinite(low) and math.isfinite(high)):
-        return interval(math.nan, math.nan, f"{_SCIPY_CI_METHOD[ci_method]} interval undefined: "
-                        "scipy.stats.bootstrap returned a non-finite bound (e.g. the coefficient "
-                        "is undefined on a leave-one-out sample)", dist, num_valid)
+        return interval(
+            math.nan,
+            math.nan,
+            f"{_SCIPY_CI_METHOD[ci_method]} interval undefined: "
+            "scipy.stats.bootstrap returned a non-finite bound (e.g. the coefficient "
+            "is undefined on a leave-one-out sample)",
+            dist,
+            num_valid,
+        )
     return interval(low, high, "", dist, num_valid)
 
 
@@ -377,10 +418,23 @@ def correlate(
     ``num_resamples=0`` skips the bootstrap."""
     point = correlation(x, y, method)
     if num_resamples == 0 or math.isnan(point.statistic):
-        return Correlation(**{**point.as_dict(), "ci_method": ci_method if num_resamples else "",
-                              "confidence": confidence, "num_resamples": int(num_resamples)})
-    ci = bootstrap_ci(x, y, method, num_resamples=num_resamples, confidence=confidence,
-                      ci_method=ci_method, rng=rng)
+        return Correlation(
+            **{
+                **point.as_dict(),
+                "ci_method": ci_method if num_resamples else "",
+                "confidence": confidence,
+                "num_resamples": int(num_resamples),
+            }
+        )
+    ci = bootstrap_ci(
+        x,
+        y,
+        method,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        ci_method=ci_method,
+        rng=rng,
+    )
     return Correlation(
         method=method,
         statistic=point.statistic,

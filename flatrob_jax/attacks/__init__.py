@@ -7,6 +7,7 @@ The attacks the AutoAttack cascade can run form one table (``registry.ATTACKS``)
 reference for APGD, FAB-T, Square and the cascade is pyautoattack 0.2.0 (fra31/auto-attack);
 see each module.
 """
+
 from flatrob_jax.attacks.apgd import apgd
 from flatrob_jax.attacks.autoattack import STANDARD, AutoAttackResult, autoattack
 from flatrob_jax.attacks.fab import fab_targeted
@@ -14,5 +15,18 @@ from flatrob_jax.attacks.pgd import fgsm, pgd
 from flatrob_jax.attacks.registry import ATTACKS, Attack, attack_key, register, run_attack
 from flatrob_jax.attacks.square import square
 
-__all__ = ["pgd", "fgsm", "apgd", "autoattack", "fab_targeted", "square", "attack_key",
-           "AutoAttackResult", "STANDARD", "ATTACKS", "Attack", "register", "run_attack"]
+__all__ = [
+    "pgd",
+    "fgsm",
+    "apgd",
+    "autoattack",
+    "fab_targeted",
+    "square",
+    "attack_key",
+    "AutoAttackResult",
+    "STANDARD",
+    "ATTACKS",
+    "Attack",
+    "register",
+    "run_attack",
+]

@@ -38,6 +38,7 @@ Reference behaviour reproduced on purpose (quirks that change results are marked
 Randomness differs from the reference by design: each example's starts come from
 ``fold_in(fold_in(key, example_index), run_index)`` (torch's global RNG cannot be matched).
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,14 +57,16 @@ APGD_LOSSES = ("ce", "dlr", "dlr-targeted")
 
 class Schedule(NamedTuple):
     """Checkpoint constants of ``APGDAttack.__init__`` for ``n_iter`` iterations."""
+
     first_interval: int  # n_iter_2
-    min_interval: int    # n_iter_min
-    decrement: int       # size_decr
+    min_interval: int  # n_iter_min
+    decrement: int  # size_decr
 
 
 def schedule(n_iter: int) -> Schedule:
-    return Schedule(max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1),
-                    max(int(0.03 * n_iter), 1))
+    return Schedule(
+        max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1), max(int(0.03 * n_iter), 1)
+    )
 
 
 def checkpoint_iterations(n_iter: int) -> list[int]:
@@ -81,15 +84,20 @@ def checkpoint_iterations(n_iter: int) -> list[int]:
 
 class CheckState(NamedTuple):
     """Per-run bookkeeping of the step-size checkpoints."""
-    counter: jax.Array          # iterations since the last checkpoint (counter3)
-    interval: jax.Array         # current checkpoint interval k
-    loss_best_last: jax.Array   # [B] best loss at the last checkpoint
-    reduced_last: jax.Array     # [B] bool, halved at the last checkpoint
+
+    counter: jax.Array  # iterations since the last checkpoint (counter3)
+    interval: jax.Array  # current checkpoint interval k
+    loss_best_last: jax.Array  # [B] best loss at the last checkpoint
+    reduced_last: jax.Array  # [B] bool, halved at the last checkpoint
 
 
 def init_check_state(loss_best: jax.Array, n_iter: int) -> CheckState:
-    return CheckState(jnp.int32(0), jnp.int32(schedule(n_iter).first_interval), loss_best,
-                      jnp.ones(loss_best.shape, bool))
+    return CheckState(
+        jnp.int32(0),
+        jnp.int32(schedule(n_iter).first_interval),
+        loss_best,
+        jnp.ones(loss_best.shape, bool),
+    )
 
 
 def oscillation(loss_steps: jax.Array, i: jax.Array, k: jax.Array, rho: float) -> jax.Array:
@@ -104,8 +112,15 @@ def oscillation(loss_steps: jax.Array, i: jax.Array, k: jax.Array, rho: float) -
     return count <= k.astype(jnp.float32) * jnp.float32(rho)
 
 
-def checkpoint_step(state: CheckState, loss_steps: jax.Array, loss_best: jax.Array,
-                    i: jax.Array, *, n_iter: int, rho: float) -> tuple[jax.Array, CheckState]:
+def checkpoint_step(
+    state: CheckState,
+    loss_steps: jax.Array,
+    loss_best: jax.Array,
+    i: jax.Array,
+    *,
+    n_iter: int,
+    rho: float,
+) -> tuple[jax.Array, CheckState]:
     """One iteration of the step-size logic; returns (halve[B], new state)."""
     s = schedule(n_iter)
     counter = state.counter + 1
@@ -115,10 +130,12 @@ def checkpoint_step(state: CheckState, loss_steps: jax.Array, loss_best: jax.Arr
     halve = at_check & flag
     new = CheckState(
         counter=jnp.where(at_check, 0, counter),
-        interval=jnp.where(at_check, jnp.maximum(state.interval - s.decrement, s.min_interval),
-                           state.interval),
+        interval=jnp.where(
+            at_check, jnp.maximum(state.interval - s.decrement, s.min_interval), state.interval
+        ),
         loss_best_last=jnp.where(at_check, loss_best, state.loss_best_last),
-        reduced_last=jnp.where(at_check, flag, state.reduced_last))
+        reduced_last=jnp.where(at_check, flag, state.reduced_last),
+    )
     return halve, new
 
 
@@ -143,13 +160,13 @@ def apgd_step(x_adv, x, grad, momentum_dir, step_size, a, *, eps: float, norm: s
 
 
 class RunResult(NamedTuple):
-    x_best: jax.Array       # highest-loss point
-    robust: jax.Array       # [B] never misclassified during the run (acc)
-    loss_best: jax.Array    # [B]
-    x_best_adv: jax.Array   # latest misclassified iterate (or the start)
-    zero_grad: jax.Array    # [B] the gradient at the start is exactly zero
-    iterates: jax.Array     # [record, B, ...] the first `record` iterates (diagnostics)
-    step_sizes: jax.Array   # [n_iter, B] step size used at each iteration (diagnostics)
+    x_best: jax.Array  # highest-loss point
+    robust: jax.Array  # [B] never misclassified during the run (acc)
+    loss_best: jax.Array  # [B]
+    x_best_adv: jax.Array  # latest misclassified iterate (or the start)
+    zero_grad: jax.Array  # [B] the gradient at the start is exactly zero
+    iterates: jax.Array  # [record, B, ...] the first `record` iterates (diagnostics)
+    step_sizes: jax.Array  # [n_iter, B] step size used at each iteration (diagnostics)
 
 
 def _loss_and_grad(model_fn, z, y, y_target, loss):
@@ -157,13 +174,23 @@ def _loss_and_grad(model_fn, z, y, y_target, loss):
         logits = model_fn(z)
         per_example = losses.attack_loss(loss, logits, y, y_target)
         return jnp.sum(per_example), (per_example, logits)
+
     (_, (per_example, logits)), g = jax.value_and_grad(total, has_aux=True)(z)
     return per_example, logits, g
 
 
-def init_run_state(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.Array,
-                   y_target: jax.Array | None, *, eps: float, loss: str, n_iter: int,
-                   record: int = 0) -> tuple[dict, jax.Array]:
+def init_run_state(
+    model_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    x_init: jax.Array,
+    y_target: jax.Array | None,
+    *,
+    eps: float,
+    loss: str,
+    n_iter: int,
+    record: int = 0,
+) -> tuple[dict, jax.Array]:
     """The state of :func:`single_run` before its first iteration, and the zero-gradient flag.
 
     Every entry has the batch axis first except ``loss_steps``, ``step_sizes`` (``[n_iter,
@@ -174,36 +201,69 @@ def init_run_state(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.A
     batch = x.shape[0]
     zero_grad = jnp.sum(jnp.abs(grad0.reshape(batch, -1)), axis=1) == 0
     state = dict(
-        x_adv=x_adv, x_adv_old=x_adv, grad=grad0, x_best=x_adv, grad_best=grad0,
-        loss_best=loss0, x_best_adv=x_adv, robust=jnp.argmax(logits0, axis=1) == y,
+        x_adv=x_adv,
+        x_adv_old=x_adv,
+        grad=grad0,
+        x_best=x_adv,
+        grad_best=grad0,
+        loss_best=loss0,
+        x_best_adv=x_adv,
+        robust=jnp.argmax(logits0, axis=1) == y,
         step_size=jnp.full((batch,), 2.0 * eps, x.dtype),
         loss_steps=jnp.zeros((n_iter, batch), x.dtype),
         check=init_check_state(loss0, n_iter),
         iterates=jnp.zeros((record,) + x.shape, x.dtype),
-        step_sizes=jnp.zeros((n_iter, batch), x.dtype))
+        step_sizes=jnp.zeros((n_iter, batch), x.dtype),
+    )
     return state, zero_grad
 
 
 #: The batch axis of each entry of the run state (None: the same on every example/device);
 #: the host-driven loop shards the state over the mesh accordingly.
-STATE_BATCH_AXIS = dict(x_adv=0, x_adv_old=0, grad=0, x_best=0, grad_best=0, loss_best=0,
-                        x_best_adv=0, robust=0, step_size=0, loss_steps=1,
-                        check=CheckState(None, None, 0, 0), iterates=1, step_sizes=1)
+STATE_BATCH_AXIS = dict(
+    x_adv=0,
+    x_adv_old=0,
+    grad=0,
+    x_best=0,
+    grad_best=0,
+    loss_best=0,
+    x_best_adv=0,
+    robust=0,
+    step_size=0,
+    loss_steps=1,
+    check=CheckState(None, None, 0, 0),
+    iterates=1,
+    step_sizes=1,
+)
 
 
-def run_iteration(model_fn: Callable, x: jax.Array, y: jax.Array, y_target: jax.Array | None,
-                  i: jax.Array, s: dict, *, eps: float, norm: str, loss: str, n_iter: int,
-                  rho: float = 0.75, record: int = 0) -> dict:
+def run_iteration(
+    model_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    y_target: jax.Array | None,
+    i: jax.Array,
+    s: dict,
+    *,
+    eps: float,
+    norm: str,
+    loss: str,
+    n_iter: int,
+    rho: float = 0.75,
+    record: int = 0,
+) -> dict:
     """Iteration ``i`` of ``APGDAttack.attack_single_run`` on the run state ``s``: the body
     of :func:`single_run`'s loop, compiled inside a ``lax.fori_loop`` or called once per
     iteration from the host (the same function either way, so the same decisions)."""
     a = jnp.where(i > 0, 0.75, 1.0).astype(x.dtype)
-    x_new = apgd_step(s["x_adv"], x, s["grad"], s["x_adv"] - s["x_adv_old"], s["step_size"],
-                      a, eps=eps, norm=norm)
+    x_new = apgd_step(
+        s["x_adv"], x, s["grad"], s["x_adv"] - s["x_adv_old"], s["step_size"], a, eps=eps, norm=norm
+    )
     iterates = s["iterates"]
     if record:
-        updated = jax.lax.dynamic_update_index_in_dim(iterates, x_new,
-                                                      jnp.minimum(i, record - 1), 0)
+        updated = jax.lax.dynamic_update_index_in_dim(
+            iterates, x_new, jnp.minimum(i, record - 1), 0
+        )
         iterates = jnp.where(i < record, updated, iterates)
     step_sizes = s["step_sizes"].at[i].set(s["step_size"])
     loss_i, logits, grad = _loss_and_grad(model_fn, x_new, y, y_target, loss)
@@ -218,28 +278,67 @@ def run_iteration(model_fn: Callable, x: jax.Array, y: jax.Array, y_target: jax.
     halve, check = checkpoint_step(s["check"], loss_steps, loss_best, i, n_iter=n_iter, rho=rho)
     h = norms.bcast(halve, x)
     return dict(
-        x_adv=jnp.where(h, x_best, x_new), x_adv_old=s["x_adv"],
-        grad=jnp.where(h, grad_best, grad), x_best=x_best, grad_best=grad_best,
-        loss_best=loss_best, x_best_adv=jnp.where(fooled_now, x_new, s["x_best_adv"]),
+        x_adv=jnp.where(h, x_best, x_new),
+        x_adv_old=s["x_adv"],
+        grad=jnp.where(h, grad_best, grad),
+        x_best=x_best,
+        grad_best=grad_best,
+        loss_best=loss_best,
+        x_best_adv=jnp.where(fooled_now, x_new, s["x_best_adv"]),
         robust=s["robust"] & pred_ok,
         step_size=jnp.where(halve, s["step_size"] / 2.0, s["step_size"]),
-        loss_steps=loss_steps, check=check, iterates=iterates, step_sizes=step_sizes)
+        loss_steps=loss_steps,
+        check=check,
+        iterates=iterates,
+        step_sizes=step_sizes,
+    )
 
 
-def single_run(model_fn: Callable, x: jax.Array, y: jax.Array, x_init: jax.Array,
-               y_target: jax.Array | None, *, eps: float, norm: str, loss: str, n_iter: int,
-               rho: float = 0.75, record: int = 0) -> RunResult:
+def single_run(
+    model_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    x_init: jax.Array,
+    y_target: jax.Array | None,
+    *,
+    eps: float,
+    norm: str,
+    loss: str,
+    n_iter: int,
+    rho: float = 0.75,
+    record: int = 0,
+) -> RunResult:
     """``APGDAttack.attack_single_run`` from the given start (after clipping to the box)."""
-    init, zero_grad = init_run_state(model_fn, x, y, x_init, y_target, eps=eps, loss=loss,
-                                     n_iter=n_iter, record=record)
+    init, zero_grad = init_run_state(
+        model_fn, x, y, x_init, y_target, eps=eps, loss=loss, n_iter=n_iter, record=record
+    )
 
     def body(i, s):
-        return run_iteration(model_fn, x, y, y_target, i, s, eps=eps, norm=norm, loss=loss,
-                             n_iter=n_iter, rho=rho, record=record)
+        return run_iteration(
+            model_fn,
+            x,
+            y,
+            y_target,
+            i,
+            s,
+            eps=eps,
+            norm=norm,
+            loss=loss,
+            n_iter=n_iter,
+            rho=rho,
+            record=record,
+        )
 
     s = jax.lax.fori_loop(0, n_iter, body, init)
-    return RunResult(s["x_best"], s["robust"], s["loss_best"], s["x_best_adv"], zero_grad,
-                     s["iterates"], s["step_sizes"])
+    return RunResult(
+        s["x_best"],
+        s["robust"],
+        s["loss_best"],
+        s["x_best_adv"],
+        zero_grad,
+        s["iterates"],
+        s["step_sizes"],
+    )
 
 
 def target_labels(clean_logits: jax.Array, run: jax.Array, n_restarts: int) -> jax.Array:
@@ -256,8 +355,10 @@ def _clean(model_fn, valid, x, y, *, loss: str, n_target_classes: int):
     num_classes = clean_logits.shape[1]
     min_classes = {"ce": 2, "dlr": 3, "dlr-targeted": max(4, n_target_classes + 1)}[loss]
     if num_classes < min_classes:
-        raise ValueError(f"loss {loss!r} with n_target_classes={n_target_classes} needs at "
-                         f"least {min_classes} classes; the model has {num_classes}")
+        raise ValueError(
+            f"loss {loss!r} with n_target_classes={n_target_classes} needs at "
+            f"least {min_classes} classes; the model has {num_classes}"
+        )
     return clean_logits, (jnp.argmax(clean_logits, axis=1) == y) & valid
 
 
@@ -265,8 +366,7 @@ def _num_runs(loss: str, n_restarts: int, n_target_classes: int) -> int:
     return n_restarts * (n_target_classes if loss == "dlr-targeted" else 1)
 
 
-def _run_start(keys, clean_logits, x, run, *, eps: float, norm: str, loss: str,
-               n_restarts: int):
+def _run_start(keys, clean_logits, x, run, *, eps: float, norm: str, loss: str, n_restarts: int):
     """Random start and target labels (or None) of run ``run``."""
     run_keys = jax.vmap(lambda k: jax.random.fold_in(k, run))(keys)
     y_target = target_labels(clean_logits, run, n_restarts) if loss == "dlr-targeted" else None
@@ -280,9 +380,22 @@ def _run_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_g
     return robust & ~fooled, x_adv, zero_grad | (robust & run_zero_grad)
 
 
-def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss: str,
-                 n_iter: int, n_restarts: int, n_target_classes: int, rho: float,
-                 key_impl: str):
+def apgd_program(
+    model_fn,
+    valid,
+    x,
+    y,
+    key_data,
+    *,
+    eps: float,
+    norm: str,
+    loss: str,
+    n_iter: int,
+    n_restarts: int,
+    n_target_classes: int,
+    rho: float,
+    key_impl: str,
+):
     """Per-device program of :func:`apgd` (``APGDAttack.perturb``/``APGDAttack_targeted``),
     the whole attack compiled as one program (``lax`` loops).
 
@@ -290,8 +403,9 @@ def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss
     not fooled), whether it was fooled, whether some run met an all-zero gradient at its start.
     """
     keys = execution.wrap_keys(key_data, key_impl)
-    clean_logits, robust = _clean(model_fn, valid, x, y, loss=loss,
-                                  n_target_classes=n_target_classes)
+    clean_logits, robust = _clean(
+        model_fn, valid, x, y, loss=loss, n_target_classes=n_target_classes
+    )
     num_runs = _num_runs(loss, n_restarts, n_target_classes)
 
     def cond(c):
@@ -300,12 +414,15 @@ def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss
 
     def body(c):
         run, robust, x_adv, zero_grad = c
-        x_init, y_target = _run_start(keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss,
-                                      n_restarts=n_restarts)
-        res = single_run(model_fn, x, y, x_init, y_target, eps=eps, norm=norm, loss=loss,
-                         n_iter=n_iter, rho=rho)
-        return (run + 1,) + _run_end(x, robust, x_adv, zero_grad, res.robust, res.x_best_adv,
-                                     res.zero_grad)
+        x_init, y_target = _run_start(
+            keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss, n_restarts=n_restarts
+        )
+        res = single_run(
+            model_fn, x, y, x_init, y_target, eps=eps, norm=norm, loss=loss, n_iter=n_iter, rho=rho
+        )
+        return (run + 1,) + _run_end(
+            x, robust, x_adv, zero_grad, res.robust, res.x_best_adv, res.zero_grad
+        )
 
     init = (jnp.int32(0), robust, x, jnp.zeros_like(robust))
     _, still_robust, x_adv, zero_grad = jax.lax.while_loop(cond, body, init)
@@ -317,24 +434,29 @@ def apgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, loss
 # The same attack as apgd_program, its loops in Python around compiled steps (CPU default,
 # see `host_loop` in apgd()): each step below is run as jit(shard_map(...)) over the mesh.
 
+
 def _host_clean(model_fn, valid, x, y, *, loss, n_target_classes):
     return _clean(model_fn, valid, x, y, loss=loss, n_target_classes=n_target_classes)
 
 
-def _host_start(model_fn, run, x, y, key_data, clean_logits, *, eps, norm, loss, n_iter,
-                n_restarts, key_impl):
+def _host_start(
+    model_fn, run, x, y, key_data, clean_logits, *, eps, norm, loss, n_iter, n_restarts, key_impl
+):
     keys = execution.wrap_keys(key_data, key_impl)
-    x_init, y_target = _run_start(keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss,
-                                  n_restarts=n_restarts)
-    state, zero_grad = init_run_state(model_fn, x, y, x_init, y_target, eps=eps, loss=loss,
-                                      n_iter=n_iter)
+    x_init, y_target = _run_start(
+        keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss, n_restarts=n_restarts
+    )
+    state, zero_grad = init_run_state(
+        model_fn, x, y, x_init, y_target, eps=eps, loss=loss, n_iter=n_iter
+    )
     return state, y if y_target is None else y_target, zero_grad
 
 
 def _host_iteration(model_fn, i, x, y, y_target, state, *, eps, norm, loss, n_iter, rho):
     y_target = y_target if loss == "dlr-targeted" else None
-    return run_iteration(model_fn, x, y, y_target, i, state, eps=eps, norm=norm, loss=loss,
-                         n_iter=n_iter, rho=rho)
+    return run_iteration(
+        model_fn, x, y, y_target, i, state, eps=eps, norm=norm, loss=loss, n_iter=n_iter, rho=rho
+    )
 
 
 def _host_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_grad):
@@ -347,13 +469,26 @@ def _host_fooled(clean_logits, valid, y, still_robust):
 
 def _state_specs():
     batch = {None: P(), 0: P(execution.AXIS), 1: P(None, execution.AXIS)}
-    return jax.tree_util.tree_map(lambda a: batch[a], STATE_BATCH_AXIS,
-                                  is_leaf=lambda a: a is None)
+    return jax.tree_util.tree_map(lambda a: batch[a], STATE_BATCH_AXIS, is_leaf=lambda a: a is None)
 
 
-def apgd_driver(model_fn, valid, x, y, key_data, *, mesh, eps: float, norm: str, loss: str,
-                n_iter: int, n_restarts: int, n_target_classes: int, rho: float,
-                key_impl: str):
+def apgd_driver(
+    model_fn,
+    valid,
+    x,
+    y,
+    key_data,
+    *,
+    mesh,
+    eps: float,
+    norm: str,
+    loss: str,
+    n_iter: int,
+    n_restarts: int,
+    n_target_classes: int,
+    rho: float,
+    key_impl: str,
+):
     """:func:`apgd_program` with its loops on the host (``execution.run_batched_driver``):
     the same functions compiled per step (clean pass, run start, one iteration, run end)
     and called ``n_iter`` times per run. Same decisions as the compiled loops: runs stop
@@ -361,28 +496,41 @@ def apgd_driver(model_fn, valid, x, y, key_data, *, mesh, eps: float, norm: str,
     a device whose examples are all fooled changes nothing in further runs)."""
     step = functools.partial(execution.sharded_step, mesh=mesh)
     R, B, S = P(), P(execution.AXIS), _state_specs()
-    clean = step(_host_clean, dict(loss=loss, n_target_classes=n_target_classes),
-                 in_specs=(R, B, B, B), out_specs=(B, B))
-    start = step(_host_start, dict(eps=eps, norm=norm, loss=loss, n_iter=n_iter,
-                                   n_restarts=n_restarts, key_impl=key_impl),
-                 in_specs=(R, R, B, B, B, B), out_specs=(S, B, B))
-    iteration = step(_host_iteration, dict(eps=eps, norm=norm, loss=loss, n_iter=n_iter,
-                                           rho=rho),
-                     in_specs=(R, R, B, B, B, S), out_specs=S)
+    clean = step(
+        _host_clean,
+        dict(loss=loss, n_target_classes=n_target_classes),
+        in_specs=(R, B, B, B),
+        out_specs=(B, B),
+    )
+    start = step(
+        _host_start,
+        dict(
+            eps=eps, norm=norm, loss=loss, n_iter=n_iter, n_restarts=n_restarts, key_impl=key_impl
+        ),
+        in_specs=(R, R, B, B, B, B),
+        out_specs=(S, B, B),
+    )
+    iteration = step(
+        _host_iteration,
+        dict(eps=eps, norm=norm, loss=loss, n_iter=n_iter, rho=rho),
+        in_specs=(R, R, B, B, B, S),
+        out_specs=S,
+    )
     end = step(_host_end, {}, in_specs=(B,) * 7, out_specs=(B, B, B))
     clean_logits, robust = clean(model_fn, valid, x, y)
     x_adv, zero_grad = x, jnp.zeros_like(robust)
     for run in range(_num_runs(loss, n_restarts, n_target_classes)):
         if not bool(jnp.any(robust)):
             break
-        state, y_target, run_zero_grad = start(model_fn, jnp.int32(run), x, y, key_data,
-                                               clean_logits)
+        state, y_target, run_zero_grad = start(
+            model_fn, jnp.int32(run), x, y, key_data, clean_logits
+        )
         for i in range(n_iter):
             state = iteration(model_fn, jnp.int32(i), x, y, y_target, state)
-        robust, x_adv, zero_grad = end(x, robust, x_adv, zero_grad, state["robust"],
-                                       state["x_best_adv"], run_zero_grad)
-    fooled = step(_host_fooled, {}, in_specs=(B,) * 4, out_specs=B)(clean_logits, valid, y,
-                                                                     robust)
+        robust, x_adv, zero_grad = end(
+            x, robust, x_adv, zero_grad, state["robust"], state["x_best_adv"], run_zero_grad
+        )
+    fooled = step(_host_fooled, {}, in_specs=(B,) * 4, out_specs=B)(clean_logits, valid, y, robust)
     return x_adv, fooled, zero_grad
 
 
@@ -397,17 +545,47 @@ def use_host_loop(host_loop: bool | None, mesh) -> bool:
     return host_loop
 
 
-def run_apgd(static: dict, apply_fn, x, y, key, *, indices=None, batch_size: int, mesh,
-             log=None, desc: str = "apgd", host_loop: bool | None = None):
+def run_apgd(
+    static: dict,
+    apply_fn,
+    x,
+    y,
+    key,
+    *,
+    indices=None,
+    batch_size: int,
+    mesh,
+    log=None,
+    desc: str = "apgd",
+    host_loop: bool | None = None,
+):
     """Run the APGD program (``static``: its settings, as the registry's) over ``x, y`` with
     the compiled loops or the host-driven ones; outputs as ``execution.run_batched``."""
     if use_host_loop(host_loop, mesh):
-        return execution.run_batched_driver(apgd_driver, static, apply_fn, (x, y), key=key,
-                                            indices=indices, batch_size=batch_size, mesh=mesh,
-                                            log=log, desc=desc)
-    return execution.run_batched(apgd_program, static, apply_fn, (x, y), key=key,
-                                 indices=indices, batch_size=batch_size, mesh=mesh, log=log,
-                                 desc=desc)
+        return execution.run_batched_driver(
+            apgd_driver,
+            static,
+            apply_fn,
+            (x, y),
+            key=key,
+            indices=indices,
+            batch_size=batch_size,
+            mesh=mesh,
+            log=log,
+            desc=desc,
+        )
+    return execution.run_batched(
+        apgd_program,
+        static,
+        apply_fn,
+        (x, y),
+        key=key,
+        indices=indices,
+        batch_size=batch_size,
+        mesh=mesh,
+        log=log,
+        desc=desc,
+    )
 
 
 def check_inputs(x, y, eps: float, norm: str) -> tuple[np.ndarray, np.ndarray]:
@@ -424,10 +602,25 @@ def check_inputs(x, y, eps: float, norm: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int32)
 
 
-def apgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, loss: str = "ce",
-         steps: int = 100, n_restarts: int = 1, n_target_classes: int = 9, rho: float = 0.75,
-         batch_size: int = 500, mesh=None, log=None, return_info: bool = False,
-         host_loop: bool | None = None):
+def apgd(
+    apply_fn: Callable,
+    x,
+    y,
+    key: jax.Array,
+    *,
+    eps: float,
+    norm: str,
+    loss: str = "ce",
+    steps: int = 100,
+    n_restarts: int = 1,
+    n_target_classes: int = 9,
+    rho: float = 0.75,
+    batch_size: int = 500,
+    mesh=None,
+    log=None,
+    return_info: bool = False,
+    host_loop: bool | None = None,
+):
     """APGD with loss ``'ce'``, ``'dlr'`` or ``'dlr-targeted'`` (APGD-T), as pyautoattack.
 
     Args:
@@ -450,14 +643,30 @@ def apgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, los
     if steps < 1 or n_restarts < 1:
         raise ValueError(f"steps and n_restarts must be >= 1, got {steps} and {n_restarts}")
     x, y = check_inputs(x, y, eps, norm)
-    static = dict(eps=float(eps), norm=norm, loss=loss, n_iter=int(steps),
-                  n_restarts=int(n_restarts), n_target_classes=int(n_target_classes),
-                  rho=float(rho))
+    static = dict(
+        eps=float(eps),
+        norm=norm,
+        loss=loss,
+        n_iter=int(steps),
+        n_restarts=int(n_restarts),
+        n_target_classes=int(n_target_classes),
+        rho=float(rho),
+    )
     if x.shape[0] == 0:
         out = (x, np.zeros(0, bool), np.zeros(0, bool))
     else:
-        out = run_apgd(static, apply_fn, x, y, key, batch_size=batch_size, mesh=mesh, log=log,
-                       desc=f"apgd-{loss}", host_loop=host_loop)
+        out = run_apgd(
+            static,
+            apply_fn,
+            x,
+            y,
+            key,
+            batch_size=batch_size,
+            mesh=mesh,
+            log=log,
+            desc=f"apgd-{loss}",
+            host_loop=host_loop,
+        )
     x_adv, fooled, zero_grad = out
     if return_info:
         return x_adv, {"fooled": fooled, "zero_grad": zero_grad}

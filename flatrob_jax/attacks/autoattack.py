@@ -14,6 +14,7 @@ Keys: attack ``a`` uses ``fold_in(key, ATTACKS[a].tag)`` and example ``i`` (its 
 ``fold_in(that, i)``, exactly like a standalone call ``apgd(..., key=attack_key(key, a))``, so
 the cascade's accuracy is at most each single attack's on the same key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class AutoAttackResult:
     after it (cumulative); ``fooled_by`` to how many examples it fooled;
     ``time_s`` to its wall time; ``warnings`` lists the sanity checks that fired.
     """
+
     x_adv: np.ndarray
     robust: np.ndarray
     clean_accuracy: float
@@ -78,10 +80,21 @@ def predict(apply_fn, x, *, batch_size: int = 500, mesh=None):
     return logits, np.argmax(logits, axis=1)
 
 
-def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str,
-               version: str = "standard", attacks: tuple[str, ...] | None = None,
-               batch_size: int = 500, mesh=None, log: Callable[[str], None] | None = None,
-               host_loop: bool | None = None) -> AutoAttackResult:
+def autoattack(
+    apply_fn: Callable,
+    x,
+    y,
+    key: jax.Array,
+    *,
+    eps: float,
+    norm: str,
+    version: str = "standard",
+    attacks: tuple[str, ...] | None = None,
+    batch_size: int = 500,
+    mesh=None,
+    log: Callable[[str], None] | None = None,
+    host_loop: bool | None = None,
+) -> AutoAttackResult:
     """Run the AutoAttack cascade on ``x`` (float32 NHWC in [0, 1]) with labels ``y``.
 
     ``version='standard'`` runs :data:`STANDARD`; ``version='custom'`` runs ``attacks`` (names
@@ -121,8 +134,9 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
         "randomized": checks.check_randomized(outputs, y[:batch_size]),
         "range_output": checks.check_range_output(outputs[0]),
         "dynamic": "not applicable: JAX functions are traced, not run eagerly",
-        "n_classes": checks.check_n_classes(n_cls, list(attacks), N_TARGET_CLASSES,
-                                            N_TARGET_CLASSES),
+        "n_classes": checks.check_n_classes(
+            n_cls, list(attacks), N_TARGET_CLASSES, N_TARGET_CLASSES
+        ),
     }
 
     start = time.perf_counter()
@@ -144,12 +158,33 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
         if spec.program is apgd_program and host:
             # registry.run_attack runs the compiled program; the same settings, host loop
             static = dict(spec.settings, eps=float(eps), norm=norm)
-            out = run_apgd(static, apply_fn, x[idx], y[idx], attack_k, indices=idx,
-                           batch_size=batch_size, mesh=mesh, log=log, desc=attack,
-                           host_loop=True)
+            out = run_apgd(
+                static,
+                apply_fn,
+                x[idx],
+                y[idx],
+                attack_k,
+                indices=idx,
+                batch_size=batch_size,
+                mesh=mesh,
+                log=log,
+                desc=attack,
+                host_loop=True,
+            )
         else:
-            out = run_attack(attack, apply_fn, x[idx], y[idx], attack_k, eps=float(eps),
-                             norm=norm, indices=idx, batch_size=batch_size, mesh=mesh, log=log)
+            out = run_attack(
+                attack,
+                apply_fn,
+                x[idx],
+                y[idx],
+                attack_k,
+                eps=float(eps),
+                norm=norm,
+                indices=idx,
+                batch_size=batch_size,
+                mesh=mesh,
+                log=log,
+            )
         adv, fooled = out[0], out[1]
         if spec.counts_zero_grad:
             num_zero_grad += int(out[2].sum())
@@ -158,8 +193,10 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
         after[attack] = float(robust.mean())
         fooled_by[attack] = int(fooled.sum())
         times[attack] = time.perf_counter() - t0
-        say(f"robust accuracy after {attack.upper()}: {after[attack]:.2%} "
-            f"(total time {time.perf_counter() - start:.1f} s)")
+        say(
+            f"robust accuracy after {attack.upper()}: {after[attack]:.2%} "
+            f"(total time {time.perf_counter() - start:.1f} s)"
+        )
 
     check_results["zero_gradients"] = checks.check_zero_gradients(num_zero_grad)
     check_results["square_sr"] = checks.check_square_sr(after)
@@ -173,10 +210,19 @@ def autoattack(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: st
     for w in warnings:
         say(f"WARNING: {w}")
     robust_accuracy = float(robust.mean())
-    say(f"max {norm} perturbation: {final['max_perturbation']:.5f}, nan in tensor: "
-        f"{final['num_nan']}, max: {final['max']:.5f}, min: {final['min']:.5f}")
+    say(
+        f"max {norm} perturbation: {final['max_perturbation']:.5f}, nan in tensor: "
+        f"{final['num_nan']}, max: {final['max']:.5f}, min: {final['min']:.5f}"
+    )
     say(f"robust accuracy: {robust_accuracy:.2%}")
-    return AutoAttackResult(x_adv=x_adv, robust=robust, clean_accuracy=after["clean"],
-                            robust_accuracy=robust_accuracy, robust_accuracy_after=after,
-                            fooled_by=fooled_by, time_s=times, checks=check_results,
-                            warnings=warnings)
+    return AutoAttackResult(
+        x_adv=x_adv,
+        robust=robust,
+        clean_accuracy=after["clean"],
+        robust_accuracy=robust_accuracy,
+        robust_accuracy_after=after,
+        fooled_by=fooled_by,
+        time_s=times,
+        checks=check_results,
+        warnings=warnings,
+    )

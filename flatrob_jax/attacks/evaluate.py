@@ -7,6 +7,7 @@ JSON-serialisable accuracies and errors with their binomial standard errors
 ``sqrt(p (1 - p) / n)``.  Robust accuracy counts an example as robust only if it is clean-
 correct and the attack failed.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,12 +40,25 @@ def _accuracy_entry(correct: np.ndarray) -> dict:
     return {"accuracy": acc, "error": 1.0 - acc, "stderr": stderr, "num_examples": n}
 
 
-def evaluate(apply_fn, data, *, key: jax.Array, log: Callable[[str], None] = print,
-             num_examples: int | None = 1000, batch_size: int = 500,
-             num_devices: int | None = None, norms: tuple[str, ...] = ("Linf", "L2"),
-             linf_eps: float = 8 / 255, l2_eps: float = 0.5, pgd_steps: int = 20,
-             pgd_rel_step_size: float = 0.25, pgd_restarts: int = 1, pgd_loss: str = "ce",
-             autoattack: bool = True, autoattack_version: str = "standard") -> dict:
+def evaluate(
+    apply_fn,
+    data,
+    *,
+    key: jax.Array,
+    log: Callable[[str], None] = print,
+    num_examples: int | None = 1000,
+    batch_size: int = 500,
+    num_devices: int | None = None,
+    norms: tuple[str, ...] = ("Linf", "L2"),
+    linf_eps: float = 8 / 255,
+    l2_eps: float = 0.5,
+    pgd_steps: int = 20,
+    pgd_rel_step_size: float = 0.25,
+    pgd_restarts: int = 1,
+    pgd_loss: str = "ce",
+    autoattack: bool = True,
+    autoattack_version: str = "standard",
+) -> dict:
     """Clean, PGD and AutoAttack accuracy of a model on ``data = (images, labels)``.
 
     Args:
@@ -91,20 +105,45 @@ def evaluate(apply_fn, data, *, key: jax.Array, log: Callable[[str], None] = pri
         k = jax.random.fold_in(execution.typed_key(key), i)
         entry = {"eps": eps}
         t0 = time.perf_counter()
-        x_adv = pgd(apply_fn, images, labels, jax.random.fold_in(k, 0), eps=eps, norm=norm,
-                    steps=pgd_steps, step_size=pgd_rel_step_size * eps, restarts=pgd_restarts,
-                    loss=pgd_loss, batch_size=bs, mesh=mesh, log=log)
+        x_adv = pgd(
+            apply_fn,
+            images,
+            labels,
+            jax.random.fold_in(k, 0),
+            eps=eps,
+            norm=norm,
+            steps=pgd_steps,
+            step_size=pgd_rel_step_size * eps,
+            restarts=pgd_restarts,
+            loss=pgd_loss,
+            batch_size=bs,
+            mesh=mesh,
+            log=log,
+        )
         _, pred_adv = predict(apply_fn, x_adv, batch_size=bs, mesh=mesh)
-        entry["pgd"] = dict(_accuracy_entry(clean_correct & (pred_adv == labels)),
-                            steps=pgd_steps, step_size=pgd_rel_step_size * eps,
-                            restarts=pgd_restarts, loss=pgd_loss,
-                            time_s=time.perf_counter() - t0)
+        entry["pgd"] = dict(
+            _accuracy_entry(clean_correct & (pred_adv == labels)),
+            steps=pgd_steps,
+            step_size=pgd_rel_step_size * eps,
+            restarts=pgd_restarts,
+            loss=pgd_loss,
+            time_s=time.perf_counter() - t0,
+        )
         log(f"{norm} eps={eps:.5f}: PGD-{pgd_steps} accuracy {entry['pgd']['accuracy']:.2%}")
         if autoattack:
             t0 = time.perf_counter()
-            res = run_autoattack(apply_fn, images, labels, jax.random.fold_in(k, 1), eps=eps,
-                                 norm=norm, version=autoattack_version, batch_size=bs,
-                                 mesh=mesh, log=log)
+            res = run_autoattack(
+                apply_fn,
+                images,
+                labels,
+                jax.random.fold_in(k, 1),
+                eps=eps,
+                norm=norm,
+                version=autoattack_version,
+                batch_size=bs,
+                mesh=mesh,
+                log=log,
+            )
             aa = res.to_dict()
             aa.update(_accuracy_entry(res.robust))
             aa["version"] = autoattack_version

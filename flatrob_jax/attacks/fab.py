@@ -18,6 +18,7 @@ counts as fooled only if its closest adversarial point lies within ``eps`` (as `
 Implemented: the standard version (targeted, one restart), Linf and L2.  Not implemented:
 untargeted FAB and random restarts (AutoAttack's 'plus' version), and L1.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -32,9 +33,18 @@ from flatrob_jax.attacks.apgd import check_inputs
 from flatrob_jax.attacks.fab_projections import projection
 
 
-def single_run_targeted(model_fn: Callable, x: jax.Array, y: jax.Array, y_target: jax.Array,
-                        *, norm: str, n_iter: int, alpha_max: float, eta: float,
-                        beta: float) -> tuple[jax.Array, jax.Array]:
+def single_run_targeted(
+    model_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    y_target: jax.Array,
+    *,
+    norm: str,
+    n_iter: int,
+    alpha_max: float,
+    eta: float,
+    beta: float,
+) -> tuple[jax.Array, jax.Array]:
     """``FABAttack.attack_single_run(is_targeted=True)`` without random start.
 
     Returns ``(adv, dist)``: the closest misclassified point found (``x`` where none) and its
@@ -50,6 +60,7 @@ def single_run_targeted(model_fn: Callable, x: jax.Array, y: jax.Array, y_target
             tl = jnp.take_along_axis(logits, y_target[:, None], axis=1)[:, 0]
             diff = -(yl - tl)
             return jnp.sum(diff), diff
+
         g, diff = jax.grad(f, has_aux=True)(z)
         return diff, g
 
@@ -58,8 +69,12 @@ def single_run_targeted(model_fn: Callable, x: jax.Array, y: jax.Array, y_target
         df, dg = diff_and_grad(x1)
         w = dg.reshape(batch, -1)
         b = -df + jnp.sum(w * x1.reshape(batch, -1), axis=1)
-        d3 = projection(norm, jnp.concatenate([x1.reshape(batch, -1), x0], 0),
-                        jnp.concatenate([w, w], 0), jnp.concatenate([b, b], 0))
+        d3 = projection(
+            norm,
+            jnp.concatenate([x1.reshape(batch, -1), x0], 0),
+            jnp.concatenate([w, w], 0),
+            jnp.concatenate([b, b], 0),
+        )
         d1 = d3[:batch].reshape(x.shape)
         d2 = d3[batch:].reshape(x.shape)
         a0 = jnp.maximum(norms.lp_norm(d3, norm), 1e-8)
@@ -79,8 +94,20 @@ def single_run_targeted(model_fn: Callable, x: jax.Array, y: jax.Array, y_target
     return adv, res2
 
 
-def fab_targeted_program(model_fn, valid, x, y, *, eps: float, norm: str, n_iter: int,
-                         n_target_classes: int, alpha_max: float, eta: float, beta: float):
+def fab_targeted_program(
+    model_fn,
+    valid,
+    x,
+    y,
+    *,
+    eps: float,
+    norm: str,
+    n_iter: int,
+    n_target_classes: int,
+    alpha_max: float,
+    eta: float,
+    beta: float,
+):
     """Per-device FAB-T (``FABAttack.perturb`` with ``targeted=True``, one restart).
 
     Returns ``(x_adv, fooled)``; ``x_adv`` is clean where not fooled.
@@ -90,8 +117,10 @@ def fab_targeted_program(model_fn, valid, x, y, *, eps: float, norm: str, n_iter
     order = jnp.argsort(clean_logits, axis=1)
     num_classes = clean_logits.shape[1]
     if n_target_classes + 1 > num_classes:
-        raise ValueError(f"n_target_classes={n_target_classes} needs at least "
-                         f"{n_target_classes + 1} classes; the model has {num_classes}")
+        raise ValueError(
+            f"n_target_classes={n_target_classes} needs at least "
+            f"{n_target_classes + 1} classes; the model has {num_classes}"
+        )
 
     def cond(c):
         r, robust, _ = c
@@ -100,8 +129,17 @@ def fab_targeted_program(model_fn, valid, x, y, *, eps: float, norm: str, n_iter
     def body(c):
         r, robust, x_adv = c
         y_target = jnp.take(order, num_classes - 2 - r, axis=1)
-        adv, res2 = single_run_targeted(model_fn, x, y, y_target, norm=norm, n_iter=n_iter,
-                                        alpha_max=alpha_max, eta=eta, beta=beta)
+        adv, res2 = single_run_targeted(
+            model_fn,
+            x,
+            y,
+            y_target,
+            norm=norm,
+            n_iter=n_iter,
+            alpha_max=alpha_max,
+            eta=eta,
+            beta=beta,
+        )
         adv = jnp.where(norms.bcast(res2 < 1e10, x), adv, x)
         still = (jnp.argmax(model_fn(adv), axis=1) == y) | (norms.lp_norm(x - adv, norm) > eps)
         fooled = robust & ~still
@@ -112,18 +150,44 @@ def fab_targeted_program(model_fn, valid, x, y, *, eps: float, norm: str, n_iter
     return x_adv, fooled
 
 
-def fab_targeted(apply_fn: Callable, x, y, *, eps: float, norm: str, n_iter: int = 100,
-                 n_target_classes: int = 9, alpha_max: float = 0.1, eta: float = 1.05,
-                 beta: float = 0.9, batch_size: int = 500, mesh=None, log=None,
-                 return_info: bool = False):
+def fab_targeted(
+    apply_fn: Callable,
+    x,
+    y,
+    *,
+    eps: float,
+    norm: str,
+    n_iter: int = 100,
+    n_target_classes: int = 9,
+    alpha_max: float = 0.1,
+    eta: float = 1.05,
+    beta: float = 0.9,
+    batch_size: int = 500,
+    mesh=None,
+    log=None,
+    return_info: bool = False,
+):
     """FAB-T adversarial examples within ``eps`` (clean where not found); see module doc."""
     x, y = check_inputs(x, y, eps, norm)
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
-    static = dict(eps=float(eps), norm=norm, n_iter=int(n_iter),
-                  n_target_classes=int(n_target_classes), alpha_max=float(alpha_max),
-                  eta=float(eta), beta=float(beta))
-    x_adv, fooled = execution.run_batched(fab_targeted_program, static, apply_fn, (x, y),
-                                          batch_size=batch_size, mesh=mesh, log=log,
-                                          desc="fab-t")
+    static = dict(
+        eps=float(eps),
+        norm=norm,
+        n_iter=int(n_iter),
+        n_target_classes=int(n_target_classes),
+        alpha_max=float(alpha_max),
+        eta=float(eta),
+        beta=float(beta),
+    )
+    x_adv, fooled = execution.run_batched(
+        fab_targeted_program,
+        static,
+        apply_fn,
+        (x, y),
+        batch_size=batch_size,
+        mesh=mesh,
+        log=log,
+        desc="fab-t",
+    )
     return (x_adv, {"fooled": fooled}) if return_info else x_adv

@@ -7,6 +7,7 @@ reference's fallback).  A jittable, batched re-derivation of ``projection_linf``
 same ``ceil(log2 D)``-step bisection over them and the same case split, written with masks
 (``jnp.where``) instead of boolean indexing, so rows of all cases are computed and selected.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,13 +78,14 @@ def projection_l2(t: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     rs2 = jnp.concatenate([rs[:, 1:], jnp.zeros((n, 1), t.dtype)], axis=1)
     rs = jnp.where(rs == big, 0.0, rs)
     rs2 = jnp.where(rs2 == big, 0.0, rs2)
-    w3s = _take(w ** 2, indr)
+    w3s = _take(w**2, indr)
     w5 = jnp.sum(w3s, axis=1, keepdims=True)
     ws = w5 - jnp.cumsum(w3s, axis=1)
     wmask = (jnp.abs(w) > 1e-8).astype(t.dtype)
     d = -(r * w) * wmask
-    s = jnp.concatenate([-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]],
-                        axis=1)
+    s = jnp.concatenate(
+        [-w5 * rs[:, :1], jnp.cumsum((-rs2 + rs) * ws, axis=1) - w5 * rs[:, :1]], axis=1
+    )
     c4 = s[:, 0] + c < 0
     c3 = jnp.sum(d * w, axis=1) + c > 0
     c2 = ~(c4 | c3)

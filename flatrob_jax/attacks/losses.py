@@ -4,6 +4,7 @@ Every function maps ``logits[B, K]`` (and integer labels) to a loss ``[B]`` that
 *maximises*.  Definitions follow ``pyautoattack/autopgd_base.py`` (CE, DLR, targeted DLR) and
 ``pyautoattack/square.py`` (margin), including their ``1e-12`` stabilisers.
 """
+
 from __future__ import annotations
 
 import jax

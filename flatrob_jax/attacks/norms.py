@@ -5,6 +5,7 @@ inline in ``APGDAttack.attack_single_run``): normalisation divides by ``norm + 1
 L2 projection rescales ``x_adv - x`` to length ``min(eps, ||x_adv - x||)`` before clipping to
 the box.  Arrays are batches ``[B, ...]``; every reduction is over all non-batch axes.
 """
+
 from __future__ import annotations
 
 import jax

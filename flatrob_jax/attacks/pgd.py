@@ -17,6 +17,7 @@ The whole attack is one jitted program (``lax.fori_loop`` over steps and restart
 (:func:`pgd_driver`, the same :func:`pgd_iteration`; ``host_loop``); example ``i`` draws its
 starts from ``fold_in(fold_in(key, i), restart)``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,11 +40,13 @@ def pgd_start(keys: jax.Array, x: jax.Array, eps: float, norm: str) -> jax.Array
     if norm == "Linf":
         noise = jax.vmap(lambda k: jax.random.uniform(k, shape, x.dtype, -eps, eps))(keys)
     else:
+
         def draw(k):
             kz, ku = jax.random.split(k)
             z = jax.random.normal(kz, shape, x.dtype)
             u = jax.random.uniform(ku, (), x.dtype)
             return z / (jnp.sqrt(jnp.sum(z * z)) + 1e-12) * eps * u
+
         noise = jax.vmap(draw)(keys)
     return jnp.clip(x + noise, 0.0, 1.0)
 
@@ -53,6 +56,7 @@ def _loss_and_grad(model_fn, z, y, loss):
         logits = model_fn(z)
         per_example = losses.attack_loss(loss, logits, y)
         return jnp.sum(per_example), (per_example, logits)
+
     (_, (per_example, logits)), g = jax.value_and_grad(total, has_aux=True)(z)
     return per_example, logits, g
 
@@ -83,16 +87,29 @@ def _init(x):
     return x, jnp.full(x.shape[:1], -jnp.inf, x.dtype), jnp.zeros(x.shape[:1], bool)
 
 
-def pgd_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, steps: int,
-                step_size: float, restarts: int, random_start: bool, loss: str, key_impl: str):
+def pgd_program(
+    model_fn,
+    valid,
+    x,
+    y,
+    key_data,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    restarts: int,
+    random_start: bool,
+    loss: str,
+    key_impl: str,
+):
     """Per-device PGD compiled as one program (``lax.fori_loop`` over restarts and steps);
     returns ``(x_adv, fooled)``."""
     del valid
     keys = execution.wrap_keys(key_data, key_impl)
 
     def step(_, z):
-        return pgd_iteration(model_fn, x, y, z, eps=eps, norm=norm, step_size=step_size,
-                             loss=loss)
+        return pgd_iteration(model_fn, x, y, z, eps=eps, norm=norm, step_size=step_size, loss=loss)
 
     def restart(r, carry):
         start = _restart_start(keys, x, r, eps=eps, norm=norm, random_start=random_start)
@@ -112,17 +129,40 @@ def _host_end(model_fn, x, y, z, best, best_loss, fooled, *, loss):
     return _restart_end(model_fn, x, y, z, best, best_loss, fooled, loss=loss)
 
 
-def pgd_driver(model_fn, valid, x, y, key_data, *, mesh, eps: float, norm: str, steps: int,
-               step_size: float, restarts: int, random_start: bool, loss: str, key_impl: str):
+def pgd_driver(
+    model_fn,
+    valid,
+    x,
+    y,
+    key_data,
+    *,
+    mesh,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    restarts: int,
+    random_start: bool,
+    loss: str,
+    key_impl: str,
+):
     """:func:`pgd_program` with its loops on the host: one compiled call per step (the same
     :func:`pgd_iteration`), see ``host_loop`` in :func:`pgd`."""
     del valid
     R, B = P(), P(execution.AXIS)
     step = functools.partial(execution.sharded_step, mesh=mesh)
-    start = step(_host_start, dict(eps=eps, norm=norm, random_start=random_start,
-                                   key_impl=key_impl), in_specs=(R, B, B), out_specs=B)
-    iteration = step(pgd_iteration, dict(eps=eps, norm=norm, step_size=step_size, loss=loss),
-                     in_specs=(R, B, B, B), out_specs=B)
+    start = step(
+        _host_start,
+        dict(eps=eps, norm=norm, random_start=random_start, key_impl=key_impl),
+        in_specs=(R, B, B),
+        out_specs=B,
+    )
+    iteration = step(
+        pgd_iteration,
+        dict(eps=eps, norm=norm, step_size=step_size, loss=loss),
+        in_specs=(R, B, B, B),
+        out_specs=B,
+    )
     end = step(_host_end, dict(loss=loss), in_specs=(R,) + (B,) * 6, out_specs=(B, B, B))
     best, best_loss, fooled = step(_init, {}, in_specs=(B,), out_specs=(B, B, B))(x)
     for r in range(restarts):
@@ -133,10 +173,24 @@ def pgd_driver(model_fn, valid, x, y, key_data, *, mesh, eps: float, norm: str, 
     return best, fooled
 
 
-def pgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, steps: int,
-        step_size: float, restarts: int = 1, random_start: bool = True, loss: str = "ce",
-        batch_size: int = 500, mesh=None, log=None,
-        host_loop: bool | None = None) -> np.ndarray:
+def pgd(
+    apply_fn: Callable,
+    x,
+    y,
+    key: jax.Array,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    restarts: int = 1,
+    random_start: bool = True,
+    loss: str = "ce",
+    batch_size: int = 500,
+    mesh=None,
+    log=None,
+    host_loop: bool | None = None,
+) -> np.ndarray:
     """PGD-``steps`` adversarial examples ``x_adv [N, ...]`` (see the module docstring).
 
     ``apply_fn(x) -> logits``; ``x`` float32 NHWC in [0, 1]; example ``i`` uses
@@ -153,18 +207,44 @@ def pgd(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str, step
     x, y = check_inputs(x, y, eps, norm)
     if x.shape[0] == 0:
         return x
-    static = dict(eps=float(eps), norm=norm, steps=int(steps), step_size=float(step_size),
-                  restarts=int(restarts), random_start=bool(random_start), loss=loss)
+    static = dict(
+        eps=float(eps),
+        norm=norm,
+        steps=int(steps),
+        step_size=float(step_size),
+        restarts=int(restarts),
+        random_start=bool(random_start),
+        loss=loss,
+    )
     if use_host_loop(host_loop, mesh):
         run, program = execution.run_batched_driver, pgd_driver
     else:
         run, program = execution.run_batched, pgd_program
-    x_adv, _ = run(program, static, apply_fn, (x, y), key=key, batch_size=batch_size, mesh=mesh,
-                   log=log, desc="pgd")
+    x_adv, _ = run(
+        program,
+        static,
+        apply_fn,
+        (x, y),
+        key=key,
+        batch_size=batch_size,
+        mesh=mesh,
+        log=log,
+        desc="pgd",
+    )
     return x_adv
 
 
 def fgsm(apply_fn: Callable, x, y, *, eps: float, norm: str = "Linf", **kw) -> np.ndarray:
     """FGSM (Goodfellow et al. 2015): one PGD step of size ``eps`` from ``x``."""
-    return pgd(apply_fn, x, y, jax.random.key(0), eps=eps, norm=norm, steps=1, step_size=eps,
-               random_start=False, **kw)
+    return pgd(
+        apply_fn,
+        x,
+        y,
+        jax.random.key(0),
+        eps=eps,
+        norm=norm,
+        steps=1,
+        step_size=eps,
+        random_start=False,
+        **kw,
+    )

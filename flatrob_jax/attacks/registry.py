@@ -7,6 +7,7 @@ failed, see ``flatrob_jax.execution``) and ``register`` it here; ``autoattack(..
 version='custom', attacks=(name, ...))`` and :func:`run_attack` then run it, and
 ``tests/test_attacks_contract.py`` checks it like every other entry.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,6 +41,7 @@ class Attack:
       counts_zero_grad: its third output flags examples with a zero gradient, which the
         cascade's sanity check counts (pyautoattack's ``check_zero_gradients``).
     """
+
     name: str
     program: Callable
     settings: dict
@@ -59,8 +61,9 @@ def register(attack: Attack) -> Attack:
         raise ValueError(f"attack {attack.name!r} is already registered")
     used = {a.tag: a.name for a in ATTACKS.values()}
     if attack.tag in used:
-        raise ValueError(f"tag {attack.tag} of {attack.name!r} is already used by "
-                         f"{used[attack.tag]!r}")
+        raise ValueError(
+            f"tag {attack.tag} of {attack.name!r} is already used by {used[attack.tag]!r}"
+        )
     bad = [n for n in attack.norms if n not in NORMS]
     if bad:
         raise ValueError(f"attack {attack.name!r}: unknown norms {bad}; allowed: {NORMS}")
@@ -80,9 +83,21 @@ def attack_key(key: jax.Array, attack: str) -> jax.Array:
     return jax.random.fold_in(execution.typed_key(key), get_attack(attack).tag)
 
 
-def run_attack(name: str, apply_fn, x, y, key: jax.Array | None, *, eps: float, norm: str,
-               indices=None, batch_size: int = 500, mesh=None, log=None,
-               **settings) -> tuple[np.ndarray, ...]:
+def run_attack(
+    name: str,
+    apply_fn,
+    x,
+    y,
+    key: jax.Array | None,
+    *,
+    eps: float,
+    norm: str,
+    indices=None,
+    batch_size: int = 500,
+    mesh=None,
+    log=None,
+    **settings,
+) -> tuple[np.ndarray, ...]:
     """Run registered attack ``name`` on ``x`` (float32 NHWC in [0, 1]) and labels ``y``.
 
     ``key`` is the attack's own key (the cascade passes ``attack_key(key, name)``); example
@@ -95,16 +110,25 @@ def run_attack(name: str, apply_fn, x, y, key: jax.Array | None, *, eps: float, 
         raise ValueError(f"attack {name!r} supports norms {attack.norms}, not {norm!r}")
     unknown = sorted(set(settings) - set(attack.settings))
     if unknown:
-        raise ValueError(f"unknown settings {unknown} for attack {name!r}; "
-                         f"allowed: {sorted(attack.settings)}")
+        raise ValueError(
+            f"unknown settings {unknown} for attack {name!r}; allowed: {sorted(attack.settings)}"
+        )
     x, y = check_inputs(x, y, eps, norm)
     static = dict(attack.settings, **settings, eps=float(eps), norm=norm)
     if attack.keyed and key is None:
         raise ValueError(f"attack {name!r} draws random numbers: pass a key")
-    return execution.run_batched(attack.program, static, apply_fn, (x, y),
-                                 key=key if attack.keyed else None,
-                                 indices=indices if attack.keyed else None,
-                                 batch_size=batch_size, mesh=mesh, log=log, desc=name)
+    return execution.run_batched(
+        attack.program,
+        static,
+        apply_fn,
+        (x, y),
+        key=key if attack.keyed else None,
+        indices=indices if attack.keyed else None,
+        batch_size=batch_size,
+        mesh=mesh,
+        log=log,
+        desc=name,
+    )
 
 
 def _apgd(loss: str) -> dict:
@@ -112,13 +136,45 @@ def _apgd(loss: str) -> dict:
 
 
 register(Attack("apgd-ce", apgd_program, _apgd("ce"), tag=0, keyed=True, targeted=False))
-register(Attack("apgd-t", apgd_program, _apgd("dlr-targeted"), tag=1, keyed=True, targeted=True,
-                counts_zero_grad=True))
-register(Attack("fab-t", fab_targeted_program,
-                dict(n_iter=100, n_target_classes=N_TARGET_CLASSES, alpha_max=0.1, eta=1.05,
-                     beta=0.9),
-                tag=2, keyed=False, targeted=True))
-register(Attack("square", square_program, dict(n_queries=5000, p_init=0.8), tag=3, keyed=True,
-                targeted=False))
-register(Attack("apgd-dlr", apgd_program, _apgd("dlr"), tag=4, keyed=True, targeted=False,
-                counts_zero_grad=True))
+register(
+    Attack(
+        "apgd-t",
+        apgd_program,
+        _apgd("dlr-targeted"),
+        tag=1,
+        keyed=True,
+        targeted=True,
+        counts_zero_grad=True,
+    )
+)
+register(
+    Attack(
+        "fab-t",
+        fab_targeted_program,
+        dict(n_iter=100, n_target_classes=N_TARGET_CLASSES, alpha_max=0.1, eta=1.05, beta=0.9),
+        tag=2,
+        keyed=False,
+        targeted=True,
+    )
+)
+register(
+    Attack(
+        "square",
+        square_program,
+        dict(n_queries=5000, p_init=0.8),
+        tag=3,
+        keyed=True,
+        targeted=False,
+    )
+)
+register(
+    Attack(
+        "apgd-dlr",
+        apgd_program,
+        _apgd("dlr"),
+        tag=4,
+        keyed=True,
+        targeted=False,
+        counts_zero_grad=True,
+    )
+)

@@ -14,6 +14,7 @@ one ``eta`` orientation per iteration *shared by the whole batch*; here every ex
 its own from ``fold_in(key, example_index)``, so its outcome does not depend on the batch.
 Each example's marginal distribution of proposals is the reference's.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,16 +34,24 @@ def p_selection(p_init: float, it: int, n_queries: int, rescale: bool = False) -
     """``SquareAttack.p_selection`` (AutoAttack passes ``resc_schedule=False``)."""
     if rescale:
         it = int(it / n_queries * 10000)
-    for lo, hi, div in ((10, 50, 2), (50, 200, 4), (200, 500, 8), (500, 1000, 16),
-                        (1000, 2000, 32), (2000, 4000, 64), (4000, 6000, 128),
-                        (6000, 8000, 256)):
+    for lo, hi, div in (
+        (10, 50, 2),
+        (50, 200, 4),
+        (200, 500, 8),
+        (500, 1000, 16),
+        (1000, 2000, 32),
+        (2000, 4000, 64),
+        (4000, 6000, 128),
+        (6000, 8000, 256),
+    ):
         if lo < it <= hi:
             return p_init / div
     return p_init / 512 if it > 8000 else p_init
 
 
-def square_sizes(norm: str, p_init: float, n_queries: int, h: int, w: int,
-                 rescale: bool = False) -> np.ndarray:
+def square_sizes(
+    norm: str, p_init: float, n_queries: int, h: int, w: int, rescale: bool = False
+) -> np.ndarray:
     """Side of the square proposed at each iteration, ``int32[n_queries]``."""
     out = np.empty(n_queries, np.int32)
     for it in range(n_queries):
@@ -62,19 +71,20 @@ def _eta_rectangles(x: int, y: int) -> np.ndarray:
     x_c, y_c = x // 2 + 1, y // 2 + 1
     c0, c1 = x_c - 1, y_c - 1
     for counter in range(max(x_c, y_c)):
-        delta[max(c0, 0):min(c0 + 2 * counter + 1, x), max(0, c1):min(c1 + 2 * counter + 1, y)] \
-            += np.float32(1.0) / np.float32(counter + 1) ** 2
+        delta[
+            max(c0, 0) : min(c0 + 2 * counter + 1, x), max(0, c1) : min(c1 + 2 * counter + 1, y)
+        ] += np.float32(1.0) / np.float32(counter + 1) ** 2
         c0 -= 1
         c1 -= 1
-    return delta / np.sqrt((delta ** 2).sum(dtype=np.float32))
+    return delta / np.sqrt((delta**2).sum(dtype=np.float32))
 
 
 def eta(s: int) -> np.ndarray:
     """``SquareAttack.eta`` for L2 before its random transpose: ``[s, s]``, unit L2 norm."""
     delta = np.zeros((s, s), np.float32)
     delta[: s // 2] = _eta_rectangles(s // 2, s)
-    delta[s // 2:] = -_eta_rectangles(s - s // 2, s)
-    return delta / np.sqrt((delta ** 2).sum(dtype=np.float32))
+    delta[s // 2 :] = -_eta_rectangles(s - s // 2, s)
+    return delta / np.sqrt((delta**2).sum(dtype=np.float32))
 
 
 @functools.lru_cache(maxsize=16)
@@ -92,7 +102,8 @@ def _window(top, left, s, h, w):
     rows = jnp.arange(h)[:, None]
     cols = jnp.arange(w)[None, :]
     return ((rows >= top) & (rows < top + s) & (cols >= left) & (cols < left + s)).astype(
-        jnp.float32)
+        jnp.float32
+    )
 
 
 def _randint(key, high):
@@ -123,7 +134,7 @@ def _l2_init(key, x, eps, pattern, pattern_t):
             vw += s
             n += 1
         vh += s
-    return jnp.clip(x + delta / (jnp.sqrt(jnp.sum(delta ** 2)) + 1e-12) * eps, 0.0, 1.0)
+    return jnp.clip(x + delta / (jnp.sqrt(jnp.sum(delta**2)) + 1e-12) * eps, 0.0, 1.0)
 
 
 def _propose_linf(key, x, x_best, s, eps):
@@ -142,20 +153,33 @@ def _propose_l2(key, x, x_best, s, level, eps, canv, canv_t):
     m2 = _window(_randint(k_h2, h - s), _randint(k_w2, w - s), s, h, w)[:, :, None]
     delta = x_best - x
     norm_window_1 = jnp.sqrt(jnp.sum((delta * m1) ** 2, axis=(0, 1), keepdims=True))
-    norm_image = jnp.sqrt(jnp.sum(delta ** 2))
-    norm_windows = jnp.sqrt(jnp.sum((delta * jnp.maximum(m1, m2)) ** 2, axis=(0, 1),
-                                    keepdims=True))
+    norm_image = jnp.sqrt(jnp.sum(delta**2))
+    norm_windows = jnp.sqrt(jnp.sum((delta * jnp.maximum(m1, m2)) ** 2, axis=(0, 1), keepdims=True))
     pattern = jnp.where(jax.random.uniform(k_t) > 0.5, canv_t[level], canv[level])
     pattern = jnp.roll(pattern, (vh, vw), axis=(0, 1))[:, :, None]
     new = pattern * _sign(k_s, (1, 1, c)) + delta * m1 / (1e-12 + norm_window_1)
-    new = new / (1e-12 + jnp.sqrt(jnp.sum(new ** 2, axis=(0, 1), keepdims=True))) * jnp.sqrt(
-        jnp.maximum(eps ** 2 - norm_image ** 2, 0.0) / c + norm_windows ** 2)
+    new = (
+        new
+        / (1e-12 + jnp.sqrt(jnp.sum(new**2, axis=(0, 1), keepdims=True)))
+        * jnp.sqrt(jnp.maximum(eps**2 - norm_image**2, 0.0) / c + norm_windows**2)
+    )
     delta = delta * (1.0 - m2) * (1.0 - m1) + new
-    return jnp.clip(x + delta / (jnp.sqrt(jnp.sum(delta ** 2)) + 1e-12) * eps, 0.0, 1.0)
+    return jnp.clip(x + delta / (jnp.sqrt(jnp.sum(delta**2)) + 1e-12) * eps, 0.0, 1.0)
 
 
-def square_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, n_queries: int,
-                   p_init: float, key_impl: str):
+def square_program(
+    model_fn,
+    valid,
+    x,
+    y,
+    key_data,
+    *,
+    eps: float,
+    norm: str,
+    n_queries: int,
+    p_init: float,
+    key_impl: str,
+):
     """Per-device Square attack; returns ``(x_adv, fooled)`` (``x_adv`` clean where not fooled)."""
     keys = execution.wrap_keys(key_data, key_impl)
     _, h, w, _ = x.shape
@@ -179,7 +203,8 @@ def square_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, n_
         # The L2 start tiles eta(h // 5) blocks (no odd / >= 3 adjustment, as the reference).
         init_canv, init_canv_t = (jnp.asarray(a) for a in _eta_canvases((h // 5,), h, w))
         x_best = jax.vmap(lambda k, xi: _l2_init(k, xi, eps, init_canv[0], init_canv_t[0]))(
-            k_init, x)
+            k_init, x
+        )
     margin_min = margin_of(x_best)
     loss_min = margin_min
 
@@ -193,12 +218,12 @@ def square_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, n_
         it_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(k_loop)
         s = sizes_j[i]
         if norm == "Linf":
-            x_new = jax.vmap(lambda k, xi, xb: _propose_linf(k, xi, xb, s, eps))(
-                it_keys, x, x_best)
+            x_new = jax.vmap(lambda k, xi, xb: _propose_linf(k, xi, xb, s, eps))(it_keys, x, x_best)
         else:
             level = levels_j[i]
-            x_new = jax.vmap(lambda k, xi, xb: _propose_l2(k, xi, xb, s, level, eps, canv,
-                                                           canv_t))(it_keys, x, x_best)
+            x_new = jax.vmap(lambda k, xi, xb: _propose_l2(k, xi, xb, s, level, eps, canv, canv_t))(
+                it_keys, x, x_best
+            )
         margin = margin_of(x_new)
         loss = margin  # loss='margin'
         improved = active & (loss < loss_min)
@@ -208,15 +233,26 @@ def square_program(model_fn, valid, x, y, key_data, *, eps: float, norm: str, n_
         x_best = jnp.where(norms.bcast(accept, x), x_new, x_best)
         return i + 1, x_best, margin_min, loss_min
 
-    _, x_best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, margin_min,
-                                                      loss_min))
+    _, x_best, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(0), x_best, margin_min, loss_min))
     fooled = attacked & (jnp.argmax(model_fn(x_best), axis=1) != y)
     return jnp.where(norms.bcast(fooled, x), x_best, x), fooled
 
 
-def square(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str,
-           n_queries: int = 5000, p_init: float = 0.8, batch_size: int = 500, mesh=None,
-           log=None, return_info: bool = False):
+def square(
+    apply_fn: Callable,
+    x,
+    y,
+    key: jax.Array,
+    *,
+    eps: float,
+    norm: str,
+    n_queries: int = 5000,
+    p_init: float = 0.8,
+    batch_size: int = 500,
+    mesh=None,
+    log=None,
+    return_info: bool = False,
+):
     """Square attack (margin loss); returns ``x_adv`` (clean where not fooled) or
     ``(x_adv, {'fooled': bool[N]})``.  Example ``i`` uses ``fold_in(key, i)``."""
     x, y = check_inputs(x, y, eps, norm)
@@ -227,7 +263,15 @@ def square(apply_fn: Callable, x, y, key: jax.Array, *, eps: float, norm: str,
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
     static = dict(eps=float(eps), norm=norm, n_queries=int(n_queries), p_init=float(p_init))
-    x_adv, fooled = execution.run_batched(square_program, static, apply_fn, (x, y), key=key,
-                                          batch_size=batch_size, mesh=mesh, log=log,
-                                          desc="square")
+    x_adv, fooled = execution.run_batched(
+        square_program,
+        static,
+        apply_fn,
+        (x, y),
+        key=key,
+        batch_size=batch_size,
+        mesh=mesh,
+        log=log,
+        desc="square",
+    )
     return (x_adv, {"fooled": fooled}) if return_info else x_adv

@@ -14,13 +14,24 @@ signs with probability 1/2. The chains (Pillow-exact uint8 ops) are mixed in flo
 ``(1 - m) x + m * sum_i w_i chain_i(x)`` with ``w ~ Dirichlet(alpha)``, ``m ~ Beta(alpha, alpha)``.
 For the Jensen-Shannon consistency loss the train hook stacks [clean, augmix, augmix].
 """
+
 import jax
 import jax.numpy as jnp
 
 from flatrob_jax.augment import op_table, sampling
 from flatrob_jax.augment.levels import from_levels, to_levels
 
-OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y")
+OPS = (
+    "autocontrast",
+    "equalize",
+    "posterize",
+    "rotate",
+    "solarize",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
 ALL_OPS = OPS + ("color", "contrast", "brightness", "sharpness")
 MAX_SEVERITY = 10
 MAX_RANDOM_DEPTH = 3
@@ -33,6 +44,7 @@ def op_names(all_ops: bool) -> tuple:
 
 def level_to_magnitude(names: tuple, op_index, level, negate, height: int, width: int):
     """The reference code's level -> magnitude maps (module docstring), in ``op_table`` units."""
+
     def trunc(v):
         return jnp.floor(v)  # int() of a non-negative value
 
@@ -48,18 +60,32 @@ def level_to_magnitude(names: tuple, op_index, level, negate, height: int, width
         "translate_y": -sign * trunc(level * (height / 3.0) / 10.0),
     }
     enhance_factor = level * 1.8 / 10.0 + 0.1
-    values = jnp.stack([per_op.get(n, enhance_factor if n in op_table.ENHANCE else 0.0 * level) for n in names])
+    values = jnp.stack(
+        [per_op.get(n, enhance_factor if n in op_table.ENHANCE else 0.0 * level) for n in names]
+    )
     return jnp.take_along_axis(values, op_index[None], axis=0)[0]
 
 
-def sample(key, height: int, width: int, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False) -> dict:
+def sample(
+    key,
+    height: int,
+    width: int,
+    *,
+    severity=3,
+    width_chains: int = 3,
+    depth: int = -1,
+    alpha=1.0,
+    all_ops: bool = False,
+) -> dict:
     """Per-image choices: ``op_indices`` and ``magnitudes`` [width_chains, max_depth],
     ``weights`` [width_chains] (Dirichlet) and ``mix`` (Beta); plus ``depths`` and ``levels``."""
     names = op_names(all_ops)
     max_depth = depth if depth > 0 else MAX_RANDOM_DEPTH
     shape = (width_chains, max_depth)
     slots = width_chains * max_depth
-    draws = sampling.Uniforms(key, (width_chains + 2) * sampling.GAMMA_UNIFORMS + width_chains + 3 * slots)
+    draws = sampling.Uniforms(
+        key, (width_chains + 2) * sampling.GAMMA_UNIFORMS + width_chains + 3 * slots
+    )
     alpha = jnp.asarray(alpha, jnp.float32)
     weights = draws.dirichlet(jnp.full((width_chains,), alpha))
     mix = draws.beta(alpha, alpha)
@@ -73,10 +99,24 @@ def sample(key, height: int, width: int, *, severity=3, width_chains: int = 3, d
     levels = 0.1 + draws.take(shape) * (jnp.asarray(severity, jnp.float32) - 0.1)
     negate = draws.take(shape) > 0.5
     mags = level_to_magnitude(names, ops, levels, negate, height, width)
-    return {"op_indices": ops, "magnitudes": mags, "weights": weights, "mix": mix, "depths": depths, "levels": levels}
+    return {
+        "op_indices": ops,
+        "magnitudes": mags,
+        "weights": weights,
+        "mix": mix,
+        "depths": depths,
+        "levels": levels,
+    }
 
 
-def apply(image, params: dict, *, all_ops: bool = False, interpolation: str = "bilinear", select: str = "fused"):
+def apply(
+    image,
+    params: dict,
+    *,
+    all_ops: bool = False,
+    interpolation: str = "bilinear",
+    select: str = "fused",
+):
     """Mix the chains described by ``params`` (sampled or injected) into one [0, 1] image.
     ``select`` "fused": chains vmapped; "switch": chains one after another (``lax.map``) so each
     op slot runs only its chosen op (see ``op_table.apply_ops``)."""
@@ -86,6 +126,7 @@ def apply(image, params: dict, *, all_ops: bool = False, interpolation: str = "b
     if select == "switch":
         mixed_chains = from_levels(_mix_chains_one_by_one(levels, params, names, interpolation))
     else:
+
         def chain(o, mag):
             return op_table.apply_ops(levels, o, mag, names, interpolation, select=select)
 
@@ -117,11 +158,40 @@ def _mix_chains_one_by_one(levels, params: dict, names: tuple, interpolation: st
     return sum(weights[c] * chain(c) for c in range(ops.shape[0]))
 
 
-def augmix(key, image, *, severity=3, width_chains: int = 3, depth: int = -1, alpha=1.0, all_ops: bool = False, interpolation: str = "bilinear", select: str = "fused"):
+def augmix(
+    key,
+    image,
+    *,
+    severity=3,
+    width_chains: int = 3,
+    depth: int = -1,
+    alpha=1.0,
+    all_ops: bool = False,
+    interpolation: str = "bilinear",
+    select: str = "fused",
+):
     """One image, one key: an AugMix view (float, not quantized)."""
     h, w, _ = image.shape
-    params = sample(key, h, w, severity=severity, width_chains=width_chains, depth=depth, alpha=alpha, all_ops=all_ops)
+    params = sample(
+        key,
+        h,
+        w,
+        severity=severity,
+        width_chains=width_chains,
+        depth=depth,
+        alpha=alpha,
+        all_ops=all_ops,
+    )
     return apply(image, params, all_ops=all_ops, interpolation=interpolation, select=select)
 
 
-__all__ = ["ALL_OPS", "MAX_SEVERITY", "OPS", "apply", "augmix", "level_to_magnitude", "op_names", "sample"]
+__all__ = [
+    "ALL_OPS",
+    "MAX_SEVERITY",
+    "OPS",
+    "apply",
+    "augmix",
+    "level_to_magnitude",
+    "op_names",
+    "sample",
+]

@@ -1,10 +1,12 @@
-"""AutoAugment (Cubuk et al. 2019) as torchvision's ``transforms.AutoAugment`` runs it on PIL images.
+"""AutoAugment (Cubuk et al. 2019) as torchvision's ``transforms.AutoAugment`` runs it on PIL
+images.
 
 Per image: pick one of the policy's sub-policies uniformly; each of its two (op, probability,
 magnitude bin) entries is applied when ``u <= probability`` (u ~ U[0, 1)), with torchvision's
 magnitude for that bin out of 10 (``magnitudes.magnitude_table``, space "autoaugment"),
 negated with probability 1/2 for signed ops. Interpolation defaults to nearest, as torchvision.
 """
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -101,7 +103,9 @@ POLICIES = {
 
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
-        raise ValueError(f"unknown AutoAugment policy {policy!r}; valid choices: {', '.join(POLICIES)}")
+        raise ValueError(
+            f"unknown AutoAugment policy {policy!r}; valid choices: {', '.join(POLICIES)}"
+        )
     return policy
 
 
@@ -133,19 +137,30 @@ def sample(key, policy: str, height: int, width: int) -> dict:
     op = jnp.where(applied, ops[sub], 0)
     raw = table[op, bins[sub]]
     m = jnp.where(signed[op] & negate, -raw, raw)
-    return {"op_indices": op, "magnitudes": magnitudes.to_op_magnitude(names, op, m), "sub_policy": sub}
+    return {
+        "op_indices": op,
+        "magnitudes": magnitudes.to_op_magnitude(names, op, m),
+        "sub_policy": sub,
+    }
 
 
 def apply(image, params: dict, policy: str, interpolation: str = "nearest", select: str = "fused"):
     """Apply sampled (or injected) choices to one [0, 1] image; output quantized to levels/255.
     ``select``: see ``op_table.apply_ops``."""
     levels = op_table.apply_ops(
-        to_levels(image), params["op_indices"], params["magnitudes"], op_names(policy), interpolation, select=select
+        to_levels(image),
+        params["op_indices"],
+        params["magnitudes"],
+        op_names(policy),
+        interpolation,
+        select=select,
     )
     return from_levels(levels)
 
 
-def autoaugment(key, image, policy: str = "cifar10", interpolation: str = "nearest", select: str = "fused"):
+def autoaugment(
+    key, image, policy: str = "cifar10", interpolation: str = "nearest", select: str = "fused"
+):
     """One image, one key: AutoAugment with ``policy`` in POLICIES (cifar10, imagenet, svhn)."""
     h, w, _ = image.shape
     return apply(image, sample(key, policy, h, w), policy, interpolation, select)

@@ -7,6 +7,7 @@ build an equalize or autocontrast table ran once per pixel on CPU (4-8x slower a
 measured), and the sample coordinates of a warp were computed twice with different
 rounding. ``materialized`` writes the array to its own buffer first.
 """
+
 import jax.numpy as jnp
 
 

@@ -10,6 +10,7 @@ in float32, as Pillow's C code does (it truncates, it does not round). The degen
 Unlike dm-pix (brightness adds a delta, contrast uses per-channel means), these follow Pillow,
 which is what torchvision's AutoAugment/RandAugment/AugMix run on PIL images.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -31,8 +32,11 @@ def rounded_product(small_integer, factor):
 
 
 def blend(degenerate: jnp.ndarray, levels: jnp.ndarray, factor) -> jnp.ndarray:
-    """``Image.blend(degenerate, image, factor)`` on levels (factor may be any real: > 1 extrapolates)."""
-    return jnp.floor(jnp.clip(degenerate + rounded_product(levels - degenerate, factor), 0.0, 255.0))
+    """``Image.blend(degenerate, image, factor)`` on levels (factor may be any real: > 1
+    extrapolates)."""
+    return jnp.floor(
+        jnp.clip(degenerate + rounded_product(levels - degenerate, factor), 0.0, 255.0)
+    )
 
 
 def grayscale(levels: jnp.ndarray) -> jnp.ndarray:
@@ -62,7 +66,10 @@ def smooth(levels: jnp.ndarray) -> jnp.ndarray:
     five = jnp.float32(5.0) / jnp.float32(13.0)
 
     def row_term(row, centre):
-        left, mid, right = (rounded_product(v, k) for v, k in ((row[:, :-2], one), (row[:, 1:-1], centre), (row[:, 2:], one)))
+        left, mid, right = (
+            rounded_product(v, k)
+            for v, k in ((row[:, :-2], one), (row[:, 1:-1], centre), (row[:, 2:], one))
+        )
         return (left + mid) + right
 
     below = row_term(levels[2:], one)
@@ -92,4 +99,13 @@ def sharpness(levels, factor):
     return blend(smooth(levels), levels, factor)
 
 
-__all__ = ["blend", "brightness", "color", "contrast", "contrast_mean", "grayscale", "sharpness", "smooth"]
+__all__ = [
+    "blend",
+    "brightness",
+    "color",
+    "contrast",
+    "contrast_mean",
+    "grayscale",
+    "sharpness",
+    "smooth",
+]

@@ -13,6 +13,7 @@ Resampling, as in Pillow's ``Geometry.c``:
             too (see ``warp_bilinear``), within a level of Pillow on >= 99% of pixels (tested).
 Pixels that sample outside the image get ``fill`` (levels).
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -76,7 +77,9 @@ def warp_nearest(levels: jnp.ndarray, matrix: jnp.ndarray, fill=0.0) -> jnp.ndar
     a0, a1, a3, a4 = _fixed(a), _fixed(b), _fixed(d), _fixed(e)
     a2 = _fixed(c + a * 0.5 + b * 0.5)
     a5 = _fixed(f + d * 0.5 + e * 0.5)
-    y, x = jnp.meshgrid(jnp.arange(h, dtype=jnp.int32), jnp.arange(w, dtype=jnp.int32), indexing="ij")
+    y, x = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.int32), jnp.arange(w, dtype=jnp.int32), indexing="ij"
+    )
     xin = jnp.right_shift(a2 + x * a0 + y * a1, 16)
     yin = jnp.right_shift(a5 + x * a3 + y * a4, 16)
     inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
@@ -103,10 +106,21 @@ def warp_bilinear(levels: jnp.ndarray, matrix: jnp.ndarray, fill=0.0) -> jnp.nda
     # (a shear's 1 and 0) and one picked at run time give the same fixed-point values
     a, b, c, d, e, f = (materialized(jnp.asarray(matrix, jnp.float32))[i] for i in range(6))
     # sample point minus half a pixel: (a x + b y + c + (a + b - 1) / 2, same for y)
-    coefficients = materialized(jnp.stack([
-        _fixed(a), _fixed(b), _fixed(c + 0.5 * (a + b - 1.0)), _fixed(d), _fixed(e), _fixed(f + 0.5 * (d + e - 1.0)),
-    ]))
-    y, x = jnp.meshgrid(jnp.arange(h, dtype=jnp.int32), jnp.arange(w, dtype=jnp.int32), indexing="ij")
+    coefficients = materialized(
+        jnp.stack(
+            [
+                _fixed(a),
+                _fixed(b),
+                _fixed(c + 0.5 * (a + b - 1.0)),
+                _fixed(d),
+                _fixed(e),
+                _fixed(f + 0.5 * (d + e - 1.0)),
+            ]
+        )
+    )
+    y, x = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.int32), jnp.arange(w, dtype=jnp.int32), indexing="ij"
+    )
     fx = coefficients[0] * x + coefficients[1] * y + coefficients[2]
     fy = coefficients[3] * x + coefficients[4] * y + coefficients[5]
     half, one = 1 << 15, 1 << 16
@@ -122,10 +136,14 @@ def warp_bilinear(levels: jnp.ndarray, matrix: jnp.ndarray, fill=0.0) -> jnp.nda
     dy = jnp.where(y0 < 0, 0.0, jnp.where(y0 > h - 2, 1.0, dy))[..., None]
     col = jnp.clip(x0, 0, max(w - 2, 0))
     row = jnp.clip(y0, 0, max(h - 2, 0))
-    dims = jax.lax.GatherDimensionNumbers(offset_dims=(2, 3, 4), collapsed_slice_dims=(), start_index_map=(0, 1))
+    dims = jax.lax.GatherDimensionNumbers(
+        offset_dims=(2, 3, 4), collapsed_slice_dims=(), start_index_map=(0, 1)
+    )
     size = (min(2, h), min(2, w), ch)
     block = jax.lax.gather(levels, jnp.stack([row, col], -1), dims, slice_sizes=size, mode="clip")
-    block = jnp.pad(block, ((0, 0), (0, 0), (0, 2 - size[0]), (0, 2 - size[1]), (0, 0)), mode="edge")
+    block = jnp.pad(
+        block, ((0, 0), (0, 0), (0, 2 - size[0]), (0, 2 - size[1]), (0, 0)), mode="edge"
+    )
     top_l, top_r = block[:, :, 0, 0], block[:, :, 0, 1]
     bot_l, bot_r = block[:, :, 1, 0], block[:, :, 1, 1]
     top = top_l + (top_r - top_l) * dx
@@ -149,7 +167,9 @@ def shift(levels: jnp.ndarray, pixels, axis: int, fill=0.0) -> jnp.ndarray:
     return jnp.where(inside, rolled, jnp.asarray(fill, jnp.float32))
 
 
-def translate(levels: jnp.ndarray, pixels, axis: int, interpolation: str = "nearest", fill=0.0) -> jnp.ndarray:
+def translate(
+    levels: jnp.ndarray, pixels, axis: int, interpolation: str = "nearest", fill=0.0
+) -> jnp.ndarray:
     """``warp`` by ``translate_matrix`` along one axis (1: x, 0: y), by ``shift`` when
     ``pixels`` is whole (``lax.cond``: under ``lax.map`` only the taken branch runs)."""
     pixels = jnp.asarray(pixels, jnp.float32)
@@ -162,13 +182,17 @@ def translate(levels: jnp.ndarray, pixels, axis: int, interpolation: str = "near
     )
 
 
-def warp(levels: jnp.ndarray, matrix: jnp.ndarray, interpolation: str = "nearest", fill=0.0) -> jnp.ndarray:
+def warp(
+    levels: jnp.ndarray, matrix: jnp.ndarray, interpolation: str = "nearest", fill=0.0
+) -> jnp.ndarray:
     """Affine warp with ``interpolation`` in INTERPOLATIONS."""
     if interpolation == "nearest":
         return warp_nearest(levels, matrix, fill)
     if interpolation == "bilinear":
         return warp_bilinear(levels, matrix, fill)
-    raise ValueError(f"unknown interpolation {interpolation!r}; valid choices: {', '.join(INTERPOLATIONS)}")
+    raise ValueError(
+        f"unknown interpolation {interpolation!r}; valid choices: {', '.join(INTERPOLATIONS)}"
+    )
 
 
 __all__ = [

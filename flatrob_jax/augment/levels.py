@@ -4,6 +4,7 @@ Pillow works on uint8 images; to behave like Pillow the ops in this package work
 float32 arrays holding the integers 0..255 (``round(x * 255)``). Keeping them in float32 avoids
 dtype juggling inside jitted code while every value stays an exact integer.
 """
+
 import jax.numpy as jnp
 
 MAX_LEVEL = 255.0

@@ -5,6 +5,7 @@ Every op here maps each channel through a 256-entry table, so each is written as
 lets a policy pick among several of these ops per image at the cost of one gather
 (see ``op_table``). Inputs and outputs are levels (float32 integers 0..255, see ``levels``).
 """
+
 import functools
 import math
 
@@ -38,7 +39,8 @@ def histogram(levels: jnp.ndarray) -> jnp.ndarray:
 
 
 def posterize_lut(bits, channels: int) -> jnp.ndarray:
-    """``ImageOps.posterize``: keep the ``bits`` high bits (0..8), i.e. ``i & ~(2**(8-bits) - 1)``."""
+    """``ImageOps.posterize``: keep the ``bits`` high bits (0..8), i.e.
+    ``i & ~(2**(8-bits) - 1)``."""
     bits = jnp.clip(jnp.asarray(bits, jnp.int32), 0, 8)
     step = jnp.left_shift(1, 8 - bits).astype(jnp.float32)
     return identity_lut(channels) // step * step
@@ -103,7 +105,9 @@ def _channel_min_max(levels: jnp.ndarray):
     n = levels.shape[0] * levels.shape[1]
     k = math.gcd(n, 32)
     rows = levels.astype(jnp.int32).reshape(n // k, k * c)
-    return jnp.min(rows, axis=0).reshape(k, c).min(axis=0), jnp.max(rows, axis=0).reshape(k, c).max(axis=0)
+    return jnp.min(rows, axis=0).reshape(k, c).min(axis=0), jnp.max(rows, axis=0).reshape(k, c).max(
+        axis=0
+    )
 
 
 def autocontrast_lut(levels: jnp.ndarray) -> jnp.ndarray:

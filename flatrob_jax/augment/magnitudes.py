@@ -5,6 +5,7 @@ A policy draws a bin index per op slot; ``table[op, bin]`` is torchvision's unsi
 signed value into what ``op_table.apply_op`` takes: enhance factor ``1 + m``, translate
 ``int(m)`` (torchvision truncates toward zero), the rest as is.
 """
+
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -29,7 +30,9 @@ def _linspace(start: float, end: float, num: int) -> np.ndarray:
     start, end = np.float32(start), np.float32(end)
     step = (end - start) / np.float32(num - 1)
     i = np.arange(num, dtype=np.float32)
-    return np.where(i < num // 2, start + i * step, end - (np.float32(num - 1) - i) * step).astype(np.float32)
+    return np.where(i < num // 2, start + i * step, end - (np.float32(num - 1) - i) * step).astype(
+        np.float32
+    )
 
 
 def _ranges(space: str, height: int, width: int) -> dict:

@@ -7,6 +7,7 @@ device and per-device batches are even, a pair never straddles two devices, so t
 does not depend on the device count (timm's "elementwise" mode pairs i with B-1-i instead,
 which would). An odd final example is paired with itself (left unchanged).
 """
+
 import jax
 import jax.numpy as jnp
 

@@ -20,6 +20,7 @@ Magnitudes, one float per image, in the units the op functions take: shear facto
 pixels, rotate degrees, enhance factor (1 = identity), posterize bits, solarize threshold in
 levels (0..256); ignored by identity, autocontrast, equalize, invert.
 """
+
 from typing import Sequence
 
 import jax
@@ -88,7 +89,9 @@ def _pick(op_index, candidates: dict, names: tuple):
     return out
 
 
-def apply_op(levels, op_index, magnitude, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0):
+def apply_op(
+    levels, op_index, magnitude, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0
+):
     """``op_names[op_index]`` applied to one image of levels with ``magnitude`` (family-fused)."""
     names = check_op_names(op_names)
     h, w, _ = levels.shape
@@ -129,13 +132,17 @@ def level_op(name: str, interpolation: str = "nearest", fill=0.0):
         axis = 1 if name == "translate_x" else 0
         return lambda x, m: geometry.translate(x, m, axis, interpolation, fill)
     if name in GEOMETRIC:
-        return lambda x, m: geometry.warp(x, _matrix(name, m, x.shape[0], x.shape[1]), interpolation, fill)
+        return lambda x, m: geometry.warp(
+            x, _matrix(name, m, x.shape[0], x.shape[1]), interpolation, fill
+        )
     if name in ENHANCE:
         return lambda x, m: enhance.blend(_degenerate(name, x), x, m)
     return lut.lut_op(name)
 
 
-def apply_op_switch(levels, op_index, magnitude, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0):
+def apply_op_switch(
+    levels, op_index, magnitude, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0
+):
     """Same result as ``apply_op`` via ``lax.switch`` over the ops (the design this module avoids:
     under vmap every branch runs for every image). Kept for tests and benchmarks."""
     names = check_op_names(op_names)
@@ -143,13 +150,32 @@ def apply_op_switch(levels, op_index, magnitude, op_names: Sequence[str], interp
     return jax.lax.switch(op_index, branches, levels, jnp.asarray(magnitude, jnp.float32))
 
 
-__all__ = ["ENHANCE", "GEOMETRIC", "LOOKUP", "OP_NAMES", "SELECTS", "apply_op", "apply_ops", "apply_op_switch", "check_op_names", "level_op"]
+__all__ = [
+    "ENHANCE",
+    "GEOMETRIC",
+    "LOOKUP",
+    "OP_NAMES",
+    "SELECTS",
+    "apply_op",
+    "apply_ops",
+    "apply_op_switch",
+    "check_op_names",
+    "level_op",
+]
 
 
 SELECTS = ("fused", "switch")
 
 
-def apply_ops(levels, op_indices, magnitudes, op_names: Sequence[str], interpolation: str = "nearest", fill=0.0, select: str = "fused"):
+def apply_ops(
+    levels,
+    op_indices,
+    magnitudes,
+    op_names: Sequence[str],
+    interpolation: str = "nearest",
+    fill=0.0,
+    select: str = "fused",
+):
     """Apply the slots ``op_names[op_indices[s]]`` with ``magnitudes[s]`` in order s = 0, 1, ...
     (a ``lax.scan`` over slots, so compile time does not grow with the number of slots).
 
@@ -164,5 +190,7 @@ def apply_ops(levels, op_indices, magnitudes, op_names: Sequence[str], interpola
         op_index, magnitude = slot
         return slot_fn(x, op_index, magnitude, op_names, interpolation, fill), None
 
-    out, _ = jax.lax.scan(step, levels, (jnp.asarray(op_indices, jnp.int32), jnp.asarray(magnitudes, jnp.float32)))
+    out, _ = jax.lax.scan(
+        step, levels, (jnp.asarray(op_indices, jnp.int32), jnp.asarray(magnitudes, jnp.float32))
+    )
     return out

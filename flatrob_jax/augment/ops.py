@@ -7,6 +7,7 @@ enhance ops, and to within float32-vs-double rounding for the resampling ops. Wh
 function each op reproduces, and torchvision's convention for its magnitude, is in its docstring.
 Magnitudes may be traced values: changing them does not retrace.
 """
+
 import dm_pix as pix
 import jax.numpy as jnp
 

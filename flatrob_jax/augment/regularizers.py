@@ -1,4 +1,5 @@
 """Label-preserving regularizers that are not op policies: Cutout and additive Gaussian noise."""
+
 import jax
 import jax.numpy as jnp
 

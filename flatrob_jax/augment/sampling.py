@@ -11,6 +11,7 @@ image and transform slices of it:
               rejected with probability < 0.05**8 ~ 4e-11 (then the last candidate is used);
               shapes < 1 use the boost ``Gamma(a) = Gamma(a + 1) * U**(1/a)``.
 """
+
 import math
 
 import jax
@@ -37,7 +38,9 @@ class Uniforms:
 
     def integers(self, shape, low, high) -> jnp.ndarray:
         """Uniform integers in [low, high)."""
-        return jnp.minimum(low + jnp.floor(self.take(shape) * (high - low)).astype(jnp.int32), high - 1)
+        return jnp.minimum(
+            low + jnp.floor(self.take(shape) * (high - low)).astype(jnp.int32), high - 1
+        )
 
     def bernoulli(self, shape, p=0.5) -> jnp.ndarray:
         return self.take(shape) < p
@@ -53,7 +56,9 @@ class Uniforms:
         c = 1.0 / jnp.sqrt(9.0 * d)
         x = jnp.sqrt(-2.0 * jnp.log(u1)) * jnp.cos(2.0 * jnp.pi * u2)
         v = (1.0 + c * x) ** 3
-        accept = (v > 0) & (jnp.log(u3) < 0.5 * x * x + d - d * v + d * jnp.log(jnp.maximum(v, 1e-30)))
+        accept = (v > 0) & (
+            jnp.log(u3) < 0.5 * x * x + d - d * v + d * jnp.log(jnp.maximum(v, 1e-30))
+        )
         first = jnp.argmax(jnp.concatenate([accept[:-1], jnp.ones_like(accept[-1:])]), axis=0)
         sample = d * jnp.take_along_axis(v, first[None], axis=0)[0]
         boost = boost_u ** (1.0 / jnp.maximum(alpha, 1e-12))

@@ -7,6 +7,7 @@ for a given offset. The randomness is ours, not ``pix.random_crop`` / ``random_f
 Threefry call compiles much faster than one per decision), so the training stream is the one
 every earlier run used.
 """
+
 import dm_pix as pix
 import jax
 import jax.numpy as jnp

@@ -7,6 +7,7 @@ CIFAR-100; normalization and classes from the data catalog.
 Expected: not measured here (needs the tfds cifar100 data and an accelerator). ``:smoke`` runs
 one step on 32 images.
 """
+
 from flatrob_jax.configs import cifar10_wrn40_2, common
 
 

@@ -9,6 +9,7 @@ the CIFAR-10 WRN-40-2 recipe (cifar10_wrn40_2.py) with PreAct ResNet-18 trained 
 Expected: not measured here (needs the tfds cifar10 data and an accelerator). ``:smoke`` runs
 one step on 32 images.
 """
+
 from flatrob_jax.configs import cifar10_wrn40_2
 
 

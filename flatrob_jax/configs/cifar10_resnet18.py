@@ -8,6 +8,7 @@ Expected: not measured here (needs the tfds cifar10 data and an accelerator; one
 runs at 27071 img/s on an H100 at batch 128, benchmarks/training.md). ``:smoke`` runs one step
 on 32 images.
 """
+
 from flatrob_jax.configs import cifar10_wrn40_2
 
 

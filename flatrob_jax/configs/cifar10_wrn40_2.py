@@ -7,6 +7,7 @@ cosine, weight decay 5e-4, batch 128, 100 epochs, crop (pad 4) + flip before the
 Expected: not measured here (needs the tfds cifar10 data and an accelerator). ``:smoke`` runs
 one step on 32 images.
 """
+
 from flatrob_jax.configs import common
 
 
@@ -23,6 +24,7 @@ def get_config(arg=None):
     c.eval_every_steps = 3910  # about every 10 epochs (390 steps each)
     c.checkpoint.every_steps = 1955  # about every 5 epochs
     if arg.smoke:
-        common.shrink_for_smoke(c, batch_size=8, num_train_examples=32, num_eval_examples=16,
-                                num_steps=1)
+        common.shrink_for_smoke(
+            c, batch_size=8, num_train_examples=32, num_eval_examples=16, num_steps=1
+        )
     return c

@@ -5,6 +5,7 @@ Vocabulary: None means "all" (devices, examples) or "not at all" (periodic evalu
 checkpoints) and is declared with ``placeholder(int)``, so ``--config.num_devices=2`` still
 type-checks; lists are tuples; yes/no fields are bool.
 """
+
 import ml_collections
 from ml_collections.config_dict import placeholder
 
@@ -98,8 +99,15 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def shrink_for_smoke(c, *, batch_size: int, num_train_examples: int, num_eval_examples: int,
-                     num_steps: int, checkpoint_every_steps: int | None = None):
+def shrink_for_smoke(
+    c,
+    *,
+    batch_size: int,
+    num_train_examples: int,
+    num_eval_examples: int,
+    num_steps: int,
+    checkpoint_every_steps: int | None = None,
+):
     """The ``smoke`` argument of every config: the same model and pipeline, a few steps on
     the first examples, so a whole run takes seconds on a CPU."""
     c.dataset.num_train_examples = num_train_examples

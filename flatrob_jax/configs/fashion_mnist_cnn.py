@@ -9,6 +9,7 @@ benchmarks/training.md). ``:smoke`` (4 steps on 512 images) checks the whole pip
 ``--config configs/fashion_mnist_cnn.py:smoke`` took 17 s wall on the 2-core CPU, mostly
 start-up and compilation.
 """
+
 from flatrob_jax.configs import common
 
 
@@ -24,6 +25,12 @@ def get_config(arg=None):
     c.train.num_epochs = 6.0
     c.eval_every_steps = 1000
     if arg.smoke:
-        common.shrink_for_smoke(c, batch_size=64, num_train_examples=512, num_eval_examples=256,
-                                num_steps=4, checkpoint_every_steps=2)
+        common.shrink_for_smoke(
+            c,
+            batch_size=64,
+            num_train_examples=512,
+            num_eval_examples=256,
+            num_steps=4,
+            checkpoint_every_steps=2,
+        )
     return c

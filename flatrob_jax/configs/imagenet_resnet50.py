@@ -9,6 +9,7 @@ the policy run on device.
 Expected: not measured here (needs the prepared tfds imagenet2012 and a TPU/GPU pod).
 ``:smoke`` runs one step on 8 images shrunk to 32x32.
 """
+
 from flatrob_jax.configs import common
 
 
@@ -32,6 +33,7 @@ def get_config(arg=None):
     c.checkpoint.every_steps = 1251  # every epoch
     if arg.smoke:
         c.dataset.image_size = (32, 32, 3)  # tiny shapes for a CPU step
-        common.shrink_for_smoke(c, batch_size=4, num_train_examples=8, num_eval_examples=4,
-                                num_steps=1)
+        common.shrink_for_smoke(
+            c, batch_size=4, num_train_examples=8, num_eval_examples=4, num_steps=1
+        )
     return c

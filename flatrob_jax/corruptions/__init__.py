@@ -20,8 +20,18 @@ Grayscale (C = 1): colour-mixing corruptions (brightness, saturate, snow, frost,
 treat the image as grey RGB and return BT.601 luma; all others act on the one channel;
 JPEG encodes a grayscale JPEG. See ``color.py``.
 """
+
 from flatrob_jax.corruptions.corrupt import corrupt, corrupt_image, corrupt_jit, single_image_fns
 from flatrob_jax.corruptions.severity import ALL, BENCHMARK, EXTRA, RESOLUTIONS, SEVERITIES
 
-__all__ = ["corrupt", "corrupt_image", "corrupt_jit", "single_image_fns",
-           "ALL", "BENCHMARK", "EXTRA", "RESOLUTIONS", "SEVERITIES"]
+__all__ = [
+    "corrupt",
+    "corrupt_image",
+    "corrupt_jit",
+    "single_image_fns",
+    "ALL",
+    "BENCHMARK",
+    "EXTRA",
+    "RESOLUTIONS",
+    "SEVERITIES",
+]

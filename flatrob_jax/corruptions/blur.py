@@ -1,4 +1,5 @@
 """Blur corruptions: defocus, Gaussian, glass, motion and zoom blur."""
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,16 @@ def _glass_sites(h: int, w: int, delta: int, iterations: int) -> np.ndarray:
 
 
 def draw_glass(key, x, c):
-    """One ``(dx, dy)`` uniform in ``[-d, d)`` per visited pixel (``np.random.randint(-d, d, 2)``)."""
+    """One ``(dx, dy)`` uniform in ``[-d, d)`` per visited pixel
+    (``np.random.randint(-d, d, 2)``)."""
     _, delta, iterations = c
     n = len(_glass_sites(x.shape[0], x.shape[1], delta, iterations))
     return {"dxdy": jax.random.randint(key, (n, 2), -delta, delta, jnp.int32)}
 
 
 def apply_glass_blur(x, noise, c):
-    """Gaussian blur, quantise to uint8 (floor, as ``np.uint8``), locally shuffle pixels, blur again.
+    """Gaussian blur, quantise to uint8 (floor, as ``np.uint8``), locally shuffle pixels, blur
+    again.
 
     The reference "swap" ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` acts on NumPy views of
     the (3,) pixel vectors, so it copies pixel (h', w') onto (h, w) and leaves (h', w') as it
@@ -61,7 +64,7 @@ def motion_kernel(radius: float, sigma: float) -> np.ndarray:
     Gaussian ``exp(-i^2 / (2 sigma^2))`` for i = 0..width-1, normalised."""
     width = int(2 * math.ceil(radius) + 1)
     i = np.arange(width)
-    k = np.exp(-(i ** 2) / (2.0 * sigma ** 2))
+    k = np.exp(-(i**2) / (2.0 * sigma**2))
     return k / k.sum()
 
 
@@ -101,5 +104,7 @@ def apply_zoom_blur(x, noise, c):
     mw = np.stack([filters.clipped_zoom_matrix(w, z) for z in c])
     # sum_z Mh_z X Mw_z^T, all factors in one contraction
     rows = jnp.einsum("zhi,ij...->zhj...", jnp.asarray(mh, jnp.float32), x, precision="highest")
-    zoomed = jnp.einsum("zhj...,zwj->hw...", rows, jnp.asarray(mw, jnp.float32), precision="highest")
+    zoomed = jnp.einsum(
+        "zhj...,zwj->hw...", rows, jnp.asarray(mw, jnp.float32), precision="highest"
+    )
     return jnp.clip((x + zoomed) / (len(c) + 1), 0.0, 1.0)

@@ -14,6 +14,7 @@ contrast, fog, elastic, pixelate, zoom) act on the single channel directly, so t
 is not averaged away, and JPEG encodes a 1-channel image as a grayscale JPEG (luminance
 only), which is what libjpeg does with a grey RGB image up to rounding.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -49,8 +50,15 @@ def hsv_to_rgb(hsv: jnp.ndarray) -> jnp.ndarray:
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
     hi = jnp.mod(hi, 6).astype(jnp.int32)
-    table = jnp.stack([
-        jnp.stack([v, t, p], -1), jnp.stack([q, v, p], -1), jnp.stack([p, v, t], -1),
-        jnp.stack([p, q, v], -1), jnp.stack([t, p, v], -1), jnp.stack([v, p, q], -1),
-    ], axis=0)  # [6, ..., 3]
+    table = jnp.stack(
+        [
+            jnp.stack([v, t, p], -1),
+            jnp.stack([q, v, p], -1),
+            jnp.stack([p, v, t], -1),
+            jnp.stack([p, q, v], -1),
+            jnp.stack([t, p, v], -1),
+            jnp.stack([v, p, q], -1),
+        ],
+        axis=0,
+    )  # [6, ..., 3]
     return jnp.take_along_axis(table, hi[None, ..., None], axis=0)[0]

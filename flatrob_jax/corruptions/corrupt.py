@@ -6,6 +6,7 @@ Each corruption is a pair ``draw(key, image, c) -> noise`` (all of its randomnes
 noise from ``fold_in(key, i)`` (i = index in the batch plus ``index_offset``), so a result
 does not depend on the batch size or on how a data set is split into batches.
 """
+
 from __future__ import annotations
 
 import functools
@@ -60,7 +61,9 @@ def resolve_resolution(height: int, width: int, resolution: Optional[str]) -> st
     return resolution
 
 
-def single_image_fns(name: str, severity: int, height: int, width: int, resolution: Optional[str] = None):
+def single_image_fns(
+    name: str, severity: int, height: int, width: int, resolution: Optional[str] = None
+):
     """(draw, apply, rgb) for one image of this size, with constants bound. For tests and
     for callers that want the noise (e.g. to feed a reference implementation)."""
     sev.check_name(name)
@@ -99,8 +102,9 @@ def _check_images(images, name):
         raise ValueError(f"images must be at least 8x8 pixels, got {h}x{w}")
 
 
-def corrupt(key, images, name: str, severity: int, *, resolution: Optional[str] = None,
-            index_offset=0):
+def corrupt(
+    key, images, name: str, severity: int, *, resolution: Optional[str] = None, index_offset=0
+):
     """Corrupt a batch of float32 NHWC images in [0, 1].
 
     Args:
@@ -122,8 +126,7 @@ def corrupt(key, images, name: str, severity: int, *, resolution: Optional[str] 
     return corrupt_examples(keys, images, name, severity, resolution=resolution)
 
 
-def corrupt_examples(keys, images, name: str, severity: int, *,
-                     resolution: Optional[str] = None):
+def corrupt_examples(keys, images, name: str, severity: int, *, resolution: Optional[str] = None):
     """:func:`corrupt` with the per-example keys given: image ``i`` draws from ``keys[i]``
     (the form the sharded evaluation uses, ``flatrob_jax.execution``)."""
     sev.check_name(name)

@@ -1,4 +1,5 @@
 """Digital corruptions: brightness, contrast, saturate, pixelate, elastic transform."""
+
 from __future__ import annotations
 
 import jax
@@ -31,10 +32,13 @@ def apply_pixelate(x, noise, c):
     """Pillow BOX resize to ``int(side * c)`` and back (``make_*_c.py``; imagecorruptions'
     NEAREST upsampling picks the same pixels)."""
     h, w = x.shape[:2]
-    return jnp.clip(filters.separable(x, filters.pixelate_matrix(h, c), filters.pixelate_matrix(w, c)), 0.0, 1.0)
+    return jnp.clip(
+        filters.separable(x, filters.pixelate_matrix(h, c), filters.pixelate_matrix(w, c)), 0.0, 1.0
+    )
 
 
 # ----------------------------------------------------------------------------- elastic
+
 
 def _reflect101(i, n):
     """OpenCV BORDER_REFLECT_101 index map (``dcb|abcd|cba``), any distance."""
@@ -83,9 +87,11 @@ def draw_elastic(key, x, c):
     fields that become the smooth displacements."""
     k1, k2, k3 = jax.random.split(key, 3)
     h, w = x.shape[:2]
-    return {"jitter": jax.random.uniform(k1, (3, 2), jnp.float32, -1.0, 1.0),
-            "ux": jax.random.uniform(k2, (h, w), jnp.float32, -1.0, 1.0),
-            "uy": jax.random.uniform(k3, (h, w), jnp.float32, -1.0, 1.0)}
+    return {
+        "jitter": jax.random.uniform(k1, (3, 2), jnp.float32, -1.0, 1.0),
+        "ux": jax.random.uniform(k2, (h, w), jnp.float32, -1.0, 1.0),
+        "uy": jax.random.uniform(k3, (h, w), jnp.float32, -1.0, 1.0),
+    }
 
 
 def apply_elastic_transform(x, noise, c):
@@ -117,7 +123,10 @@ def apply_elastic_transform(x, noise, c):
     x = bilinear(x, sy, sx, _reflect101)
     if alpha == 0:
         return jnp.clip(x, 0.0, 1.0)
-    smooth = lambda u: filters.gaussian_blur(u, sigma, mode="symmetric", truncate=3.0) * alpha
+
+    def smooth(u):
+        return filters.gaussian_blur(u, sigma, mode="symmetric", truncate=3.0) * alpha
+
     dx, dy = smooth(noise["ux"]), smooth(noise["uy"])
     x = bilinear(x, rows + dy, cols + dx, _symmetric)
     return jnp.clip(x, 0.0, 1.0)

@@ -25,6 +25,7 @@ the batch size or the device count.
 
 The returned dict is JSON-serialisable; see ``metrics.summarize`` for the metric fields.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,9 @@ def parse_corruptions(spec) -> list:
     one entry."""
     entries = (spec,) if isinstance(spec, str) else tuple(spec)
     if not entries:
-        raise ValueError("corruptions is empty; give names and/or groups "
-                         f"{tuple(GROUPS)} (e.g. ('benchmark',))")
+        raise ValueError(
+            f"corruptions is empty; give names and/or groups {tuple(GROUPS)} (e.g. ('benchmark',))"
+        )
     names: list = []
     for entry in entries:
         if entry in GROUPS:
@@ -61,8 +63,10 @@ def parse_corruptions(spec) -> list:
             try:
                 sev.check_name(entry)
             except ValueError as e:
-                raise ValueError(f"{e} (or a group: {tuple(GROUPS)}; several entries go in a "
-                                 "tuple, not a comma-separated string)") from e
+                raise ValueError(
+                    f"{e} (or a group: {tuple(GROUPS)}; several entries go in a "
+                    "tuple, not a comma-separated string)"
+                ) from e
             names.append(entry)
     return list(dict.fromkeys(names))
 
@@ -86,8 +90,9 @@ def _resolution(images, resolution) -> str:
 
 def _check_storage(corrupted_dtype: str) -> str:
     if corrupted_dtype not in STORAGE_DTYPES:
-        raise ValueError(f"corrupted_dtype must be one of {STORAGE_DTYPES}, "
-                         f"got {corrupted_dtype!r}")
+        raise ValueError(
+            f"corrupted_dtype must be one of {STORAGE_DTYPES}, got {corrupted_dtype!r}"
+        )
     return corrupted_dtype
 
 
@@ -99,8 +104,19 @@ def _to_storage(x: jax.Array, dtype: str) -> jax.Array:
     return x.astype(dtype)
 
 
-def _corrupt_program(model_fn, valid, x, y, key_data, *, name: str, severity: int,
-                     resolution: str, storage: str, key_impl: str):
+def _corrupt_program(
+    model_fn,
+    valid,
+    x,
+    y,
+    key_data,
+    *,
+    name: str,
+    severity: int,
+    resolution: str,
+    storage: str,
+    key_impl: str,
+):
     """Per-device: corrupt each image with its own key, round to the storage dtype; the
     labels pass through so that the counting program gets them padded and sharded alike."""
     del model_fn, valid
@@ -123,17 +139,32 @@ def _error_on_the_fly(model, images, labels, cell_key, static, batch_size, mesh)
     count = execution.sharded(execution.misclassified, {}, mesh, 2)
     model = jax.device_put(model, distributed.replicated(mesh))
     wrong = 0
-    for batch in execution.iter_batched(_corrupt_program, static, None, (images, labels),
-                                        batch_size=batch_size, mesh=mesh, key=cell_key):
+    for batch in execution.iter_batched(
+        _corrupt_program,
+        static,
+        None,
+        (images, labels),
+        batch_size=batch_size,
+        mesh=mesh,
+        key=cell_key,
+    ):
         (flags,) = count(model, batch.valid, *batch.outputs)
         wrong += int(np.asarray(flags)[: batch.hi - batch.lo].sum())
     return wrong / images.shape[0]
 
 
-def corrupted_sets(images, key: jax.Array, *, corruptions=("benchmark",),
-                   severities=(1, 2, 3, 4, 5), resolution: Optional[str] = "auto",
-                   num_examples: Optional[int] = None, batch_size: int = 250,
-                   corrupted_dtype: str = "float32", num_devices: Optional[int] = None) -> dict:
+def corrupted_sets(
+    images,
+    key: jax.Array,
+    *,
+    corruptions=("benchmark",),
+    severities=(1, 2, 3, 4, 5),
+    resolution: Optional[str] = "auto",
+    num_examples: Optional[int] = None,
+    batch_size: int = 250,
+    corrupted_dtype: str = "float32",
+    num_devices: Optional[int] = None,
+) -> dict:
     """The on-the-fly corrupted test sets, independent of any model, for reuse across the
     runs of a sweep: ``{(name, severity): array [N, H, W, C]}`` in ``corrupted_dtype``
     (float32, float16, or uint8 = round(255 x)) for the ``corruptions``, ``severities``,
@@ -154,20 +185,38 @@ def corrupted_sets(images, key: jax.Array, *, corruptions=("benchmark",),
     for name in names:
         for s in levels:
             stored, _ = execution.run_batched(
-                _corrupt_program, _corrupt_static(name, s, res, storage), None, (images, labels),
-                batch_size=batch_size, mesh=mesh, key=_cell_key(key, name, s))
+                _corrupt_program,
+                _corrupt_static(name, s, res, storage),
+                None,
+                (images, labels),
+                batch_size=batch_size,
+                mesh=mesh,
+                key=_cell_key(key, name, s),
+            )
             out[(name, s)] = stored
     return out
 
 
-def evaluate(apply_fn, data, *, key: jax.Array, log: Callable[[str], None] = print,
-             out_dir: Optional[str] = None, corrupted: Optional[dict] = None,
-             source: str = "on_the_fly", data_dir: Optional[str] = "",
-             corruptions=("benchmark",), severities=(1, 2, 3, 4, 5),
-             resolution: Optional[str] = "auto", num_examples: Optional[int] = None,
-             batch_size: int = 250, normalize_by_alexnet: Optional[bool] = None,
-             heatmap_dir: Optional[str] = "", corrupted_dtype: str = "float32",
-             num_devices: Optional[int] = None) -> dict:
+def evaluate(
+    apply_fn,
+    data,
+    *,
+    key: jax.Array,
+    log: Callable[[str], None] = print,
+    out_dir: Optional[str] = None,
+    corrupted: Optional[dict] = None,
+    source: str = "on_the_fly",
+    data_dir: Optional[str] = "",
+    corruptions=("benchmark",),
+    severities=(1, 2, 3, 4, 5),
+    resolution: Optional[str] = "auto",
+    num_examples: Optional[int] = None,
+    batch_size: int = 250,
+    normalize_by_alexnet: Optional[bool] = None,
+    heatmap_dir: Optional[str] = "",
+    corrupted_dtype: str = "float32",
+    num_devices: Optional[int] = None,
+) -> dict:
     """Errors of ``apply_fn`` on every corruption x severity (see the module docstring).
 
     Settings:
@@ -195,15 +244,18 @@ def evaluate(apply_fn, data, *, key: jax.Array, log: Callable[[str], None] = pri
     execution.check_count("num_examples", num_examples)
     execution.check_count("num_devices", num_devices, none_means="all devices")
     if normalize_by_alexnet not in (None, True, False):
-        raise ValueError("normalize_by_alexnet must be None (auto), True or False, "
-                         f"got {normalize_by_alexnet!r}")
+        raise ValueError(
+            f"normalize_by_alexnet must be None (auto), True or False, got {normalize_by_alexnet!r}"
+        )
     model = execution.as_model_fn(apply_fn)
     mesh = execution.make_mesh(num_devices)
     clean = None
     if data is not None:
         images, labels = data
-        clean = (np.asarray(images, np.float32)[:num_examples],
-                 np.asarray(labels, np.int32)[:num_examples])
+        clean = (
+            np.asarray(images, np.float32)[:num_examples],
+            np.asarray(labels, np.int32)[:num_examples],
+        )
     elif source == "on_the_fly":
         raise ValueError("source 'on_the_fly' needs data=(images, labels) to corrupt")
     if corrupted is not None and source != "on_the_fly":
@@ -221,28 +273,41 @@ def evaluate(apply_fn, data, *, key: jax.Array, log: Callable[[str], None] = pri
 
     errors = {n: [] for n in names}
     cells = len(names) * len(levels)
-    progress = Progress(cells * (clean[0].shape[0] if clean is not None else 0), unit="image",
-                        desc="corruptions", log=log)
+    progress = Progress(
+        cells * (clean[0].shape[0] if clean is not None else 0),
+        unit="image",
+        desc="corruptions",
+        log=log,
+    )
     done_images, n_used = 0, None
     for name in names:
         for s in levels:
             if source == "on_the_fly":
                 x, y = clean
                 if corrupted is None:
-                    err = _error_on_the_fly(model, x, y, _cell_key(key, name, s),
-                                            _corrupt_static(name, s, res, storage), batch_size,
-                                            mesh)
+                    err = _error_on_the_fly(
+                        model,
+                        x,
+                        y,
+                        _cell_key(key, name, s),
+                        _corrupt_static(name, s, res, storage),
+                        batch_size,
+                        mesh,
+                    )
                 else:
                     if (name, s) not in corrupted or corrupted[(name, s)].shape != x.shape:
                         raise ValueError(
                             f"corrupted sets lack ({name!r}, {s}) for images of shape "
                             f"{x.shape}; make them with corrupted_sets(images, key, ...) and "
-                            "the same settings")
-                    err = execution.error_rate(model, corrupted[(name, s)], y,
-                                               batch_size=batch_size, mesh=mesh)
+                            "the same settings"
+                        )
+                    err = execution.error_rate(
+                        model, corrupted[(name, s)], y, batch_size=batch_size, mesh=mesh
+                    )
             else:
-                x, y = datasets.load_released(source, name, s, num_examples=num_examples,
-                                              data_dir=data_dir or None)
+                x, y = datasets.load_released(
+                    source, name, s, num_examples=num_examples, data_dir=data_dir or None
+                )
                 if clean is None and done_images == 0:
                     progress.total = cells * x.shape[0]
                 err = execution.error_rate(model, x, y, batch_size=batch_size, mesh=mesh)
@@ -252,8 +317,13 @@ def evaluate(apply_fn, data, *, key: jax.Array, log: Callable[[str], None] = pri
             progress.report(done_images, f"{name} s{s} error {err:.4f}")
 
     result = metrics.summarize(errors, n_used or 0, clean_error, normalize_by_alexnet=normalize)
-    result.update(source=source, resolution=res, severities=levels,
-                  num_examples=int(n_used or 0), seconds=progress.elapsed())
+    result.update(
+        source=source,
+        resolution=res,
+        severities=levels,
+        num_examples=int(n_used or 0),
+        seconds=progress.elapsed(),
+    )
     png_dir = heatmap_dir or out_dir
     if png_dir:
         path = os.path.join(png_dir, "corruption_heatmap.png")

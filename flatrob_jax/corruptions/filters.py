@@ -10,6 +10,7 @@ Border names follow NumPy's ``np.pad``: ``'edge'`` (scipy ``'nearest'``, OpenCV
 ``BORDER_REPLICATE``), ``'symmetric'`` (scipy ``'reflect'``), ``'reflect'`` (OpenCV
 ``BORDER_REFLECT_101``, scipy ``'mirror'``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,7 @@ def _filter_matrix(n: int, taps: np.ndarray, mode: str) -> np.ndarray:
     idx = np.pad(np.arange(n), r, mode=mode)  # which input sample each padded slot reads
     m = np.zeros((n, n))
     for i in range(n):
-        np.add.at(m[i], idx[i:i + 2 * r + 1], taps)
+        np.add.at(m[i], idx[i : i + 2 * r + 1], taps)
     return m
 
 
@@ -35,13 +36,14 @@ def gaussian_taps(sigma: float, truncate: float = 4.0) -> np.ndarray:
         return np.ones(1)
     r = int(truncate * float(sigma) + 0.5)
     x = np.arange(-r, r + 1)
-    w = np.exp(-0.5 / float(sigma) ** 2 * x ** 2)
+    w = np.exp(-0.5 / float(sigma) ** 2 * x**2)
     return w / w.sum()
 
 
 @functools.lru_cache(maxsize=None)
 def gaussian_matrix(n: int, sigma: float, mode: str = "edge", truncate: float = 4.0) -> np.ndarray:
-    """Gaussian filter as a matrix; ``skimage.filters.gaussian`` defaults: mode 'nearest', truncate 4."""
+    """Gaussian filter as a matrix; ``skimage.filters.gaussian`` defaults: mode 'nearest',
+    truncate 4."""
     return _filter_matrix(n, gaussian_taps(sigma, truncate), mode)
 
 
@@ -61,10 +63,14 @@ def separable(x: jnp.ndarray, mh: np.ndarray, mw: np.ndarray) -> jnp.ndarray:
     return jnp.swapaxes(y, 0, 1)
 
 
-def gaussian_blur(x: jnp.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0) -> jnp.ndarray:
+def gaussian_blur(
+    x: jnp.ndarray, sigma: float, mode: str = "edge", truncate: float = 4.0
+) -> jnp.ndarray:
     """``skimage.filters.gaussian(x, sigma, mode, truncate)`` on x[H, W, ...] (channels apart)."""
     h, w = x.shape[:2]
-    return separable(x, gaussian_matrix(h, sigma, mode, truncate), gaussian_matrix(w, sigma, mode, truncate))
+    return separable(
+        x, gaussian_matrix(h, sigma, mode, truncate), gaussian_matrix(w, sigma, mode, truncate)
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,7 +99,7 @@ def clipped_zoom_matrix(n: int, factor: float) -> np.ndarray:
     z = zoom_matrix(ch, factor)
     trim = (z.shape[0] - n) // 2
     m = np.zeros((n, n))
-    m[:, top:top + ch] = z[trim:trim + n]
+    m[:, top : top + ch] = z[trim : trim + n]
     return m
 
 
@@ -140,7 +146,7 @@ def correlate2d(x: jnp.ndarray, kernel: np.ndarray, mode: str = "reflect") -> jn
         for i in range(k.shape[0]):
             for j in range(k.shape[1]):
                 if k[i, j] != 0:
-                    out = out + float(k[i, j]) * xp[i:i + h, j:j + w]
+                    out = out + float(k[i, j]) * xp[i : i + h, j : j + w]
         return out
     # large kernels: through the FFT of the padded image (a direct sum or banded matmuls cost
     # K^2 or K*W multiply-adds per pixel; 7-9x slower at K = 17..21 on a 32x32 image, measured)
@@ -157,7 +163,7 @@ def correlate2d(x: jnp.ndarray, kernel: np.ndarray, mode: str = "reflect") -> jn
 def cv2_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
     """``cv2.getGaussianKernel(ksize, sigma)`` for sigma > 0 (float64)."""
     x = np.arange(ksize) - (ksize - 1) / 2
-    w = np.exp(-(x ** 2) / (2 * sigma ** 2))
+    w = np.exp(-(x**2) / (2 * sigma**2))
     return w / w.sum()
 
 
@@ -171,7 +177,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     else:
         grid, ksize = np.arange(-radius, radius + 1), 5
     xx, yy = np.meshgrid(grid, grid)
-    d = np.asarray(xx ** 2 + yy ** 2 <= radius ** 2, np.float32)
+    d = np.asarray(xx**2 + yy**2 <= radius**2, np.float32)
     d /= d.sum()
     g = cv2_gaussian_kernel(ksize, alias_blur)
     m = _filter_matrix(d.shape[0], g, "reflect")

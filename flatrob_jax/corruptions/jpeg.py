@@ -14,6 +14,7 @@ A float DCT is used where libjpeg uses its scaled integer DCT (``JDCT_ISLOW``); 
 agree to well above 40 dB PSNR. One-channel images are encoded as grayscale JPEGs
 (luminance only).
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,14 +23,78 @@ import jax.numpy as jnp
 import numpy as np
 
 # JPEG standard (ITU T.81) Annex K.1 tables, natural (row-major) order.
-LUMINANCE_TABLE = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]).reshape(8, 8)
+LUMINANCE_TABLE = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ]
+).reshape(8, 8)
 CHROMINANCE_TABLE = np.full((8, 8), 99)
-CHROMINANCE_TABLE[:4, :4] = np.array([
-    17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99]).reshape(4, 4)
+CHROMINANCE_TABLE[:4, :4] = np.array(
+    [17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99]
+).reshape(4, 4)
 
 
 def quality_tables(quality: int):
@@ -90,7 +155,9 @@ def _fancy_upsample_2x2(plane):
     """libjpeg ``h2v2_fancy_upsample`` (triangle filter, edge samples replicated)."""
     up = jnp.concatenate([plane[:1], plane[:-1]], axis=0)
     down = jnp.concatenate([plane[1:], plane[-1:]], axis=0)
-    rows = jnp.stack([3 * plane + up, 3 * plane + down], axis=1).reshape(-1, plane.shape[1])  # colsums
+    rows = jnp.stack([3 * plane + up, 3 * plane + down], axis=1).reshape(
+        -1, plane.shape[1]
+    )  # colsums
     left = jnp.concatenate([rows[:, :1], rows[:, :-1]], axis=1)
     right = jnp.concatenate([rows[:, 1:], rows[:, -1:]], axis=1)
     even = jnp.floor((3 * rows + left + 8) / 16)

@@ -20,6 +20,7 @@ Standard errors are binomial (``sqrt(e (1 - e) / n)`` per cell) and propagated t
 averages as if the cells were independent; the cells share test images, so read them as
 a guide to the Monte-Carlo/sampling noise, not as exact intervals.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,28 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from flatrob_jax.corruptions.severity import BENCHMARK
 
-ALEXNET_ERRORS = dict(zip(BENCHMARK, (
-    0.886428, 0.894468, 0.922640, 0.819880, 0.826268, 0.785948, 0.798360,
-    0.866816, 0.826572, 0.819324, 0.564592, 0.853204, 0.646056, 0.717840, 0.606500)))
+ALEXNET_ERRORS = dict(
+    zip(
+        BENCHMARK,
+        (
+            0.886428,
+            0.894468,
+            0.922640,
+            0.819880,
+            0.826268,
+            0.785948,
+            0.798360,
+            0.866816,
+            0.826572,
+            0.819324,
+            0.564592,
+            0.853204,
+            0.646056,
+            0.717840,
+            0.606500,
+        ),
+    )
+)
 ALEXNET_CLEAN_ERROR = 1.0 - 0.56522
 
 
@@ -42,11 +62,17 @@ def _mean_and_stderr(values: Sequence[float], stderrs: Sequence[float]):
     return sum(values) / k, math.sqrt(sum(s * s for s in stderrs)) / k
 
 
-def summarize(errors: Mapping[str, Sequence[float]], n: int, clean_error: Optional[float] = None,
-              normalize_by_alexnet: bool = False) -> Dict:
+def summarize(
+    errors: Mapping[str, Sequence[float]],
+    n: int,
+    clean_error: Optional[float] = None,
+    normalize_by_alexnet: bool = False,
+) -> Dict:
     """Metrics from ``errors[name] = [E_1, ..., E_5]`` (fractions) measured on n images each."""
-    out = {"errors": {k: list(map(float, v)) for k, v in errors.items()},
-           "errors_stderr": {k: [binomial_stderr(e, n) for e in v] for k, v in errors.items()}}
+    out = {
+        "errors": {k: list(map(float, v)) for k, v in errors.items()},
+        "errors_stderr": {k: [binomial_stderr(e, n) for e in v] for k, v in errors.items()},
+    }
     per = {k: sum(v) / len(v) for k, v in errors.items()}
     out["per_corruption_error"] = per
     bench = [k for k in BENCHMARK if k in errors]
@@ -54,7 +80,9 @@ def summarize(errors: Mapping[str, Sequence[float]], n: int, clean_error: Option
     cells = [e for k in names for e in errors[k]]
     cells_se = [s for k in names for s in out["errors_stderr"][k]]
     if cells:
-        out["mean_corruption_error"], out["mean_corruption_error_stderr"] = _mean_and_stderr(cells, cells_se)
+        out["mean_corruption_error"], out["mean_corruption_error_stderr"] = _mean_and_stderr(
+            cells, cells_se
+        )
         out["mean_corruption_error_over"] = names
     if clean_error is not None:
         out["clean_error"] = float(clean_error)
@@ -69,12 +97,19 @@ def summarize(errors: Mapping[str, Sequence[float]], n: int, clean_error: Option
                 out["relative_mce_note"] = out["mce_note"]
         else:
             ce = {k: per[k] / ALEXNET_ERRORS[k] for k in BENCHMARK}
-            ce_se = {k: math.sqrt(sum(s * s for s in out["errors_stderr"][k])) / 5 / ALEXNET_ERRORS[k]
-                     for k in BENCHMARK}
+            ce_se = {
+                k: math.sqrt(sum(s * s for s in out["errors_stderr"][k])) / 5 / ALEXNET_ERRORS[k]
+                for k in BENCHMARK
+            }
             out["ce"] = ce
-            out["mce"], out["mce_stderr"] = _mean_and_stderr(list(ce.values()), list(ce_se.values()))
+            out["mce"], out["mce_stderr"] = _mean_and_stderr(
+                list(ce.values()), list(ce_se.values())
+            )
             if clean_error is not None:
-                rce = {k: (per[k] - clean_error) / (ALEXNET_ERRORS[k] - ALEXNET_CLEAN_ERROR) for k in BENCHMARK}
+                rce = {
+                    k: (per[k] - clean_error) / (ALEXNET_ERRORS[k] - ALEXNET_CLEAN_ERROR)
+                    for k in BENCHMARK
+                }
                 out["relative_ce"] = rce
                 out["relative_mce"] = sum(rce.values()) / len(rce)
     return out

@@ -4,6 +4,7 @@ Every corruption here is a pair ``draw(key, x, c) -> noise`` (all randomness, as
 ``apply(x, noise, c) -> image`` (deterministic), so a test can feed the very same noise to a
 reference implementation.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,7 +50,11 @@ def _level_cdf_table(c: float) -> np.ndarray:
     k = np.arange(k_max)[None, :]
     lgamma = np.vectorize(math.lgamma)(k + 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_pmf = np.where(lam > 0, k * np.log(np.where(lam > 0, lam, 1.0)) - lam - lgamma, np.where(k == 0, 0.0, -np.inf))
+        log_pmf = np.where(
+            lam > 0,
+            k * np.log(np.where(lam > 0, lam, 1.0)) - lam - lgamma,
+            np.where(k == 0, 0.0, -np.inf),
+        )
     cdf = np.cumsum(np.exp(log_pmf), axis=1).astype(np.float32)
     cdf[:, -1] = 1.0
     return cdf
@@ -156,8 +161,9 @@ def _ptrs_proposal(key, lam):
     cand = jnp.floor((2.0 * a / us + b) * u + lam + 0.43)
     quick = (us >= 0.07) & (v <= v_r)
     reject = (cand < 0) | ((us < 0.013) & (v > us))
-    log_ok = (jnp.log(v) + jnp.log(inv_alpha) - jnp.log(a / (us * us) + b)
-              <= -lam + cand * loglam - jax.lax.lgamma(cand + 1.0))
+    log_ok = jnp.log(v) + jnp.log(inv_alpha) - jnp.log(
+        a / (us * us) + b
+    ) <= -lam + cand * loglam - jax.lax.lgamma(cand + 1.0)
     return cand, quick | (~reject & log_ok)
 
 
@@ -188,7 +194,9 @@ def _poisson_ptrs(key, lam):
     def body(state):
         r, k, accepted = state
         (idx,) = jnp.nonzero(~accepted, size=slots, fill_value=n)  # n: an empty slot
-        cand, ok = _ptrs_proposal(jax.random.fold_in(key, r), lam.at[idx].get(mode="fill", fill_value=10.0))
+        cand, ok = _ptrs_proposal(
+            jax.random.fold_in(key, r), lam.at[idx].get(mode="fill", fill_value=10.0)
+        )
         ok = ok & (idx < n)
         k = k.at[idx].set(jnp.where(ok, cand, 0.0), mode="drop")
         accepted = accepted.at[idx].set(ok, mode="drop")
@@ -207,8 +215,10 @@ def draw_impulse(key, x, c):
     """Salt-and-pepper of ``skimage.util.random_noise(mode='s&p', amount=c)``: each value is
     replaced with probability c, by 1 (salt) or 0 (pepper) with equal odds."""
     k1, k2 = jax.random.split(key)
-    return {"flipped": jax.random.bernoulli(k1, c, x.shape),
-            "salted": jax.random.bernoulli(k2, 0.5, x.shape)}
+    return {
+        "flipped": jax.random.bernoulli(k1, c, x.shape),
+        "salted": jax.random.bernoulli(k2, 0.5, x.shape),
+    }
 
 
 def apply_impulse_noise(x, noise, c):

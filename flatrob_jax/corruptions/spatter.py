@@ -10,6 +10,7 @@ parallel min-plus relaxation, exact up to the truncation at 20 that follows) ->
 emboss kernel (uint8, saturating) -> ``blur 3x3`` (uint8). Deviation: values of the liquid
 layer above 1 are clipped to 255 before the uint8 cast (NumPy wraps them around).
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,18 +29,24 @@ def _shift(a, dy, dx, fill):
     h, w = a.shape
     p = max(abs(dy), abs(dx))
     ap = jnp.pad(a, p, constant_values=fill)
-    return ap[p + dy:p + dy + h, p + dx:p + dx + w]
+    return ap[p + dy : p + dy + h, p + dx : p + dx + w]
 
 
 def canny(img_u8, low: int = 50, high: int = 150):
     """Boolean edge map of ``cv2.Canny(img, low, high)`` (aperture 3, L1 gradient)."""
     a = jnp.pad(img_u8.astype(jnp.int32), 1, mode="edge")
     h, w = img_u8.shape
-    win = lambda dy, dx: a[1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+
+    def win(dy, dx):
+        return a[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
     dx = (win(-1, 1) + 2 * win(0, 1) + win(1, 1)) - (win(-1, -1) + 2 * win(0, -1) + win(1, -1))
     dy = (win(1, -1) + 2 * win(1, 0) + win(1, 1)) - (win(-1, -1) + 2 * win(-1, 0) + win(-1, 1))
     mag = jnp.abs(dx) + jnp.abs(dy)
-    nb = lambda oy, ox: _shift(mag, oy, ox, 0)  # magnitudes outside the image are 0
+
+    def nb(oy, ox):
+        return _shift(mag, oy, ox, 0)  # magnitudes outside the image are 0
+
     xs, ys = jnp.abs(dx), jnp.abs(dy)
     tg22x = xs * _TG22
     y = ys << _CANNY_SHIFT
@@ -47,7 +54,9 @@ def canny(img_u8, low: int = 50, high: int = 150):
     horizontal = (mag > nb(0, -1)) & (mag >= nb(0, 1))
     vertical = (mag > nb(-1, 0)) & (mag >= nb(1, 0))
     s_neg = (dx ^ dy) < 0
-    diag = jnp.where(s_neg, (mag > nb(-1, 1)) & (mag > nb(1, -1)), (mag > nb(-1, -1)) & (mag > nb(1, 1)))
+    diag = jnp.where(
+        s_neg, (mag > nb(-1, 1)) & (mag > nb(1, -1)), (mag > nb(-1, -1)) & (mag > nb(1, 1))
+    )
     is_max = jnp.where(y < tg22x, horizontal, jnp.where(y > tg67x, vertical, diag))
     candidate = (mag > low) & is_max
     strong = candidate & (mag > high)
@@ -65,9 +74,19 @@ def canny(img_u8, low: int = 50, high: int = 150):
     return edges
 
 
-_CHAMFER5 = [(0, 1, 1.0), (1, 0, 1.0), (0, -1, 1.0), (-1, 0, 1.0),
-             (1, 1, 1.4), (1, -1, 1.4), (-1, 1, 1.4), (-1, -1, 1.4)] + [
-    (dy, dx, 2.1969) for dy, dx in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))]
+_CHAMFER5 = [
+    (0, 1, 1.0),
+    (1, 0, 1.0),
+    (0, -1, 1.0),
+    (-1, 0, 1.0),
+    (1, 1, 1.4),
+    (1, -1, 1.4),
+    (-1, 1, 1.4),
+    (-1, -1, 1.4),
+] + [
+    (dy, dx, 2.1969)
+    for dy, dx in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))
+]
 
 
 def chamfer_distance(zero_mask, cap: float = 20.0):
@@ -111,9 +130,15 @@ def water_mask(liquid):
     liquid_u8 = jnp.floor(jnp.clip(liquid * 255.0, 0.0, 255.0))
     edges = canny(liquid_u8.astype(jnp.int32))
     dist = chamfer_distance(edges)
-    dist = jnp.floor(filters.separable(dist, filters.box_matrix(dist.shape[0]), filters.box_matrix(dist.shape[1])))
+    dist = jnp.floor(
+        filters.separable(
+            dist, filters.box_matrix(dist.shape[0]), filters.box_matrix(dist.shape[1])
+        )
+    )
     dist = equalize_hist(dist)
-    dist = jnp.clip(jnp.round(filters.correlate2d(dist[..., None], _EMBOSS, "reflect")[..., 0]), 0, 255)
+    dist = jnp.clip(
+        jnp.round(filters.correlate2d(dist[..., None], _EMBOSS, "reflect")[..., 0]), 0, 255
+    )
     dist = _blur_u8(dist)
     return liquid_u8 * dist
 

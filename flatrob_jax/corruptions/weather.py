@@ -1,11 +1,9 @@
 """Weather corruptions: fog (plasma fractal), snow and frost (procedural frost texture)."""
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flatrob_jax.corruptions import blur, color, filters
 
@@ -34,7 +32,7 @@ def draw_plasma(key, mapsize: int):
     flat = jax.random.uniform(key, (sum(a * b for a, b in shapes),), jnp.float32, -1.0, 1.0)
     out, start = [], 0
     for a, b in shapes:
-        out.append(flat[start:start + a * b].reshape(a, b))
+        out.append(flat[start : start + a * b].reshape(a, b))
         start += a * b
     return out
 
@@ -81,8 +79,10 @@ def apply_fog(x, noise, c):
 def draw_snow(key, x, c):
     """Snow flakes: normal(mean c0, std c1) per pixel; fall direction uniform in [-135, -45] deg."""
     k1, k2 = jax.random.split(key)
-    return {"flakes": jax.random.normal(k1, x.shape[:2], jnp.float32),
-            "angle": jax.random.uniform(k2, (), jnp.float32, -135.0, -45.0)}
+    return {
+        "flakes": jax.random.normal(k1, x.shape[:2], jnp.float32),
+        "angle": jax.random.uniform(k2, (), jnp.float32, -135.0, -45.0),
+    }
 
 
 def apply_snow(x, noise, c):
@@ -93,7 +93,9 @@ def apply_snow(x, noise, c):
     mean, std, zoom, thresh, radius, sigma, keep = c
     h, w = x.shape[:2]
     layer = mean + std * noise["flakes"]
-    layer = filters.separable(layer, filters.clipped_zoom_matrix(h, zoom), filters.clipped_zoom_matrix(w, zoom))
+    layer = filters.separable(
+        layer, filters.clipped_zoom_matrix(h, zoom), filters.clipped_zoom_matrix(w, zoom)
+    )
     layer = jnp.clip(jnp.where(layer < thresh, 0.0, layer), 0.0, 1.0)
     layer = blur.motion_blur(layer, radius, sigma, noise["angle"])
     layer = (jnp.round(layer * 255.0) / 255.0)[..., None]
@@ -121,20 +123,22 @@ def apply_snow(x, noise, c):
 # shrinks the photographs to 1/5 before cropping.
 
 FROST_NEEDLE = {"imagenet": 20, "cifar": 4}
-FROST_MEAN = (145.9, 167.2, 178.9)       # mean of the photographs' channel means (0..255)
-FROST_SPREAD = (28.5, 26.5, 26.4)        # mean within-photograph channel std
-FROST_BETWEEN = (48.0, 31.0, 29.0)       # std of the photographs' channel means
+FROST_MEAN = (145.9, 167.2, 178.9)  # mean of the photographs' channel means (0..255)
+FROST_SPREAD = (28.5, 26.5, 26.4)  # mean within-photograph channel std
+FROST_BETWEEN = (48.0, 31.0, 29.0)  # std of the photographs' channel means
 FROST_SEED_DENSITY = 0.02
 
 
 def draw_frost(key, x, c):
     h, w = x.shape[:2]
     k = jax.random.split(key, 6)
-    return {"seeds": jax.random.bernoulli(k[0], FROST_SEED_DENSITY, (h, w)),
-            "bright": jax.random.uniform(k[1], (h, w), jnp.float32, 0.4, 1.0),
-            "angle": jax.random.uniform(k[2], (), jnp.float32, 0.0, 60.0),
-            "shift": jnp.clip(jax.random.normal(k[3], (), jnp.float32), -1.5, 1.5),
-            "plasma": draw_plasma(k[4], plasma_size(h, w))}
+    return {
+        "seeds": jax.random.bernoulli(k[0], FROST_SEED_DENSITY, (h, w)),
+        "bright": jax.random.uniform(k[1], (h, w), jnp.float32, 0.4, 1.0),
+        "angle": jax.random.uniform(k[2], (), jnp.float32, 0.0, 60.0),
+        "shift": jnp.clip(jax.random.normal(k[3], (), jnp.float32), -1.5, 1.5),
+        "plasma": draw_plasma(k[4], plasma_size(h, w)),
+    }
 
 
 def _needles(seeds, length: int, angles):
@@ -149,7 +153,9 @@ def _needles(seeds, length: int, angles):
         def tap(i, acc):
             oy = jnp.round(i * jnp.sin(theta)).astype(jnp.int32)
             ox = jnp.round(i * jnp.cos(theta)).astype(jnp.int32)
-            shifted = jnp.take(jnp.take(seeds, jnp.mod(rows + oy, h), axis=0), jnp.mod(cols + ox, w), axis=1)
+            shifted = jnp.take(
+                jnp.take(seeds, jnp.mod(rows + oy, h), axis=0), jnp.mod(cols + ox, w), axis=1
+            )
             return jnp.maximum(acc, taps[i] * shifted)
 
         return jax.lax.fori_loop(0, length, tap, seeds)

@@ -14,6 +14,7 @@ sharded over devices), lanczos, power_iteration (PyHessian's method), hutchinson
 density (stochastic Lanczos quadrature), sharpness (Keskar, adaptive, PAC-Bayes), evaluate
 (the analysis entry point's hook).
 """
+
 from flatrob_jax.curvature.dataset_objective import (
     DatasetObjective,
     cross_entropy,

@@ -23,6 +23,7 @@ passed to the jitted functions as arguments (never captured as constants).
 parameters and data), so :func:`flatrob_jax.curvature.lanczos` and the trace estimators can
 pass it into their own jitted steps: one compiled call per matvec, data not re-embedded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,7 +116,9 @@ def make_dataset_objective(
     labels = np.asarray(labels)
     n = images.shape[0]
     if n < 1 or labels.shape[:1] != (n,):
-        raise ValueError(f"need N >= 1 images and N labels; got images {images.shape}, labels {labels.shape}")
+        raise ValueError(
+            f"need N >= 1 images and N labels; got images {images.shape}, labels {labels.shape}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     mesh = make_mesh() if mesh is None else mesh
@@ -128,7 +131,8 @@ def make_dataset_objective(
     padded = math.ceil(n / chunk) * chunk
     if padded != n and not allow_padding:
         raise ValueError(
-            f"N={n} examples do not fill whole microbatches of {batch_size} on {num_devices} devices "
+            f"N={n} examples do not fill whole microbatches of {batch_size} "
+            f"on {num_devices} devices "
             f"(multiple of {chunk} needed) and padding is not allowed for this model"
         )
     # The execution layer's padding (copies of a real example, masked out) and sharding.
@@ -155,11 +159,15 @@ def make_dataset_objective(
                 total = init
                 for i in range(x.shape[0] // batch_size):
                     part = slice(i * batch_size, (i + 1) * batch_size)
-                    total = jax.tree_util.tree_map(jnp.add, total, per_batch_fn(x[part], y[part], m[part]))
+                    total = jax.tree_util.tree_map(
+                        jnp.add, total, per_batch_fn(x[part], y[part], m[part])
+                    )
             else:
                 # The carry becomes device-varying inside the scan; mark its initial value so.
                 carry = _to_varying(init)
-                total, _ = jax.lax.scan(body, carry, (microbatches(x), microbatches(y), microbatches(m)))
+                total, _ = jax.lax.scan(
+                    body, carry, (microbatches(x), microbatches(y), microbatches(m))
+                )
             return jax.lax.psum(total, AXIS)
 
         return per_device
@@ -212,7 +220,8 @@ def make_dataset_objective(
         def per_device(rep):
             p, st = rep
             return dataset_sum(
-                lambda xb, yb, mb: masked_sum_loss(p, st, xb, yb, mb), jnp.zeros((), _float_dtype(p))
+                lambda xb, yb, mb: masked_sum_loss(p, st, xb, yb, mb),
+                jnp.zeros((), _float_dtype(p)),
             )
 
         return run_sharded(per_device, (p, st), x, y, m) / n

@@ -9,6 +9,7 @@ approximated by the nodes ``theta_j`` with weights ``tau_j`` averaged over runs,
 with a Gaussian kernel for plotting. The first moment ``sum_j tau_j theta_j = v^T H v`` times
 P is exactly a Hutchinson sample of tr(H) (PyHessian's ``density`` follows the same recipe).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,9 @@ class SpectralDensity:
     def on_grid(self, grid: np.ndarray, sigma: float) -> np.ndarray:
         """The density smoothed by a Gaussian of standard deviation ``sigma`` on ``grid``."""
         grid = np.asarray(grid, dtype=np.float64)[:, None, None]
-        kernel = np.exp(-0.5 * ((grid - self.nodes[None]) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+        kernel = np.exp(-0.5 * ((grid - self.nodes[None]) / sigma) ** 2) / (
+            sigma * math.sqrt(2 * math.pi)
+        )
         return np.mean(np.sum(kernel * self.weights[None], axis=2), axis=1)
 
 
@@ -72,14 +75,20 @@ def slq_density(
     nodes, weights, matvecs = [], [], 0
     for run in range(num_runs):
         start = rademacher(jax.random.fold_in(key, run), dim, dtype)
-        report = None if progress is None else (lambda done, _, r=run: progress(r * steps + done, num_runs * steps))
-        alphas, betas, _, _ = lanczos_tridiagonal(matvec, params_like, start, steps, progress=report)
+        report = (
+            None
+            if progress is None
+            else (lambda done, _, r=run: progress(r * steps + done, num_runs * steps))
+        )
+        alphas, betas, _, _ = lanczos_tridiagonal(
+            matvec, params_like, start, steps, progress=report
+        )
         matvecs += len(alphas)
         theta, s = ritz_pairs(alphas, betas)
         node = np.zeros(steps)
         weight = np.zeros(steps)  # an early breakdown leaves zero-weight padding nodes
         node[: len(theta)] = theta
-        node[len(theta):] = theta[-1]
+        node[len(theta) :] = theta[-1]
         weight[: len(theta)] = s[0, :] ** 2
         nodes.append(node)
         weights.append(weight)

@@ -14,6 +14,7 @@ measures, as the keyword settings switch:
 
 Returns a JSON-serialisable dict (floats, ints, bools, strings, lists, dicts).
 """
+
 from __future__ import annotations
 
 import time
@@ -133,12 +134,21 @@ def evaluate(
         "error_rate": float(objective.error_rate(params)),
     }
     timings["loss"] = time.time() - t0
-    log(f"curvature: {out['num_examples']} examples, {out['num_params']} parameters, loss {out['loss']:.4f}")
+    log(
+        f"curvature: {out['num_examples']} examples, {out['num_params']} parameters, "
+        f"loss {out['loss']:.4f}"
+    )
 
     t0 = time.time()
     top = lanczos(
-        objective.hvp, params, jax.random.fold_in(key, 0), num_steps=lanczos_steps, k=top_k,
-        tol=lanczos_tol, smallest=smallest, progress=_progress(log, "lanczos"),
+        objective.hvp,
+        params,
+        jax.random.fold_in(key, 0),
+        num_steps=lanczos_steps,
+        k=top_k,
+        tol=lanczos_tol,
+        smallest=smallest,
+        progress=_progress(log, "lanczos"),
     )
     timings["lanczos"] = time.time() - t0
     out.update(
@@ -151,25 +161,38 @@ def evaluate(
         lambda_min=float(top.smallest_eigenvalue),
         lambda_min_residual=float(top.smallest_residual),
     )
-    log(f"curvature: lambda_max {out['lambda_max']:.6g} (residual {out['lambda_max_residual']:.2g}, "
-        f"{top.num_matvecs} HVPs, converged={top.converged})")
+    log(
+        f"curvature: lambda_max {out['lambda_max']:.6g} "
+        f"(residual {out['lambda_max_residual']:.2g}, "
+        f"{top.num_matvecs} HVPs, converged={top.converged})"
+    )
 
     if trace:
         t0 = time.time()
         if trace_method == "hutchinson":
             tr = hutchinson_trace(
-                objective.hvp, params, jax.random.fold_in(key, 1), num_probes=trace_max_probes,
-                min_probes=trace_min_probes, rel_tol=trace_rel_tol or None, confidence=confidence,
+                objective.hvp,
+                params,
+                jax.random.fold_in(key, 1),
+                num_probes=trace_max_probes,
+                min_probes=trace_min_probes,
+                rel_tol=trace_rel_tol or None,
+                confidence=confidence,
                 progress=_progress(log, "trace"),
             )
             out.update(
                 trace_of_square=tr.trace_of_square.value,
                 trace_of_square_stderr=tr.trace_of_square.stderr,
-                trace_per_layer={k: {"value": e.value, "stderr": e.stderr} for k, e in tr.per_layer.items()},
+                trace_per_layer={
+                    k: {"value": e.value, "stderr": e.stderr} for k, e in tr.per_layer.items()
+                },
             )
         else:
             tr = hutchpp_trace(
-                objective.hvp, params, jax.random.fold_in(key, 1), num_matvecs=trace_max_probes,
+                objective.hvp,
+                params,
+                jax.random.fold_in(key, 1),
+                num_matvecs=trace_max_probes,
                 confidence=confidence,
             )
         timings["trace"] = time.time() - t0
@@ -181,13 +204,20 @@ def evaluate(
             trace_method=trace_method,
             trace_hvps=int(tr.num_matvecs),
         )
-        log(f"curvature: trace {tr.trace:.6g} +- {tr.ci_halfwidth:.2g} ({tr.confidence:.0%}, {tr.num_matvecs} HVPs)")
+        log(
+            f"curvature: trace {tr.trace:.6g} +- {tr.ci_halfwidth:.2g} "
+            f"({tr.confidence:.0%}, {tr.num_matvecs} HVPs)"
+        )
 
     if density:
         t0 = time.time()
         spectrum = slq_density(
-            objective.hvp, params, jax.random.fold_in(key, 2), num_steps=density_steps,
-            num_runs=density_runs, progress=_progress(log, "density"),
+            objective.hvp,
+            params,
+            jax.random.fold_in(key, 2),
+            num_steps=density_steps,
+            num_runs=density_runs,
+            progress=_progress(log, "density"),
         )
         slq_trace, slq_stderr = spectrum.trace()
         out["density"] = {
@@ -201,12 +231,19 @@ def evaluate(
 
     if sharpness:
         t0 = time.time()
-        keskar = keskar_sharpness(objective.value_and_grad, params, epsilon=keskar_epsilon,
-                                  max_iters=keskar_iters)
-        worst = adaptive_sharpness_worst(objective.value_and_grad, params, rho=adaptive_rho,
-                                         steps=adaptive_steps)
-        average = adaptive_sharpness_average(objective.loss, params, jax.random.fold_in(key, 3),
-                                             rho=adaptive_average_rho, num_samples=adaptive_samples)
+        keskar = keskar_sharpness(
+            objective.value_and_grad, params, epsilon=keskar_epsilon, max_iters=keskar_iters
+        )
+        worst = adaptive_sharpness_worst(
+            objective.value_and_grad, params, rho=adaptive_rho, steps=adaptive_steps
+        )
+        average = adaptive_sharpness_average(
+            objective.loss,
+            params,
+            jax.random.fold_in(key, 3),
+            rho=adaptive_average_rho,
+            num_samples=adaptive_samples,
+        )
         out.update(
             keskar_sharpness=keskar.value,
             adaptive_sharpness_worst=worst.value,
@@ -214,21 +251,35 @@ def evaluate(
             adaptive_sharpness_average_stderr=average.stderr,
         )
         timings["sharpness"] = time.time() - t0
-        log(f"curvature: keskar {keskar.value:.4g}%, adaptive worst {worst.value:.4g}, "
-            f"average {average.value:.4g} +- {average.stderr:.2g}")
+        log(
+            f"curvature: keskar {keskar.value:.4g}%, adaptive worst {worst.value:.4g}, "
+            f"average {average.value:.4g} +- {average.stderr:.2g}"
+        )
     if pac_bayes:
         t0 = time.time()
         metric = objective.error_rate if pac_bayes_metric == "error" else objective.loss
         try:
-            sigma = pac_bayes_sigma(metric, params, jax.random.fold_in(key, 4), target=pac_bayes_target,
-                                    num_samples=pac_bayes_samples)
+            sigma = pac_bayes_sigma(
+                metric,
+                params,
+                jax.random.fold_in(key, 4),
+                target=pac_bayes_target,
+                num_samples=pac_bayes_samples,
+            )
         except RuntimeError as e:  # e.g. an error rate already at chance cannot rise by the target
-            out.update(pac_bayes_sigma=None, pac_bayes_sharpness=None, pac_bayes_deviation=None,
-                       pac_bayes_failure=str(e))
+            out.update(
+                pac_bayes_sigma=None,
+                pac_bayes_sharpness=None,
+                pac_bayes_deviation=None,
+                pac_bayes_failure=str(e),
+            )
             log(f"curvature: PAC-Bayes sigma undefined: {e}")
         else:
-            out.update(pac_bayes_sigma=sigma.sigma, pac_bayes_sharpness=sigma.sharpness,
-                       pac_bayes_deviation=sigma.deviation)
+            out.update(
+                pac_bayes_sigma=sigma.sigma,
+                pac_bayes_sharpness=sigma.sharpness,
+                pac_bayes_deviation=sigma.deviation,
+            )
             log(f"curvature: PAC-Bayes sigma {sigma.sigma:.4g}")
         timings["pac_bayes"] = time.time() - t0
     out["seconds"] = timings

@@ -24,6 +24,7 @@ which helps when a few large eigenvalues dominate (typical of trained networks).
 Probe i is drawn from ``jax.random.fold_in(key, i)``, so estimates are reproducible and a
 longer run extends a shorter one with the same probes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,7 +116,9 @@ def _check_confidence(confidence: float, rel_tol: float | None, min_probes: int,
     if rel_tol is not None and not rel_tol > 0:
         raise ValueError(f"rel_tol must be > 0 or None, got {rel_tol}")
     if num_probes < 1 or not 1 <= min_probes:
-        raise ValueError(f"need num_probes >= 1 and min_probes >= 1, got {num_probes}, {min_probes}")
+        raise ValueError(
+            f"need num_probes >= 1 and min_probes >= 1, got {num_probes}, {min_probes}"
+        )
 
 
 def hutchinson_trace(
@@ -146,7 +149,9 @@ def hutchinson_trace(
     names = layer_names(params_like)
     quad, squares, per_leaf = [], [], []
     for i in range(num_probes):
-        q, sq, leafwise = _probe_step_jit(op, jax.random.fold_in(key, i), unravel=unravel, dim=dim, dtype=dtype)
+        q, sq, leafwise = _probe_step_jit(
+            op, jax.random.fold_in(key, i), unravel=unravel, dim=dim, dtype=dtype
+        )
         quad.append(float(q))
         squares.append(float(sq))
         per_leaf.append(np.asarray(jax.tree_util.tree_leaves(leafwise), dtype=np.float64))

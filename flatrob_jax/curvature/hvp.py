@@ -6,6 +6,7 @@ derivative of the gradient, ``H v = d/dt grad L(params + t v) |_{t=0}``. Computi
 carried in forward mode, about 2-3x a gradient, with memory close to a gradient's; this is
 the mode the JAX autodiff cookbook recommends for HVPs.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -30,6 +31,7 @@ def hvp(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, v: PyTree) -> Py
     v_struct = jax.tree_util.tree_structure(v)
     if params_struct != v_struct:
         raise ValueError(
-            f"hvp: v must have the pytree structure of params; got {v_struct}, expected {params_struct}"
+            f"hvp: v must have the pytree structure of params; got {v_struct}, "
+            f"expected {params_struct}"
         )
     return jax.jvp(jax.grad(loss_fn), (params,), (v,))[1]

@@ -37,6 +37,7 @@ Where the work happens, and why.
 * The tridiagonal eigenproblem is tiny (m x m) and solved on the host in float64
   (``scipy.linalg.eigh_tridiagonal``) after every step, for the stopping test.
 """
+
 from __future__ import annotations
 
 import collections
@@ -155,7 +156,7 @@ def _combine(acc, coeffs, qs):
 
 
 def _groups(basis):
-    return [tuple(basis[i:i + GROUP]) for i in range(0, len(basis), GROUP)]
+    return [tuple(basis[i : i + GROUP]) for i in range(0, len(basis), GROUP)]
 
 
 def reorthogonalize(w: jax.Array, basis: list) -> jax.Array:
@@ -171,8 +172,8 @@ def combine(coeffs: np.ndarray, basis: list, like: jax.Array) -> jax.Array:
     sharding of the result)."""
     acc = jnp.zeros_like(like)
     for lo in range(0, len(basis), GROUP):
-        group = tuple(basis[lo:lo + GROUP])
-        acc = _combine(acc, jnp.asarray(coeffs[lo:lo + len(group)], like.dtype), group)
+        group = tuple(basis[lo : lo + GROUP])
+        acc = _combine(acc, jnp.asarray(coeffs[lo : lo + len(group)], like.dtype), group)
     return acc
 
 
@@ -279,7 +280,8 @@ def lanczos(
         return all(residuals[i] <= tol * abs(theta[i]) for i in wanted)
 
     alphas, betas, basis, stopped = lanczos_tridiagonal(
-        matvec, params_like, jax.random.normal(key, (dim,), dtype), num_steps, converged, progress)
+        matvec, params_like, jax.random.normal(key, (dim,), dtype), num_steps, converged, progress
+    )
     theta, s = ritz_pairs(alphas, betas)
     residuals = np.abs(betas[-1] * s[-1, :])
     order = np.argsort(theta)[::-1][:k]

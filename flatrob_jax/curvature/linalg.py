@@ -8,6 +8,7 @@ the compiled program as constants. A plain Python callable is accepted too; it i
 a ``Partial`` with no leaves, so whatever it closes over becomes a compile-time constant
 (fine for small tests; pass a ``Partial`` for large data).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -11,6 +11,7 @@ jitted call (matvec, Rayleigh quotient, residual ``|H v - theta v|``, normalizat
 its vectors pinned to the operator's output sharding (:func:`.lanczos.vector_sharding`) so it
 compiles once.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -30,6 +30,7 @@ candidate is rescaled alone and kept only if the logits on a probe batch do not 
 convolution whose output also feeds a residual sum, like the stem of a PreAct ResNet, fails
 and is left out). The audit reports the largest logit difference of the full rescaling.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,13 @@ import numpy as np
 
 TRANSFORMS = ("bn_scale", "relu_rescale")
 # The measures the audit compares (keys of curvature.evaluate.evaluate's result).
-MEASURES = ("lambda_max", "trace", "keskar_sharpness", "adaptive_sharpness_worst",
-            "adaptive_sharpness_average")
+MEASURES = (
+    "lambda_max",
+    "trace",
+    "keskar_sharpness",
+    "adaptive_sharpness_worst",
+    "adaptive_sharpness_average",
+)
 # Measures that are invariant to both rescalings by construction (perturbations scaled by |w|).
 INVARIANT = ("adaptive_sharpness_worst", "adaptive_sharpness_average")
 
@@ -94,8 +100,15 @@ def trace_calls(model, variables: dict, images) -> list:
         out = next_fun(*args, **kwargs)
         kind = _kind(context.module)
         if kind and context.method_name == "__call__" and args:
-            calls.append(_Call(kind, tuple(context.module.path), args[0], out,
-                               getattr(context.module, "epsilon", None)))
+            calls.append(
+                _Call(
+                    kind,
+                    tuple(context.module.path),
+                    args[0],
+                    out,
+                    getattr(context.module, "epsilon", None),
+                )
+            )
         return out
 
     with nn.intercept_methods(interceptor):
@@ -123,8 +136,7 @@ def _plain(variables) -> dict:
     return flax.core.unfreeze(variables)
 
 
-def _scale_linear(variables: dict, path: tuple, factor: float,
-                  names=("kernel", "bias")) -> dict:
+def _scale_linear(variables: dict, path: tuple, factor: float, names=("kernel", "bias")) -> dict:
     params = variables["params"]
     layer = dict(_get(params, path))
     for name in names:
@@ -147,8 +159,10 @@ def _scale_batchnorm_output(variables: dict, path: tuple, alpha: float) -> dict:
     layer = dict(_get(params, path))
     for name in ("scale", "bias"):
         if name not in layer:
-            raise ValueError(f"relu_rescale needs the BatchNorm at {'/'.join(path)} to have a "
-                             f"learned {name} (use_scale and use_bias); it has {sorted(layer)}")
+            raise ValueError(
+                f"relu_rescale needs the BatchNorm at {'/'.join(path)} to have a "
+                f"learned {name} (use_scale and use_bias); it has {sorted(layer)}"
+            )
         layer[name] = layer[name] * np.asarray(alpha, layer[name].dtype)
     return {**variables, "params": _set(params, path, layer)}
 
@@ -159,13 +173,14 @@ def _logits_fn(model):
     return jax.jit(lambda v, x: model.apply(v, x, train=False))
 
 
-def max_abs_logit_difference(model, a: dict, b: dict, images, batch_size: int = 256, *,
-                             logits_fn=None) -> float:
+def max_abs_logit_difference(
+    model, a: dict, b: dict, images, batch_size: int = 256, *, logits_fn=None
+) -> float:
     """max |f_a(x) - f_b(x)| over ``images`` (eval mode), in float64 on the host."""
     fn = logits_fn or _logits_fn(model)
     worst = 0.0
     for start in range(0, len(images), batch_size):
-        x = jnp.asarray(images[start:start + batch_size])
+        x = jnp.asarray(images[start : start + batch_size])
         diff = np.abs(np.asarray(fn(a, x), np.float64) - np.asarray(fn(b, x), np.float64))
         worst = max(worst, float(diff.max()))
     return worst
@@ -182,8 +197,9 @@ class _Checker:
         self.bound = tol * (1.0 + np.abs(self.ref).max())
 
     def __call__(self, candidate) -> tuple[bool, float]:
-        diff = float(np.abs(np.asarray(self.fn(candidate, self.images), np.float64)
-                            - self.ref).max())
+        diff = float(
+            np.abs(np.asarray(self.fn(candidate, self.images), np.float64) - self.ref).max()
+        )
         return diff <= self.bound, diff
 
 
@@ -192,8 +208,7 @@ def _check_alpha(alpha):
         raise ValueError(f"alpha={alpha!r}: the rescaling factor must be a finite number > 0")
 
 
-def bn_scale(model, variables: dict, alpha: float, probe_images, *,
-             tol: float = 1e-4) -> Rescaled:
+def bn_scale(model, variables: dict, alpha: float, probe_images, *, tol: float = 1e-4) -> Rescaled:
     """Every conv/dense that feeds only a BatchNorm times ``alpha``, that BatchNorm's running
     statistics adjusted (module docstring). ``probe_images`` (a few images, float32 NHWC in
     [0, 1]) find the layers and check each one: a candidate whose rescaling alone changes the
@@ -201,8 +216,10 @@ def bn_scale(model, variables: dict, alpha: float, probe_images, *,
     _check_alpha(alpha)
     variables = _plain(variables)
     if "batch_stats" not in variables:
-        raise ValueError("bn_scale needs a model with BatchNorm (variables have no "
-                         f"'batch_stats'; keys {sorted(variables)})")
+        raise ValueError(
+            "bn_scale needs a model with BatchNorm (variables have no "
+            f"'batch_stats'; keys {sorted(variables)})"
+        )
     calls = trace_calls(model, variables, probe_images)
     preserves = _Checker(model, variables, probe_images, tol)
     layers, excluded, out = [], [], variables
@@ -211,25 +228,34 @@ def bn_scale(model, variables: dict, alpha: float, probe_images, *,
         if not feeders:
             continue
         lin = feeders[0]
-        single = _scale_batchnorm_input(_scale_linear(variables, lin.path, alpha), bn.path,
-                                        alpha, bn.epsilon)
+        single = _scale_batchnorm_input(
+            _scale_linear(variables, lin.path, alpha), bn.path, alpha, bn.epsilon
+        )
         ok, diff = preserves(single)
         name = "/".join(lin.path)
         if not ok:
-            excluded.append((name, f"its output is used besides {'/'.join(bn.path)} "
-                                   f"(logits moved by {diff:.3g})"))
+            excluded.append(
+                (
+                    name,
+                    f"its output is used besides {'/'.join(bn.path)} (logits moved by {diff:.3g})",
+                )
+            )
             continue
-        out = _scale_batchnorm_input(_scale_linear(out, lin.path, alpha), bn.path, alpha,
-                                     bn.epsilon)
+        out = _scale_batchnorm_input(
+            _scale_linear(out, lin.path, alpha), bn.path, alpha, bn.epsilon
+        )
         layers.append(name)
     if not layers:
-        raise ValueError(f"bn_scale: {type(model).__name__} has no convolution or dense layer "
-                         f"that feeds only a BatchNorm (excluded: {excluded})")
+        raise ValueError(
+            f"bn_scale: {type(model).__name__} has no convolution or dense layer "
+            f"that feeds only a BatchNorm (excluded: {excluded})"
+        )
     return Rescaled(out, "bn_scale", float(alpha), tuple(layers), tuple(excluded))
 
 
-def relu_rescale(model, variables: dict, alpha: float, probe_images, *,
-                 tol: float = 1e-4) -> Rescaled:
+def relu_rescale(
+    model, variables: dict, alpha: float, probe_images, *, tol: float = 1e-4
+) -> Rescaled:
     """The last BatchNorm's scale and bias times ``alpha``, the classifier (the last dense
     layer) times ``1 / alpha`` (module docstring); raises ValueError for a model whose last
     BatchNorm does not reach the classifier through ReLU and average pooling only."""
@@ -251,14 +277,18 @@ def relu_rescale(model, variables: dict, alpha: float, probe_images, *,
             f"relu_rescale: in {name} the last BatchNorm ({'/'.join(bn.path)}) does not reach "
             f"the classifier ({'/'.join(fc.path)}) through ReLU and average pooling only (e.g. "
             "a shortcut is added after it, as in post-activation ResNets); models that allow "
-            "it: cnn_*, preact_resnet18, wrn*")
+            "it: cnn_*, preact_resnet18, wrn*"
+        )
     # The classifier's kernel only: its bias is added after the (rescaled) features.
-    out = _scale_linear(_scale_batchnorm_output(variables, bn.path, alpha), fc.path, 1.0 / alpha,
-                        names=("kernel",))
+    out = _scale_linear(
+        _scale_batchnorm_output(variables, bn.path, alpha), fc.path, 1.0 / alpha, names=("kernel",)
+    )
     ok, diff = _Checker(model, variables, probe_images, tol)(out)
     if not ok:
-        raise ValueError(f"relu_rescale: rescaling {'/'.join(bn.path)} and "
-                         f"{'/'.join(fc.path)} of {name} moved the logits by {diff:.3g}")
+        raise ValueError(
+            f"relu_rescale: rescaling {'/'.join(bn.path)} and "
+            f"{'/'.join(fc.path)} of {name} moved the logits by {diff:.3g}"
+        )
     return Rescaled(out, "relu_rescale", float(alpha), ("/".join(bn.path), "/".join(fc.path)))
 
 
@@ -272,16 +302,29 @@ def rescale(transform: str, model, variables: dict, alpha: float, probe_images) 
 
 def _measures(result: dict) -> dict:
     out = {m: result[m] for m in MEASURES if m in result}
-    for extra in ("trace_stderr", "adaptive_sharpness_average_stderr", "loss",
-                  "lambda_max_residual"):
+    for extra in (
+        "trace_stderr",
+        "adaptive_sharpness_average_stderr",
+        "loss",
+        "lambda_max_residual",
+    ):
         if extra in result:
             out[extra] = result[extra]
     return out
 
 
-def audit(eval_model, data, *, key: jax.Array, alpha: float = 4.0,
-          transforms=TRANSFORMS, move_tol: float = 0.05, probe_examples: int = 32,
-          log: Callable = print, **settings) -> dict:
+def audit(
+    eval_model,
+    data,
+    *,
+    key: jax.Array,
+    alpha: float = 4.0,
+    transforms=TRANSFORMS,
+    move_tol: float = 0.05,
+    probe_examples: int = 32,
+    log: Callable = print,
+    **settings,
+) -> dict:
     """Measure flatness on ``eval_model`` and on each rescaled copy (same data, same keys,
     same settings) and report which measures move while the function does not.
 
@@ -312,8 +355,7 @@ def audit(eval_model, data, *, key: jax.Array, alpha: float = 4.0,
             raise ValueError(f"unknown rescaling {t!r} in transforms; allowed: {TRANSFORMS}")
     images, labels = data
     probe = np.asarray(images[:probe_examples])
-    settings = {**settings, "trace": True, "sharpness": True, "density": False,
-                "pac_bayes": False}
+    settings = {**settings, "trace": True, "sharpness": True, "density": False, "pac_bayes": False}
 
     def measure(variables, which):
         t0 = time.time()
@@ -334,10 +376,13 @@ def audit(eval_model, data, *, key: jax.Array, alpha: float = 4.0,
             out[t] = {"unsupported": str(e)}
             log(f"reparam audit: {t} does not apply: {e}")
             continue
-        diff = max_abs_logit_difference(eval_model.model, original_vars, r.variables, images,
-                                        logits_fn=logits_fn)
-        log(f"reparam audit: {t} x{alpha:g} on {len(r.layers)} layers, max |logit difference| "
-            f"{diff:.3g}")
+        diff = max_abs_logit_difference(
+            eval_model.model, original_vars, r.variables, images, logits_fn=logits_fn
+        )
+        log(
+            f"reparam audit: {t} x{alpha:g} on {len(r.layers)} layers, max |logit difference| "
+            f"{diff:.3g}"
+        )
         values = measure(r.variables, t)
         ratio, moved = {}, {}
         for m in MEASURES:
@@ -350,10 +395,17 @@ def audit(eval_model, data, *, key: jax.Array, alpha: float = 4.0,
                 ratio[m] = b / a
                 moved[m] = bool(abs(ratio[m] - 1.0) > move_tol)
             moved_any[m] |= moved[m]
-        out[t] = {"layers": list(r.layers), "excluded": [list(e) for e in r.excluded],
-                  "max_abs_logit_diff": diff, "values": values, "ratio": ratio,
-                  "moved": moved}
-        log(f"reparam audit: {t}: " + ", ".join(f"{m} x{v:.3g}" for m, v in ratio.items()
-                                                 if v is not None))
+        out[t] = {
+            "layers": list(r.layers),
+            "excluded": [list(e) for e in r.excluded],
+            "max_abs_logit_diff": diff,
+            "values": values,
+            "ratio": ratio,
+            "moved": moved,
+        }
+        log(
+            f"reparam audit: {t}: "
+            + ", ".join(f"{m} x{v:.3g}" for m, v in ratio.items() if v is not None)
+        )
     out["invariant_measures"] = [m for m in MEASURES if m in original and not moved_any[m]]
     return out

@@ -26,6 +26,7 @@ objective), and ``L(w)`` below is that function at the trained parameters ``w``.
   deviation ``sqrt(sigma^2 w_i^2 + mag_eps^2)``. Sharper minima have a smaller sigma; the
   measure reported in that paper is ``1 / sigma^2``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -170,7 +171,9 @@ def adaptive_sharpness_worst(
             best, u_best, g_best = loss, u, g
         else:
             eta /= 2
-    return SharpnessResult(value=best - loss0, loss=loss0, perturbed_loss=best, num_evaluations=steps + 1)
+    return SharpnessResult(
+        value=best - loss0, loss=loss0, perturbed_loss=best, num_evaluations=steps + 1
+    )
 
 
 def adaptive_sharpness_average(
@@ -184,7 +187,9 @@ def adaptive_sharpness_average(
     """Average adaptive sharpness ``E L(w + rho |w| xi) - L(w)``, xi standard normal; sample
     s uses ``fold_in(key, s)``. ``stderr`` is the Monte Carlo standard error."""
     if not rho > 0 or num_samples < 1:
-        raise ValueError(f"need rho > 0 and num_samples >= 1, got rho={rho}, num_samples={num_samples}")
+        raise ValueError(
+            f"need rho > 0 and num_samples >= 1, got rho={rho}, num_samples={num_samples}"
+        )
     loss0 = float(loss_fn(params))
     scale = _tree_abs(params)
     losses = []
@@ -223,7 +228,8 @@ def pac_bayes_sigma(
     """
     if not target > 0 or num_samples < 1 or bisection_steps < 1:
         raise ValueError(
-            f"need target > 0, num_samples >= 1, bisection_steps >= 1; got {target}, {num_samples}, {bisection_steps}"
+            f"need target > 0, num_samples >= 1, bisection_steps >= 1; "
+            f"got {target}, {num_samples}, {bisection_steps}"
         )
     base = float(metric_fn(params))
     noises = [_gaussian_like(jax.random.fold_in(key, s), params) for s in range(num_samples)]
@@ -234,7 +240,9 @@ def pac_bayes_sigma(
         values = []
         for xi in noises:
             if magnitude_aware:
-                std = jax.tree_util.tree_map(lambda w: jnp.sqrt(sigma**2 * w**2 + mag_eps**2), params)
+                std = jax.tree_util.tree_map(
+                    lambda w: jnp.sqrt(sigma**2 * w**2 + mag_eps**2), params
+                )
             else:
                 std = jax.tree_util.tree_map(lambda w: jnp.full_like(w, sigma), params)
             values.append(float(metric_fn(_tree_add(params, _tree_mul(std, xi)))))
@@ -251,7 +259,8 @@ def pac_bayes_sigma(
             steps += 1
             if steps >= max_bracket_steps:
                 raise RuntimeError(
-                    f"no sigma up to {hi:g} raises the metric by target={target} above its value {base:g} "
+                    f"no sigma up to {hi:g} raises the metric by target={target} "
+                    f"above its value {base:g} "
                     "(a metric that saturates, e.g. an error rate near chance, cannot)"
                 )
     else:
@@ -268,5 +277,9 @@ def pac_bayes_sigma(
         else:
             hi = mid
     return PacBayesSigma(
-        sigma=lo, sigma_upper=hi, sharpness=1.0 / lo**2, deviation=deviation(lo), num_evaluations=evaluations
+        sigma=lo,
+        sigma_upper=hi,
+        sharpness=1.0 / lo**2,
+        deviation=deviation(lo),
+        num_evaluations=evaluations,
     )

@@ -3,6 +3,7 @@
 ``build_source(dataset_config, split, train)`` reads ``config.dataset``; everything below
 takes plain arguments.
 """
+
 import numpy as np
 
 from flatrob_jax import fileio
@@ -30,8 +31,10 @@ def build_source(dataset_cfg, split: str, train: bool = False):
     if dataset_cfg.source not in SOURCES:
         raise ValueError(f"unknown data source {dataset_cfg.source!r}; valid: {', '.join(SOURCES)}")
     if dataset_cfg.source not in info.sources:
-        raise ValueError(f"dataset {dataset_cfg.name!r} cannot be read from source "
-                         f"{dataset_cfg.source!r}; valid for it: {', '.join(info.sources)}")
+        raise ValueError(
+            f"dataset {dataset_cfg.name!r} cannot be read from source "
+            f"{dataset_cfg.source!r}; valid for it: {', '.join(info.sources)}"
+        )
     field = "num_train_examples" if train else "num_eval_examples"
     limit = _example_limit(field, dataset_cfg[field])
     data_dir = dataset_cfg.data_dir or None
@@ -40,8 +43,15 @@ def build_source(dataset_cfg, split: str, train: bool = False):
     download = bool(dataset_cfg.download) if "download" in dataset_cfg else False
     if info.name.startswith("imagenet2012"):
         split_str = split if limit is None else f"{split}[:{limit}]"
-        return TfdsImageSource(dataset_cfg.name, split_str, data_dir, dataset_cfg.image_size[0],
-                               train=train, seed=0, download=download)
+        return TfdsImageSource(
+            dataset_cfg.name,
+            split_str,
+            data_dir,
+            dataset_cfg.image_size[0],
+            train=train,
+            seed=0,
+            download=download,
+        )
     if dataset_cfg.source == "idx":
         source = idx_source(dataset_cfg.name, split, dataset_cfg.data_dir, download=download)
         if limit is not None:
@@ -55,8 +65,10 @@ def _example_limit(field: str, value) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"dataset.{field}={value!r}: expected None (all examples) or a "
-                         f"positive number of examples")
+        raise ValueError(
+            f"dataset.{field}={value!r}: expected None (all examples) or a "
+            f"positive number of examples"
+        )
     return value
 
 
@@ -68,6 +80,19 @@ def load_arrays(dataset_cfg, split: str, num_examples: int | None = None):
     return images.astype(np.float32) / 255.0, labels
 
 
-__all__ = ["ArraySource", "CATALOG", "DatasetInfo", "EvalBatches", "MissingDatasetError",
-           "TrainBatches", "TfdsImageSource", "build_source", "download_idx", "get_info",
-           "idx_source", "load_arrays", "read_idx", "tfds_array_source"]
+__all__ = [
+    "ArraySource",
+    "CATALOG",
+    "DatasetInfo",
+    "EvalBatches",
+    "MissingDatasetError",
+    "TrainBatches",
+    "TfdsImageSource",
+    "build_source",
+    "download_idx",
+    "get_info",
+    "idx_source",
+    "load_arrays",
+    "read_idx",
+    "tfds_array_source",
+]

@@ -8,6 +8,7 @@ step s sees exactly the batches an uninterrupted run would, with no iterator sta
 Evaluation: every example exactly once, in order, in global batches of G; the last one is
 padded (with copies of example 0) and carries ``mask`` 0 on the padding.
 """
+
 import queue
 import threading
 
@@ -15,12 +16,20 @@ import numpy as np
 
 
 class TrainBatches:
-    def __init__(self, source, global_batch_size: int, seed: int, process_index: int = 0,
-                 process_count: int = 1):
+    def __init__(
+        self,
+        source,
+        global_batch_size: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
         _check_divisible(global_batch_size, process_count)
         if len(source) < global_batch_size:
-            raise ValueError(f"the dataset has {len(source)} examples, fewer than one global "
-                             f"batch of {global_batch_size}")
+            raise ValueError(
+                f"the dataset has {len(source)} examples, fewer than one global "
+                f"batch of {global_batch_size}"
+            )
         self.source = source
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // process_count
@@ -39,7 +48,7 @@ class TrainBatches:
         epoch, b = divmod(step, self.steps_per_epoch)
         perm = self._permutation(epoch)
         start = b * self.global_batch_size + self.process_index * self.local_batch_size
-        return perm[start:start + self.local_batch_size]
+        return perm[start : start + self.local_batch_size]
 
     def batch(self, step: int) -> dict:
         images, labels = self.source.gather(self.indices(step))
@@ -51,8 +60,9 @@ class TrainBatches:
 
 
 class EvalBatches:
-    def __init__(self, source, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1):
+    def __init__(
+        self, source, global_batch_size: int, process_index: int = 0, process_count: int = 1
+    ):
         _check_divisible(global_batch_size, process_count)
         self.source = source
         self.global_batch_size = global_batch_size
@@ -77,8 +87,9 @@ class EvalBatches:
 
 def _check_divisible(global_batch_size: int, process_count: int) -> None:
     if global_batch_size % process_count:
-        raise ValueError(f"global batch {global_batch_size} is not divisible by the "
-                         f"{process_count} processes")
+        raise ValueError(
+            f"global batch {global_batch_size} is not divisible by the {process_count} processes"
+        )
 
 
 def _prefetch(iterator, size: int):

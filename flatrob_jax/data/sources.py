@@ -8,6 +8,7 @@ ones stay random-access (``TfdsSource``) and are decoded/resized on the host per
 The data_dir may be a gs:// URI: IDX files through ``flatrob_jax.fileio``, tfds through epath
 and ArrayRecord's own Cloud Storage reader.
 """
+
 import gzip
 import hashlib
 import io
@@ -29,18 +30,15 @@ _IDX_FILES = {
 # any mirror's gzip of the same data passes (measured on Debian's dataset-fashion-mnist).
 IDX_DOWNLOADS = {
     "fashion_mnist": {
-        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/"
-                    "data/fashion/"),
+        "mirrors": (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
         "sha256": {
-            "train-images-idx3-ubyte":
-                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "train-labels-idx1-ubyte":
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "t10k-images-idx3-ubyte":
-                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "t10k-labels-idx1-ubyte":
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",  # noqa: E501
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",  # noqa: E501
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",  # noqa: E501
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",  # noqa: E501
         },
     },
 }
@@ -81,8 +79,9 @@ def read_idx(path: str) -> np.ndarray:
     with _open_maybe_gz(path) as f:
         zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
         if zero != 0 or dtype_code != 0x08:
-            raise ValueError(f"{path}: not an unsigned-byte IDX file "
-                             f"(header {zero}, {dtype_code:#x})")
+            raise ValueError(
+                f"{path}: not an unsigned-byte IDX file (header {zero}, {dtype_code:#x})"
+            )
         dims = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
         data = np.frombuffer(f.read(), dtype=np.uint8)
     if data.size != int(np.prod(dims)):
@@ -101,8 +100,10 @@ def download_idx(name: str, data_dir: str, files=None) -> list:
     checks out, so an interrupted download leaves nothing half-written. ``data_dir`` may be a
     gs:// URI. Returns the paths written."""
     if name not in IDX_DOWNLOADS:
-        raise ValueError(f"no IDX download for dataset {name!r}; available for: "
-                         f"{', '.join(IDX_DOWNLOADS)} (use dataset.source='tfds' for others)")
+        raise ValueError(
+            f"no IDX download for dataset {name!r}; available for: "
+            f"{', '.join(IDX_DOWNLOADS)} (use dataset.source='tfds' for others)"
+        )
     spec = IDX_DOWNLOADS[name]
     fileio.makedirs(data_dir)
     written = []
@@ -116,8 +117,10 @@ def download_idx(name: str, data_dir: str, files=None) -> list:
                     data = r.read()  # in memory (at most ~30 MB) until it checks out
                 got = _sha256_uncompressed(data)
                 if got != spec["sha256"][file]:
-                    raise ValueError(f"SHA-256 of the uncompressed data is {got}, expected "
-                                     f"{spec['sha256'][file]}")
+                    raise ValueError(
+                        f"SHA-256 of the uncompressed data is {got}, expected "
+                        f"{spec['sha256'][file]}"
+                    )
                 fileio.atomic_write_bytes(target, data)
                 written.append(target)
                 break
@@ -126,7 +129,8 @@ def download_idx(name: str, data_dir: str, files=None) -> list:
         else:
             raise MissingDatasetError(
                 f"could not download {file}.gz of dataset {name!r} into {data_dir!r}; tried: "
-                + "; ".join(errors))
+                + "; ".join(errors)
+            )
     return written
 
 
@@ -139,8 +143,11 @@ def idx_source(name: str, split: str, data_dir: str, download: bool = False) -> 
         raise ValueError(f"unknown split {split!r} for IDX files; valid: {', '.join(_IDX_FILES)}")
     image_file, label_file = (fileio.join(data_dir, f) for f in _IDX_FILES[split])
     if download:
-        missing = [fileio.basename(p) for p in (image_file, label_file)
-                   if not (fileio.exists(p) or fileio.exists(p + ".gz"))]
+        missing = [
+            fileio.basename(p)
+            for p in (image_file, label_file)
+            if not (fileio.exists(p) or fileio.exists(p + ".gz"))
+        ]
         if missing:
             download_idx(name, data_dir, missing)
     try:
@@ -152,7 +159,8 @@ def idx_source(name: str, split: str, data_dir: str, download: bool = False) -> 
             how += "; or, where there is internet, set dataset.download=True"
         raise MissingDatasetError(
             f"dataset {name!r} split {split!r}: {e.args[0]}[.gz] not found in data_dir "
-            f"{data_dir!r}. To get it: {how}") from e
+            f"{data_dir!r}. To get it: {how}"
+        ) from e
     return ArraySource(images[..., None], labels)
 
 
@@ -177,15 +185,22 @@ def tfds_random_access(name: str, split: str, data_dir: str | None, download: bo
             raise MissingDatasetError(
                 f"dataset {name!r} split {split!r}: tfds could not download and prepare it in "
                 f"data_dir {data_dir!r} ({type(e).__name__}: {str(e)[:300]}). "
-                f"Otherwise: {info.how_to_get}") from e
+                f"Otherwise: {info.how_to_get}"
+            ) from e
         raise MissingDatasetError(
             f"dataset {name!r} split {split!r} is not prepared in data_dir {data_dir!r} "
             f"({type(e).__name__}: {str(e)[:300]}). To get it: {info.how_to_get}; or, where "
-            f"there is internet, set dataset.download=True") from e
+            f"there is internet, set dataset.download=True"
+        ) from e
 
 
-def tfds_array_source(name: str, split: str, data_dir: str | None,
-                      num_examples: int | None = None, download: bool = False) -> ArraySource:
+def tfds_array_source(
+    name: str,
+    split: str,
+    data_dir: str | None,
+    num_examples: int | None = None,
+    download: bool = False,
+) -> ArraySource:
     """Read a small tfds dataset (CIFAR, Fashion-MNIST, CIFAR-10-C) fully into memory."""
     source = tfds_random_access(name, _tfds_split(split, num_examples), data_dir, download)
     n = len(source) if num_examples is None else min(len(source), num_examples)
@@ -205,8 +220,16 @@ class TfdsImageSource:
     ``image_size`` (shorter side to size/0.875, then a center crop; the standard eval
     preprocessing; the training random-resized-crop happens in the same place)."""
 
-    def __init__(self, name, split, data_dir, image_size: int, train: bool, seed: int = 0,
-                 download: bool = False):
+    def __init__(
+        self,
+        name,
+        split,
+        data_dir,
+        image_size: int,
+        train: bool,
+        seed: int = 0,
+        download: bool = False,
+    ):
         self.source = tfds_random_access(name, split, data_dir, download)
         self.image_size = image_size
         self.train = train
@@ -240,7 +263,7 @@ class TfdsImageSource:
             cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
             if 0 < cw <= w and 0 < ch <= h:
                 top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-                crop = image[top:top + ch, left:left + cw]
+                crop = image[top : top + ch, left : left + cw]
                 im = Image.fromarray(crop).convert("RGB")
                 return np.asarray(im.resize((self.image_size,) * 2, Image.BICUBIC), np.uint8)
         return self._resize_center(image)
@@ -248,8 +271,10 @@ class TfdsImageSource:
     def gather(self, indices: np.ndarray):
         records = [self.source[int(i)] for i in indices]
         if self.train:
-            images = [self._random_resized_crop(np.asarray(r["image"]), int(i))
-                      for r, i in zip(records, indices)]
+            images = [
+                self._random_resized_crop(np.asarray(r["image"]), int(i))
+                for r, i in zip(records, indices)
+            ]
         else:
             images = [self._resize_center(np.asarray(r["image"])) for r in records]
         return np.stack(images), np.asarray([r["label"] for r in records], np.int32)

@@ -5,6 +5,7 @@ pass ``mean``/``std`` for the dataset) and is called as ``model.apply(variables,
 train=False)``; ``train=True`` uses batch statistics (averaged over ``axis_name`` devices) and
 needs ``mutable=['batch_stats']``.
 """
+
 import functools
 
 import jax.numpy as jnp
@@ -20,10 +21,19 @@ _REGISTRY = {
     "cnn_small": functools.partial(SmallCNN, widths=(16, 32, 64), convs_per_stage=2),
     "cnn_medium": functools.partial(SmallCNN, widths=(32, 64, 128), convs_per_stage=2),
     "resnet18": functools.partial(ResNet, block="basic", stage_sizes=(2, 2, 2, 2), stem="cifar"),
-    "preact_resnet18": functools.partial(ResNet, block="preact", stage_sizes=(2, 2, 2, 2), stem="cifar"),
-    "resnet50": functools.partial(ResNet, block="bottleneck", stage_sizes=(3, 4, 6, 3), stem="imagenet"),
-    "wide_resnet50_2": functools.partial(ResNet, block="bottleneck", stage_sizes=(3, 4, 6, 3),
-                                         stem="imagenet", bottleneck_width_factor=2),
+    "preact_resnet18": functools.partial(
+        ResNet, block="preact", stage_sizes=(2, 2, 2, 2), stem="cifar"
+    ),
+    "resnet50": functools.partial(
+        ResNet, block="bottleneck", stage_sizes=(3, 4, 6, 3), stem="imagenet"
+    ),
+    "wide_resnet50_2": functools.partial(
+        ResNet,
+        block="bottleneck",
+        stage_sizes=(3, 4, 6, 3),
+        stem="imagenet",
+        bottleneck_width_factor=2,
+    ),
     "wrn40_2": functools.partial(WideResNet, depth=40, widen_factor=2),
     # The WRNs of the adversarial-robustness literature (RobustBench's WideResNet layout).
     "wrn28_10": functools.partial(WideResNet, depth=28, widen_factor=10),

@@ -1,5 +1,6 @@
 """Small CPU-friendly CNNs (strided convolutions and global average pooling: on CPU, max-pool
 backward costs ~100x its forward)."""
+
 from typing import Sequence
 
 import flax.linen as nn
@@ -28,8 +29,14 @@ class SmallCNN(nn.Module):
         for stage, width in enumerate(self.widths):
             for i in range(self.convs_per_stage):
                 stride = 2 if (stage > 0 and i == 0) else 1
-                x = nn.Conv(width, (3, 3), (stride, stride), use_bias=False,
-                            kernel_init=conv_init, dtype=self.dtype)(x)
+                x = nn.Conv(
+                    width,
+                    (3, 3),
+                    (stride, stride),
+                    use_bias=False,
+                    kernel_init=conv_init,
+                    dtype=self.dtype,
+                )(x)
                 x = nn.relu(norm()(x))
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

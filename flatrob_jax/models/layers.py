@@ -1,4 +1,5 @@
 """Layer factories shared by the model families (BatchNorm with the right axis name)."""
+
 import functools
 
 import flax.linen as nn
@@ -27,5 +28,13 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def conv(width: int, kernel: int, stride: int, name=None, *, dtype=jnp.float32):
     """Bias-free convolution with 'same'-style padding of kernel // 2 and He-normal init."""
-    return nn.Conv(width, (kernel, kernel), (stride, stride), padding=kernel // 2,
-                   use_bias=False, kernel_init=conv_init, dtype=dtype, name=name)
+    return nn.Conv(
+        width,
+        (kernel, kernel),
+        (stride, stride),
+        padding=kernel // 2,
+        use_bias=False,
+        kernel_init=conv_init,
+        dtype=dtype,
+        name=name,
+    )

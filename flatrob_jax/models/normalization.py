@@ -3,6 +3,7 @@
 Inputs are float32 NHWC in [0, 1]; attacks and corruptions work in that pixel space, so an
 eps of 8/255 means what the literature means.
 """
+
 from typing import Sequence
 
 import flax.linen as nn

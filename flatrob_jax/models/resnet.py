@@ -3,6 +3,7 @@ code), PreAct-ResNet-18 (He et al. 2016, identity mappings), and ResNet-50 with 
 stem (7x7/2 conv + 3x3/2 max-pool; torchvision layout, stride on the 3x3 conv as in v1.5), and
 Wide ResNet-50-2 (torchvision's wide_resnet50_2: ResNet-50 with twice the channels inside each
 bottleneck, ``bottleneck_width_factor=2``; Zagoruyko & Komodakis 2016)."""
+
 import functools
 from typing import Sequence
 
@@ -91,16 +92,34 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         norm = batch_norm(train, self.axis_name, self.dtype)
-        block_cls = {"basic": BasicBlock, "preact": PreActBlock, "bottleneck": Bottleneck}[self.block]
+        block_cls = {"basic": BasicBlock, "preact": PreActBlock, "bottleneck": Bottleneck}[
+            self.block
+        ]
         x = Normalize(self.mean, self.std)(x).astype(self.dtype)
         if self.stem == "imagenet":
-            x = nn.Conv(self.widths[0], (7, 7), (2, 2), padding=3, use_bias=False,
-                        kernel_init=conv_init, dtype=self.dtype, name="stem_conv")(x)
+            x = nn.Conv(
+                self.widths[0],
+                (7, 7),
+                (2, 2),
+                padding=3,
+                use_bias=False,
+                kernel_init=conv_init,
+                dtype=self.dtype,
+                name="stem_conv",
+            )(x)
             x = nn.relu(norm(name="stem_bn")(x))
             x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
         elif self.stem == "cifar":
-            x = nn.Conv(self.widths[0], (3, 3), (1, 1), padding=1, use_bias=False,
-                        kernel_init=conv_init, dtype=self.dtype, name="stem_conv")(x)
+            x = nn.Conv(
+                self.widths[0],
+                (3, 3),
+                (1, 1),
+                padding=1,
+                use_bias=False,
+                kernel_init=conv_init,
+                dtype=self.dtype,
+                name="stem_conv",
+            )(x)
             if self.block != "preact":
                 x = nn.relu(norm(name="stem_bn")(x))
         else:
@@ -109,8 +128,9 @@ class ResNet(nn.Module):
             for i in range(size):
                 stride = 2 if (stage > 0 and i == 0) else 1
                 if self.block == "bottleneck":
-                    x = block_cls(width, stride, norm, self.dtype,
-                                  inner_factor=self.bottleneck_width_factor)(x)
+                    x = block_cls(
+                        width, stride, norm, self.dtype, inner_factor=self.bottleneck_width_factor
+                    )(x)
                 else:
                     x = block_cls(width, stride, norm, self.dtype)(x)
         if self.block == "preact":

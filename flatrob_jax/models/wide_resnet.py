@@ -1,6 +1,7 @@
 """Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), as used by AugMix for CIFAR
 (WRN-40-2) and by much of the robustness literature (WRN-28-10): pre-activation basic blocks
 (the same block as PreAct-ResNet), (d - 4) / 6 blocks per stage, widths 16k, 32k, 64k."""
+
 from typing import Sequence
 
 import flax.linen as nn
@@ -27,10 +28,18 @@ class WideResNet(nn.Module):
         n = (self.depth - 4) // 6
         norm = batch_norm(train, self.axis_name, self.dtype)
         x = Normalize(self.mean, self.std)(x).astype(self.dtype)
-        x = nn.Conv(16, (3, 3), padding=1, use_bias=False, kernel_init=conv_init,
-                    dtype=self.dtype, name="stem_conv")(x)
-        for stage, width in enumerate((16 * self.widen_factor, 32 * self.widen_factor,
-                                        64 * self.widen_factor)):
+        x = nn.Conv(
+            16,
+            (3, 3),
+            padding=1,
+            use_bias=False,
+            kernel_init=conv_init,
+            dtype=self.dtype,
+            name="stem_conv",
+        )(x)
+        for stage, width in enumerate(
+            (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
+        ):
             for i in range(n):
                 x = PreActBlock(width, 2 if (stage > 0 and i == 0) else 1, norm, self.dtype)(x)
         x = nn.relu(norm(name="final_bn")(x))

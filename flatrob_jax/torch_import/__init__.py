@@ -9,11 +9,22 @@ per architecture), ``convert`` (checked conversion of NumPy tensors), ``loading`
 file with torch, imported lazily: only the import needs ``pip install 'flatrob_jax[torch]'``),
 ``workdir`` (the atomic run directory with its provenance).
 """
+
 from flatrob_jax.torch_import.convert import StateDictMismatch, prepare, to_flax
 from flatrob_jax.torch_import.layouts import ARCHS, arch_names, get_arch
 from flatrob_jax.torch_import.loading import ChecksumMismatch, read_state_dict
 from flatrob_jax.torch_import.workdir import dataset_names, import_checkpoint, prepare_import
 
-__all__ = ["ARCHS", "ChecksumMismatch", "StateDictMismatch", "arch_names",
-           "dataset_names", "get_arch", "import_checkpoint", "prepare", "prepare_import",
-           "read_state_dict", "to_flax"]
+__all__ = [
+    "ARCHS",
+    "ChecksumMismatch",
+    "StateDictMismatch",
+    "arch_names",
+    "dataset_names",
+    "get_arch",
+    "import_checkpoint",
+    "prepare",
+    "prepare_import",
+    "read_state_dict",
+    "to_flax",
+]

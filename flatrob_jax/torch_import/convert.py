@@ -5,6 +5,7 @@ needs no torch. Conventions: convolution weights OIHW -> HWIO; linear weights (o
 (in, out); BatchNorm weight/bias/running_mean/running_var -> params scale/bias and batch_stats
 mean/var (both frameworks use eps 1e-5 and the biased running variance in eval mode).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,7 +51,7 @@ def prepare(state_dict: dict) -> Prepared:
         for prefix in WRAPPER_PREFIXES:
             keys = list(tensors)
             if keys and all(k.startswith(prefix) for k in keys):
-                tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+                tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
                 dropped.append(f"prefix {prefix!r} removed from every name")
     normalization = None
     for mean_name, std_name in NORMALIZATION_BUFFERS:
@@ -81,8 +82,12 @@ def _target(entry, suffix: str):
         return "params", "kernel"
     if entry.kind == LINEAR:
         return "params", {"weight": "kernel", "bias": "bias"}[suffix]
-    return {"weight": ("params", "scale"), "bias": ("params", "bias"),
-            "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}[suffix]
+    return {
+        "weight": ("params", "scale"),
+        "bias": ("params", "bias"),
+        "running_mean": ("batch_stats", "mean"),
+        "running_var": ("batch_stats", "var"),
+    }[suffix]
 
 
 def _lookup(tree, path):
@@ -115,15 +120,21 @@ def plan(layout: layouts.Layout, model, template) -> list:
             try:
                 flax_shape = tuple(_lookup(template, path).shape)
             except KeyError as e:
-                raise RuntimeError(f"layout {layout.name!r} maps {name!r} to {path}, which "
-                                   f"{type(model).__name__} does not have") from e
+                raise RuntimeError(
+                    f"layout {layout.name!r} maps {name!r} to {path}, which "
+                    f"{type(model).__name__} does not have"
+                ) from e
             rows.append((name, path, _torch_shape(entry.kind, suffix, flax_shape), entry.kind))
             filled.add(path)
-    leaves = {tuple(getattr(k, "key", k) for k in p)
-              for p, _ in jax.tree_util.tree_flatten_with_path(template)[0]}
+    leaves = {
+        tuple(getattr(k, "key", k) for k in p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(template)[0]
+    }
     if leaves != filled:
-        raise RuntimeError(f"layout {layout.name!r} does not fill {sorted(leaves - filled)} of "
-                           f"{type(model).__name__} (a bug in the layout)")
+        raise RuntimeError(
+            f"layout {layout.name!r} does not fill {sorted(leaves - filled)} of "
+            f"{type(model).__name__} (a bug in the layout)"
+        )
     return rows
 
 
@@ -136,8 +147,11 @@ def check(tensors: dict, layout: layouts.Layout, rows: list, arch_label: str) ->
     optional = {f"{p}.bias" for p in layout.optional_bias}
     missing = [k for k in expected if k not in present and k not in optional]
     extra = [k for k in present if k not in expected]
-    wrong = [f"{k} {present[k]} (expected {expected[k]})"
-             for k in expected if k in present and present[k] != expected[k]]
+    wrong = [
+        f"{k} {present[k]} (expected {expected[k]})"
+        for k in expected
+        if k in present and present[k] != expected[k]
+    ]
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} tensor(s): {_listing(missing)}")
@@ -148,7 +162,8 @@ def check(tensors: dict, layout: layouts.Layout, rows: list, arch_label: str) ->
     if problems:
         raise StateDictMismatch(
             f"the state_dict does not match {arch_label} (layout {layout.name}: "
-            f"{layout.source}): " + "; ".join(problems))
+            f"{layout.source}): " + "; ".join(problems)
+        )
     return ignored
 
 
@@ -167,8 +182,9 @@ def _set(tree: dict, path: tuple, value):
     tree[path[-1]] = value
 
 
-def to_flax(tensors: dict, layout: layouts.Layout, model, template, *,
-            arch_label: str = "the architecture") -> tuple:
+def to_flax(
+    tensors: dict, layout: layouts.Layout, model, template, *, arch_label: str = "the architecture"
+) -> tuple:
     """``(variables, ignored)``: the Flax variables ({'params', 'batch_stats'} of NumPy
     float32) that ``tensors`` (a prepared state_dict) define for ``model``, after checking
     every name and shape against ``template`` (from ``template_variables``)."""

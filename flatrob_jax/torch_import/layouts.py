@@ -21,6 +21,7 @@ The layouts, with where each comes from (key names as in the PyTorch code):
 - ``torchvision_resnet`` (ARCH ``resnet50``, ``wide_resnet50_2``): torchvision's ResNet:
   ``conv1 bn1 layer{1-4}.{i}.{conv1,bn1,conv2,bn2,conv3,bn3,downsample.0,downsample.1} fc``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -88,11 +89,17 @@ def _cifar_resnet_entries(model):
     out = [Entry("conv1", ("stem_conv",), CONV), Entry("bn1", ("stem_bn",), BN)]
     for k, stage, i in _resnet_blocks(model):
         t, f = f"layer{stage + 1}.{i}", f"BasicBlock_{k}"
-        out += [Entry(f"{t}.conv1", (f, "Conv_0"), CONV), Entry(f"{t}.bn1", (f, "BatchNorm_0"), BN),
-                Entry(f"{t}.conv2", (f, "Conv_1"), CONV), Entry(f"{t}.bn2", (f, "BatchNorm_1"), BN)]
+        out += [
+            Entry(f"{t}.conv1", (f, "Conv_0"), CONV),
+            Entry(f"{t}.bn1", (f, "BatchNorm_0"), BN),
+            Entry(f"{t}.conv2", (f, "Conv_1"), CONV),
+            Entry(f"{t}.bn2", (f, "BatchNorm_1"), BN),
+        ]
         if _block_has_projection(model, stage, i):
-            out += [Entry(f"{t}.shortcut.0", (f, "shortcut_conv"), CONV),
-                    Entry(f"{t}.shortcut.1", (f, "shortcut_bn"), BN)]
+            out += [
+                Entry(f"{t}.shortcut.0", (f, "shortcut_conv"), CONV),
+                Entry(f"{t}.shortcut.1", (f, "shortcut_bn"), BN),
+            ]
     return out + [Entry("linear", ("Dense_0",), LINEAR)]
 
 
@@ -100,8 +107,12 @@ def _preact_resnet_entries(model):
     out = [Entry("conv1", ("stem_conv",), CONV)]
     for k, stage, i in _resnet_blocks(model):
         t, f = f"layer{stage + 1}.{i}", f"PreActBlock_{k}"
-        out += [Entry(f"{t}.bn1", (f, "BatchNorm_0"), BN), Entry(f"{t}.conv1", (f, "Conv_0"), CONV),
-                Entry(f"{t}.bn2", (f, "BatchNorm_1"), BN), Entry(f"{t}.conv2", (f, "Conv_1"), CONV)]
+        out += [
+            Entry(f"{t}.bn1", (f, "BatchNorm_0"), BN),
+            Entry(f"{t}.conv1", (f, "Conv_0"), CONV),
+            Entry(f"{t}.bn2", (f, "BatchNorm_1"), BN),
+            Entry(f"{t}.conv2", (f, "Conv_1"), CONV),
+        ]
         if _block_has_projection(model, stage, i):
             out.append(Entry(f"{t}.shortcut.0", (f, "shortcut_conv"), CONV))
     return out + [Entry("bn", ("final_bn",), BN), Entry("linear", ("Dense_0",), LINEAR)]
@@ -112,11 +123,15 @@ def _torchvision_resnet_entries(model):
     for k, stage, i in _resnet_blocks(model):
         t, f = f"layer{stage + 1}.{i}", f"Bottleneck_{k}"
         for j in range(3):
-            out += [Entry(f"{t}.conv{j + 1}", (f, f"Conv_{j}"), CONV),
-                    Entry(f"{t}.bn{j + 1}", (f, f"BatchNorm_{j}"), BN)]
+            out += [
+                Entry(f"{t}.conv{j + 1}", (f, f"Conv_{j}"), CONV),
+                Entry(f"{t}.bn{j + 1}", (f, f"BatchNorm_{j}"), BN),
+            ]
         if _block_has_projection(model, stage, i):
-            out += [Entry(f"{t}.downsample.0", (f, "shortcut_conv"), CONV),
-                    Entry(f"{t}.downsample.1", (f, "shortcut_bn"), BN)]
+            out += [
+                Entry(f"{t}.downsample.0", (f, "shortcut_conv"), CONV),
+                Entry(f"{t}.downsample.1", (f, "shortcut_bn"), BN),
+            ]
     return out + [Entry("fc", ("Dense_0",), LINEAR)]
 
 
@@ -129,10 +144,12 @@ def _robustbench_wrn_entries(model):
     for stage in range(3):
         for i in range(n):
             t, f = f"block{stage + 1}.layer.{i}", f"PreActBlock_{stage * n + i}"
-            out += [Entry(f"{t}.bn1", (f, "BatchNorm_0"), BN),
-                    Entry(f"{t}.conv1", (f, "Conv_0"), CONV),
-                    Entry(f"{t}.bn2", (f, "BatchNorm_1"), BN),
-                    Entry(f"{t}.conv2", (f, "Conv_1"), CONV)]
+            out += [
+                Entry(f"{t}.bn1", (f, "BatchNorm_0"), BN),
+                Entry(f"{t}.conv1", (f, "Conv_0"), CONV),
+                Entry(f"{t}.bn2", (f, "BatchNorm_1"), BN),
+                Entry(f"{t}.conv2", (f, "Conv_1"), CONV),
+            ]
             # RobustBench: a 1x1 convShortcut exactly where channels change (the first block
             # of each stage, except stage 1 of a WRN-d-1); flatrob_jax's PreActBlock agrees.
             if i == 0 and widths[stage] != widths[stage + 1]:
@@ -141,33 +158,61 @@ def _robustbench_wrn_entries(model):
 
 
 CIFAR_RESNET = Layout(
-    "cifar_resnet", "the common CIFAR ResNet (pytorch-cifar; RobustBench ResNet18; "
-    "pyautoattack examples/model_test.pt)", _cifar_resnet_entries)
+    "cifar_resnet",
+    "the common CIFAR ResNet (pytorch-cifar; RobustBench ResNet18; "
+    "pyautoattack examples/model_test.pt)",
+    _cifar_resnet_entries,
+)
 PREACT_RESNET = Layout(
-    "preact_resnet", "RobustBench PreActResNet(PreActBlockV2, bn_before_fc=True)",
-    _preact_resnet_entries)
+    "preact_resnet",
+    "RobustBench PreActResNet(PreActBlockV2, bn_before_fc=True)",
+    _preact_resnet_entries,
+)
 ROBUSTBENCH_WRN = Layout(
-    "robustbench_wrn", "RobustBench WideResNet (model_zoo/architectures/wide_resnet.py)",
-    _robustbench_wrn_entries, ignored_prefixes=("sub_block1.",), optional_bias=("fc",))
+    "robustbench_wrn",
+    "RobustBench WideResNet (model_zoo/architectures/wide_resnet.py)",
+    _robustbench_wrn_entries,
+    ignored_prefixes=("sub_block1.",),
+    optional_bias=("fc",),
+)
 TORCHVISION_RESNET = Layout(
-    "torchvision_resnet", "torchvision.models.resnet", _torchvision_resnet_entries)
+    "torchvision_resnet", "torchvision.models.resnet", _torchvision_resnet_entries
+)
 
-LAYOUTS = {lay.name: lay for lay in (CIFAR_RESNET, PREACT_RESNET, ROBUSTBENCH_WRN,
-                                      TORCHVISION_RESNET)}
+LAYOUTS = {
+    lay.name: lay for lay in (CIFAR_RESNET, PREACT_RESNET, ROBUSTBENCH_WRN, TORCHVISION_RESNET)
+}
 
-ARCHS = {a.name: a for a in (
-    Arch("resnet18_cifar", CIFAR_RESNET, "resnet18",
-         "CIFAR ResNet-18 (conv1/bn1/layer1-4/linear; e.g. pyautoattack's model_test.pt)"),
-    Arch("preact_resnet18", PREACT_RESNET, "preact_resnet18",
-         "PreAct ResNet-18 with BN before the classifier (RobustBench PreActResNet)"),
-    Arch("wrn_28_10", ROBUSTBENCH_WRN, "wrn28_10", "RobustBench WideResNet-28-10"),
-    Arch("wrn_34_10", ROBUSTBENCH_WRN, "wrn34_10", "RobustBench WideResNet-34-10"),
-    Arch("wrn_70_16", ROBUSTBENCH_WRN, "wrn70_16", "RobustBench WideResNet-70-16 "
-         "(the TRADES-style WideResNet; not DeepMind's DMWideResNet)"),
-    Arch("resnet50", TORCHVISION_RESNET, "resnet50", "torchvision ResNet-50"),
-    Arch("wide_resnet50_2", TORCHVISION_RESNET, "wide_resnet50_2",
-         "torchvision Wide ResNet-50-2"),
-)}
+ARCHS = {
+    a.name: a
+    for a in (
+        Arch(
+            "resnet18_cifar",
+            CIFAR_RESNET,
+            "resnet18",
+            "CIFAR ResNet-18 (conv1/bn1/layer1-4/linear; e.g. pyautoattack's model_test.pt)",
+        ),
+        Arch(
+            "preact_resnet18",
+            PREACT_RESNET,
+            "preact_resnet18",
+            "PreAct ResNet-18 with BN before the classifier (RobustBench PreActResNet)",
+        ),
+        Arch("wrn_28_10", ROBUSTBENCH_WRN, "wrn28_10", "RobustBench WideResNet-28-10"),
+        Arch("wrn_34_10", ROBUSTBENCH_WRN, "wrn34_10", "RobustBench WideResNet-34-10"),
+        Arch(
+            "wrn_70_16",
+            ROBUSTBENCH_WRN,
+            "wrn70_16",
+            "RobustBench WideResNet-70-16 "
+            "(the TRADES-style WideResNet; not DeepMind's DMWideResNet)",
+        ),
+        Arch("resnet50", TORCHVISION_RESNET, "resnet50", "torchvision ResNet-50"),
+        Arch(
+            "wide_resnet50_2", TORCHVISION_RESNET, "wide_resnet50_2", "torchvision Wide ResNet-50-2"
+        ),
+    )
+}
 
 
 def arch_names() -> list:

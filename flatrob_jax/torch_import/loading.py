@@ -4,6 +4,7 @@ torch is imported lazily, so the rest of the library (and analysis of an importe
 never needs it; where it is missing the error says how to install it. The weights file may be
 a gs:// URI (read through ``flatrob_jax.fileio``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,10 @@ def require_torch():
     try:
         import torch
     except ImportError as e:
-        raise ImportError(f"importing PyTorch weights needs torch, which is not installed: "
-                          f"{INSTALL_HINT}. Analysis of an imported workdir does not.") from e
+        raise ImportError(
+            f"importing PyTorch weights needs torch, which is not installed: "
+            f"{INSTALL_HINT}. Analysis of an imported workdir does not."
+        ) from e
     return torch
 
 
@@ -60,14 +63,19 @@ def verify_file(path: str, expected_sha256: str | None) -> str:
         if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
             raise ValueError(f"--sha256={expected_sha256!r} is not a sha256 (64 hex digits)")
         if digest != want:
-            raise ChecksumMismatch(f"weights file {path!r} has sha256 {digest}, expected {want}: "
-                                   f"a different or corrupted download")
+            raise ChecksumMismatch(
+                f"weights file {path!r} has sha256 {digest}, expected {want}: "
+                f"a different or corrupted download"
+            )
     return digest
 
 
 def _is_tensor_dict(obj, torch) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(v, torch.Tensor) for v in obj.values())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
 
 
 def unwrap(obj, torch, where: str = "the checkpoint"):
@@ -83,10 +91,14 @@ def unwrap(obj, torch, where: str = "the checkpoint"):
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
             if tensors and all(not isinstance(v, dict) for v in obj.values()):
                 return tensors
-        raise ValueError(f"{where} is a dict without a state_dict of tensors at its top level "
-                         f"or under any of {NESTED_KEYS}; its keys: {sorted(map(str, obj))[:20]}")
-    raise ValueError(f"{where} holds a {type(obj).__name__}, not a state_dict (a dict of "
-                     f"tensors); save model.state_dict(), not the module")
+        raise ValueError(
+            f"{where} is a dict without a state_dict of tensors at its top level "
+            f"or under any of {NESTED_KEYS}; its keys: {sorted(map(str, obj))[:20]}"
+        )
+    raise ValueError(
+        f"{where} holds a {type(obj).__name__}, not a state_dict (a dict of "
+        f"tensors); save model.state_dict(), not the module"
+    )
 
 
 def to_numpy(state_dict: dict, torch) -> dict:
@@ -107,8 +119,11 @@ def read_state_dict(weights) -> dict:
     """``weights``: a path to a ``.pt``/``.pth`` file (read with ``torch.load(...,
     weights_only=True)``: tensors and plain containers only, no pickled code) or an in-memory
     dict of torch tensors (or of NumPy arrays, which needs no torch) -> ``{name: np.ndarray}``."""
-    if isinstance(weights, dict) and weights and all(
-            isinstance(v, np.ndarray) for v in weights.values()):
+    if (
+        isinstance(weights, dict)
+        and weights
+        and all(isinstance(v, np.ndarray) for v in weights.values())
+    ):
         return dict(weights)
     torch = require_torch()
     if isinstance(weights, (str, os.PathLike)):
@@ -118,7 +133,9 @@ def read_state_dict(weights) -> dict:
             source = io.BytesIO(fileio.read_bytes(path)) if fileio.is_uri(path) else path
             obj = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"weights file {path!r} cannot be read by torch.load "
-                             f"(weights_only=True): {type(e).__name__}: {str(e)[:300]}") from e
+            raise ValueError(
+                f"weights file {path!r} cannot be read by torch.load "
+                f"(weights_only=True): {type(e).__name__}: {str(e)[:300]}"
+            ) from e
         return to_numpy(unwrap(obj, torch, f"weights file {path!r}"), torch)
     return to_numpy(unwrap(weights, torch, "the given weights"), torch)

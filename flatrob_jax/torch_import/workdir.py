@@ -20,6 +20,7 @@ itself, only after every check passed, with ``summary.json`` (which marks the ru
 last; an error while writing removes what was written (a killed import leaves a workdir
 without summary.json: delete it, e.g. ``gcloud storage rm -r``, and import again).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -55,8 +56,10 @@ def build_config(arch: str, dataset: str, mean, std):
     Flax model and the given normalization."""
     spec = layouts.get_arch(arch)
     if dataset not in DATASET_CONFIGS:
-        raise ValueError(f"unknown dataset {dataset!r} for an imported model; valid choices: "
-                         f"{', '.join(dataset_names())}")
+        raise ValueError(
+            f"unknown dataset {dataset!r} for an imported model; valid choices: "
+            f"{', '.join(dataset_names())}"
+        )
     config = configuration.load_config(DATASET_CONFIGS[dataset])
     config.model.name = spec.model_name
     config.dataset.mean = tuple(float(m) for m in mean)
@@ -74,23 +77,30 @@ def resolve_normalization(flag_mean, flag_std, from_checkpoint, channels: int) -
         mean, std = tuple(map(float, flag_mean)), tuple(map(float, flag_std))
         for name, values in (("mean", mean), ("std", std)):
             if len(values) != channels:
-                raise ValueError(f"--{name}={','.join(map(str, values))} has {len(values)} "
-                                 f"values; the dataset's images have {channels} channels")
+                raise ValueError(
+                    f"--{name}={','.join(map(str, values))} has {len(values)} "
+                    f"values; the dataset's images have {channels} channels"
+                )
         if any(s <= 0 for s in std):
             raise ValueError(f"--std={','.join(map(str, std))}: every value must be > 0")
         if from_checkpoint is not None and not (
-                np.allclose(mean, from_checkpoint[0], atol=1e-6)
-                and np.allclose(std, from_checkpoint[1], atol=1e-6)):
-            raise ValueError(f"--mean/--std {mean}/{std} contradict the normalization buffers "
-                             f"stored in the checkpoint {from_checkpoint[0]}/{from_checkpoint[1]}")
+            np.allclose(mean, from_checkpoint[0], atol=1e-6)
+            and np.allclose(std, from_checkpoint[1], atol=1e-6)
+        ):
+            raise ValueError(
+                f"--mean/--std {mean}/{std} contradict the normalization buffers "
+                f"stored in the checkpoint {from_checkpoint[0]}/{from_checkpoint[1]}"
+            )
         return mean, std, "flags"
     if from_checkpoint is not None:
         mean, std = from_checkpoint
         if len(mean) == 1 and channels > 1:  # a scalar buffer: the same for every channel
             mean, std = mean * channels, std * channels
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"the checkpoint's normalization buffers {from_checkpoint} do not "
-                             f"have {channels} channels")
+            raise ValueError(
+                f"the checkpoint's normalization buffers {from_checkpoint} do not "
+                f"have {channels} channels"
+            )
         return tuple(mean), tuple(std), "checkpoint buffers"
     return (0.0,) * channels, (1.0,) * channels, "identity (inputs used as they are)"
 
@@ -101,17 +111,22 @@ def _num_params(tree) -> int:
 
 def _check_workdir(workdir: str) -> None:
     if fileio.exists(workdir) and (not fileio.isdir(workdir) or fileio.listdir(workdir)):
-        raise FileExistsError(f"workdir {workdir!r} exists and is not empty; an import writes a "
-                              f"new run: give a new directory")
+        raise FileExistsError(
+            f"workdir {workdir!r} exists and is not empty; an import writes a "
+            f"new run: give a new directory"
+        )
 
 
-def prepare_import(arch: str, weights, dataset: str, *, mean=None, std=None,
-                   sha256: str | None = None):
+def prepare_import(
+    arch: str, weights, dataset: str, *, mean=None, std=None, sha256: str | None = None
+):
     """Check and convert everything, write nothing: ``(config, variables, provenance)``."""
     spec = layouts.get_arch(arch)
     if dataset not in DATASET_CONFIGS:
-        raise ValueError(f"unknown dataset {dataset!r} for an imported model; valid choices: "
-                         f"{', '.join(dataset_names())}")
+        raise ValueError(
+            f"unknown dataset {dataset!r} for an imported model; valid choices: "
+            f"{', '.join(dataset_names())}"
+        )
     info = get_info(dataset)
     if isinstance(weights, (str, os.PathLike)):
         source = fileio.absolute(weights)
@@ -121,20 +136,32 @@ def prepare_import(arch: str, weights, dataset: str, *, mean=None, std=None,
             raise ValueError("--sha256 checks a weights file; the weights given are in memory")
         source, digest = "<in-memory state_dict>", None
     prepared = convert.prepare(loading.read_state_dict(weights))
-    mean, std, origin = resolve_normalization(mean, std, prepared.normalization,
-                                              info.image_shape[-1])
+    mean, std, origin = resolve_normalization(
+        mean, std, prepared.normalization, info.image_shape[-1]
+    )
     config = build_config(arch, dataset, mean, std)
     model = builders.build_model(config, axis_name=None)
     template = convert.template_variables(model, tuple(config.dataset.image_size))
     variables, ignored = convert.to_flax(
-        prepared.tensors, spec.layout, model, template,
-        arch_label=f"{arch} with {info.num_classes} classes ({dataset})")
+        prepared.tensors,
+        spec.layout,
+        model,
+        template,
+        arch_label=f"{arch} with {info.num_classes} classes ({dataset})",
+    )
     provenance = {
-        "arch": arch, "layout": spec.layout.name, "layout_source": spec.layout.source,
-        "model": spec.model_name, "dataset": dataset, "source": source, "sha256": digest,
-        "zoo_entry": None, "torch_version": loading.torch_version(),
+        "arch": arch,
+        "layout": spec.layout.name,
+        "layout_source": spec.layout.source,
+        "model": spec.model_name,
+        "dataset": dataset,
+        "source": source,
+        "sha256": digest,
+        "zoo_entry": None,
+        "torch_version": loading.torch_version(),
         "normalization": {"mean": list(mean), "std": list(std), "from": origin},
-        "ignored_tensors": ignored, "notes": prepared.dropped,
+        "ignored_tensors": ignored,
+        "notes": prepared.dropped,
         "num_parameters": _num_params(variables["params"]),
     }
     return config, variables, provenance
@@ -150,16 +177,18 @@ def _imported_state(config, variables: dict):
     tx, _ = builders.build_optimizer(config, total_steps=1, steps_per_epoch=1)
     params = jax.tree.map(jnp.asarray, variables["params"])
     batch_stats = jax.tree.map(jnp.asarray, variables.get("batch_stats", {}))
-    state = TrainState.create(apply_fn=model.apply, params=params, batch_stats=batch_stats,
-                              tx=tx)
+    state = TrainState.create(apply_fn=model.apply, params=params, batch_stats=batch_stats, tx=tx)
     expected = jax.eval_shape(lambda: state_to_tree(builders.initial_state(config, model)))
     got = jax.eval_shape(lambda: state_to_tree(state))
     same = jax.tree.structure(got) == jax.tree.structure(expected) and all(
         a.shape == b.shape and a.dtype == b.dtype
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected))
+    )
     if not same:
-        raise RuntimeError("the imported state does not have the structure of "
-                           "training.builders.initial_state (a bug in the import)")
+        raise RuntimeError(
+            "the imported state does not have the structure of "
+            "training.builders.initial_state (a bug in the import)"
+        )
     return state
 
 
@@ -171,13 +200,18 @@ def _write_run(directory: str, config, state, provenance: dict) -> None:
         checkpointer.save(0, state_to_tree(state), force=True)
     finally:
         checkpointer.close()
-    fileio.atomic_write_text(fileio.join(directory, "provenance.json"),
-                             json.dumps(provenance, indent=2, sort_keys=True))
-    summary = {"imported": True, "steps": 0, "model": config.model.name,
-               "dataset": config.dataset.name, "arch": provenance["arch"],
-               "source": provenance["source"]}
-    fileio.atomic_write_text(fileio.join(directory, "summary.json"),
-                             json.dumps(summary, indent=2))
+    fileio.atomic_write_text(
+        fileio.join(directory, "provenance.json"), json.dumps(provenance, indent=2, sort_keys=True)
+    )
+    summary = {
+        "imported": True,
+        "steps": 0,
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "arch": provenance["arch"],
+        "source": provenance["source"],
+    }
+    fileio.atomic_write_text(fileio.join(directory, "summary.json"), json.dumps(summary, indent=2))
 
 
 def write_workdir(workdir: str, config, variables: dict, provenance: dict) -> str:
@@ -194,8 +228,9 @@ def write_workdir(workdir: str, config, variables: dict, provenance: dict) -> st
             fileio.rmtree(workdir)  # it was empty before: only what this import wrote
             raise
         return workdir
-    tmp = fileio.make_temp_dir(fileio.dirname(workdir),
-                               prefix=f".{fileio.basename(workdir)}.importing-")
+    tmp = fileio.make_temp_dir(
+        fileio.dirname(workdir), prefix=f".{fileio.basename(workdir)}.importing-"
+    )
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -209,8 +244,17 @@ def write_workdir(workdir: str, config, variables: dict, provenance: dict) -> st
     return workdir
 
 
-def import_checkpoint(arch: str, weights, dataset: str, workdir: str, *, mean=None, std=None,
-                      sha256: str | None = None, zoo_entry: str | None = None) -> dict:
+def import_checkpoint(
+    arch: str,
+    weights,
+    dataset: str,
+    workdir: str,
+    *,
+    mean=None,
+    std=None,
+    sha256: str | None = None,
+    zoo_entry: str | None = None,
+) -> dict:
     """Import PyTorch ``weights`` (a ``.pt``/``.pth`` path or a state_dict) of architecture
     ``arch`` (see ``layouts.arch_names()``) trained on ``dataset`` into a new run directory
     ``workdir``; returns the provenance record (also in ``workdir/provenance.json``).
@@ -223,10 +267,12 @@ def import_checkpoint(arch: str, weights, dataset: str, workdir: str, *, mean=No
     workdir = fileio.absolute(workdir)
     fileio.require_support(workdir, weights if isinstance(weights, (str, os.PathLike)) else None)
     _check_workdir(workdir)  # fail before the (possibly long) conversion
-    config, variables, provenance = prepare_import(arch, weights, dataset, mean=mean, std=std,
-                                                   sha256=sha256)
+    config, variables, provenance = prepare_import(
+        arch, weights, dataset, mean=mean, std=std, sha256=sha256
+    )
     provenance["zoo_entry"] = zoo_entry
     provenance["imported_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds")
+        timespec="seconds"
+    )
     write_workdir(workdir, config, variables, provenance)
     return provenance

@@ -1,4 +1,5 @@
 """``build_*`` helpers: the only code below the entry points that reads configs."""
+
 import jax
 import ml_collections
 
@@ -20,8 +21,12 @@ def count_or_none(name: str, value) -> int | None:
 def build_model(config, axis_name=None):
     """The model of ``config.model`` for ``config.dataset`` (classes, normalization)."""
     info = get_info(config.dataset.name)
-    kw = dict(mean=tuple(config.dataset.mean), std=tuple(config.dataset.std),
-              axis_name=axis_name, dtype=config.model.dtype)
+    kw = dict(
+        mean=tuple(config.dataset.mean),
+        std=tuple(config.dataset.std),
+        axis_name=axis_name,
+        dtype=config.model.dtype,
+    )
     return get_model(config.model.name, info.num_classes, **kw)
 
 

@@ -1,6 +1,7 @@
 """Training losses on logits: label smoothing, cross-entropy (the project's one,
 ``flatrob_jax.losses.cross_entropy``, re-exported; soft labels give -sum_k q_k log softmax(z)_k)
 and AugMix's Jensen-Shannon consistency."""
+
 import jax
 import jax.numpy as jnp
 

@@ -17,6 +17,7 @@ mode: the caller passes ``grad_fn(params, i)`` to ``update`` (see
 ``flatrob_jax.training.steps``, which averages that gradient over devices, so the ascent point
 and the step are the same on 1 and on N devices).
 """
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -24,19 +25,23 @@ import optax
 OPTIMIZERS = ("sgd",)
 
 
-def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int,
-                           schedule: str = "cosine") -> optax.Schedule:
+def learning_rate_schedule(
+    peak: float, total_steps: int, warmup_steps: int, schedule: str = "cosine"
+) -> optax.Schedule:
     """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then cosine to 0 at
     ``total_steps`` (or constant)."""
     if schedule == "cosine":
         if warmup_steps > 0:
-            return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps,
-                                                      max(total_steps, warmup_steps + 1), 0.0)
+            return optax.warmup_cosine_decay_schedule(
+                0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1), 0.0
+            )
         return optax.cosine_decay_schedule(peak, max(total_steps, 1))
     if schedule == "constant":
         if warmup_steps > 0:
-            return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup_steps),
-                                         optax.constant_schedule(peak)], [warmup_steps])
+            return optax.join_schedules(
+                [optax.linear_schedule(0.0, peak, warmup_steps), optax.constant_schedule(peak)],
+                [warmup_steps],
+            )
         return optax.constant_schedule(peak)
     raise ValueError(f"unknown schedule {schedule!r}; valid: 'cosine', 'constant'")
 
@@ -49,8 +54,9 @@ def sgd(schedule, momentum: float, nesterov: bool, weight_decay: float):
     return optax.chain(*parts)
 
 
-def sam_ascent(rho: float, *, adaptive: bool = False, eta: float = 0.01,
-               eps: float = 1e-12) -> optax.GradientTransformation:
+def sam_ascent(
+    rho: float, *, adaptive: bool = False, eta: float = 0.01, eps: float = 1e-12
+) -> optax.GradientTransformation:
     """The ascent step of SAM / ASAM as an optax transformation: gradient ``g`` at ``w``
     (``params``) -> ``-e`` with ``e = rho g / (||g|| + eps)`` or, adaptive,
     ``e = rho T^2 g / (||T g|| + eps)``, ``T = |w| + eta`` (the norms over the whole pytree).
@@ -71,8 +77,7 @@ def sam_ascent(rho: float, *, adaptive: bool = False, eta: float = 0.01,
     def update_fn(updates, state, params=None):
         if adaptive:
             if params is None:
-                raise ValueError("adaptive SAM needs the parameters: call update(g, state, "
-                                 "params)")
+                raise ValueError("adaptive SAM needs the parameters: call update(g, state, params)")
             scale = jax.tree.map(lambda w: jnp.abs(w) + eta, params)
             scaled = jax.tree.map(jnp.multiply, scale, updates)  # T g
             norm = optax.tree.norm(scaled)
@@ -86,8 +91,9 @@ def sam_ascent(rho: float, *, adaptive: bool = False, eta: float = 0.01,
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def with_sam(base: optax.GradientTransformation, rho: float, *, adaptive: bool = False,
-             eta: float = 0.01) -> optax.GradientTransformationExtraArgs:
+def with_sam(
+    base: optax.GradientTransformation, rho: float, *, adaptive: bool = False, eta: float = 0.01
+) -> optax.GradientTransformationExtraArgs:
     """``base`` (the outer optimizer) with SAM's (or ASAM's) ascent step before each update.
 
     ``optax.contrib.sam(base, sam_ascent(...), sync_period=2, opaque_mode=True)``: one ascent
@@ -97,8 +103,13 @@ def with_sam(base: optax.GradientTransformation, rho: float, *, adaptive: bool =
     averaged over devices). Opaque mode keeps the parameters the rest of the system sees at
     ``w``: the ascent point never leaves the update, so BatchNorm statistics and checkpoints
     belong to ``w``."""
-    return optax.contrib.sam(base, sam_ascent(rho, adaptive=adaptive, eta=eta), sync_period=2,
-                             reset_state=True, opaque_mode=True)
+    return optax.contrib.sam(
+        base,
+        sam_ascent(rho, adaptive=adaptive, eta=eta),
+        sync_period=2,
+        reset_state=True,
+        opaque_mode=True,
+    )
 
 
 def build_optimizer(opt_cfg, total_steps: int, steps_per_epoch: int):
@@ -109,8 +120,10 @@ def build_optimizer(opt_cfg, total_steps: int, steps_per_epoch: int):
     if not opt_cfg.sam_rho >= 0:
         raise ValueError(f"optimizer.sam_rho={opt_cfg.sam_rho!r}: must be >= 0 (0 = plain SGD)")
     if opt_cfg.sam_adaptive and not opt_cfg.sam_rho > 0:
-        raise ValueError("optimizer.sam_adaptive=True needs optimizer.sam_rho > 0 (ASAM's "
-                         "radius, e.g. 0.5 or 1.0); sam_rho=0 means no SAM at all")
+        raise ValueError(
+            "optimizer.sam_adaptive=True needs optimizer.sam_rho > 0 (ASAM's "
+            "radius, e.g. 0.5 or 1.0); sam_rho=0 means no SAM at all"
+        )
     warmup = int(round(opt_cfg.warmup_epochs * steps_per_epoch))
     schedule = learning_rate_schedule(opt_cfg.learning_rate, total_steps, warmup, opt_cfg.schedule)
     tx = sgd(schedule, opt_cfg.momentum, opt_cfg.nesterov, opt_cfg.weight_decay)

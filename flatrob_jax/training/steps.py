@@ -5,6 +5,7 @@ Per device: the local slice of the global batch. Gradients and metrics are avera
 (``axis_name`` of the model), so 1 and N devices compute the same step for the same global
 batch, up to float reassociation.
 """
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,12 +17,24 @@ from flatrob_jax.execution import example_keys, to_float_images
 from flatrob_jax.losses import cross_entropy
 from flatrob_jax.training.losses import jensen_shannon, smooth_labels
 
-__all__ = ["eval_step_per_device", "make_eval_step", "make_train_step", "to_float_images",
-           "train_step_per_device"]
+__all__ = [
+    "eval_step_per_device",
+    "make_eval_step",
+    "make_train_step",
+    "to_float_images",
+    "train_step_per_device",
+]
 
 
-def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmentation,
-                          num_classes: int, label_smoothing: float):
+def train_step_per_device(
+    state,
+    batch,
+    base_key,
+    *,
+    augmentation: TrainAugmentation,
+    num_classes: int,
+    label_smoothing: float,
+):
     """One optimizer step on this device's slice ``batch`` ({'image', 'label'}).
 
     With SAM/ASAM (``training.optimizer.with_sam``) the optimizer asks for a second gradient
@@ -45,8 +58,11 @@ def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmenta
 
     def loss_fn(params):
         logits, updates = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-            mutable=["batch_stats"])
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+        )
         ce = jnp.mean(cross_entropy(logits[:local_batch], labels))
         loss = ce
         if views > 1:
@@ -55,7 +71,8 @@ def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmenta
         return loss, (updates["batch_stats"], logits[:local_batch], ce)
 
     (loss, (batch_stats, logits, ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+        state.params
+    )
     grads = lax.pmean(grads, AXIS)
 
     def grad_at(params, _):
@@ -67,8 +84,12 @@ def train_step_per_device(state, batch, base_key, *, augmentation: TrainAugmenta
     # Plain optimizers ignore grad_fn (with_extra_args_support); SAM/ASAM call it once.
     tx = optax.with_extra_args_support(state.tx)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_at)
-    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state, batch_stats=batch_stats)
+    state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        opt_state=opt_state,
+        batch_stats=batch_stats,
+    )
     accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(labels, -1))
     metrics = lax.pmean({"loss": loss, "cross_entropy": ce, "accuracy": accuracy}, AXIS)
     return state, metrics
@@ -81,23 +102,39 @@ def eval_step_per_device(variables, batch, *, apply_fn):
     mask = batch["mask"]
     losses = cross_entropy(logits, jax.nn.one_hot(batch["label"], logits.shape[-1]))
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    sums = {"loss": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
-            "count": jnp.sum(mask)}
+    sums = {
+        "loss": jnp.sum(losses * mask),
+        "correct": jnp.sum(correct * mask),
+        "count": jnp.sum(mask),
+    }
     return lax.psum(sums, AXIS)
 
 
 def make_train_step(mesh, *, augmentation, num_classes, label_smoothing, donate=True):
     """jit(shard_map(train_step_per_device)): (state, batch, base_key) -> (state, metrics)."""
-    def per_device(state, batch, base_key):
-        return train_step_per_device(state, batch, base_key, augmentation=augmentation,
-                                     num_classes=num_classes, label_smoothing=label_smoothing)
 
-    return sharded_step(per_device, mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
-                        donate_argnums=(0,) if donate else ())
+    def per_device(state, batch, base_key):
+        return train_step_per_device(
+            state,
+            batch,
+            base_key,
+            augmentation=augmentation,
+            num_classes=num_classes,
+            label_smoothing=label_smoothing,
+        )
+
+    return sharded_step(
+        per_device,
+        mesh,
+        in_specs=(P(), P(AXIS), P()),
+        out_specs=(P(), P()),
+        donate_argnums=(0,) if donate else (),
+    )
 
 
 def make_eval_step(mesh, apply_fn):
     """jit(shard_map(eval_step_per_device)): (variables, batch) -> summed metrics."""
+
     def per_device(variables, batch):
         return eval_step_per_device(variables, batch, apply_fn=apply_fn)
 

@@ -12,6 +12,7 @@ Multi-host (one process per host, ``flatrob_jax.distributed``): the workdir must
 for all; SIGTERM/SIGINT save a checkpoint at a step all processes agree on and raise
 ``distributed.Preempted`` (exit status ``distributed.PREEMPTED_EXIT_CODE`` from the entry points).
 """
+
 import json
 import time
 
@@ -37,8 +38,12 @@ def evaluate(eval_step, mesh, variables, batches: EvalBatches) -> dict:
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.tree.map(float, jax.device_get(totals))
     count = max(totals["count"], 1.0)
-    return {"accuracy": totals["correct"] / count, "loss": totals["loss"] / count,
-            "error": 1.0 - totals["correct"] / count, "num_examples": int(totals["count"])}
+    return {
+        "accuracy": totals["correct"] / count,
+        "loss": totals["loss"] / count,
+        "error": 1.0 - totals["correct"] / count,
+        "num_examples": int(totals["count"]),
+    }
 
 
 def check_finite_loss(metrics: list, first_step: int) -> None:
@@ -51,7 +56,8 @@ def check_finite_loss(metrics: list, first_step: int) -> None:
         if not np.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss} at step {first_step + i}: the run diverged. Lower "
-                f"optimizer.learning_rate (or add warmup) and train again in a new workdir.")
+                f"optimizer.learning_rate (or add warmup) and train again in a new workdir."
+            )
 
 
 def _log(msg: str) -> None:
@@ -74,8 +80,10 @@ def _preempted(step, state, pending, writer, checkpointer, guard, workdir):
     checkpointer.close()  # waits for the save to finish (a collective on several hosts)
     writer.close()
     guard.close()  # the previous signal handlers again
-    _log(f"preempted ({guard.reason}): checkpoint saved at step "
-         f"{step} in {workdir}; exit status {distributed.PREEMPTED_EXIT_CODE}")
+    _log(
+        f"preempted ({guard.reason}): checkpoint saved at step "
+        f"{step} in {workdir}; exit status {distributed.PREEMPTED_EXIT_CODE}"
+    )
     raise distributed.Preempted(step, workdir)
 
 
@@ -93,8 +101,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     mesh = distributed.make_mesh(builders.count_or_none("num_devices", config.num_devices))
     num_devices = mesh.devices.size
     if config.train.batch_size % num_devices:
-        raise ValueError(f"train.batch_size={config.train.batch_size} is not divisible by the "
-                         f"{num_devices} devices")
+        raise ValueError(
+            f"train.batch_size={config.train.batch_size} is not divisible by the "
+            f"{num_devices} devices"
+        )
     info = get_info(config.dataset.name)
 
     train_source = build_source(config.dataset, config.dataset.train_split, train=True)
@@ -123,14 +133,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer = MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
     augmentation = build_train_augmentation(config.augment)
-    train_step = make_train_step(mesh, augmentation=augmentation, num_classes=info.num_classes,
-                                 label_smoothing=config.train.label_smoothing)
+    train_step = make_train_step(
+        mesh,
+        augmentation=augmentation,
+        num_classes=info.num_classes,
+        label_smoothing=config.train.label_smoothing,
+    )
     eval_step = make_eval_step(mesh, model.apply)
     base_key = distributed.replicate(mesh, jax.random.fold_in(jax.random.key(config.seed), 1))
 
-    _log(f"training {config.model.name} on {config.dataset.name} with augmentation "
-         f"{config.augment.name!r}: {total_steps} steps ({steps_per_epoch}/epoch), global "
-         f"batch {config.train.batch_size} on {num_devices} device(s), workdir {workdir}")
+    _log(
+        f"training {config.model.name} on {config.dataset.name} with augmentation "
+        f"{config.augment.name!r}: {total_steps} steps ({steps_per_epoch}/epoch), global "
+        f"batch {config.train.batch_size} on {num_devices} device(s), workdir {workdir}"
+    )
     progress = Progress(total_steps, start_step)
     log_every = max(1, config.log_every_steps)
     ckpt_every = builders.count_or_none("checkpoint.every_steps", config.checkpoint.every_steps)
@@ -156,8 +172,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if eval_every is not None and step % eval_every == 0 and step < total_steps:
             result = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
             writer.write(step, "eval", result)
-            _log(f"eval at step {step}: accuracy {result['accuracy']:.4f} "
-                 f"loss {result['loss']:.4f}")
+            _log(
+                f"eval at step {step}: accuracy {result['accuracy']:.4f} loss {result['loss']:.4f}"
+            )
         if ckpt_every is not None and step % ckpt_every == 0 and step < total_steps:
             # Saving waits for the state anyway: check the losses not yet logged first, so a
             # run that has visibly diverged writes no new checkpoint.
@@ -175,26 +192,33 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.write(total_steps, "eval", final)
     trained_steps = total_steps - start_step
     summary = {
-        "test_accuracy": final["accuracy"], "test_loss": final["loss"],
-        "num_eval_examples": final["num_examples"], "steps": total_steps,
+        "test_accuracy": final["accuracy"],
+        "test_loss": final["loss"],
+        "num_eval_examples": final["num_examples"],
+        "steps": total_steps,
         "steps_this_session": trained_steps,
         "train_seconds_this_session": train_seconds,
         "wall_seconds_this_session": time.time() - t_start,
         "images_per_second": trained_steps * config.train.batch_size / train_seconds
-        if trained_steps else None,
-        "num_devices": num_devices, "model": config.model.name,
-        "dataset": config.dataset.name, "augment": config.augment.name,
+        if trained_steps
+        else None,
+        "num_devices": num_devices,
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "augment": config.augment.name,
     }
     writer.close()  # every metric is in storage before summary.json marks the run finished
     if is_main:
-        fileio.atomic_write_text(fileio.join(workdir, "summary.json"),
-                                 json.dumps(summary, indent=2))
+        fileio.atomic_write_text(
+            fileio.join(workdir, "summary.json"), json.dumps(summary, indent=2)
+        )
     checkpointer.close()
     # No process returns (or exits) before summary.json exists: a relaunch loop on any host
     # reads it to know the run is done.
     distributed.barrier("flatrob_jax:train:summary_written")
-    _log(f"done: test accuracy {final['accuracy']:.4f} after {total_steps} steps; "
-         f"{trained_steps} steps this session in {format_duration(train_seconds)}"
-         + (f" ({summary['images_per_second']:.0f} images/s)" if trained_steps else ""))
+    _log(
+        f"done: test accuracy {final['accuracy']:.4f} after {total_steps} steps; "
+        f"{trained_steps} steps this session in {format_duration(train_seconds)}"
+        + (f" ({summary['images_per_second']:.0f} images/s)" if trained_steps else "")
+    )
     return summary
-

@@ -11,6 +11,7 @@ of the sweep, ``:interventions=false`` leaves it out (17 runs per seed with it, 
 Expected result and runtime: not measured here (needs tfds cifar100 and the CIFAR-100-C .npy
 files and accelerators).
 """
+
 from flatrob_jax.configs.sweeps.paper import paper_sweep
 
 
@@ -18,6 +19,9 @@ def get_sweep(arg=None):
     return paper_sweep(
         base="../cifar100_wrn40_2.py",
         title="CIFAR-100, WRN-40-2: flatness vs robustness across augmentations",
-        extra={"analysis.corruptions.source": "npy",
-               "analysis.corruptions.data_dir": "CIFAR-100-C"},
-        arg=arg)
+        extra={
+            "analysis.corruptions.source": "npy",
+            "analysis.corruptions.data_dir": "CIFAR-100-C",
+        },
+        arg=arg,
+    )

@@ -11,6 +11,7 @@ into the same workdirs. ``:seeds`` trains every run with seeds 0, 1 and 2;
 without). Expected result and runtime: not measured here (needs tfds cifar10 and
 cifar10_corrupted and accelerators).
 """
+
 from flatrob_jax.configs.sweeps.paper import paper_sweep
 
 
@@ -19,4 +20,5 @@ def get_sweep(arg=None):
         base="../cifar10_preact_resnet18.py",
         title="CIFAR-10, PreAct ResNet-18: flatness vs robustness across augmentations",
         extra={"analysis.corruptions.source": "cifar10_corrupted"},
-        arg=arg)
+        arg=arg,
+    )

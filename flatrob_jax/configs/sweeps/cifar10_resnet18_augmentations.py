@@ -10,6 +10,7 @@ of the sweep, ``:interventions=false`` leaves it out (17 runs per seed with it, 
 Expected result and runtime: not measured here (needs tfds cifar10 and cifar10_corrupted and
 accelerators).
 """
+
 from flatrob_jax.configs.sweeps.paper import paper_sweep
 
 
@@ -18,4 +19,5 @@ def get_sweep(arg=None):
         base="../cifar10_resnet18.py",
         title="CIFAR-10, ResNet-18: flatness vs robustness across augmentations",
         extra={"analysis.corruptions.source": "cifar10_corrupted"},
-        arg=arg)
+        arg=arg,
+    )

@@ -11,6 +11,7 @@ of the sweep, ``:interventions=false`` leaves it out (17 runs per seed with it, 
 Expected result and runtime: not measured here (needs tfds cifar10 and cifar10_corrupted and
 accelerators).
 """
+
 from flatrob_jax.configs.sweeps.paper import paper_sweep
 
 
@@ -19,4 +20,5 @@ def get_sweep(arg=None):
         base="../cifar10_wrn40_2.py",
         title="CIFAR-10, WRN-40-2: flatness vs robustness across augmentations",
         extra={"analysis.corruptions.source": "cifar10_corrupted"},
-        arg=arg)
+        arg=arg,
+    )

@@ -10,11 +10,20 @@ images, robustness on 500 test images (15 corruptions x 5 severities, PGD-10 at 
 Expected: 11 min 03 s on the 2-core CPU, 2.9 GB peak memory, the tables and figure of
 benchmarks/study.md. ``:smoke`` is a 3-run, few-step version for tests.
 """
+
 from flatrob_jax.configuration import parse_arg
 from flatrob_jax.study import Sweep
 
-AUGMENTATIONS = ("none", "standard", "cutout", "autoaugment", "randaugment", "augmix",
-                 "gaussian_noise", "mixup")
+AUGMENTATIONS = (
+    "none",
+    "standard",
+    "cutout",
+    "autoaugment",
+    "randaugment",
+    "augmix",
+    "gaussian_noise",
+    "mixup",
+)
 
 
 def get_sweep(arg=None):
@@ -31,8 +40,13 @@ def get_sweep(arg=None):
         "augment.augmix.jsd": False,
         "augment.cutout.length": 12,
         "augment.gaussian_noise.sigma": 0.1,
-        "analysis.measures": ("clean", "curvature", "curvature_augmented", "corruptions",
-                              "attacks"),
+        "analysis.measures": (
+            "clean",
+            "curvature",
+            "curvature_augmented",
+            "corruptions",
+            "attacks",
+        ),
         "analysis.num_train_examples": 256,
         "analysis.num_test_examples": 500,
         "analysis.curvature.lanczos_steps": 20,
@@ -47,12 +61,19 @@ def get_sweep(arg=None):
     augmentations = AUGMENTATIONS
     num_resamples = 2000
     if arg.smoke:
-        overrides.update({
-            "train.num_steps": 6, "train.batch_size": 32, "log_every_steps": 3,
-            "checkpoint.every_steps": 3, "dataset.num_train_examples": 512,
-            "dataset.num_eval_examples": 128, "model.name": "cnn_tiny",
-            "analysis.num_train_examples": 64, "analysis.num_test_examples": 64,
-        })
+        overrides.update(
+            {
+                "train.num_steps": 6,
+                "train.batch_size": 32,
+                "log_every_steps": 3,
+                "checkpoint.every_steps": 3,
+                "dataset.num_train_examples": 512,
+                "dataset.num_eval_examples": 128,
+                "model.name": "cnn_tiny",
+                "analysis.num_train_examples": 64,
+                "analysis.num_test_examples": 64,
+            }
+        )
         augmentations = ("none", "standard", "cutout")
         num_resamples = 200
     return Sweep(

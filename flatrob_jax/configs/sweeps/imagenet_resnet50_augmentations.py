@@ -9,6 +9,7 @@ into the same workdirs. ``:seeds`` trains every augmentation with seeds 0, 1 and
 result and runtime: not measured here (needs tfds imagenet2012 and imagenet2012_corrupted and
 accelerators).
 """
+
 from flatrob_jax.configs.sweeps.paper import paper_sweep
 
 
@@ -23,4 +24,5 @@ def get_sweep(arg=None):
             "analysis.curvature.batch_size": 64,
             "augment.autoaugment.policy": "imagenet",
         },
-        arg=arg)
+        arg=arg,
+    )

@@ -19,12 +19,23 @@ triples it to 51. The arm is on by default because without it the sweep cannot s
 "the augmentation helps through flatness" from "flatness moves along with it" (issue 13);
 ``:interventions=false`` is the 10-run (30 with seeds) augmentation-only sweep of before.
 """
+
 from flatrob_jax.configuration import load_config, parse_arg
 from flatrob_jax.study import Sweep, product
 
 # Label-preserving augmentations of the paper, plus the label-mixing ones for contrast.
-AUGMENTATIONS = ("none", "standard", "cutout", "gaussian_noise", "autoaugment", "randaugment",
-                 "trivialaugment", "augmix", "mixup", "cutmix")
+AUGMENTATIONS = (
+    "none",
+    "standard",
+    "cutout",
+    "gaussian_noise",
+    "autoaugment",
+    "randaugment",
+    "trivialaugment",
+    "augmix",
+    "mixup",
+    "cutmix",
+)
 
 REFERENCE_AUGMENTATION = "standard"  # what every intervention run trains with
 SAM_RHOS = (0.05, 0.1)  # Foret et al.'s CIFAR range
@@ -34,8 +45,13 @@ LR_BATCH_FACTORS = (0.5, 2.0)  # lr and batch size x f together (f = 1 is the re
 
 # The fields an intervention run changes (the augmentation arm changes none of them): the
 # report's intervention fit can select the arm by these keys in a run's overrides.
-INTERVENTION_FIELDS = ("optimizer.sam_rho", "optimizer.sam_adaptive", "optimizer.weight_decay",
-                       "optimizer.learning_rate", "train.batch_size")
+INTERVENTION_FIELDS = (
+    "optimizer.sam_rho",
+    "optimizer.sam_adaptive",
+    "optimizer.weight_decay",
+    "optimizer.learning_rate",
+    "train.batch_size",
+)
 
 # Flatness on 5000 training examples (eval-mode BatchNorm), robustness on 10000 test images
 # (corruptions) and 1000 (AutoAttack, as RobustBench reports).
@@ -63,27 +79,39 @@ def lr_batch_scaled(learning_rate: float, batch_size: int, factors=LR_BATCH_FACT
     for f in factors:
         scaled = batch_size * f
         if not f > 0 or scaled != int(scaled) or scaled < 1:
-            raise ValueError(f"lr x batch factor {f!r} gives batch size {scaled!r} from "
-                             f"{batch_size}: factors must be > 0 and give a whole batch")
-        runs.append({"optimizer.learning_rate": learning_rate * f,
-                     "train.batch_size": int(scaled)})
+            raise ValueError(
+                f"lr x batch factor {f!r} gives batch size {scaled!r} from "
+                f"{batch_size}: factors must be > 0 and give a whole batch"
+            )
+        runs.append({"optimizer.learning_rate": learning_rate * f, "train.batch_size": int(scaled)})
     return runs
 
 
-def intervention_runs(base_config, *, sam_rhos=SAM_RHOS, asam_rhos=ASAM_RHOS,
-                      weight_decay_factors=WEIGHT_DECAY_FACTORS,
-                      lr_batch_factors=LR_BATCH_FACTORS) -> list:
+def intervention_runs(
+    base_config,
+    *,
+    sam_rhos=SAM_RHOS,
+    asam_rhos=ASAM_RHOS,
+    weight_decay_factors=WEIGHT_DECAY_FACTORS,
+    lr_batch_factors=LR_BATCH_FACTORS,
+) -> list:
     """The intervention arm as override dicts (without the seed), each on the reference
     augmentation and changing one factor of ``base_config``'s optimizer or batch."""
     reference = {"augment.name": REFERENCE_AUGMENTATION}
     opt = base_config.optimizer
     runs = [{**reference, "optimizer.sam_rho": rho} for rho in sam_rhos]
-    runs += [{**reference, "optimizer.sam_rho": rho, "optimizer.sam_adaptive": True}
-             for rho in asam_rhos]
-    runs += [{**reference, "optimizer.weight_decay": opt.weight_decay * f}
-             for f in weight_decay_factors]
-    runs += [{**reference, **scaled} for scaled in
-             lr_batch_scaled(opt.learning_rate, base_config.train.batch_size, lr_batch_factors)]
+    runs += [
+        {**reference, "optimizer.sam_rho": rho, "optimizer.sam_adaptive": True} for rho in asam_rhos
+    ]
+    runs += [
+        {**reference, "optimizer.weight_decay": opt.weight_decay * f} for f in weight_decay_factors
+    ]
+    runs += [
+        {**reference, **scaled}
+        for scaled in lr_batch_scaled(
+            opt.learning_rate, base_config.train.batch_size, lr_batch_factors
+        )
+    ]
     return runs
 
 
