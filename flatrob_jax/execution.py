@@ -206,6 +206,64 @@ def _key_inputs(key, indices, n, static):
     return (key_data,), dict(static, key_impl=impl)
 
 
+def _placed_batches(
+    static: dict,
+    apply_fn,
+    inputs: Sequence[np.ndarray],
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh | None,
+    key: jax.Array | None,
+    indices,
+):
+    """The batching every per-example program shares: check the inputs, append per-example
+    key data (``key``), cut fixed padded batches and place them sharded on ``mesh``.
+
+    Returns ``(mesh, static, model, num_batched, batches)`` where ``batches`` yields
+    ``(lo, hi, valid, args)`` with ``valid`` and ``args`` on the devices and ``model`` is the
+    replicated model function."""
+    mesh = make_mesh() if mesh is None else mesh
+    n = int(inputs[0].shape[0])
+    for a in inputs:
+        if a.shape[:1] != (n,):
+            raise ValueError(
+                f"inputs must share the leading axis {n}; got shapes "
+                f"{[np.shape(b) for b in inputs]}"
+            )
+    extra, static = _key_inputs(key, indices, n, static)
+    inputs = tuple(inputs) + extra
+    bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
+    model = jax.device_put(as_model_fn(apply_fn), distributed.replicated(mesh))
+    sharding = distributed.batch_sharded(mesh)
+
+    def batches():
+        for lo in range(0, n, bs):
+            hi = min(lo + bs, n)
+            take, valid = padded_indices(lo, hi, bs)
+            args = [jax.device_put(np.asarray(a)[take], sharding) for a in inputs]
+            yield lo, hi, jax.device_put(valid, sharding), args
+
+    return mesh, static, model, len(inputs), batches()
+
+
+def _collect(results, n: int, log, desc: str, every_secs) -> tuple[np.ndarray, ...]:
+    """Concatenate ``(lo, hi, outputs)`` batch results without their padding, as host
+    arrays, reporting progress (examples/s, ETA) through ``log`` if given."""
+    progress = (
+        None
+        if log is None
+        else Progress(n, unit="example", desc=desc, log=log, every_secs=every_secs)
+    )
+    outputs: list[tuple] = []
+    for lo, hi, out in results:
+        outputs.append(tuple(np.asarray(o)[: hi - lo] for o in out))
+        if progress is not None:
+            progress(hi)
+    if not outputs:
+        return ()
+    return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs))
+
+
 def iter_batched(
     program: Callable,
     static: dict,
@@ -224,25 +282,11 @@ def iter_batched(
     defaults to ``0..N-1``) is appended as the last batched input and ``key_impl`` to
     ``static``; the program rebuilds the keys with :func:`wrap_keys`.
     """
-    mesh = make_mesh() if mesh is None else mesh
-    n = int(inputs[0].shape[0])
-    for a in inputs:
-        if a.shape[:1] != (n,):
-            raise ValueError(
-                f"inputs must share the leading axis {n}; got shapes "
-                f"{[np.shape(b) for b in inputs]}"
-            )
-    extra, static = _key_inputs(key, indices, n, static)
-    inputs = tuple(inputs) + extra
-    bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
-    fn = sharded(program, static, mesh, len(inputs))
-    model = jax.device_put(as_model_fn(apply_fn), distributed.replicated(mesh))
-    sharding = distributed.batch_sharded(mesh)
-    for lo in range(0, n, bs):
-        hi = min(lo + bs, n)
-        take, valid = padded_indices(lo, hi, bs)
-        valid = jax.device_put(valid, sharding)
-        args = [jax.device_put(np.asarray(a)[take], sharding) for a in inputs]
+    mesh, static, model, num_batched, batches = _placed_batches(
+        static, apply_fn, inputs, batch_size=batch_size, mesh=mesh, key=key, indices=indices
+    )
+    fn = sharded(program, static, mesh, num_batched)
+    for lo, hi, valid, args in batches:
         yield Batch(lo, hi, valid, tuple(fn(model, valid, *args)))
 
 
@@ -263,14 +307,7 @@ def run_batched(
     """Run ``program`` over all examples of ``inputs`` (see :func:`iter_batched`) and return
     its outputs, without padding, as host arrays. ``log``: progress lines (examples/s, ETA)
     at most every ``every_secs`` seconds and after the last batch."""
-    n = int(inputs[0].shape[0])
-    progress = (
-        None
-        if log is None
-        else Progress(n, unit="example", desc=desc, log=log, every_secs=every_secs)
-    )
-    outputs: list[tuple] = []
-    for batch in iter_batched(
+    batches = iter_batched(
         program,
         static,
         apply_fn,
@@ -279,13 +316,9 @@ def run_batched(
         mesh=mesh,
         key=key,
         indices=indices,
-    ):
-        outputs.append(tuple(np.asarray(o)[: batch.hi - batch.lo] for o in batch.outputs))
-        if progress is not None:
-            progress(batch.hi)
-    if not outputs:
-        return ()
-    return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs))
+    )
+    results = ((b.lo, b.hi, b.outputs) for b in batches)
+    return _collect(results, int(inputs[0].shape[0]), log, desc, every_secs)
 
 
 # --------------------------------------------------------------------------- host-driven programs
@@ -348,37 +381,14 @@ def run_batched_driver(
     runs far slower than the same compiled step called from a Python loop (measured in
     benchmarks/attacks.md), so the attacks' loops run on the host there.
     """
-    mesh = make_mesh() if mesh is None else mesh
-    n = int(inputs[0].shape[0])
-    for a in inputs:
-        if a.shape[:1] != (n,):
-            raise ValueError(
-                f"inputs must share the leading axis {n}; got shapes "
-                f"{[np.shape(b) for b in inputs]}"
-            )
-    extra, static = _key_inputs(key, indices, n, static)
-    inputs = tuple(inputs) + extra
-    bs = padded_batch_size(batch_size, n, int(mesh.devices.size))
-    model = jax.device_put(as_model_fn(apply_fn), distributed.replicated(mesh))
-    sharding = distributed.batch_sharded(mesh)
-    progress = (
-        None
-        if log is None
-        else Progress(n, unit="example", desc=desc, log=log, every_secs=every_secs)
+    mesh, static, model, _, batches = _placed_batches(
+        static, apply_fn, inputs, batch_size=batch_size, mesh=mesh, key=key, indices=indices
     )
-    outputs: list[tuple] = []
-    for lo in range(0, n, bs):
-        hi = min(lo + bs, n)
-        take, valid = padded_indices(lo, hi, bs)
-        valid = jax.device_put(valid, sharding)
-        args = [jax.device_put(np.asarray(a)[take], sharding) for a in inputs]
-        out = driver(model, valid, *args, mesh=mesh, **static)
-        outputs.append(tuple(np.asarray(o)[: hi - lo] for o in out))
-        if progress is not None:
-            progress(hi)
-    if not outputs:
-        return ()
-    return tuple(np.concatenate(parts, axis=0) for parts in zip(*outputs))
+    results = (
+        (lo, hi, driver(model, valid, *args, mesh=mesh, **static))
+        for lo, hi, valid, args in batches
+    )
+    return _collect(results, int(inputs[0].shape[0]), log, desc, every_secs)
 
 
 # --------------------------------------------------------------------------- clean evaluation
