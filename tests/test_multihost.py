@@ -4,9 +4,10 @@ two hosts of a pod, against 1 process x 4 devices.
 What must hold: the same parameters as one process; only process 0 writes shared files;
 SIGKILL of both and a restart end bit-identical to an uninterrupted run; SIGTERM of one
 process makes both save the same step and exit with the preemption status, and a restart ends
-bit-identical; a sweep gives the same results table; a workdir that is not shared fails with
-the clear error, not a hang. Plus start-up (--distributed, cluster evidence) and agreement
-helpers in one process, and tools/tpu_vm.sh --dry-run.
+bit-identical (with JAX's preemption service and with the broadcast flag that replaces it
+where the service is off); a sweep gives the same results table; a workdir that is not
+shared fails with the clear error, not a hang. Plus start-up (--distributed, cluster
+evidence) and agreement helpers in one process, and tools/tpu_vm.sh --dry-run.
 """
 
 import json
@@ -233,6 +234,30 @@ def test_sigterm_in_one_process_saves_and_raises_preempted(one_process_run, data
 # --------------------------------------------------------------------------- two processes
 
 
+def _sigterm_process_1(args, logs, workdir, env=None):
+    """Start 2 processes, SIGTERM process 1 once process 0 logged step 2; both must exit with
+    the preemption status after saving the same step. Returns (that step, process 0's line
+    saying why it stopped)."""
+    with multihost.Group(args, logs, name="preempted", env=env) as group:
+        group.wait_for(lambda: "step 2/8" in group.log(0), TIMEOUT, "step 2")
+        group.send(1, signal.SIGTERM)
+        codes = group.wait(TIMEOUT)
+        text = group.logs()
+    assert codes == [distributed.PREEMPTED_EXIT_CODE] * 2, text
+    saved = [
+        int(line.split("saved at step ")[1].split()[0])
+        for i in range(2)
+        for line in group.log(i).splitlines()
+        if "preempted: checkpoint saved at step" in line
+    ]
+    assert len(saved) == 2 and saved[0] == saved[1], text  # both processes, the same step
+    preempted_at = saved[0]
+    assert 2 <= preempted_at < STEPS and _checkpoints(workdir)[-1] == preempted_at, text
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    (why,) = [ln for ln in group.log(0).splitlines() if ln.startswith("preempted (")]
+    return preempted_at, why
+
+
 @pytest.mark.slow
 def test_two_processes_train_like_one_and_only_process_0_writes(two_process_run, one_process_run):
     workdir, group = two_process_run
@@ -270,22 +295,8 @@ def test_sigterm_one_process_then_sigkill_both_then_restart_is_bit_identical(
     reference, _ = two_process_run
     workdir, logs = str(tmp_path / "run"), str(tmp_path / "logs")
     args = _train_args(workdir, _overrides(data_dir), step_delay=0.3)
-    with multihost.Group(args, logs, name="preempted") as group:
-        group.wait_for(lambda: "step 2/8" in group.log(0), TIMEOUT, "step 2")
-        group.send(1, signal.SIGTERM)
-        codes = group.wait(TIMEOUT)
-        text = group.logs()
-    assert codes == [distributed.PREEMPTED_EXIT_CODE] * 2, text
-    saved = [
-        int(line.split("saved at step ")[1].split()[0])
-        for i in range(2)
-        for line in group.log(i).splitlines()
-        if "preempted: checkpoint saved at step" in line
-    ]
-    assert len(saved) == 2 and saved[0] == saved[1], text  # both processes, the same step
-    preempted_at = saved[0]
-    assert 2 <= preempted_at < STEPS and _checkpoints(workdir)[-1] == preempted_at, text
-    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+    preempted_at, why = _sigterm_process_1(args, logs, workdir)
+    assert why.startswith("preempted (preemption notice (JAX preemption service)"), why
 
     with multihost.Group(args, logs, name="killed") as group:
         group.wait_for(
@@ -303,6 +314,29 @@ def test_sigterm_one_process_then_sigkill_both_then_restart_is_bit_identical(
         _train_args(workdir, _overrides(data_dir)), logs, timeout=TIMEOUT, name="restart"
     )
     assert "resumed from" in restart.log(0)
+    for a, b in zip(_params(reference), _params(workdir)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_sigterm_without_the_preemption_service_uses_the_broadcast_flag(
+    two_process_run, data_dir, tmp_path
+):
+    """JAX's preemption service off (JAX_ENABLE_PREEMPTION_SERVICE=false): SIGTERM to process
+    1 sets its guard's flag, the processes combine the flags with a collective and save the
+    same step, exit with status 75, and a restart ends bit-identical to an uninterrupted run."""
+    reference, _ = two_process_run
+    workdir, logs = str(tmp_path / "run"), str(tmp_path / "logs")
+    env = {"JAX_ENABLE_PREEMPTION_SERVICE": "false"}
+    args = _train_args(workdir, _overrides(data_dir), step_delay=0.3)
+    preempted_at, why = _sigterm_process_1(args, logs, workdir, env=env)
+    # Process 0 was not signalled: it stopped on process 1's flag, not on a service notice.
+    assert why.startswith("preempted (a signal to another process)"), why
+    restart = multihost.run(
+        _train_args(workdir, _overrides(data_dir)), logs, timeout=TIMEOUT, name="restart", env=env
+    )
+    resumed = f"resumed from {os.path.join(workdir, 'checkpoints')}/{preempted_at}"
+    assert resumed in restart.log(0), restart.logs()
     for a, b in zip(_params(reference), _params(workdir)):
         np.testing.assert_array_equal(a, b)
 
