@@ -562,20 +562,11 @@ def run_apgd(
     """Run the APGD program (``static``: its settings, as the registry's) over ``x, y`` with
     the compiled loops or the host-driven ones; outputs as ``execution.run_batched``."""
     if use_host_loop(host_loop, mesh):
-        return execution.run_batched_driver(
-            apgd_driver,
-            static,
-            apply_fn,
-            (x, y),
-            key=key,
-            indices=indices,
-            batch_size=batch_size,
-            mesh=mesh,
-            log=log,
-            desc=desc,
-        )
-    return execution.run_batched(
-        apgd_program,
+        run, program = execution.run_batched_driver, apgd_driver
+    else:
+        run, program = execution.run_batched, apgd_program
+    return run(
+        program,
         static,
         apply_fn,
         (x, y),
