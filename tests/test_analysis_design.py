@@ -115,3 +115,30 @@ def test_absent_keys_and_custom_seed_key():
     assert d.families[0].strength_key == "optimizer.sam_rho" and d.families[0].intervention
     assert dz.factor_of("augment.randaugment.magnitude") == "augment"
     assert dz.factor_of("train.batch_size") == "train.batch_size"
+
+
+def test_a_declared_family_can_hold_the_reference_at_a_strength():
+    runs = _study_overrides()
+    d = dz.infer_design(
+        runs,
+        families={
+            "noise": ("augment.gaussian_noise.sigma", 0.0),
+            "RA": "augment.randaugment.magnitude",
+        },
+    )
+    noise, ra = d.families
+    assert d.conditions[d.reference].label == "standard"
+    # The reference (3 replicates) is sigma 0, below the two noise conditions.
+    assert noise.strengths == (0.0, 0.05, 0.1) and noise.conditions[0] == d.reference
+    assert ra.strengths == (5.0, 9.0, 15.0) and d.reference not in ra.conditions
+    with pytest.raises(ValueError, match="already sets augment.gaussian_noise.sigma=0.1"):
+        dz.infer_design(runs, families={"noise": ("augment.gaussian_noise.sigma", 0.1)})
+    with pytest.raises(ValueError, match="neither a strength key nor a pair"):
+        dz.infer_design(runs, families={"noise": ("augment.gaussian_noise.sigma",)})
+    ref_sets_it = [{**o, "augment.gaussian_noise.sigma": 0.2} for o in runs[:3]] + runs[3:]
+    with pytest.raises(ValueError, match="reference condition sets"):
+        dz.infer_design(
+            ref_sets_it,
+            reference={"augment.name": "standard", "augment.gaussian_noise.sigma": 0.2},
+            families={"noise": ("augment.gaussian_noise.sigma", 0.0)},
+        )

@@ -56,6 +56,7 @@ TINY = {
         "pgd_steps": 2,
         "autoattack": True,
         "linf_eps": 0.5,
+        "extra_linf_eps": (2 / 255,),
         "batch_size": 16,
     },
 }
@@ -99,7 +100,7 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     json.dumps(_jsonable(out), allow_nan=False)  # JSON-serialisable
     # Every declared headline pattern names at least one metric the analysis produces.
     metrics = [f"{entry.where}/{m}" for m in flatten_results(out)]
-    for role in ("flatness", "robustness", "clean"):
+    for role in ("flatness", "robustness", "clean", "covariates"):
         for pattern in getattr(entry, role):
             tmp = registry.Analysis(
                 entry.name, entry.run, entry.data, path=entry.where, **{role: (pattern,)}
@@ -110,7 +111,8 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     # needs all 15 corruptions at 5 severities).
     flat = dict(flatten_results(out))
     heads = registry.headline_metrics(metrics)
-    for m in heads.flatness + heads.robustness + ([heads.clean] if heads.clean else []):
+    clean = [heads.clean] if heads.clean else []
+    for m in heads.flatness + heads.robustness + clean + heads.covariates:
         leaf = m[len(entry.where) + 1 :]
         value = flat[leaf][0]
         note = _lookup(out, leaf + "_note")

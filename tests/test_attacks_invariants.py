@@ -268,6 +268,30 @@ def test_evaluate_returns_json_results(setup):
     assert any("examples/s" in line for line in logs)
 
 
+def test_evaluate_attacks_extra_linf_radii_without_moving_the_others(setup):
+    model, params, _, x, y = setup
+    kw = dict(key=jax.random.key(0), log=lambda s: None, num_examples=12, batch_size=8)
+    kw.update(pgd_steps=3, autoattack=False, norms=("Linf",))
+    base = evaluate_lib.evaluate(_EvalModel(model, params), (x, y), **kw)
+    out = evaluate_lib.evaluate(
+        _EvalModel(model, params), (x, y), extra_linf_eps=(2 / 255, 0.3), **kw
+    )
+    assert sorted(out) == ["Linf", "Linf_0.3", "Linf_2over255", "clean"]
+    assert out["Linf"] == {
+        **base["Linf"],
+        "pgd": {**base["Linf"]["pgd"], "time_s": out["Linf"]["pgd"]["time_s"]},
+    }
+    assert out["Linf_2over255"]["eps"] == pytest.approx(2 / 255)
+    # A larger ball fools at least as many examples (PGD-3 is monotone enough at 0.3 vs 2/255).
+    assert out["Linf_0.3"]["pgd"]["error"] >= out["Linf_2over255"]["pgd"]["error"]
+    with pytest.raises(ValueError, match="Linf radius 0.0"):
+        evaluate_lib.evaluate(_EvalModel(model, params), (x, y), extra_linf_eps=(0.0,), **kw)
+    with pytest.raises(ValueError, match="same name"):
+        evaluate_lib.evaluate(
+            _EvalModel(model, params), (x, y), extra_linf_eps=(2 / 255, 2 / 255), **kw
+        )
+
+
 def test_evaluate_rejects_the_old_vocabulary(setup):
     _, _, f, x, y = setup
     with pytest.raises(ValueError, match="num_examples must be None"):

@@ -25,6 +25,7 @@ def clean_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "batch_size": 500,  # fixed global batch (rounded up to the device count)
+            "calibration_bins": 15,  # equal-width confidence bins of the ECE (Guo et al.)
         }
     )
 
@@ -95,6 +96,7 @@ def attacks_config() -> ml_collections.ConfigDict:
     c.norms = ("Linf", "L2")  # threat models
     c.linf_eps = 8 / 255
     c.l2_eps = 0.5
+    c.extra_linf_eps = ()  # further Linf radii (e.g. (2 / 255,)), reported as 'Linf_2over255'
     c.pgd_steps = 20
     c.pgd_rel_step_size = 0.25  # PGD step = pgd_rel_step_size * eps (2/255 at 8/255)
     c.pgd_restarts = 1
@@ -107,16 +109,21 @@ def attacks_config() -> ml_collections.ConfigDict:
 # --------------------------------------------------------------------------- analyses
 
 
-def clean(inputs, *, log=print, batch_size: int) -> dict:
-    """Top-1 error on the test subset (sharded, fixed padded batches)."""
+def clean(inputs, *, log=print, batch_size: int, calibration_bins: int) -> dict:
+    """Top-1 error on the test subset (sharded, fixed padded batches), with the mean
+    confidence, expected calibration error and NLL of the same predictions (covariates)."""
     from flatrob_jax import execution
+    from flatrob_jax.analysis.calibration import calibration
 
     images, labels = inputs.test
-    error = float(
-        execution.error_rate(inputs.model.apply_fn, images, labels, batch_size=batch_size)
+    logits = execution.predict(inputs.model.apply_fn, images, batch_size=batch_size)
+    calib = calibration(logits, labels, num_bins=calibration_bins)
+    error = 1.0 - calib.pop("accuracy")
+    log(
+        f"clean error {error:.4f} on {images.shape[0]} test images; mean confidence "
+        f"{calib['confidence']:.4f}, ECE {calib['ece']:.4f}, NLL {calib['nll']:.4f}"
     )
-    log(f"clean error {error:.4f} on {images.shape[0]} test images")
-    return {"error": error, "num_examples": int(images.shape[0])}
+    return {"error": error, "num_examples": int(images.shape[0]), "calibration": calib}
 
 
 def _curvature(inputs, data, which: str, log, settings) -> dict:
@@ -236,7 +243,13 @@ _FLATNESS = (
 
 register(
     Analysis(
-        "clean", clean, data="test", section="clean", default_config=clean_config, clean=("error",)
+        "clean",
+        clean,
+        data="test",
+        section="clean",
+        default_config=clean_config,
+        clean=("error",),
+        covariates=("calibration/confidence", "calibration/ece"),
     )
 )
 register(

@@ -17,7 +17,10 @@ separately: it is in the overrides each run was trained with. The rules, applied
   (its overrides, without the seed), else the condition with the most replicates, then the
   fewest override keys, then ``augment.name == 'standard'``, then the first in table order.
 * **Families** (dose-response axes). Given explicitly as ``{family name: strength key}``:
-  the conditions that override the strength key, which must agree on every other key. Else
+  the conditions that override the strength key, which must agree on every other key; or as
+  ``{family name: (strength key, reference strength)}``, which also puts the reference
+  condition (all its replicates) into the family at that strength (standard crop+flip is
+  Gaussian noise at sigma 0), so a family of two strengths has three dose levels. Else
   inferred: a condition that differs from the reference in ``augment.name`` plus one numeric
   ``augment.*`` key belongs to the family ``<augment.name value>`` with that strength key; a
   condition that differs from the reference in one numeric key only belongs to the family
@@ -244,7 +247,7 @@ def infer_design(
         return not any(factor_of(k, factor_prefixes) == "augment" for k in diff_keys(o))
 
     if families is not None:
-        fams = _declared_families(families, cond_overrides, intervention_keys)
+        fams = _declared_families(families, cond_overrides, intervention_keys, ref)
     else:
         fams = _inferred_families(
             cond_overrides, ref, diff_keys, factor_prefixes, intervention_keys
@@ -276,11 +279,30 @@ def infer_design(
     )
 
 
-def _declared_families(families, cond_overrides, intervention_keys) -> list:
+def _declared_families(families, cond_overrides, intervention_keys, ref: int) -> list:
     out = []
     all_keys = sorted({k for o in cond_overrides for k in o})
-    for name, key in dict(families).items():
+    for name, declared in dict(families).items():
+        if isinstance(declared, str):
+            key, anchor = declared, None
+        elif (
+            isinstance(declared, (tuple, list))
+            and len(declared) == 2
+            and isinstance(declared[0], str)
+            and _is_number(declared[1])
+        ):
+            key, anchor = declared[0], float(declared[1])
+        else:
+            raise ValueError(
+                f"family {name!r}: {declared!r} is neither a strength key nor a pair "
+                "(strength key, reference strength)"
+            )
         members = [i for i, o in enumerate(cond_overrides) if key in o]
+        if anchor is not None and ref in members:
+            raise ValueError(
+                f"family {name!r}: the reference condition sets {key!r} itself; declare the "
+                "family by its key alone"
+            )
         if not members:
             raise ValueError(
                 f"family {name!r}: no run overrides its strength key {key!r}; the "
@@ -295,13 +317,21 @@ def _declared_families(families, cond_overrides, intervention_keys) -> list:
         bad = [cond_overrides[i][key] for i in members if not _is_number(cond_overrides[i][key])]
         if bad:
             raise ValueError(f"family {name!r}: strength key {key!r} has non-numeric values {bad}")
-        members.sort(key=lambda i: cond_overrides[i][key])
+        levels = [(float(cond_overrides[i][key]), i) for i in members]
+        if anchor is not None:
+            if any(strength == anchor for strength, _ in levels):
+                raise ValueError(
+                    f"family {name!r}: a run already sets {key}={anchor:g}, the strength "
+                    "declared for the reference condition"
+                )
+            levels.append((anchor, ref))
+        levels.sort()
         out.append(
             Family(
                 str(name),
                 key,
-                tuple(members),
-                tuple(float(cond_overrides[i][key]) for i in members),
+                tuple(i for _, i in levels),
+                tuple(strength for strength, _ in levels),
                 key in intervention_keys,
                 True,
             )

@@ -9,7 +9,8 @@ that holds its settings, and a function
 ``settings`` are the fields of its config section (``analysis.<section>``) as plain keyword
 arguments. Each entry also declares which of its metrics are headline measures: ``flatness``
 (e.g. ``lambda_max``), ``robustness`` (robust errors, e.g. ``mean_corruption_error``) and
-``clean`` (the clean error, a covariate). The patterns are ``fnmatch`` patterns relative to
+``clean`` (the clean error, a covariate) and ``covariates`` (further covariates the report
+controls for: mean confidence, calibration error). The patterns are ``fnmatch`` patterns relative to
 the entry's place in ``analysis.json`` (its ``path``); the sweep and the report read these
 declarations (``headline_metrics``) instead of guessing from metric names.
 
@@ -57,6 +58,7 @@ class Analysis:
     flatness: tuple = ()  # fnmatch patterns (relative to path) of headline flatness measures
     robustness: tuple = ()  # ... of headline robust errors
     clean: tuple = ()  # ... of the clean error (a covariate)
+    covariates: tuple = ()  # ... of further covariates (mean confidence, calibration error)
     default: bool = True  # part of the default analysis.measures (False: opt-in, e.g. costly)
 
     @property
@@ -121,6 +123,7 @@ class Headlines(NamedTuple):
     flatness: list
     robustness: list
     clean: str | None
+    covariates: list
 
 
 def _matches(metric: str, where: str, patterns) -> bool:
@@ -138,7 +141,7 @@ def headline_metrics(metrics) -> Headlines:
     metric names ``metrics`` (``'curvature/clean/lambda_max'``...), as declared by the
     registered analyses; in the order of ``metrics``."""
     metrics = list(metrics)
-    flat, robust, clean = [], [], []
+    flat, robust, clean, covariates = [], [], [], []
     for analysis in _REGISTRY.values():
         for m in metrics:
             if _matches(m, analysis.where, analysis.flatness):
@@ -147,7 +150,9 @@ def headline_metrics(metrics) -> Headlines:
                 robust.append(m)
             if _matches(m, analysis.where, analysis.clean):
                 clean.append(m)
+            if _matches(m, analysis.where, analysis.covariates):
+                covariates.append(m)
     order = {m: i for i, m in enumerate(metrics)}
     unique = lambda xs: sorted(set(xs), key=order.get)  # noqa: E731
     clean = unique(clean)
-    return Headlines(unique(flat), unique(robust), clean[0] if clean else None)
+    return Headlines(unique(flat), unique(robust), clean[0] if clean else None, unique(covariates))

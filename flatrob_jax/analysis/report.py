@@ -266,7 +266,7 @@ def build_report(
     dpi: int = plots.DEFAULT_DPI,
     seed_key: str = SEED_KEY,
     reference: Mapping | None = None,
-    families: Mapping[str, str] | None = None,
+    families: Mapping[str, str | tuple] | None = None,
     intervention_keys: Sequence[str] = INTERVENTION_KEYS,
     none_name: str = study_report.NONE_AUGMENT,
 ) -> Report:
@@ -274,7 +274,8 @@ def build_report(
 
     The sweep's design (``design.infer_design``): ``seed_key`` names the replicate key;
     ``reference`` the reference condition's overrides (default: inferred); ``families``
-    ``{family name: strength key}`` (default: inferred); ``intervention_keys`` the overrides
+    ``{family name: strength key or (strength key, reference strength)}`` (default: inferred);
+    ``intervention_keys`` the overrides
     that intervene on flatness; ``none_name`` the augmentation name of "no augmentation".
     """
     table = pivot(results_rows)

@@ -40,6 +40,15 @@ def _accuracy_entry(correct: np.ndarray) -> dict:
     return {"accuracy": acc, "error": 1.0 - acc, "stderr": stderr, "num_examples": n}
 
 
+def threat_name(norm: str, eps: float) -> str:
+    """The results key of an extra radius: ``'Linf_2over255'`` when 255 eps is a whole
+    number, else ``'Linf_0.0123'``."""
+    k = float(eps) * 255
+    if abs(k - round(k)) < 1e-6:
+        return f"{norm}_{round(k)}over255"
+    return f"{norm}_{float(eps):.4g}"
+
+
 def evaluate(
     apply_fn,
     data,
@@ -52,6 +61,7 @@ def evaluate(
     norms: tuple[str, ...] = ("Linf", "L2"),
     linf_eps: float = 8 / 255,
     l2_eps: float = 0.5,
+    extra_linf_eps: tuple = (),
     pgd_steps: int = 20,
     pgd_rel_step_size: float = 0.25,
     pgd_restarts: int = 1,
@@ -73,15 +83,23 @@ def evaluate(
       batch_size: fixed global batch (rounded up to the device count).
       num_devices: devices of the mesh; None: all.
       norms: threat models, ``'Linf'`` (at ``linf_eps``) and/or ``'L2'`` (at ``l2_eps``).
+      extra_linf_eps: further Linf radii, each attacked like the first (PGD, and AutoAttack
+        if on) and reported under :func:`threat_name` (``'Linf_2over255'`` for 2/255); the
+        ``j``-th uses ``fold_in(key, 100 + j)``, so the other threat models keep their keys.
       pgd_steps, pgd_rel_step_size, pgd_restarts, pgd_loss: PGD with step
         ``pgd_rel_step_size * eps`` and loss ``'ce'`` or ``'margin'``.
       autoattack, autoattack_version: also run the AutoAttack cascade (``'standard'``).
 
-    Returns ``{'clean': {...}, 'Linf': {'eps', 'pgd': {...}, 'autoattack': {...}}, 'L2': ...}``
+    Returns ``{'clean': {...}, 'Linf': {'eps', 'pgd': {...}, 'autoattack': {...}}, 'L2': ...,
+    'Linf_2over255': ...}``
     where each leaf dict holds ``accuracy``, ``error``, ``stderr``, ``num_examples`` (the
     AutoAttack entry also per-attack cumulative accuracies, times and sanity checks).
     """
     norms = (norms,) if isinstance(norms, str) else tuple(norms)
+    extra_linf_eps = (extra_linf_eps,) if np.ndim(extra_linf_eps) == 0 else tuple(extra_linf_eps)
+    for eps in (linf_eps, *extra_linf_eps):
+        if not (isinstance(eps, (int, float, np.floating)) and 0 < eps <= 1):
+            raise ValueError(f"Linf radius {eps!r}: must be a number in (0, 1] (pixel scale)")
     for norm in norms:
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r} in norms; allowed: {NORMS}")
@@ -100,9 +118,19 @@ def evaluate(
     clean_correct = pred == labels
     results = {"clean": _accuracy_entry(clean_correct)}
     log(f"clean accuracy {results['clean']['accuracy']:.2%} on {labels.shape[0]} examples")
-    for i, norm in enumerate(norms):
-        eps = float(linf_eps if norm == "Linf" else l2_eps)
-        k = jax.random.fold_in(execution.typed_key(key), i)
+    threats = [
+        (norm, float(linf_eps if norm == "Linf" else l2_eps), i, norm)
+        for i, norm in enumerate(norms)
+    ]
+    threats += [
+        ("Linf", float(eps), 100 + j, threat_name("Linf", eps))
+        for j, eps in enumerate(extra_linf_eps)
+    ]
+    names = [t[3] for t in threats]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two threat models have the same name: {names}")
+    for norm, eps, index, name in threats:
+        k = jax.random.fold_in(execution.typed_key(key), index)
         entry = {"eps": eps}
         t0 = time.perf_counter()
         x_adv = pgd(
@@ -129,7 +157,7 @@ def evaluate(
             loss=pgd_loss,
             time_s=time.perf_counter() - t0,
         )
-        log(f"{norm} eps={eps:.5f}: PGD-{pgd_steps} accuracy {entry['pgd']['accuracy']:.2%}")
+        log(f"{name} eps={eps:.5f}: PGD-{pgd_steps} accuracy {entry['pgd']['accuracy']:.2%}")
         if autoattack:
             t0 = time.perf_counter()
             res = run_autoattack(
@@ -149,5 +177,5 @@ def evaluate(
             aa["version"] = autoattack_version
             aa["time_s_total"] = time.perf_counter() - t0
             entry["autoattack"] = aa
-        results[norm] = entry
+        results[name] = entry
     return results
