@@ -19,7 +19,7 @@ import numpy as np
 import scipy.stats
 
 from flatrob_jax.analysis import predictions as pred
-from flatrob_jax.analysis import stats, study_stats
+from flatrob_jax.analysis import stats, study_stats, zoo_report
 from flatrob_jax.analysis.design import AUGMENT_NAME_KEY, Design
 from flatrob_jax.analysis.results import MetricTable
 
@@ -596,6 +596,7 @@ def render_sections(s: StudyStats, figures: dict) -> list:
             parts += [f"{f} vs {r}:", "", _table(["augmentation run", "z", "t", "p"], rows), ""]
         if "interventions" in figures:
             parts += [f"![intervention line]({figures['interventions']})", ""]
+    parts += zoo_report.render(s)  # imported models: measured vs published (none: no lines)
     return parts
 
 

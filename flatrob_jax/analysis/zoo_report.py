@@ -1,0 +1,159 @@
+"""The report's "Imported models" section: our measured accuracy next to the published one.
+
+For every condition of the sweep that was imported rather than trained (its overrides hold
+``import.zoo`` or ``import.arch``/``import.weights``, see ``flatrob_jax.study``), one row:
+where the weights came from, then clean accuracy, corruption accuracy and Linf robust accuracy,
+each as ours (1 - the condition's mean error over its runs) beside the number the zoo
+publishes for the entry (``torch_import.zoo.Published``) and the difference in percentage
+points. A published robust accuracy sits in the column of its threat model (corruptions or
+Linf, with its eps); what a zoo does not publish, and what this sweep did not measure, is
+shown as such, never filled in.
+
+Ours are measured with the sweep's analysis settings (test subset size, the corruptions and
+severities chosen, ``analysis.attacks.linf_eps``, AutoAttack or only PGD); the published
+numbers use the full test sets and the zoo's own protocol, so a small difference is only
+meaningful when the settings match (the zoo sweep configs choose matching ones).
+"""
+
+from __future__ import annotations
+
+import math
+
+from flatrob_jax.torch_import import zoo
+
+ZOO_KEY = "import.zoo"
+WEIGHTS_KEY = "import.weights"
+ARCH_KEY = "import.arch"
+CORRUPTION_ERROR = "corruptions/mean_corruption_error"
+LINF_AUTOATTACK_ERROR = "attacks/Linf/autoattack/error"
+LINF_PGD_ERROR = "attacks/Linf/pgd/error"
+
+
+def _pct(v) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _cell(ours, published, eps=None) -> str:
+    """'ours (published P, +d pp)' with whatever of the two is known."""
+    if not _finite(ours) and published is None:
+        return "not measured; none published"
+    mine = _pct(ours) if _finite(ours) else "not measured"
+    if published is None:
+        return f"{mine} (none published)"
+    at = f" at eps {eps * 255:.3g}/255" if eps is not None else ""
+    diff = f", {100 * (ours - published):+.2f} pp" if _finite(ours) else ""
+    return f"{mine} (published {_pct(published)}{at}{diff})"
+
+
+def _accuracy(s, metric, condition) -> float | None:
+    """1 - the condition's mean of the error ``metric``, or None when not measured."""
+    if metric is None or metric not in s.means:
+        return None
+    error = s.means[metric][0][condition]
+    return 1.0 - float(error) if math.isfinite(error) else None
+
+
+def _source(overrides: dict):
+    """(description, zoo entry or None) of an imported condition."""
+    if ZOO_KEY in overrides:
+        try:
+            entry = zoo.get(overrides[ZOO_KEY])
+        except KeyError:
+            return f"zoo entry {overrides[ZOO_KEY]} (not in this catalogue)", None
+        return f"zoo {entry.name} ({entry.arch})", entry
+    weights = str(overrides.get(WEIGHTS_KEY, "?")).rsplit("/", 1)[-1]
+    return f"file {weights} ({overrides.get(ARCH_KEY, '?')}; no published numbers)", None
+
+
+def rows(s) -> list:
+    """One dict per imported condition of the study statistics ``s``
+    (``study_report.StudyStats``): label, source, ours and published accuracies."""
+    linf = LINF_AUTOATTACK_ERROR if LINF_AUTOATTACK_ERROR in s.means else None
+    linf_attack = "AutoAttack" if linf else None
+    if linf is None and LINF_PGD_ERROR in s.means:
+        linf, linf_attack = LINF_PGD_ERROR, "PGD"
+    out = []
+    for i, c in enumerate(s.design.conditions):
+        if not any(k in c.overrides for k in (ZOO_KEY, WEIGHTS_KEY)):
+            continue
+        source, entry = _source(c.overrides)
+        pub = entry.published if entry is not None else None
+        out.append(
+            {
+                "label": c.label,
+                "source": source,
+                "clean": _accuracy(s, s.clean, i),
+                "clean_published": pub.clean_accuracy if pub else None,
+                "corruptions": _accuracy(s, CORRUPTION_ERROR, i),
+                "corruptions_published": (
+                    pub.robust_accuracy if pub and pub.threat_model == zoo.CORRUPTIONS else None
+                ),
+                "linf": _accuracy(s, linf, i),
+                "linf_attack": linf_attack,
+                "linf_published": (
+                    pub.robust_accuracy if pub and pub.threat_model == zoo.LINF else None
+                ),
+                "linf_published_eps": pub.eps if pub and pub.threat_model == zoo.LINF else None,
+                "published_source": pub.source if pub else None,
+            }
+        )
+    return out
+
+
+def render(s) -> list:
+    """The Markdown lines of the section (none when the sweep imported nothing)."""
+    found = rows(s)
+    if not found:
+        return []
+    attack = next((r["linf_attack"] for r in found if r["linf_attack"]), None)
+    header = [
+        "condition",
+        "weights",
+        "clean accuracy",
+        "corruption accuracy",
+        f"Linf robust accuracy ({attack or 'not measured'})",
+    ]
+    body = [
+        [
+            r["label"],
+            r["source"],
+            _cell(r["clean"], r["clean_published"]),
+            _cell(r["corruptions"], r["corruptions_published"]),
+            _cell(r["linf"], r["linf_published"], r["linf_published_eps"]),
+        ]
+        for r in found
+    ]
+    # 'RobustBench <commit>: model_info/...json' -> 'RobustBench <commit>' (one per entry).
+    sources = sorted({r["published_source"].split(":")[0] for r in found if r["published_source"]})
+    lines = [
+        "## Imported models: measured vs published",
+        "",
+        "Ours: 1 - the mean error over the condition's runs, with this sweep's analysis "
+        "settings (test subset, corruptions and severities, analysis.attacks.linf_eps). "
+        "Published: the zoo's number on its full test set and protocol; compare the two only "
+        "where the settings match. pp: percentage points.",
+        "",
+        _table(header, body),
+        "",
+    ]
+    if sources:
+        lines += [
+            "Published numbers from: "
+            + "; ".join(sources)
+            + " (RobustBench: model_info/<dataset>/<threat>/<model>.json of each entry).",
+            "",
+        ]
+    return lines
+
+
+def _table(header, body) -> str:
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in body]
+    return "\n".join(lines)
