@@ -11,13 +11,27 @@ analysis settings is not analyzed again, and the report is rebuilt from the anal
 ``command_line`` gives the per-run training commands, so the same runs can be launched
 elsewhere (a TPU pod, a cluster) into the same workdirs; the report step then picks them up.
 
+Models trained elsewhere: a run whose overrides hold ``import.*`` keys (``IMPORT_KEYS``) is
+imported (``flatrob_jax.torch_import``) instead of trained, in the train step, and then
+analyzed and reported like any run: ``{'import.zoo': 'cifar10/Linf/Carmon2019Unlabeled'}``
+fetches a zoo entry (``torch_import.zoo``) into the sweep's ``zoo_cache`` and imports it;
+``{'import.arch': 'resnet18_cifar', 'import.weights': 'model.pt'}`` (optionally
+``import.mean``, ``import.std``, ``import.sha256``) imports a local file. Its dataset is the
+base config's, which a zoo entry's must match. The imported run's config is the import's (the
+dataset's experiment config with the architecture's model and the checkpoint's normalization)
+with the sweep's other overrides applied and the sweep's ``analysis`` section, so they cannot
+set ``model.*`` or ``dataset.name/mean/std``. The ``import.*`` keys stay in the run's
+overrides (its name, the results table, the report's imported-models table).
+
 The root may be a gs:// URI: the runs, the report, results.csv and JAX's compilation cache
 then all live in the bucket (``flatrob_jax.fileio``); nothing is written locally.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime
 import itertools
 import json
 import os
@@ -32,6 +46,18 @@ from flatrob_jax.configuration import apply_overrides, load_config_file
 from flatrob_jax.progress import format_duration
 
 STEPS = ("train", "analyze", "report")
+IMPORT_PREFIX = "import."
+# The overrides that make a run imported instead of trained (see the module docstring).
+IMPORT_KEYS = {
+    "import.zoo": "a zoo entry name (flatrob_jax.torch_import.zoo.names())",
+    "import.arch": "the import's architecture (torch_import.arch_names())",
+    "import.weights": "a local .pt/.pth file (a state_dict) of that architecture",
+    "import.mean": "its per-channel input mean (tuple); with import.std",
+    "import.std": "its per-channel input std (tuple); with import.mean",
+    "import.sha256": "the expected sha256 of import.weights",
+}
+# Config keys an imported run takes from the import, not from overrides.
+_IMPORTED_FIELDS = ("model.", "dataset.name", "dataset.mean", "dataset.std")
 
 
 @dataclasses.dataclass
@@ -53,6 +79,9 @@ class Sweep:
     # bucket): runs of one model share their eval, curvature and attack programs (weights are
     # arguments), and a rerun compiles little.
     compilation_cache: bool = True
+    # Where imported zoo entries are downloaded once (torch_import.fetch): None means
+    # $FLATROB_ZOO_CACHE, else ~/.cache/flatrob_jax/zoo.
+    zoo_cache: str | None = None
 
 
 def product(**axes) -> list:
@@ -65,9 +94,13 @@ def run_name(overrides: dict) -> str:
     """A readable, filesystem-safe name from the overrides: 'name=augmix,seed=1'."""
     if not overrides:
         return "base"
-    parts = [f"{k.split('.')[-1]}={v}" for k, v in overrides.items()]
+    # An imported file is named by its base name, not its whole path.
+    shown = {
+        k: os.path.basename(str(v)) if k == "import.weights" else v for k, v in overrides.items()
+    }
+    parts = [f"{k.split('.')[-1]}={v}" for k, v in shown.items()]
     if len({k.split(".")[-1] for k in overrides}) < len(overrides):
-        parts = [f"{k}={v}" for k, v in overrides.items()]
+        parts = [f"{k}={v}" for k, v in shown.items()]
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
 
 
@@ -99,18 +132,78 @@ def load_sweep(spec: str) -> Sweep:
     return sweep
 
 
+def import_source(overrides: dict) -> dict | None:
+    """The run's ``import.*`` overrides without the prefix (``{'zoo': name}`` or ``{'arch':
+    ..., 'weights': ...}``), or None for a run that is trained."""
+    source = {k[len(IMPORT_PREFIX) :]: v for k, v in overrides.items() if k in IMPORT_KEYS}
+    return source or None
+
+
+def config_overrides(overrides: dict) -> dict:
+    """The overrides without the ``import.*`` keys: what applies to the config."""
+    unknown = [k for k in overrides if k.startswith(IMPORT_PREFIX) and k not in IMPORT_KEYS]
+    if unknown:
+        raise ValueError(
+            f"unknown import keys {unknown}; valid: "
+            + "; ".join(f"{k} ({why})" for k, why in IMPORT_KEYS.items())
+        )
+    return {k: v for k, v in overrides.items() if k not in IMPORT_KEYS}
+
+
+def _check_import(name: str, source: dict, overrides: dict, config) -> None:
+    """An imported run's source is complete and fits the sweep's dataset and overrides."""
+    from flatrob_jax.torch_import import arch_names, zoo
+
+    if "zoo" in source:
+        if set(source) != {"zoo"}:
+            raise ValueError(f"run {name}: import.zoo takes no other import keys: {source}")
+        try:
+            entry = zoo.get(source["zoo"])
+        except KeyError as e:
+            raise ValueError(f"run {name}: {e.args[0]}") from e
+        if entry.dataset != config.dataset.name:
+            raise ValueError(
+                f"run {name}: zoo entry {entry.name} is a {entry.dataset} model; the sweep's "
+                f"dataset is {config.dataset.name!r}"
+            )
+    elif "arch" not in source or "weights" not in source:
+        raise ValueError(
+            f"run {name}: an imported run needs import.zoo, or import.arch and import.weights; "
+            f"got {sorted(source)}"
+        )
+    elif source["arch"] not in arch_names():
+        raise ValueError(
+            f"run {name}: unknown import.arch {source['arch']!r}; known: {', '.join(arch_names())}"
+        )
+    clash = [k for k in overrides if k.startswith(_IMPORTED_FIELDS)]
+    if clash:
+        raise ValueError(
+            f"run {name}: {clash} cannot be overridden for an imported run (its model and "
+            f"normalization come from the import)"
+        )
+
+
 def run_configs(sweep) -> list:
     """[(name, overrides, config)] for every run, validated before anything starts."""
     base = apply_overrides(load_config_file(sweep.base), dict(sweep.overrides))
     out = []
     for overrides in sweep.runs:
         overrides = dict(overrides)
-        out.append((run_name(overrides), overrides, apply_overrides(base, overrides)))
+        name = run_name(overrides)
+        config = apply_overrides(base, config_overrides(overrides))
+        source = import_source(overrides)
+        if source is not None:
+            _check_import(name, source, {**sweep.overrides, **overrides}, config)
+        out.append((name, overrides, config))
     return out
 
 
 def command_line(sweep, overrides: dict, workdir: str) -> str:
-    """The ``python -m flatrob_jax.train`` line that trains one run of the sweep."""
+    """The ``python -m flatrob_jax.train`` line that trains one run of the sweep (for an
+    imported run, the ``python -m flatrob_jax.import_torch`` line that imports it)."""
+    source = import_source(overrides)
+    if source is not None:
+        return _import_command_line(source, workdir)
     parts = [
         os.path.basename(sys.executable),
         "-m",
@@ -123,6 +216,51 @@ def command_line(sweep, overrides: dict, workdir: str) -> str:
     for k, v in {**dict(sweep.overrides), **overrides}.items():
         parts.append(f"--config.{k}={v}")
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _import_command_line(source: dict, workdir: str) -> str:
+    parts = [os.path.basename(sys.executable), "-m", "flatrob_jax.import_torch"]
+    if "zoo" in source:
+        parts += ["--zoo", source["zoo"]]
+    else:
+        parts += ["--arch", source["arch"], "--weights", str(source["weights"])]
+        for key in ("mean", "std"):
+            if source.get(key) is not None:
+                parts += [f"--{key}", ",".join(map(str, source[key]))]
+        if source.get("sha256"):
+            parts += ["--sha256", source["sha256"]]
+    parts += ["--workdir", workdir]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def import_run(sweep, overrides: dict, config, workdir: str, log=print) -> dict:
+    """Import the run's source (``import_source(overrides)``) into ``workdir``, with the
+    sweep's overrides and analysis settings (see the module docstring); returns the
+    provenance record."""
+    from flatrob_jax.torch_import import fetch, zoo
+    from flatrob_jax.torch_import import workdir as import_workdir
+
+    source = import_source(overrides)
+    if "zoo" in source:
+        entry = zoo.get(source["zoo"])
+        path = fetch.fetch_entry(entry, sweep.zoo_cache, log=log)
+        imported, variables, provenance = zoo.prepare_entry(entry, path)
+    else:
+        imported, variables, provenance = import_workdir.prepare_import(
+            source["arch"],
+            source["weights"],
+            config.dataset.name,
+            mean=source.get("mean"),
+            std=source.get("std"),
+            sha256=source.get("sha256"),
+        )
+    run_config = apply_overrides(imported, config_overrides({**sweep.overrides, **overrides}))
+    run_config.analysis = copy.deepcopy(config.analysis)
+    provenance["imported_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"
+    )
+    import_workdir.write_workdir(workdir, run_config, variables, provenance)
+    return provenance
 
 
 def _read_json(workdir: str, name: str):
@@ -198,16 +336,26 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
             ],
             "which runs are trained",
         )
-        for i, (name, _, config) in enumerate(runs):
+        for i, (name, overrides, config) in enumerate(runs):
             workdir = fileio.join(root, name)
+            imported = import_source(overrides) is not None
             if finished[i]:
-                log(f"[{i + 1}/{len(runs)}] {name}: trained already")
+                log(
+                    f"[{i + 1}/{len(runs)}] {name}: {'imported' if imported else 'trained'} already"
+                )
                 continue
+            what = "importing" if imported else "training"
             log(
-                f"[{i + 1}/{len(runs)}] {name}: training "
+                f"[{i + 1}/{len(runs)}] {name}: {what} "
                 f"(elapsed {format_duration(time.time() - t0)})"
             )
-            train_and_evaluate(config, workdir)
+            if imported:  # files only: process 0 writes them, the others wait for it
+                distributed.decide_on_main(
+                    lambda: bool(import_run(sweep, overrides, config, workdir, log)),
+                    f"the import of {name}",
+                )
+            else:
+                train_and_evaluate(config, workdir)
     if "analyze" in steps:
         cache: dict = {}  # model-independent analysis work shared by the runs (corrupted sets)
         current = distributed.decide_on_main(
