@@ -100,7 +100,7 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     json.dumps(_jsonable(out), allow_nan=False)  # JSON-serialisable
     # Every declared headline pattern names at least one metric the analysis produces.
     metrics = [f"{entry.where}/{m}" for m in flatten_results(out)]
-    for role in ("flatness", "robustness", "clean", "covariates"):
+    for role in ("flatness", "robustness", "clean", "covariates", "endpoint"):
         for pattern in getattr(entry, role):
             tmp = registry.Analysis(
                 entry.name, entry.run, entry.data, path=entry.where, **{role: (pattern,)}
@@ -112,7 +112,7 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     flat = dict(flatten_results(out))
     heads = registry.headline_metrics(metrics)
     clean = [heads.clean] if heads.clean else []
-    for m in heads.flatness + heads.robustness + clean + heads.covariates:
+    for m in heads.flatness + heads.robustness + clean + heads.covariates + heads.endpoint:
         leaf = m[len(entry.where) + 1 :]
         value = flat[leaf][0]
         note = _lookup(out, leaf + "_note")

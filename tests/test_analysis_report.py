@@ -259,8 +259,13 @@ def _study_rows(flatten=True, seed=0):
         )
         clean = 0.1 + 0.005 * strength + rng.normal(0, 0.003)
         res = {
-            "clean": {"error": clean},
-            "curvature": {"clean": {"lambda_max": {"value": lam, "stderr": 0.5}}},
+            "clean": {
+                "error": clean,
+                "calibration": {"confidence": 0.9 - 0.002 * lam + rng.normal(0, 0.01)},
+            },
+            "curvature": {
+                "clean": {"lambda_max": {"value": lam, "stderr": 0.5}, "loss": 0.01 * strength}
+            },
             "attacks": {
                 "Linf": {"pgd": {"error": 0.3 + 0.01 * lam + 0.5 * clean + rng.normal(0, 0.003)}}
             },
@@ -369,3 +374,27 @@ def test_intervention_figure_and_table(tmp_path):
         and "![intervention line](figures/interventions.png)" in text
     )
     assert "| none, seed=0 |" in text
+
+
+def test_covariates_and_the_training_end_point_are_reported(tmp_path):
+    rows = _study_rows()
+    rep = report.build_report(rows, tmp_path, num_resamples=200)
+    conf = "clean/calibration/confidence"
+    assert rep.study.covariates == [conf]
+    table = results.pivot(rows)
+    d = rep.study.design
+    means = {
+        k: np.array([table.column(k)[list(c.runs)].mean() for c in d.conditions])
+        for k in (conf, LAM, PGD)
+    }
+    for m in (LAM, PGD):
+        got = rep.study.covariate_corr[(conf, m)]["spearman"].statistic
+        assert got == pytest.approx(scipy.stats.spearmanr(means[conf], means[m])[0], abs=1e-12)
+    text = open(rep.path).read()
+    assert "## Covariates: confidence and calibration" in text
+    assert "## Training end point and covariates" in text
+    assert "| run | label | clean/calibration/confidence | curvature/clean/loss |" in text
+    payload = json.loads(open(rep.study_json).read())
+    assert {c["metric"] for c in payload["covariates"]} == {LAM, PGD}
+    with pytest.raises(ValueError, match=r"covariate_metrics names unknown metrics \['nope'\]"):
+        report.build_report(rows, tmp_path / "x", covariate_metrics=["nope"], num_resamples=10)

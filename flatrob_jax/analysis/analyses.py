@@ -261,6 +261,7 @@ register(
         default_config=curvature_config,
         path="curvature/clean",
         flatness=_FLATNESS,
+        endpoint=("loss", "error_rate"),
     )
 )
 register(
@@ -272,6 +273,7 @@ register(
         default_config=curvature_config,
         path="curvature/augmented",
         flatness=_FLATNESS,
+        endpoint=("loss", "error_rate"),
     )
 )
 register(

@@ -10,9 +10,11 @@ that holds its settings, and a function
 arguments. Each entry also declares which of its metrics are headline measures: ``flatness``
 (e.g. ``lambda_max``), ``robustness`` (robust errors, e.g. ``mean_corruption_error``) and
 ``clean`` (the clean error, a covariate) and ``covariates`` (further covariates the report
-controls for: mean confidence, calibration error). The patterns are ``fnmatch`` patterns relative to
-the entry's place in ``analysis.json`` (its ``path``); the sweep and the report read these
-declarations (``headline_metrics``) instead of guessing from metric names.
+controls for: mean confidence, calibration error) and ``endpoint`` (where training ended:
+the loss and error on the training data the flatness is measured on). The patterns are
+``fnmatch`` patterns relative to the entry's place in ``analysis.json`` (its ``path``); the
+sweep and the report read these declarations (``headline_metrics``) instead of guessing from
+metric names.
 
 To add an analysis: write its function and ``register(Analysis(...))`` it (see
 ``analysis/analyses.py`` for the built-in ones), then name it in ``analysis.measures``.
@@ -59,6 +61,7 @@ class Analysis:
     robustness: tuple = ()  # ... of headline robust errors
     clean: tuple = ()  # ... of the clean error (a covariate)
     covariates: tuple = ()  # ... of further covariates (mean confidence, calibration error)
+    endpoint: tuple = ()  # ... of where training ended (train loss and error on its data)
     default: bool = True  # part of the default analysis.measures (False: opt-in, e.g. costly)
 
     @property
@@ -124,6 +127,7 @@ class Headlines(NamedTuple):
     robustness: list
     clean: str | None
     covariates: list
+    endpoint: list
 
 
 def _matches(metric: str, where: str, patterns) -> bool:
@@ -141,7 +145,7 @@ def headline_metrics(metrics) -> Headlines:
     metric names ``metrics`` (``'curvature/clean/lambda_max'``...), as declared by the
     registered analyses; in the order of ``metrics``."""
     metrics = list(metrics)
-    flat, robust, clean, covariates = [], [], [], []
+    flat, robust, clean, covariates, endpoint = [], [], [], [], []
     for analysis in _REGISTRY.values():
         for m in metrics:
             if _matches(m, analysis.where, analysis.flatness):
@@ -152,7 +156,15 @@ def headline_metrics(metrics) -> Headlines:
                 clean.append(m)
             if _matches(m, analysis.where, analysis.covariates):
                 covariates.append(m)
+            if _matches(m, analysis.where, analysis.endpoint):
+                endpoint.append(m)
     order = {m: i for i, m in enumerate(metrics)}
     unique = lambda xs: sorted(set(xs), key=order.get)  # noqa: E731
     clean = unique(clean)
-    return Headlines(unique(flat), unique(robust), clean[0] if clean else None, unique(covariates))
+    return Headlines(
+        unique(flat),
+        unique(robust),
+        clean[0] if clean else None,
+        unique(covariates),
+        unique(endpoint),
+    )

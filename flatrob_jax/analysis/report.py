@@ -100,6 +100,18 @@ def classify_metrics(
     return list(flat), list(rob), clean
 
 
+def _known(given, declared, table: MetricTable, what: str) -> list:
+    """``given`` (checked against the table) or else the ``declared`` metrics."""
+    if given is None:
+        return list(declared)
+    unknown = [m for m in given if m not in table.metrics]
+    if unknown:
+        raise ValueError(
+            f"{what} names unknown metrics {unknown}; the table has: {', '.join(table.metrics)}"
+        )
+    return list(given)
+
+
 def run_labels(table: MetricTable, label_key: str | None = None) -> list[str]:
     """One label per run for plots and tables.
 
@@ -257,6 +269,8 @@ def build_report(
     flatness_metrics: Sequence[str] | None = None,
     robust_metrics: Sequence[str] | None = None,
     clean_metric: str | None = None,
+    covariate_metrics: Sequence[str] | None = None,
+    endpoint_metrics: Sequence[str] | None = None,
     label_key: str | None = None,
     title: str = "Flatness vs. robustness across augmentations",
     num_resamples: int = 2000,
@@ -277,6 +291,9 @@ def build_report(
     ``{family name: strength key or (strength key, reference strength)}`` (default: inferred);
     ``intervention_keys`` the overrides
     that intervene on flatness; ``none_name`` the augmentation name of "no augmentation".
+    ``covariate_metrics`` (mean confidence, ECE) and ``endpoint_metrics`` (train loss and error
+    where training ended) default to those the analyses declare; they are tabulated per run,
+    and the covariates correlated with every measure across conditions.
     """
     table = pivot(results_rows)
     if not table.runs:
@@ -294,6 +311,9 @@ def build_report(
             f"robust {rob} among metrics {list(table.metrics)} (pass flatness_metrics/"
             f"robust_metrics explicitly)"
         )
+    declared = registry.headline_metrics(table.metrics)
+    covariates = _known(covariate_metrics, declared.covariates, table, "covariate_metrics")
+    endpoint = _known(endpoint_metrics, declared.endpoint, table, "endpoint_metrics")
     out_dir = os.fspath(out_dir)
     fileio.makedirs(fileio.join(out_dir, "figures", "scatter"))
     labels = run_labels(table, label_key)
@@ -314,6 +334,7 @@ def build_report(
         num_resamples=num_resamples,
         seed=seed,
         none_name=none_name,
+        covariates=covariates,
     )
     study_json = atomic_write_text(
         os.path.join(out_dir, "study_stats.json"), study_report.to_json(study)
@@ -430,6 +451,7 @@ def build_report(
         seed=seed,
         study=study,
         condition_points=points["by_condition"],
+        descriptive=[m for m in (*covariates, *endpoint) if m != clean],
     )
     path = atomic_write_text(os.path.join(out_dir, "report.md"), text)
     return Report(
@@ -514,6 +536,7 @@ def _render_markdown(
     seed,
     study=None,
     condition_points=False,
+    descriptive=(),
 ) -> str:
     level = f"{100 * confidence:g}%"
     parts = [f"# {title}", ""]
@@ -538,6 +561,31 @@ def _render_markdown(
         "Values are ± one standard error where the measurement has one.",
         "",
     ]
+    if descriptive:
+        parts += [
+            "## Training end point and covariates",
+            "",
+            "Where each run's training ended (loss and error, BatchNorm in eval mode, on the "
+            "training examples the flatness is measured on, clean and through the run's own "
+            "augmentation) and the covariates of robustness (mean confidence and expected "
+            "calibration error on the clean test images).",
+            "",
+            _md_table(
+                ["run", "label", *descriptive],
+                [
+                    [run, labels[i]]
+                    + [
+                        _with_stderr(
+                            table.values[i, table.metrics.index(m)],
+                            table.stderrs[i, table.metrics.index(m)],
+                        )
+                        for m in descriptive
+                    ]
+                    for i, run in enumerate(table.runs)
+                ],
+            ),
+            "",
+        ]
     if study is not None:
         parts += study_report.render_sections(study, figures)
 

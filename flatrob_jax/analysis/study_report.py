@@ -46,6 +46,9 @@ class StudyStats:
     p1a: dict = field(default_factory=dict)  # flat -> StratifiedKendall
     p1b: dict = field(default_factory=dict)  # flat -> SignTest
     verdicts: list = field(default_factory=list)
+    covariates: list = field(default_factory=list)  # covariate metrics (confidence, ECE)
+    # (covariate, flatness or robust metric) -> {'spearman', 'ci', 'points'} across conditions
+    covariate_corr: dict = field(default_factory=dict)
 
 
 def _fmt(v, digits=3) -> str:
@@ -84,11 +87,17 @@ def compute(
     num_resamples: int = 2000,
     seed: int = 0,
     none_name: str = NONE_AUGMENT,
+    covariates: Sequence[str] = (),
 ) -> StudyStats:
-    """Every statistic of the module docstring for one sweep."""
+    """Every statistic of the module docstring for one sweep. ``covariates`` (mean confidence,
+    calibration error) get their noise floor and their rank correlation across conditions with
+    every flatness measure and robust error."""
     alpha = 1.0 - confidence
     out = StudyStats(design, list(flatness), list(robust), clean, confidence)
-    metrics = list(dict.fromkeys([*flatness, *robust, *([clean] if clean else [])]))
+    out.covariates = [c for c in covariates if c != clean]
+    metrics = list(
+        dict.fromkeys([*flatness, *robust, *([clean] if clean else []), *out.covariates])
+    )
     for m in metrics:
         out.floors[m] = study_stats.noise_floor(table.column(m), design)
         out.means[m] = study_stats.condition_means(table.column(m), design)
@@ -204,6 +213,17 @@ def compute(
             )
         )
 
+    # Covariates: does a flatness measure or robust error move with confidence or calibration?
+    for j, cov in enumerate(out.covariates):
+        for i, m in enumerate([*flatness, *robust]):
+            out.covariate_corr[(cov, m)] = _rank_across(
+                out.means[cov][0],
+                out.means[m][0],
+                num_resamples=num_resamples,
+                confidence=confidence,
+                rng=np.random.default_rng([seed, 3, j, i]),
+            )
+
     # Per pair: granulated Kendall, sign-error, across-condition rank statistics, interventions.
     fit_conds = (design.reference, *design.interventions) if design.interventions else ()
     out.fit_runs = tuple(r for ci in fit_conds for r in design.conditions[ci].runs)
@@ -278,6 +298,25 @@ def compute(
     return out
 
 
+def _rho(a, b) -> float:
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(scipy.stats.spearmanr(a, b).statistic)
+
+
+def _rank_across(x, y, *, num_resamples, confidence, rng) -> dict:
+    """Spearman rho of two per-condition means with its bootstrap percentile interval."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    return {
+        "spearman": stats.spearman(x, y),
+        "ci": study_stats.bootstrap_percentile(
+            _rho, (x, y), num_resamples=num_resamples, confidence=confidence, rng=rng
+        ),
+        "points": np.flatnonzero(keep),
+    }
+
+
 def _across(fm, rm, cm, labels, *, num_resamples, confidence, rng) -> dict:
     """Spearman and partial Spearman across conditions with intervals and LOO influence."""
     keep = np.isfinite(fm) & np.isfinite(rm) & (np.isfinite(cm) if cm is not None else True)
@@ -285,16 +324,10 @@ def _across(fm, rm, cm, labels, *, num_resamples, confidence, rng) -> dict:
     x, y = fm[keep], rm[keep]
     out = {"points": points}
     out["spearman"] = stats.spearman(x, y)
-
-    def rho(a, b):
-        if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-            return math.nan
-        return float(scipy.stats.spearmanr(a, b).statistic)
-
     out["spearman_ci"] = study_stats.bootstrap_percentile(
-        rho, (x, y), num_resamples=num_resamples, confidence=confidence, rng=rng
+        _rho, (x, y), num_resamples=num_resamples, confidence=confidence, rng=rng
     )
-    out["spearman_loo"] = study_stats.leave_one_out(rho, (x, y))
+    out["spearman_loo"] = study_stats.leave_one_out(_rho, (x, y))
     if cm is None:
         out["partial"] = out["partial_ci"] = out["partial_loo"] = None
         return out
@@ -362,6 +395,39 @@ def render_predictions(s: StudyStats) -> list:
             f"{counts[pred.INCONCLUSIVE]} inconclusive of {len(vs)} test(s)."
         )
     parts.append("")
+    return parts
+
+
+def render_covariates(s: StudyStats) -> list:
+    """Rank correlation of each covariate (mean confidence, ECE) with every flatness measure and
+    robust error across conditions: a flatness measure that tracks confidence as closely as the
+    robust error does cannot tell flatness from confidence."""
+    if not s.covariates:
+        return []
+    parts = ["## Covariates: confidence and calibration", ""]
+    body = []
+    for (cov, m), c in s.covariate_corr.items():
+        sp, ci = c["spearman"], c["ci"]
+        role = "flatness" if m in s.flatness else "robust error"
+        body.append(
+            [
+                cov,
+                m,
+                role,
+                sp.n,
+                f"{_signed(sp.statistic)} [{_signed(ci.low)}, {_signed(ci.high)}]",
+                _p(sp.pvalue),
+            ]
+        )
+    parts += [
+        "One point per condition (its mean over seeds): Spearman rho of each covariate with each "
+        f"flatness measure and robust error, {100 * s.confidence:g}% bootstrap percentile "
+        "interval over conditions. A flatness measure that tracks a covariate as closely as the "
+        "robust error does cannot, on these runs, be told apart from that covariate.",
+        "",
+        _table(["covariate", "metric", "role", "conditions", "Spearman rho [CI]", "p"], body),
+        "",
+    ]
     return parts
 
 
@@ -536,6 +602,8 @@ def render_sections(s: StudyStats, figures: dict) -> list:
         "",
     ]
 
+    parts += render_covariates(s)
+
     parts += ["## Interventions on flatness", ""]
     if not s.interventions:
         parts += [
@@ -694,6 +762,17 @@ def to_json(s: StudyStats) -> str:
             for m, fl in s.floors.items()
         },
         "dose_response": s.dose,
+        "covariates": [
+            {
+                "covariate": cov,
+                "metric": m,
+                "spearman": c["spearman"].statistic,
+                "pvalue": c["spearman"].pvalue,
+                "n": c["spearman"].n,
+                "ci": [c["ci"].low, c["ci"].high],
+            }
+            for (cov, m), c in s.covariate_corr.items()
+        ],
         "granulated_kendall": [
             {
                 "flatness": f,
