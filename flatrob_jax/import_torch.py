@@ -3,11 +3,15 @@
 [--zoo_entry NAME]``. ARCH: resnet18_cifar, preact_resnet18, wrn_28_10, wrn_34_10, wrn_70_16,
 resnet50, wide_resnet50_2. Without --mean/--std the inputs are used as they are (unless the
 checkpoint stores its normalization). Needs torch (``pip install 'flatrob_jax[torch]'``); the
-library code is ``flatrob_jax.torch_import.import_checkpoint``."""
+library code is ``flatrob_jax.torch_import.import_checkpoint``.
+
+A zoo entry instead: ``python -m flatrob_jax.import_torch --zoo NAME --workdir W
+[--zoo_cache DIR]`` fetches it once into the cache (``torch_import.fetch``) and imports it
+with the entry's architecture, dataset and normalization (``torch_import.zoo.names()``)."""
 
 from absl import app, flags, logging
 
-from flatrob_jax.torch_import import arch_names, dataset_names, import_checkpoint
+from flatrob_jax.torch_import import arch_names, dataset_names, import_checkpoint, zoo
 
 _ARCH = flags.DEFINE_string("arch", None, f"architecture: {', '.join(arch_names())}")
 _WEIGHTS = flags.DEFINE_string("weights", None, "the .pt/.pth file (a state_dict)")
@@ -17,7 +21,9 @@ _MEAN = flags.DEFINE_list("mean", None, "per-channel input mean the weights were
 _STD = flags.DEFINE_list("std", None, "per-channel input std the weights were trained with")
 _SHA256 = flags.DEFINE_string("sha256", None, "expected sha256 of the weights file")
 _ZOO_ENTRY = flags.DEFINE_string("zoo_entry", None, "zoo name of the model, for provenance")
-flags.mark_flags_as_required(["arch", "weights", "dataset", "workdir"])
+_ZOO = flags.DEFINE_string("zoo", None, "a zoo entry to fetch and import, instead of --arch...")
+_ZOO_CACHE = flags.DEFINE_string("zoo_cache", None, "zoo cache (default $FLATROB_ZOO_CACHE)")
+flags.mark_flags_as_required(["workdir"])
 
 
 def _floats(name, values):
@@ -31,7 +37,33 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    record = import_checkpoint(
+    file_flags = {"arch": _ARCH, "weights": _WEIGHTS, "dataset": _DATASET, "mean": _MEAN}
+    file_flags.update(std=_STD, sha256=_SHA256, zoo_entry=_ZOO_ENTRY)
+    if _ZOO.value is not None:
+        given = [f"--{name}" for name, flag in file_flags.items() if flag.value is not None]
+        if given:
+            raise app.UsageError(f"--zoo takes its file, arch and dataset from the entry: {given}")
+        try:
+            zoo.get(_ZOO.value)
+        except KeyError as e:
+            raise app.UsageError(e.args[0]) from e
+        record = zoo.import_entry(_ZOO.value, _WORKDIR.value, cache_dir=_ZOO_CACHE.value)
+    else:
+        missing = [f"--{n}" for n in ("arch", "weights", "dataset") if file_flags[n].value is None]
+        if missing:
+            raise app.UsageError(
+                f"give --zoo NAME, or all of --arch, --weights, --dataset: {missing}"
+            )
+        record = _import_file()
+    print(
+        f"imported {record['arch']} ({record['num_parameters']:,} parameters, sha256 "
+        f"{record['sha256']}) into {_WORKDIR.value}; normalization from "
+        f"{record['normalization']['from']}"
+    )
+
+
+def _import_file() -> dict:
+    return import_checkpoint(
         _ARCH.value,
         _WEIGHTS.value,
         _DATASET.value,
@@ -40,11 +72,6 @@ def main(argv):
         std=_floats("std", _STD.value),
         sha256=_SHA256.value,
         zoo_entry=_ZOO_ENTRY.value,
-    )
-    print(
-        f"imported {record['arch']} ({record['num_parameters']:,} parameters, sha256 "
-        f"{record['sha256']}) into {_WORKDIR.value}; normalization from "
-        f"{record['normalization']['from']}"
     )
 
 

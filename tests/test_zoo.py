@@ -280,3 +280,36 @@ def test_sweep_over_two_imported_models_produces_a_report(tmp_path, monkeypatch)
     table = report.split("## Imported models")[1]
     assert "published 50.00%" in table and "(none published)" in table
     assert "PGD" in table  # AutoAttack was off: the Linf column says which attack
+
+
+@pytest.mark.peers
+def test_import_entry_from_a_file_placed_in_the_cache(tmp_path, monkeypatch):
+    """zoo.import_entry (what `import_torch --zoo` runs): the file placed in the cache by
+    hand is verified (trust on first use), imported with the entry's normalization, and the
+    provenance names the entry and its published numbers."""
+    import json
+
+    import flatrob_jax
+
+    real = _pyautoattack_weights()
+    entry = _entry(name="test/r18", filename="test/r18.pt", mean=(0.5,) * 3, std=(0.25,) * 3)
+    monkeypatch.setitem(zoo.ENTRIES, entry.name, entry)
+    os.makedirs(tmp_path / "cache" / "test")
+    shutil.copyfile(real, tmp_path / "cache" / "test" / "r18.pt")
+    monkeypatch.setenv(fetch.CACHE_ENV, str(tmp_path / "cache"))
+
+    def no_network(url, dest):
+        raise AssertionError("downloaded although the file is in the cache")
+
+    monkeypatch.setattr(fetch, "http_download", no_network)
+    run = str(tmp_path / "run")
+    record = zoo.import_entry(entry.name, run)
+    assert record["zoo_entry"] == entry.name and record["zoo_checksum"] == zoo.NO_CHECKSUM
+    assert record["sha256"] == fetch.read_lock()["test/r18.pt"]["sha256"]
+    with open(os.path.join(run, "provenance.json")) as f:
+        assert json.load(f)["published"]["source"] == "test fixture"
+    loaded = flatrob_jax.load_for_eval(run)
+    assert tuple(loaded.config.dataset.mean) == (0.5,) * 3
+    assert tuple(loaded.config.dataset.std) == (0.25,) * 3
+    with pytest.raises(FileExistsError):  # an existing run is never overwritten
+        zoo.import_entry(entry.name, run)

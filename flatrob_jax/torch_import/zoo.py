@@ -389,6 +389,25 @@ def prepare_entry(entry: ZooEntry, path: str):
     return config, variables, provenance
 
 
+def import_entry(name: str, workdir: str, *, cache_dir: str | None = None, log=print) -> dict:
+    """Fetch the zoo entry ``name`` into the cache (``fetch.fetch_entry``) and import it into
+    the new run directory ``workdir``; returns the provenance record. The file stays in the
+    cache, so a failed import (say, into an existing workdir) downloads nothing again."""
+    import datetime
+
+    from flatrob_jax.torch_import import fetch
+    from flatrob_jax.torch_import import workdir as import_workdir
+
+    entry = get(name)
+    path = fetch.fetch_entry(entry, cache_dir, log=log)
+    config, variables, provenance = prepare_entry(entry, path)
+    provenance["imported_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"
+    )
+    import_workdir.write_workdir(workdir, config, variables, provenance)
+    return provenance
+
+
 def _nested_state_dict(path: str, key: str) -> dict:
     """The state_dict stored under ``key`` of the checkpoint dict in ``path``."""
     import io
