@@ -313,3 +313,27 @@ def test_import_entry_from_a_file_placed_in_the_cache(tmp_path, monkeypatch):
     assert tuple(loaded.config.dataset.std) == (0.25,) * 3
     with pytest.raises(FileExistsError):  # an existing run is never overwritten
         zoo.import_entry(entry.name, run)
+
+
+def test_zoo_sweeps_import_one_entry_per_run():
+    for spec, dataset, count in (
+        (
+            "zoo_cifar10_corruptions",
+            "cifar10",
+            len(zoo.names(dataset="cifar10", threat_model=zoo.CORRUPTIONS)),
+        ),
+        ("zoo_cifar10_linf", "cifar10", len(zoo.names(dataset="cifar10", threat_model=zoo.LINF))),
+        ("zoo_cifar10_linf:resnet18_cifar", "cifar10", 3),
+        (
+            "zoo_imagenet_resnet50",
+            "imagenet2012",
+            len(zoo.names(dataset="imagenet2012", arch="resnet50")),
+        ),
+    ):
+        runs = study.run_configs(study.load_sweep(spec))
+        assert len(runs) == count, spec
+        for _, overrides, config in runs:
+            assert zoo.get(overrides["import.zoo"]).dataset == config.dataset.name == dataset
+            assert config.analysis.attacks.autoattack and "corruptions" in config.analysis.measures
+    with pytest.raises(ValueError, match="unknown architecture"):
+        study.load_sweep("zoo_cifar10_linf:vgg16")
