@@ -75,6 +75,10 @@ class Sweep:
     reference: dict | None = None
     families: dict | None = None
     intervention_keys: tuple = INTERVENTION_KEYS
+    # Shared warm start: overrides (on top of the base config and ``overrides``) of a run
+    # trained first into <root>/warm_start; every trained run then starts from its weights
+    # (``train.init_from``) with a fresh optimizer and schedule. None: random init per run.
+    warm_start: dict | None = None
     # Persist compiled programs under <workdir>/.jax_cache (a gs:// root keeps it in the
     # bucket): runs of one model share their eval, curvature and attack programs (weights are
     # arguments), and a rerun compiles little.
@@ -311,6 +315,25 @@ def report_rows(sweep_runs, root: str, log=print) -> list:
     return rows
 
 
+WARM_START = "warm_start"  # the warm-start run's directory under the sweep's root
+
+
+def warm_start_config(sweep):
+    """The config of the sweep's warm-start run (None when it has none)."""
+    if sweep.warm_start is None:
+        return None
+    base = apply_overrides(load_config_file(sweep.base), dict(sweep.overrides))
+    return apply_overrides(base, dict(sweep.warm_start))
+
+
+def _from_warm_start(runs: list, warm_dir: str) -> list:
+    """Every trained run (not the imported ones) initialized from ``warm_dir``."""
+    return [
+        (n, o, c if import_source(o) else apply_overrides(c, {"train.init_from": warm_dir}))
+        for n, o, c in runs
+    ]
+
+
 def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
     """Train, analyze and report every run of ``sweep`` under ``root``; returns the paths."""
     from flatrob_jax.analysis.runner import analyze_runs
@@ -318,6 +341,9 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
 
     fileio.require_support(root)  # a gs:// root without the storage extra fails before any work
     runs = run_configs(sweep)
+    warm_config, warm_dir = warm_start_config(sweep), fileio.join(root, WARM_START)
+    if warm_config is not None:
+        runs = _from_warm_start(runs, warm_dir)
     fileio.require_support(*{c.dataset.data_dir for _, _, c in runs})
     fileio.makedirs(root)
     distributed.check_shared_workdir(root)  # several hosts: all must see process 0's files
@@ -325,10 +351,22 @@ def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
         _enable_compilation_cache(fileio.join(root, ".jax_cache"))
     t0 = time.time()
     log(f"sweep of {len(runs)} runs in {root}; per-run training commands:")
-    for name, overrides, _ in runs:
+    if warm_config is not None:
+        log("  " + command_line(sweep, sweep.warm_start, warm_dir) + "  # the warm start, first")
+    for name, overrides, config in runs:
+        if config.train.init_from and not import_source(overrides):
+            overrides = {**overrides, "train.init_from": config.train.init_from}
         log("  " + command_line(sweep, overrides, fileio.join(root, name)))
     # What is done already is read from files on process 0 and broadcast: every process
     # takes the same branches (and so reaches the same collectives).
+    if "train" in steps and warm_config is not None:
+        if distributed.decide_on_main(
+            lambda: training_finished(warm_dir, warm_config), "whether the warm start is trained"
+        ):
+            log(f"warm start {warm_dir}: trained already")
+        else:
+            log(f"warm start: training {warm_dir} (every run starts from its weights)")
+            train_and_evaluate(warm_config, warm_dir)
     if "train" in steps:
         finished = distributed.decide_on_main(
             lambda: [

@@ -128,3 +128,24 @@ def test_sweep_killed_midway_completes_on_rerun(tmp_path):
     assert os.path.exists(os.path.join(root, "report", "report.md"))
     for name in ("name=none", "name=standard"):
         assert os.path.exists(os.path.join(root, name, "analysis.json"))
+
+
+def test_a_warm_start_is_trained_once_and_every_run_starts_from_it(tmp_path):
+    from flatrob_jax.configuration import load_run_config
+
+    sweep = load_sweep(_write_sweep(tmp_path, runs=("none", "standard")))
+    sweep.warm_start = {"augment.name": "standard", "train.num_steps": 2}
+    root = str(tmp_path / "study")
+    logs = []
+    run_sweep(sweep, root, steps=("train",), log=logs.append)
+    warm = os.path.join(root, "warm_start")
+    assert json.load(open(os.path.join(warm, "summary.json")))["steps"] == 2
+    assert any("--config.train.num_steps=2" in line and "warm start" in line for line in logs)
+    for name in ("name=none", "name=standard"):
+        config = load_run_config(os.path.join(root, name))
+        assert config.train.init_from == warm and config.train.num_steps == 4
+        assert any(f"--config.train.init_from={warm}" in line for line in logs)
+    again = []
+    run_sweep(sweep, root, steps=("train",), log=again.append)
+    assert any("trained already" in line and "warm start" in line for line in again)
+    assert not any("training" in line and "warm start" in line for line in again)

@@ -266,3 +266,32 @@ def test_a_stored_config_from_before_sam_restores_as_plain_sgd():
         for c in (config, old)
     ]
     assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])
+
+
+def test_init_from_starts_from_another_runs_weights_with_a_fresh_optimizer(tmp_path):
+    from flatrob_jax.runs import load_for_eval
+    from flatrob_jax.training import builders
+
+    data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=32)
+    plain = {"augment.name": "none", "checkpoint.every_steps": None}
+    source = str(tmp_path / "source")
+    train_and_evaluate(tiny_config(data, **{"train.num_steps": 2, **plain}), source)
+    # A learning rate of 0: one step leaves the params at the source's exactly.
+    frozen = {**plain, "optimizer.learning_rate": 0.0, "train.num_steps": 1}
+    run = str(tmp_path / "run")
+    train_and_evaluate(tiny_config(data, **{**frozen, "train.init_from": source}), run)
+    a, b = load_for_eval(source), load_for_eval(run)
+    assert b.step == 1  # the step (and the schedule) start fresh
+    chex.assert_trees_all_equal(a.variables["params"], b.variables["params"])
+    # ... which are not the random init of the same seed (the source did train).
+    init = builders.initial_state(a.config, a.model, total_steps=1, steps_per_epoch=1)
+    first_leaf = lambda tree: np.asarray(jax.tree.leaves(tree)[0])  # noqa: E731
+    assert not np.array_equal(first_leaf(init.params), first_leaf(a.variables["params"]))
+    with pytest.raises(FileNotFoundError, match=r"train.init_from='.*nowhere': no checkpoint"):
+        train_and_evaluate(
+            tiny_config(data, **{**frozen, "train.init_from": str(tmp_path / "nowhere")}),
+            str(tmp_path / "r2"),
+        )
+    wider = {**frozen, "model.name": "cnn_small", "train.init_from": source}
+    with pytest.raises(ValueError, match=r"do not fit this run's model \(it trained model.name="):
+        train_and_evaluate(tiny_config(data, **wider), str(tmp_path / "r3"))

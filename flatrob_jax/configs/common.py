@@ -86,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.num_epochs = 10.0  # training length, unless num_steps is set
     c.train.num_steps = placeholder(int)  # None: derived from num_epochs; n: exactly n steps
     c.train.label_smoothing = 0.0
+    # Warm start: a run workdir whose latest params + BatchNorm statistics initialize this run
+    # (step, optimizer state and schedule start fresh); '' = random init. Resuming from this
+    # run's own checkpoint takes precedence.
+    c.train.init_from = ""
 
     c.log_every_steps = 100  # training metrics (loss, accuracy, steps/s) every n steps
     c.eval_every_steps = placeholder(int)  # None: evaluate only at the end; n: every n steps

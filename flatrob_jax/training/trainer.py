@@ -87,6 +87,36 @@ def _preempted(step, state, pending, writer, checkpointer, guard, workdir):
     raise distributed.Preempted(step, workdir)
 
 
+def warm_start(state, source: str):
+    """``state`` with the params and BatchNorm statistics of the run in workdir ``source``
+    (its latest checkpoint); the step, optimizer state and schedule stay fresh. Returns the
+    new state and the source's step."""
+    checkpointer = ckpt_lib.Checkpointer(source, async_save=False)
+    try:
+        step = checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(
+                f"train.init_from={source!r}: no checkpoint there (train that run first)"
+            )
+        try:
+            tree = checkpointer.restore(eval_variables(state), step, partial=True)
+        except ckpt_lib.CheckpointError as e:
+            raise ValueError(
+                f"train.init_from={source!r}: its weights do not fit this run's model "
+                f"({_model_hint(source)}); init_from needs the same model"
+            ) from e
+    finally:
+        checkpointer.close()
+    return state.replace(params=tree["params"], batch_stats=tree["batch_stats"]), int(step)
+
+
+def _model_hint(workdir: str) -> str:
+    try:
+        return f"it trained model.name={configuration.load_run_config(workdir).model.name!r}"
+    except Exception as e:  # a hint only: the restore error is the cause
+        return f"its config cannot be read: {type(e).__name__}"
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and return the
     final summary (also written to workdir/summary.json)."""
@@ -129,6 +159,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = tree_to_state(state, tree)
         start_step = int(state.step)
         _log(f"resumed from {checkpointer.directory}/{start_step}")
+    elif config.train.init_from:
+        state, source_step = warm_start(state, config.train.init_from)
+        _log(f"initialized from {config.train.init_from} (step {source_step}): weights only")
 
     writer = MetricWriter(workdir, enabled=is_main)
     writer.truncate_after(start_step)
