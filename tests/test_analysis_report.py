@@ -328,6 +328,11 @@ def test_predictions_are_judged_and_refuted_ones_said_plainly(tmp_path):
     assert verdicts[("P1b", None)].verdict == "refuted"
     text = open(bad.path).read()
     assert "**P1b (curvature/clean/lambda_max): REFUTED.**" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {LAM} | "))
+    p1a, p1b, p2 = row.strip("| ").split(" | ")[1:4]
+    assert p1b.startswith("refuted (-") and p2 == verdicts[("P2", PGD)].verdict + (
+        f" ({verdicts[('P2', PGD)].statistic:+.2g})"
+    )
     assert "augmentation gave sharper minima than no augmentation" in text
     assert (
         "P1 (augmentation -> flatter): 0 supported, 1 refuted, 1 inconclusive of 2 test(s)" in text

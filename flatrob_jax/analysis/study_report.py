@@ -376,10 +376,6 @@ def render_predictions(s: StudyStats) -> list:
         "opposite side, **inconclusive** otherwise. A refuted prediction is a result.",
         "",
     ]
-    for v in s.verdicts:
-        what = v.flatness if v.robust is None else f"{v.flatness} vs {v.robust}"
-        parts.append(f"- **{v.prediction} ({what}): {v.verdict.upper()}.** {v.evidence}.")
-    parts.append("")
     for key, text in (
         ("P1", "P1 (augmentation -> flatter)"),
         ("P2", "P2 (flatter -> more robust)"),
@@ -395,7 +391,34 @@ def render_predictions(s: StudyStats) -> list:
             f"{counts[pred.INCONCLUSIVE]} inconclusive of {len(vs)} test(s)."
         )
     parts.append("")
+    parts += verdict_table(s)
+    parts += ["The numbers behind each verdict:", ""]
+    for v in s.verdicts:
+        what = v.flatness if v.robust is None else f"{v.flatness} vs {v.robust}"
+        parts.append(f"- **{v.prediction} ({what}): {v.verdict.upper()}.** {v.evidence}.")
+    parts.append("")
     return parts
+
+
+def verdict_table(s: StudyStats) -> list:
+    """One row per flatness measure, one column per test: P1a, P1b, then P2 against each
+    robust error; each cell the verdict and its statistic."""
+    if not s.verdicts:
+        return []
+    columns = ["P1a", "P1b"] + [f"P2 vs {r}" for r in s.robust]
+    cells = {}
+    for v in s.verdicts:
+        column = v.prediction if v.robust is None else f"P2 vs {v.robust}"
+        stat = "" if not np.isfinite(v.statistic) else f" ({v.statistic:+.2g})"
+        cells[(v.flatness, column)] = f"{v.verdict}{stat}"
+    body = [[f] + [cells.get((f, c), "-") for c in columns] for f in s.flatness]
+    return [
+        "Verdicts at a glance (statistic in brackets: P1a Kendall tau of strength vs measure, "
+        "P1b flatter minus sharper conditions than none, P2 the partial Spearman):",
+        "",
+        _table(["flatness measure", *columns], body),
+        "",
+    ]
 
 
 def render_covariates(s: StudyStats) -> list:
