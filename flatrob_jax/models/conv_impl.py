@@ -17,9 +17,10 @@ checkpoints do not depend on the implementation.
 All compute the same function as ``lax.conv_general_dilated`` for channel-last layouts
 (NHWC input, HWIO kernel, any number of spatial dimensions), strides, explicit or
 'SAME'/'VALID' padding and kernel dilation; their gradients and Hessian-vector products
-are JAX's derivatives of slices, pads and matmuls. On the 2-core CPU they are slower than
-XLA's convolution for every layer of the small CNN and ResNet-18 (benchmarks/bench_conv.py,
-benchmarks/training.md), so the models default to ``'xla'``.
+are JAX's derivatives of slices, pads and matmuls. On the project's 2-core CPU they are
+slower than XLA's convolution on the layers of the small CNN and ResNet-18 (at best equal, on
+one kernel gradient) and on the train step, HVP and attack step of both models
+(benchmarks/bench_conv.py, benchmarks/training.md), so the models default to ``'xla'``.
 """
 
 from __future__ import annotations
