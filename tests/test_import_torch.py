@@ -22,8 +22,16 @@ from flatrob_jax.distributed import make_mesh
 from flatrob_jax.models import get_model
 from flatrob_jax.models.resnet import ResNet
 from flatrob_jax.models.wide_resnet import WideResNet
-from flatrob_jax.torch_import import ChecksumMismatch, StateDictMismatch, convert, layouts, loading
+from flatrob_jax.torch_import import (
+    ChecksumMismatch,
+    StateDictMismatch,
+    convert,
+    layouts,
+    loading,
+    zoo,
+)
 from flatrob_jax.torch_import import workdir as import_workdir
+from flatrob_jax.training import builders
 
 pytestmark = pytest.mark.peers
 
@@ -232,6 +240,7 @@ FULL_SIZE = {
     "wrn_28_10": lambda: RobustBenchWRN(28, 10),
     "wrn_34_10": lambda: RobustBenchWRN(34, 10),
     "wrn_70_16": lambda: RobustBenchWRN(70, 16),
+    "wrn_40_2": lambda: RobustBenchWRN(40, 2),
     "resnet50": lambda: TorchvisionResNet(),
     "wide_resnet50_2": lambda: TorchvisionResNet(inner_factor=2),
 }
@@ -401,6 +410,52 @@ def test_every_arch_matches_its_full_size_pytorch_module(arch):
     assert convert.check(convert.prepare(shapes).tensors, spec.layout, rows, arch) == []
     n_flax = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(template["params"]))
     assert n_flax == sum(p.numel() for p in net.parameters())
+
+
+AUGMIX_WRN_ENTRIES = (
+    "cifar10/corruptions/Hendrycks2020AugMix_WRN",
+    "cifar100/corruptions/Hendrycks2020AugMix_WRN",
+)
+
+
+@pytest.mark.parametrize("name", AUGMIX_WRN_ENTRIES)
+def test_augmix_wrn_40_2_zoo_entry_gives_robustbenchs_logits(name, tmp_path, record_property):
+    """The zoo entry (ARCH wrn_40_2, its normalization and dataset) applied to a random-weight
+    WRN-40-2 saved the way AugMix's cifar.py saves it (a checkpoint dict, DataParallel
+    'module.' names, no mu/sigma buffers) gives the logits of RobustBench's
+    Hendrycks2020AugMixWRNNet: WideResNet(40, 2) on (x - 0.5) / 0.5."""
+    entry = zoo.get(name)
+    num_classes = {"cifar10": 10, "cifar100": 100}[entry.dataset]
+    half = (0.5, 0.5, 0.5)
+    net = randomize(RobustBenchWRN(40, 2, num_classes, mu=half, sigma=half), 32)
+    state_dict = {f"module.{k}": v for k, v in net.state_dict().items() if k not in ("mu", "sigma")}
+    optimizer = torch.optim.SGD(net.parameters(), 0.1, momentum=0.9, nesterov=True)
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(
+        {
+            "epoch": 99,
+            "dataset": entry.dataset,
+            "model": "wrn",
+            "state_dict": state_dict,
+            "best_acc": 0.5,
+            "optimizer": optimizer.state_dict(),
+        },
+        path,
+    )
+    config, variables, provenance = zoo.prepare_entry(entry, str(path))
+    assert (provenance["arch"], provenance["zoo_entry"]) == ("wrn_40_2", name)
+    assert provenance["ignored_tensors"] == []
+    assert tuple(config.dataset.mean) == half and tuple(config.dataset.std) == half
+    model = builders.build_model(config, axis_name=None)
+    x = _smooth_images(4, seed=2)
+    ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+    theirs = _torch_logits(net, x)
+    assert ours.shape == theirs.shape == (4, num_classes)
+    diff = float(np.abs(ours - theirs).max())
+    spread = float(np.ptp(theirs, axis=0).max())
+    record_property("max_abs_logit_diff", diff)
+    record_property("logit_scale", (float(np.abs(theirs).max()), spread))
+    assert diff <= 1e-4 and diff <= 1e-3 * spread, (diff, spread)
 
 
 # ---------------------------------------------------------------------------------------------

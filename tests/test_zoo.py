@@ -323,6 +323,12 @@ def test_zoo_sweeps_import_one_entry_per_run():
             len(zoo.names(dataset="cifar10", threat_model=zoo.CORRUPTIONS)),
         ),
         ("zoo_cifar10_linf", "cifar10", len(zoo.names(dataset="cifar10", threat_model=zoo.LINF))),
+        ("zoo_cifar10_corruptions:wrn_40_2", "cifar10", 1),
+        (
+            "zoo_cifar100_corruptions",
+            "cifar100",
+            len(zoo.names(dataset="cifar100", threat_model=zoo.CORRUPTIONS)),
+        ),
         ("zoo_cifar10_linf:resnet18_cifar", "cifar10", 3),
         (
             "zoo_imagenet_resnet50",

@@ -14,10 +14,17 @@ The layouts, with where each comes from (key names as in the PyTorch code):
   classifier (RobustBench's ``PreActResNet(PreActBlockV2, bn_before_fc=True)``: Rice et al.
   2020, Kireev et al. 2021): ``conv1 layer{1-4}.{i}.{bn1,conv1,bn2,conv2,shortcut.0} bn
   linear``, the projection shortcut on the pre-activation ``relu(bn1(x))``.
-- ``robustbench_wrn`` (ARCH ``wrn_28_10``, ``wrn_34_10``, ``wrn_70_16``): RobustBench's
-  ``WideResNet`` (from TRADES): ``conv1 block{1-3}.layer.{i}.{bn1,conv1,bn2,conv2,
-  convShortcut} bn1 fc``; its unused ``sub_block1`` tensors are ignored and a classifier
-  without bias (``bias_last=False``) gets a zero bias.
+- ``robustbench_wrn`` (ARCH ``wrn_28_10``, ``wrn_34_10``, ``wrn_70_16``, ``wrn_40_2``):
+  RobustBench's ``WideResNet`` (from TRADES): ``conv1 block{1-3}.layer.{i}.{bn1,conv1,bn2,
+  conv2,convShortcut} bn1 fc``; its unused ``sub_block1`` tensors are ignored and a classifier
+  without bias (``bias_last=False``) gets a zero bias. AugMix's own CIFAR WRN-40-2
+  (google-research/augmix ``third_party/WideResNet_pytorch/wideresnet.py``; RobustBench's
+  ``Hendrycks2020AugMixWRNNet`` is its ``WideResNet(depth=40, widen_factor=2)``) has the
+  same module names, BN placement and a classifier with bias (no ``sub_block1``).
+  AugMix trained on ``Normalize([0.5] * 3, [0.5] * 3)`` inputs; RobustBench's subclass adds
+  that as ``mu``/``sigma`` buffers, which files saved by AugMix's training script do not
+  carry (RobustBench loads them non-strictly), so the normalization comes with the import
+  (``--mean/--std 0.5,0.5,0.5``; the zoo entries give it).
 - ``torchvision_resnet`` (ARCH ``resnet50``, ``wide_resnet50_2``): torchvision's ResNet:
   ``conv1 bn1 layer{1-4}.{i}.{conv1,bn1,conv2,bn2,conv3,bn3,downsample.0,downsample.1} fc``.
 """
@@ -206,6 +213,13 @@ ARCHS = {
             "wrn70_16",
             "RobustBench WideResNet-70-16 "
             "(the TRADES-style WideResNet; not DeepMind's DMWideResNet)",
+        ),
+        Arch(
+            "wrn_40_2",
+            ROBUSTBENCH_WRN,
+            "wrn40_2",
+            "WideResNet-40-2 in RobustBench's layout (AugMix's CIFAR WRN, "
+            "RobustBench Hendrycks2020AugMixWRNNet)",
         ),
         Arch("resnet50", TORCHVISION_RESNET, "resnet50", "torchvision ResNet-50"),
         Arch(

@@ -17,6 +17,9 @@ Sources (RobustBench at commit 78fcc9e of github.com/RobustBench/robustbench; to
   there, clean / robust accuracy from ``model_info/cifar10/<threat>/<name>.json``
   (``clean_acc``; ``autoattack_acc`` at the JSON's ``eps`` for Linf, ``corruptions_acc``, the
   CIFAR-10-C accuracy over 15 corruptions x 5 severities, for corruptions).
+- RobustBench CIFAR-100 ``corruptions`` zoo, its one entry of a supported layout so far
+  (Hendrycks2020AugMix_WRN): ``robustbench/model_zoo/cifar100.py`` and
+  ``model_info/cifar100/corruptions/<name>.json`` (``corruptions_acc``: CIFAR-100-C).
 - RobustBench ImageNet ``corruptions`` zoo, its torchvision-layout ResNet-50s (and the one
   Wide ResNet-50-2): ``robustbench/model_zoo/imagenet.py`` and
   ``model_info/imagenet/corruptions/<name>.json`` (``corruptions_acc``: ImageNet-C). Their
@@ -33,11 +36,17 @@ Not in the catalogue (their layouts are not among the import's, ``layouts``), by
 
 - CIFAR-10 corruptions: Diffenderfer2021Winning_LRR, _LRR_CARD_Deck, _Binary,
   _Binary_CARD_Deck (LRR / wide PreAct ResNets, ensembles); Rebuffi2021Fixing_70_16_cutmix_
-  extra_Linf, _L2 (DeepMind's DMWideResNet layout, Swish); Hendrycks2020AugMix_WRN
-  (RobustBench WideResNet layout but WRN-40-2, which is no ARCH of the import);
-  Hendrycks2020AugMix_ResNeXt (ResNeXt-29). Calian2021Defending, Erichson2022NoisyMix and the
-  four Gowal2020Uncovering_70_16 corruption rows have results JSONs but no checkpoint in the
-  model zoo.
+  extra_Linf, _L2 (DeepMind's DMWideResNet layout, Swish); Hendrycks2020AugMix_ResNeXt
+  (ResNeXt-29). Calian2021Defending, Erichson2022NoisyMix and the four
+  Gowal2020Uncovering_70_16 corruption rows have results JSONs but no checkpoint in the model
+  zoo.
+- CIFAR-100 corruptions: Diffenderfer2021Winning_LRR, _LRR_CARD_Deck, _Binary,
+  _Binary_CARD_Deck (as for CIFAR-10); Gowal2020Uncovering_Linf, _extra_Linf (DMWideResNet);
+  Hendrycks2020AugMix_ResNeXt (ResNeXt-29). Not yet catalogued although their layouts are
+  supported (their 100-class checkpoints and normalization not reviewed here):
+  Addepalli2021Towards_PARN18, Addepalli2021Towards_WRN34, Modas2021PRIMEResNet18,
+  Addepalli2022Efficient_WRN_34_10. Erichson2022NoisyMix has a results JSON but no checkpoint
+  in the model zoo.
 - CIFAR-10 Linf, DMWideResNet / DMPreActResNet layout (unsupported): Gowal2020Uncovering_70_16,
   _70_16_extra, _34_20, _28_10_extra; Rebuffi2021Fixing_28_10_cutmix_ddpm,
   _106_16_cutmix_ddpm, _70_16_cutmix_ddpm, _70_16_cutmix_extra, _R18_ddpm;
@@ -131,6 +140,8 @@ def _robustbench(row) -> ZooEntry:
         measure = f"AutoAttack (standard) accuracy at Linf eps={eps}"
     elif dataset == "cifar10":
         measure = "CIFAR-10-C accuracy, mean over 15 corruptions x 5 severities"
+    elif dataset == "cifar100":
+        measure = "CIFAR-100-C accuracy, mean over 15 corruptions x 5 severities"
     else:
         measure = "ImageNet-C accuracy, mean over 15 corruptions x 5 severities"
     note = extra.get("note", "")
@@ -163,12 +174,13 @@ _IDENTITY = (IDENTITY_MEAN, IDENTITY_STD)
 _CIFAR = (CIFAR10_MEAN, CIFAR10_STD)
 _IMAGENET = (IMAGENET_MEAN, IMAGENET_STD)
 _FROM_CHECKPOINT = (None, None)
-_R18, _PRE, _W28, _W34, _W70 = (
+_R18, _PRE, _W28, _W34, _W70, _W40 = (
     "resnet18_cifar",
     "preact_resnet18",
     "wrn_28_10",
     "wrn_34_10",
     "wrn_70_16",
+    "wrn_40_2",
 )
 _EPS31 = {"footnote": "RobustBench: uses Linf = 0.031 (about 7.9/255) instead of 8/255"}
 _SYNTH = {"footnote": "RobustBench: uses additional 10M synthetic images in training"}
@@ -203,6 +215,10 @@ _ROBUSTBENCH_ROWS = (
      "13oDyqi16FeXy5j4Vm6IghnjTVqp_XF5U", _R18, "93.06", "89.05", None, _FROM_CHECKPOINT, {}),
     ("cifar10", CORRUPTIONS, "Addepalli2022Efficient_WRN_34_10",
      "1--dVDtZhAk4D2zMtTDwIGnImuCGxTcBA", _W34, "88.71", "80.12", None, _IDENTITY, {}),
+    # AugMix's own WRN-40-2 (Hendrycks2020AugMixWRNNet): trained on 2 x - 1 inputs; RobustBench
+    # adds them as mu/sigma buffers of 0.5 that the checkpoint lacks (loaded non-strictly).
+    ("cifar10", CORRUPTIONS, "Hendrycks2020AugMix_WRN",
+     "1wy7gSRsUZzCzj8QhmTbcnwmES_2kkNph", _W40, "95.08", "88.82", None, (HALF, HALF), {}),
     # CIFAR-10 Linf zoo, supported layouts
     ("cifar10", LINF, "Sehwag2021Proxy_R18",
      "1-ZgoSlD_AMhtXdnUElilxVXnzK2DcHuu", _R18, "84.59", "55.54", "8/255", _IDENTITY, _SYNTH),
@@ -260,6 +276,10 @@ _ROBUSTBENCH_ROWS = (
      "1-ArD-TugRXUbH3VtM9qnzvby6NvdXNUN", _W34, "85.31", "57.09", "8/255", _IDENTITY, {}),
     ("cifar10", LINF, "Chen2024Data_WRN_34_10",
      "1-AzyMQaoUuwxec6O_Yri5OVtVqnNgR4R", _W34, "86.54", "57.30", "8/255", _IDENTITY, {}),
+    # CIFAR-100 corruptions zoo (its JSON says "dataset": "cifar10"; the model zoo's
+    # cifar100.py builds it with num_classes=100, as above otherwise)
+    ("cifar100", CORRUPTIONS, "Hendrycks2020AugMix_WRN",
+     "1XpFFdCdU9LcDtcyNfo6_BV1RZHKKkBVE", _W40, "76.28", "64.11", None, (HALF, HALF), {}),
     # ImageNet corruptions zoo: torchvision ResNet-50s (and one Wide ResNet-50-2)
     ("imagenet", CORRUPTIONS, "Erichson2022NoisyMix",
      "1wFsiB5h4Fgv6HqOkI_1jR1SZOB_eNK9r", "resnet50", "76.98", "52.47", None, _IMAGENET,
