@@ -2,8 +2,8 @@
 (``flatrob_jax.torch_import.zoo``; today AugMix's WRN-40-2, Hendrycks2020AugMix_WRN): each run
 imports one checkpoint instead of training it; clean and CIFAR-100-C accuracy on the full test
 set (the released CIFAR-100-C .npy files, 15 corruptions x 5 severities, as RobustBench
-measures it; set analysis.corruptions.data_dir to that directory), flatness on 2000 training
-images, PGD and AutoAttack at Linf 8/255 on 1000 test images.
+measures it; read from ./CIFAR-100-C: change analysis.corruptions.data_dir below for another
+place), flatness on 2000 training images, PGD and AutoAttack at Linf 8/255 on 1000 test images.
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/zoo_cifar100_corruptions.py \\
         --workdir /mnt/studies/zoo_cifar100_corruptions
