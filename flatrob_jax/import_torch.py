@@ -1,9 +1,9 @@
 """Import a PyTorch checkpoint as a run: ``python -m flatrob_jax.import_torch --arch ARCH
 --weights PATH --dataset NAME --workdir W [--mean m1,m2,m3 --std s1,s2,s3] [--sha256 HEX]
 [--zoo_entry NAME]``. ARCH: resnet18_cifar, preact_resnet18, wrn_28_10, wrn_34_10, wrn_70_16,
-resnet50, wide_resnet50_2. Without --mean/--std the inputs are used as they are (unless the
-checkpoint stores its normalization). Needs torch (``pip install 'flatrob_jax[torch]'``); the
-library code is ``flatrob_jax.torch_import.import_checkpoint``.
+wrn_40_2, resnet50, wide_resnet50_2. Without --mean/--std the inputs are used as they are
+(unless the checkpoint stores its normalization). Needs torch (``pip install
+'flatrob_jax[torch]'``); the library code is ``flatrob_jax.torch_import.command.import_run``.
 
 A zoo entry instead: ``python -m flatrob_jax.import_torch --zoo NAME --workdir W
 [--zoo_cache DIR]`` fetches it once into the cache (``torch_import.fetch``) and imports it
@@ -11,7 +11,7 @@ with the entry's architecture, dataset and normalization (``torch_import.zoo.nam
 
 from absl import app, flags, logging
 
-from flatrob_jax.torch_import import arch_names, dataset_names, import_checkpoint, zoo
+from flatrob_jax.torch_import import arch_names, command, dataset_names
 
 _ARCH = flags.DEFINE_string("arch", None, f"architecture: {', '.join(arch_names())}")
 _WEIGHTS = flags.DEFINE_string("weights", None, "the .pt/.pth file (a state_dict)")
@@ -26,53 +26,18 @@ _ZOO_CACHE = flags.DEFINE_string("zoo_cache", None, "zoo cache (default $FLATROB
 flags.mark_flags_as_required(["workdir"])
 
 
-def _floats(name, values):
-    try:
-        return None if values is None else [float(v) for v in values]
-    except ValueError as e:
-        raise app.UsageError(f"--{name}={','.join(values)}: expected numbers") from e
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    file_flags = {"arch": _ARCH, "weights": _WEIGHTS, "dataset": _DATASET, "mean": _MEAN}
-    file_flags.update(std=_STD, sha256=_SHA256, zoo_entry=_ZOO_ENTRY)
-    if _ZOO.value is not None:
-        given = [f"--{name}" for name, flag in file_flags.items() if flag.value is not None]
-        if given:
-            raise app.UsageError(f"--zoo takes its file, arch and dataset from the entry: {given}")
-        try:
-            zoo.get(_ZOO.value)
-        except KeyError as e:
-            raise app.UsageError(e.args[0]) from e
-        record = zoo.import_entry(_ZOO.value, _WORKDIR.value, cache_dir=_ZOO_CACHE.value)
-    else:
-        missing = [f"--{n}" for n in ("arch", "weights", "dataset") if file_flags[n].value is None]
-        if missing:
-            raise app.UsageError(
-                f"give --zoo NAME, or all of --arch, --weights, --dataset: {missing}"
-            )
-        record = _import_file()
-    print(
-        f"imported {record['arch']} ({record['num_parameters']:,} parameters, sha256 "
-        f"{record['sha256']}) into {_WORKDIR.value}; normalization from "
-        f"{record['normalization']['from']}"
-    )
-
-
-def _import_file() -> dict:
-    return import_checkpoint(
-        _ARCH.value,
-        _WEIGHTS.value,
-        _DATASET.value,
-        _WORKDIR.value,
-        mean=_floats("mean", _MEAN.value),
-        std=_floats("std", _STD.value),
-        sha256=_SHA256.value,
-        zoo_entry=_ZOO_ENTRY.value,
-    )
+    file_args = {name: flags.FLAGS[name].value for name in command.FILE_ARGS}
+    try:
+        record = command.import_run(
+            _WORKDIR.value, zoo_name=_ZOO.value, zoo_cache=_ZOO_CACHE.value, **file_args
+        )
+    except command.ArgumentError as e:
+        raise app.UsageError(str(e)) from e
+    print(command.summary(record, _WORKDIR.value))
 
 
 if __name__ == "__main__":

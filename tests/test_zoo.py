@@ -343,3 +343,16 @@ def test_zoo_sweeps_import_one_entry_per_run():
             assert config.analysis.attacks.autoattack and "corruptions" in config.analysis.measures
     with pytest.raises(ValueError, match="unknown architecture"):
         study.load_sweep("zoo_cifar10_linf:vgg16")
+
+
+def test_the_import_command_takes_one_source():
+    from flatrob_jax.torch_import import command
+
+    with pytest.raises(command.ArgumentError, match=r"--zoo takes .* also given: \['--arch'\]"):
+        command.import_run("/w", zoo_name="cifar10/Linf/Standard", arch="resnet18_cifar")
+    with pytest.raises(command.ArgumentError, match=r"all of --arch, --weights, --dataset: \["):
+        command.import_run("/w", arch="resnet18_cifar")
+    with pytest.raises(command.ArgumentError, match="unknown zoo entry|nope"):
+        command.import_run("/w", zoo_name="nope")
+    with pytest.raises(command.ArgumentError, match=r"--mean=a,b: expected numbers"):
+        command.parse_floats("mean", ["a", "b"])
