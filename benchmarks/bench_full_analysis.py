@@ -148,6 +148,7 @@ class Row:
     """One timed component: peer seconds, ours compiled and first-call seconds, the results
     of both sides, and ``full_factor``: the work of the full size / the work measured."""
 
+    name: str
     work: str
     peer: float
     ours: float
@@ -246,6 +247,7 @@ def bench_curvature(loaded, net, args, helpers):
     z = abs(tr.trace - samples.mean()) / np.hypot(tr.stderr, se_ref)
     return [
         Row(
+            "lambda_max",
             f"lambda_max to {args.tol:g}, {n} images (ours Lanczos {top.num_matvecs} HVPs, "
             f"PyHessian power iteration {hvps_ref} HVPs)",
             t_top_ref,
@@ -259,6 +261,7 @@ def bench_curvature(loaded, net, args, helpers):
             args.full_curv / n,
         ),
         Row(
+            "trace",
             f"trace, {args.probes} Rademacher probes, {n} images",
             t_tr_ref,
             t_tr,
@@ -326,6 +329,7 @@ def bench_corruptions(loaded, net, args, helpers):
     per_diff = {k: float(np.mean(res["errors"][k]) - np.mean(errors_ref[k])) for k in names}
     worst = max(per_diff, key=lambda k: abs(per_diff[k]))
     row = Row(
+        "corruptions",
         f"{len(names)} corruptions x severities {severities}, {n} images "
         f"({args.resolution} constants)",
         t_ref,
@@ -381,6 +385,7 @@ def bench_apgd(loaded, net, args, helpers):
     x_ref = x_ref.detach().numpy().transpose(0, 2, 3, 1)
     acc_ref = float((r18.torch_logits(net, x_ref).argmax(1) == y).mean())
     row = Row(
+        "APGD-CE",
         f"APGD-CE {args.steps} it, Linf {args.eps}, {n} images, 1 restart",
         t_ref,
         t_ours,
@@ -438,7 +443,7 @@ def print_estimates(rows, args):
     for r in rows:
         p, o = r.peer * r.full_factor / 60, r.ours * r.full_factor / 60
         peer, ours = peer + p, ours + o
-        print(f"| {r.work.split(',')[0]} (x{r.full_factor:.0f}) | {p:.0f} | {o:.0f} |")
+        print(f"| {r.name} (work x{r.full_factor:.0f}) | {p:.0f} | {o:.0f} |")
     print(f"| total | {peer:.0f} | {ours:.0f} |")
 
 
