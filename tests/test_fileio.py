@@ -216,6 +216,16 @@ GUARDED = {
 # (file, enclosing function, call) -> why it may touch the local file system directly.
 ALLOWED = {
     (
+        "flatrob_jax/torch_import/fetch.py",
+        "cache_directory",
+        "os.path.abspath",
+    ): "the zoo cache is a local directory (torch.load reads local files); URIs are refused",
+    (
+        "flatrob_jax/torch_import/fetch.py",
+        "fetch_entry",
+        "os.replace",
+    ): "a verified download renamed into the local zoo cache (atomic on one filesystem)",
+    (
         "flatrob_jax/configuration.py",
         "load_config_module",
         "os.path.exists",
