@@ -90,7 +90,7 @@ def get_sweep(arg=None):
         "analysis.curvature.sharpness": True,
         "analysis.curvature.keskar_iters": 5,
         "analysis.curvature.adaptive_steps": 5,
-        "analysis.curvature.adaptive_samples": 8,
+        "analysis.curvature.adaptive_samples": 16,
         "analysis.corruptions.corrupted_dtype": "uint8",
         "analysis.attacks.norms": ("Linf",),
         "analysis.attacks.extra_linf_eps": (2 / 255,),
