@@ -38,6 +38,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
+import math
 import os
 import posixpath
 import re
@@ -284,6 +286,37 @@ def atomic_write_bytes(path, data: bytes) -> str:
 def atomic_write_text(path, text: str) -> str:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def jsonable(value):
+    """``value`` as plain JSON data, the one sanitiser of every JSON file the library writes:
+    numpy scalars and arrays (and anything with ``__array__``, e.g. JAX arrays) become Python
+    numbers and lists, tuples become lists, mapping keys become strings, and a non-finite float
+    (NaN, +-inf) becomes None (null), so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if hasattr(value, "__array__") and not isinstance(value, (int, float)):
+        import numpy as np
+
+        array = np.asarray(value)
+        return jsonable(array.item() if array.ndim == 0 else array.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps_json(value, **kwargs) -> str:
+    """Strict JSON text of :func:`jsonable` ``(value)`` (``kwargs`` as ``json.dumps``'s)."""
+    return json.dumps(jsonable(value), allow_nan=False, **kwargs)
+
+
+def write_json(path, value, **kwargs) -> str:
+    """:func:`atomic_write_text` of :func:`dumps_json` ``(value, **kwargs)``."""
+    return atomic_write_text(path, dumps_json(value, **kwargs))
 
 
 def remove(path, missing_ok: bool = True) -> None:
