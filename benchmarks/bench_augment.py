@@ -9,7 +9,7 @@ chosen per image with ``lax.switch`` under vmap (every branch runs) versus our f
 The peer runs back to back in its own venv (see bench_augment_torchvision.py). Not run by pytest.
 ``--cpu-devices N`` splits the host CPU into N JAX devices (XLA's
 ``--xla_force_host_platform_device_count``) and runs our policies data-parallel over them with
-``distributed.sharded_step``, each device augmenting its slice of the batch, as the training
+``distributed.data_parallel``, each device augmenting its slice of the batch, as the training
 step does; the peer's DataLoader likewise runs one worker process per core.
 """
 
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flatrob_jax import augment, distributed
+from flatrob_jax import augment, distributed, execution
 from flatrob_jax.augment import augmix, op_table
 from flatrob_jax.augment.levels import from_levels, to_levels
 
@@ -83,10 +83,10 @@ def ours(policy: str, images: jnp.ndarray, execution: str = "auto") -> float:
     """Images/s of the jitted policy on one batch, data-parallel over all devices (per-example
     keys travel with their images, so the result does not depend on the device count)."""
     policy_fn = augment.get_augment(policy, execution=execution, **POLICIES[policy])
-    keys = augment.example_keys(jax.random.key(0), images.shape[0])
+    keys = execution.example_keys(jax.random.key(0), images.shape[0])
     mesh = distributed.make_mesh()
     spec = jax.sharding.PartitionSpec(distributed.AXIS)
-    fn = distributed.sharded_step(policy_fn, mesh, in_specs=(spec, spec), out_specs=spec)
+    fn = distributed.data_parallel(policy_fn, mesh, in_specs=(spec, spec), out_specs=spec)
     sharding = distributed.batch_sharded(mesh)
     return BATCH / time_fn(fn, jax.device_put(keys, sharding), jax.device_put(images, sharding))
 
@@ -110,7 +110,7 @@ def augmix_with(slot_fn, images, sequential=False):
         mixed = jnp.tensordot(p["weights"], from_levels(chains), axes=1)
         return (1 - p["mix"]) * image + p["mix"] * mixed
 
-    keys = augment.example_keys(jax.random.key(0), BATCH)
+    keys = execution.example_keys(jax.random.key(0), BATCH)
     if sequential:
         fn = jax.jit(lambda k, x: jax.lax.map(lambda a: one(*a), (k, x)))
     else:

@@ -1,4 +1,4 @@
-"""CPU lever: convolutions as patches + matmul (``flatrob_jax.models.conv_impl``) against
+"""CPU lever: convolutions as patches + matmul (``benchmarks/conv_impl.py``) against
 XLA's convolution, side by side in one process, interleaved, best of N.
 
     python benchmarks/bench_conv.py [--what layers,models] [--impls xla,im2col,shifted]
@@ -31,12 +31,13 @@ import numpy as np
 
 from flatrob_jax import curvature, distributed
 from flatrob_jax.augment import build_train_augmentation, default_config
-from flatrob_jax.models import conv_impl, get_model
+from flatrob_jax.models import get_model
 from flatrob_jax.training.optimizer import sgd
 from flatrob_jax.training.state import create_train_state
 from flatrob_jax.training.steps import make_train_step
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import conv_impl  # noqa: E402  (benchmarks/conv_impl.py)
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -126,9 +127,7 @@ def bench_layers(impls, repeats):
 def train_step_case(name, impl, batch, shape):
     mesh = distributed.make_mesh(1)
     c = shape[-1]
-    model = get_model(
-        name, 10, mean=(0.5,) * c, std=(0.25,) * c, axis_name=distributed.AXIS, conv_impl=impl
-    )
+    model = get_model(name, 10, mean=(0.5,) * c, std=(0.25,) * c, axis_name=distributed.AXIS)
     state = create_train_state(jax.random.key(0), model, sgd(0.05, 0.9, True, 5e-4), shape)
     state = {"state": distributed.replicate(mesh, state)}
     step = make_train_step(
@@ -153,8 +152,11 @@ def train_step_case(name, impl, batch, shape):
 
 
 def resnet18(impl):
-    model = get_model("resnet18", 10, conv_impl=impl)
+    model = get_model("resnet18", 10)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    if impl in ("im2col", "shifted"):  # called inside conv_impl.convolutions(impl)
+        jaxpr = str(jax.make_jaxpr(model.apply)(variables, jnp.zeros((1, 32, 32, 3))))
+        assert "conv_general_dilated" not in jaxpr, f"{impl}: XLA's conv still in the model"
     return model, variables
 
 
@@ -273,7 +275,11 @@ def bench_models(impls, args):
     for row in rows:
         before = uptime()
         t_compile = time.perf_counter()
-        cases = {impl: makers[row](impl) for impl in impls}
+        cases = {}
+        for impl in impls:  # traced and compiled with impl's convolution
+            with conv_impl.convolutions(impl):
+                cases[impl] = makers[row](impl)
+                timed(cases[impl])
         if args.torch:
             cases["PyTorch"] = torch_rows[row]
         for fn in cases.values():  # compile (and PyTorch's warm-up) before any timing

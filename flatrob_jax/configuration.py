@@ -148,9 +148,6 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     return config
 
 
-load_config_file = load_config  # the earlier name
-
-
 def _parse_value(text: str, current):
     """Parse ``text`` like absl's config_flags: Python literals, bare strings for str fields."""
     if isinstance(current, str):
@@ -234,51 +231,8 @@ def accept_none_on_command_line() -> None:
         config_flags.register_flag_parser_for_type(field_type, _none_or(parser))
 
 
-# Fields whose meaning "all" (or "never") was spelled -1 or 0 before it became None, with the
-# test that recognizes the old spelling; and fields that were comma-separated strings.
-def _negative(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0
-
-
-def _not_positive(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0
-
-
-def _names(v):
-    return tuple(s.strip() for s in v.split(",") if s.strip()) if isinstance(v, str) else v
-
-
-def _ints(v):
-    return tuple(int(s) for s in v.split(",") if s.strip()) if isinstance(v, str) else v
-
-
-_LEGACY_ALL = {
-    "num_devices": _not_positive,
-    "dataset.num_train_examples": _negative,
-    "dataset.num_eval_examples": _negative,
-    "train.num_steps": _not_positive,
-    "eval_every_steps": _not_positive,
-    "checkpoint.every_steps": _not_positive,
-    "analysis.num_train_examples": _not_positive,
-    "analysis.num_test_examples": _not_positive,
-    "analysis.curvature.num_devices": _not_positive,
-    "analysis.curvature.trace_rel_tol": _not_positive,
-    "analysis.corruptions.num_examples": _not_positive,
-    "analysis.attacks.num_examples": _not_positive,
-    "analysis.attacks.num_devices": _not_positive,
-}
-_LEGACY_CONVERT = {
-    "analysis.measures": _names,
-    "analysis.corruptions.corruptions": _names,
-    "analysis.corruptions.severities": _ints,
-    "analysis.attacks.norms": _names,
-    "analysis.corruptions.normalize_by_alexnet": lambda v: (
-        {"auto": None, "yes": True, "no": False}.get(v, v) if isinstance(v, str) else v
-    ),
-}
-
-
 def _tuples(tree):
+    """JSON lists back to the tuples configs hold."""
     if isinstance(tree, dict):
         return {k: _tuples(v) for k, v in tree.items()}
     if isinstance(tree, list):
@@ -286,35 +240,13 @@ def _tuples(tree):
     return tree
 
 
-def upgrade_legacy(tree: dict) -> dict:
-    """A stored config (plain dict, e.g. from an older workdir's config.json) in today's
-    vocabulary: -1/0 that meant "all" or "never" become None, comma strings become tuples,
-    JSON lists become tuples. Fields it does not have are left out; new values pass as they are.
-    """
-    tree = _tuples(tree)
-    for path, fix in [*((p, None) for p in _LEGACY_ALL), *_LEGACY_CONVERT.items()]:
-        *parents, leaf = path.split(".")
-        node = tree
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            continue
-        if fix is None:
-            if _LEGACY_ALL[path](node[leaf]):
-                node[leaf] = None
-        else:
-            node[leaf] = fix(node[leaf])
-    return tree
-
-
 def config_from_json(text: str) -> ml_collections.ConfigDict:
-    """A run's stored ``config.json`` as a ConfigDict, in today's vocabulary (``upgrade_legacy``),
-    so workdirs written before a field changed its spelling still load for analysis."""
+    """A run's stored ``config.json`` as a ConfigDict (lists as tuples)."""
     try:
         tree = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"stored config is not valid JSON: {e}") from e
-    return ml_collections.ConfigDict(upgrade_legacy(tree))
+    return ml_collections.ConfigDict(_tuples(tree))
 
 
 # --------------------------------------------------------------------------- a run's config files

@@ -519,8 +519,10 @@ def replicate(mesh, tree):
     return jax.tree.map(put, tree)
 
 
-def sharded_step(per_device_fn, mesh, in_specs, out_specs, donate_argnums=()):
-    """jit(shard_map(per_device_fn)) over ``mesh``: the pmap programming model.
+def data_parallel(per_device_fn, mesh, in_specs, out_specs, donate_argnums=()):
+    """jit(shard_map(per_device_fn)) over ``mesh``: the pmap programming model, for the
+    training and eval steps (``execution.sharded_step`` is the cached variant for the steps of
+    host-driven loops).
 
     ``check_vma=False`` gives pmap's semantics: a value computed from this device's data is
     per-device, and its gradient with respect to replicated parameters is the local gradient
@@ -533,16 +535,6 @@ def sharded_step(per_device_fn, mesh, in_specs, out_specs, donate_argnums=()):
         per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
     )
     return jax.jit(mapped, donate_argnums=donate_argnums)
-
-
-def per_device_offset(local_batch_size: int):
-    """Index of this device's first example in the global batch (inside shard_map)."""
-    return jax.lax.axis_index(AXIS) * local_batch_size
-
-
-def to_host(tree):
-    """Fully replicated global arrays -> numpy on this host."""
-    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
 __all__ = [
@@ -572,10 +564,7 @@ __all__ = [
     "make_mesh",
     "replicate",
     "shard_host_batch",
-    "sharded_step",
-    "per_device_offset",
-    "to_host",
+    "data_parallel",
     "replicated",
     "batch_sharded",
-    "P",
 ]

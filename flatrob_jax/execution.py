@@ -54,6 +54,19 @@ def example_keys(key: jax.Array, n: int, offset=0) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
 
 
+def as_example_keys(key: jax.Array, batch_size: int) -> jax.Array:
+    """One key (per-example keys are derived from it, :func:`example_keys`) or a batch of
+    ``batch_size`` per-example keys (returned as they are)."""
+    shape = key.shape if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key.shape[:-1]
+    if len(shape) == 0:
+        return example_keys(key, batch_size)
+    if shape != (batch_size,):
+        raise ValueError(
+            f"expected one key or {batch_size} per-example keys, got key shape {shape}"
+        )
+    return key
+
+
 @jax.jit
 def _fold_in_indices(key: jax.Array, indices: jax.Array) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
@@ -134,17 +147,19 @@ def to_float_images(images: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- batching
 
 
-def check_count(name: str, value, *, none_means: str = "all") -> None:
-    """The config vocabulary for counts: None means ``none_means`` (all examples, all
-    devices); otherwise an int >= 1 (0 and -1 no longer mean "all")."""
+def check_count(name: str, value, *, none_means: str = "all") -> int | None:
+    """The one validator of the config vocabulary for counts: None means ``none_means`` (all
+    examples, all devices, derived, never); otherwise an int >= 1. Returns the value (an int
+    or None); anything else raises ValueError naming ``name`` and the value."""
     if value is None:
-        return
+        return None
     try:
         ok = not isinstance(value, bool) and operator.index(value) >= 1
     except TypeError as e:
         raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, got {value!r}") from e
     if not ok:
         raise ValueError(f"{name} must be None ({none_means}) or an int >= 1, got {value!r}")
+    return operator.index(value)
 
 
 def padded_batch_size(batch_size: int, num_examples: int, num_devices: int) -> int:
@@ -444,6 +459,7 @@ def error_rate(
 __all__ = [
     "AXIS",
     "Batch",
+    "as_example_keys",
     "as_model_fn",
     "check_count",
     "error_rate",

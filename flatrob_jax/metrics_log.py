@@ -5,10 +5,7 @@ Both go through the workdir's storage, a local path or a gs:// URI (``flatrob_ja
 object store), event files on gs:// through :class:`ObjectRecordWriter`, registered with
 tensorboardX for gs:// in place of its own google-cloud-storage writer, because that one
 uploads the event file once more from its ``__del__`` at interpreter exit (a redundant upload,
-and a two-minute hang when the bucket is unreachable by then).
-
-``Progress`` and ``format_duration`` (steps/s and ETA lines) are ``flatrob_jax.progress``'s,
-re-exported here."""
+and a two-minute hang when the bucket is unreachable by then)."""
 
 import json
 import time
@@ -16,12 +13,6 @@ import time
 import numpy as np
 
 from flatrob_jax import fileio
-from flatrob_jax.progress import Progress, format_duration
-
-
-def _plain(value):
-    value = np.asarray(value)
-    return value.item() if value.ndim == 0 else value.tolist()
 
 
 class ObjectRecordWriter:
@@ -98,9 +89,8 @@ class MetricWriter:
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
             return
-        row = {"step": int(step), "split": split, "time": time.time()}
-        row.update({k: _plain(v) for k, v in metrics.items()})
-        self._lines.append(json.dumps(row) + "\n")
+        row = {"step": int(step), "split": split, "time": time.time(), **metrics}
+        self._lines.append(fileio.dumps_json(row) + "\n")
         for k, v in metrics.items():
             v = np.asarray(v)
             if v.ndim == 0 and np.isfinite(v):
@@ -119,6 +109,4 @@ class MetricWriter:
             self._tb.close()
 
 
-# The one progress reporter lives in flatrob_jax.progress; re-exported for existing importers
-# (training/trainer.py, sweep.py).
-__all__ = ["MetricWriter", "ObjectRecordWriter", "Progress", "format_duration"]
+__all__ = ["MetricWriter", "ObjectRecordWriter"]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from flatrob_jax import checkpoint as ckpt_lib
 from flatrob_jax import configuration, execution
 from flatrob_jax.training import builders
-from flatrob_jax.training.state import eval_variables
 
 
 @dataclasses.dataclass
@@ -37,20 +38,29 @@ class EvalModel:
         return execution.model_fn(self.model, self.variables)
 
 
+def variable_shapes(model, config) -> dict:
+    """``{'params', 'batch_stats'}`` of ``model`` as shapes (``jax.eval_shape`` of its init on
+    one image of ``config.dataset.image_size``: nothing is computed or compiled). The restore
+    template of evaluation: the weights only, never the optimizer's state, so loading a run
+    does not build (or need) its optimizer."""
+    image = jax.ShapeDtypeStruct((1, *config.dataset.image_size), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), image)
+    return {
+        "params": shapes["params"],
+        "batch_stats": shapes.get("batch_stats", flax.core.FrozenDict()),
+    }
+
+
 def load_for_eval(workdir: str, step: int | None = None) -> EvalModel:
     """Load the run's config, rebuild its model and restore params + BatchNorm statistics
-    (the latest checkpoint unless ``step`` is given)."""
+    (the latest checkpoint unless ``step`` is given); the optimizer state in the checkpoint is
+    not read."""
     config = configuration.load_run_config(workdir)
     model = builders.build_model(config, axis_name=None)
-    # Shapes only (no compilation of the model's init), on one device; only the step and the
-    # weights are restored, not the optimizer state (which evaluation does not need).
-    template = jax.eval_shape(
-        lambda: builders.initial_state(config, model, total_steps=1, steps_per_epoch=1)
-    )
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     wanted = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        {"step": template.step, **eval_variables(template)},
+        {"step": jax.ShapeDtypeStruct((), jnp.int32), **variable_shapes(model, config)},
     )
     checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
     try:

@@ -42,7 +42,7 @@ import time
 
 from flatrob_jax import distributed, fileio
 from flatrob_jax.analysis.design import INTERVENTION_KEYS
-from flatrob_jax.configuration import apply_overrides, load_config_file
+from flatrob_jax.configuration import apply_overrides, load_config
 from flatrob_jax.progress import format_duration
 
 STEPS = ("train", "analyze", "report")
@@ -189,7 +189,7 @@ def _check_import(name: str, source: dict, overrides: dict, config) -> None:
 
 def run_configs(sweep) -> list:
     """[(name, overrides, config)] for every run, validated before anything starts."""
-    base = apply_overrides(load_config_file(sweep.base), dict(sweep.overrides))
+    base = apply_overrides(load_config(sweep.base), dict(sweep.overrides))
     out = []
     for overrides in sweep.runs:
         overrides = dict(overrides)
@@ -322,7 +322,7 @@ def warm_start_config(sweep):
     """The config of the sweep's warm-start run (None when it has none)."""
     if sweep.warm_start is None:
         return None
-    base = apply_overrides(load_config_file(sweep.base), dict(sweep.overrides))
+    base = apply_overrides(load_config(sweep.base), dict(sweep.overrides))
     return apply_overrides(base, dict(sweep.warm_start))
 
 

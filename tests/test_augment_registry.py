@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flatrob_jax import augment
+from flatrob_jax import augment, execution
 from flatrob_jax.augment import registry
 
 B, K = 4, 5
@@ -46,7 +46,7 @@ def test_every_registered_augmentation_meets_the_contract(name):
         for c, images in batches.items():
             out = fn(key, images, labels) if spec.label_mixing else (fn(key, images), labels)
             direct[c] = out
-        return direct, hook.apply(augment.example_keys(key, B), batches[3], labels)
+        return direct, hook.apply(execution.example_keys(key, B), batches[3], labels)
 
     results = [run(jax.random.key(k)) for k in (1, 1, 2)]  # keys 1, 1 (again), 2 (another)
     views = () if hook.num_views == 1 else (hook.num_views,)
@@ -91,7 +91,7 @@ def _brightness_jitter(max_delta: float = 0.25):
     """A dm-pix augmentation: ``pix.random_brightness`` per example, clipped to [0, 1]."""
 
     def fn(key, images):
-        keys = augment.as_example_keys(key, images.shape[0])
+        keys = execution.as_example_keys(key, images.shape[0])
         return jax.vmap(lambda k, x: jnp.clip(pix.random_brightness(k, x, max_delta), 0.0, 1.0))(
             keys, images
         )
@@ -132,7 +132,7 @@ def test_registered_augmentation_is_selectable_from_a_config(registered):
     hook = augment.build_train_augmentation(cfg)
     assert (hook.num_views, hook.consistency_weight, hook.label_preserving) == (1, 0.0, True)
     images, labels = _images(3), _labels()
-    keys = augment.example_keys(jax.random.key(0), B)
+    keys = execution.example_keys(jax.random.key(0), B)
     x, y = jax.jit(hook.apply)(keys, images, labels)
     _, want = _reference("brightness_jitter", cfg, keys, images)
     np.testing.assert_allclose(x, want(1), atol=1e-6)
@@ -147,7 +147,7 @@ def test_registered_section_joins_the_default_config_and_is_read(registered):
     cfg.name = "brightness_jitter"
     cfg.brightness_jitter.max_delta = 0.6  # as --config.augment.brightness_jitter.max_delta=0.6
     images, labels = _images(3), _labels()
-    keys = augment.example_keys(jax.random.key(0), B)
+    keys = execution.example_keys(jax.random.key(0), B)
     x, _ = augment.build_train_augmentation(cfg).apply(keys, images, labels)
     _, want = _reference("brightness_jitter", cfg, keys, images, max_delta=0.6)
     np.testing.assert_allclose(x, want(1), atol=1e-6)
@@ -160,7 +160,7 @@ def test_registered_multi_view_and_label_mixing_entries_are_handled_generically(
     hook = augment.build_train_augmentation(cfg)
     assert (hook.num_views, hook.consistency_weight) == (2, 3.0)
     images, labels = _images(1), _labels()
-    keys = augment.example_keys(jax.random.key(0), B)
+    keys = execution.example_keys(jax.random.key(0), B)
     x, _ = hook.apply(keys, images, labels)
     clean, want = _reference("two_views", cfg, keys, images)
     np.testing.assert_array_equal(x[0], clean)

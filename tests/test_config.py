@@ -1,6 +1,5 @@
 import ast
 import glob
-import json
 import os
 
 import pytest
@@ -11,7 +10,6 @@ from flatrob_jax.configuration import (
     config_from_json,
     config_names,
     load_config,
-    load_config_file,
     parse_arg,
 )
 from flatrob_jax.data import get_info
@@ -62,7 +60,7 @@ def test_configs_load_locked_with_every_field(name, arg):
 @pytest.mark.parametrize("name", NAMES)
 def test_a_name_and_a_path_give_the_same_config(name):
     by_name = load_config(f"{name}:smoke")
-    by_path = load_config_file(os.path.join(REPO, "configs", f"{name}.py:smoke"))
+    by_path = load_config(os.path.join(REPO, "configs", f"{name}.py:smoke"))
     assert by_name.to_dict() == by_path.to_dict()
 
 
@@ -92,7 +90,7 @@ def test_smoke_and_seed_arguments():
 
 def test_unknown_config_argument_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown config argument 'huge'.*smoke=False, seed=0"):
-        load_config_file(os.path.join(REPO, "configs", "fashion_mnist_cnn.py:huge"))
+        load_config(os.path.join(REPO, "configs", "fashion_mnist_cnn.py:huge"))
 
 
 def test_parse_arg_types_values_like_the_defaults():
@@ -162,34 +160,6 @@ def test_stored_config_round_trips_through_json():
     loaded = config_from_json(config.to_json_best_effort(indent=2))
     assert loaded.to_dict() == config.to_dict()
     assert isinstance(loaded.dataset.mean, tuple)
-
-
-def test_old_workdir_configs_load_in_todays_vocabulary():
-    """config.json files written before None meant "all" hold -1, 0 and comma strings."""
-    old = json.loads(load_config("fashion_mnist_cnn").to_json())
-    old.update(num_devices=-1, eval_every_steps=-1)
-    old["dataset"].update(num_train_examples=-1, num_eval_examples=-1)
-    old["train"]["num_steps"] = -1
-    old["checkpoint"]["every_steps"] = 500
-    old["analysis"].update(
-        measures="clean,curvature", num_train_examples=-1, num_test_examples=1000
-    )
-    old["analysis"]["corruptions"].update(
-        corruptions="benchmark", severities="1,2,3,4,5", normalize_by_alexnet="auto", num_examples=0
-    )
-    old["analysis"]["curvature"].update(num_devices=0, trace_rel_tol=0)
-    old["analysis"]["attacks"].update(num_devices=0, num_examples=1000, norms=["Linf", "L2"])
-    c = config_from_json(json.dumps(old))
-    assert c.num_devices is None and c.eval_every_steps is None and c.train.num_steps is None
-    assert c.dataset.num_train_examples is None and c.dataset.num_eval_examples is None
-    assert c.checkpoint.every_steps == 500 and c.analysis.num_test_examples == 1000
-    assert c.analysis.measures == ("clean", "curvature") and c.analysis.num_train_examples is None
-    assert c.analysis.corruptions.corruptions == ("benchmark",)
-    assert c.analysis.corruptions.severities == (1, 2, 3, 4, 5)
-    assert c.analysis.corruptions.normalize_by_alexnet is None
-    assert c.analysis.corruptions.num_examples is None
-    assert c.analysis.curvature.num_devices is None and c.analysis.curvature.trace_rel_tol is None
-    assert c.analysis.attacks.num_devices is None and c.analysis.attacks.norms == ("Linf", "L2")
 
 
 def _imports(path):

@@ -12,7 +12,6 @@ import optax
 import pytest
 
 from flatrob_jax import execution, losses
-from flatrob_jax.augment.keys import example_keys as augment_example_keys
 from flatrob_jax.distributed import make_mesh
 from flatrob_jax.progress import Progress, format_duration
 
@@ -95,16 +94,13 @@ def test_per_example_keys_do_not_depend_on_batch_size_or_devices(batch_size, num
     np.testing.assert_array_equal(sub, expected[idx])
 
 
-def test_example_keys_are_fold_in_of_the_global_index_like_augments():
+def test_example_keys_are_fold_in_of_the_global_index():
     key = jax.random.key(3)
     keys = jax.jit(execution.example_keys, static_argnums=1)(key, 5, 7)
     for i in range(5):
         np.testing.assert_array_equal(
             jax.random.key_data(keys[i]), jax.random.key_data(jax.random.fold_in(key, 7 + i))
         )
-    np.testing.assert_array_equal(
-        jax.random.key_data(keys), jax.random.key_data(augment_example_keys(key, 5, 7))
-    )
     data, impl = execution.example_key_data(jax.random.PRNGKey(3), [7, 8])  # raw keys too
     np.testing.assert_array_equal(data, jax.random.key_data(keys[:2]))
     assert impl == str(jax.random.key_impl(key))
@@ -234,12 +230,6 @@ def test_progress_as_a_solver_callback_and_unknown_rates():
     assert format_duration(3725) == "1:02:05" and format_duration(float("nan")) == "?"
     with pytest.raises(ValueError, match="every_secs"):
         Progress(1, every_secs=-1)
-
-
-def test_metrics_log_keeps_the_progress_names():
-    from flatrob_jax import metrics_log
-
-    assert metrics_log.Progress is Progress and metrics_log.format_duration is format_duration
 
 
 # --------------------------------------------------------------------------- cross-entropy

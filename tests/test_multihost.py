@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from flatrob_jax import distributed, load_for_eval
-from flatrob_jax.configuration import apply_overrides, load_config_file
+from flatrob_jax.configuration import apply_overrides, load_config
 from flatrob_jax.training.trainer import train_and_evaluate
 from tests import multihost
 from tests.helpers import REPO, make_idx_dataset
@@ -85,7 +85,7 @@ def two_process_run(data_dir, tmp_path_factory):
 def one_process_run(data_dir, tmp_path_factory):
     """The same config trained here: 1 process x 4 devices."""
     workdir = str(tmp_path_factory.mktemp("one_process") / "run")
-    config = apply_overrides(load_config_file(CONFIG), _overrides(data_dir))
+    config = apply_overrides(load_config(CONFIG), _overrides(data_dir))
     assert jax.device_count() == 4
     return workdir, train_and_evaluate(config, workdir)
 
@@ -199,7 +199,7 @@ def test_agreement_helpers_with_one_process(tmp_path):
 def test_sigterm_in_one_process_saves_and_raises_preempted(one_process_run, data_dir, tmp_path):
     """One process: SIGTERM during training -> checkpoint at the next step, Preempted, and
     the resumed run ends bit-identical to an uninterrupted one."""
-    config = apply_overrides(load_config_file(CONFIG), _overrides(data_dir))
+    config = apply_overrides(load_config(CONFIG), _overrides(data_dir))
     from flatrob_jax.data import pipeline
 
     iterate = pipeline.TrainBatches.iterate

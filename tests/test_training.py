@@ -4,7 +4,6 @@ import os
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -12,9 +11,10 @@ import pytest
 from flatrob_jax import distributed
 from flatrob_jax.augment import build_train_augmentation, default_config
 from flatrob_jax.data import ArraySource, EvalBatches
+from flatrob_jax.losses import cross_entropy
 from flatrob_jax.models import get_model
 from flatrob_jax.training import steps as steps_lib
-from flatrob_jax.training.losses import cross_entropy, jensen_shannon, smooth_labels
+from flatrob_jax.training.losses import jensen_shannon, smooth_labels
 from flatrob_jax.training.optimizer import learning_rate_schedule, sgd
 from flatrob_jax.training.state import create_train_state
 from flatrob_jax.training.steps import make_eval_step, make_train_step
@@ -249,23 +249,6 @@ def test_a_sam_run_trains_resumes_from_its_checkpoint_and_loads_for_eval(tmp_pat
     assert again["steps_this_session"] == 2 and np.isfinite(again["test_loss"])
     run = load_for_eval(workdir)
     assert run.step == 4 and run.config.optimizer.sam_adaptive
-
-
-def test_a_stored_config_from_before_sam_restores_as_plain_sgd():
-    """config.json files written before the SAM fields existed build the optimizer they
-    trained with (plain SGD), so their checkpoints still restore."""
-    from flatrob_jax.training import builders
-
-    config = tiny_config("/nonexistent")
-    old = ml_collections.ConfigDict(config.to_dict())
-    for field in ("sam_rho", "sam_adaptive", "sam_eta"):
-        del old.optimizer[field]
-    model = builders.build_model(config)
-    shapes = [
-        jax.eval_shape(lambda c=c: builders.initial_state(c, model).opt_state)
-        for c in (config, old)
-    ]
-    assert jax.tree.structure(shapes[0]) == jax.tree.structure(shapes[1])
 
 
 def test_init_from_starts_from_another_runs_weights_with_a_fresh_optimizer(tmp_path):

@@ -148,8 +148,9 @@ def augmented_copy(config, images: np.ndarray, labels: np.ndarray, key) -> tuple
 
     Multi-view policies (AugMix with JSD) contribute their first augmented view; label-mixing
     policies keep the label of the dominant component (argmax of the mixed label)."""
-    from flatrob_jax.augment import build_train_augmentation, example_keys
+    from flatrob_jax.augment import build_train_augmentation
     from flatrob_jax.data import get_info
+    from flatrob_jax.execution import example_keys
 
     hook = build_train_augmentation(config.augment)
     num_classes = get_info(config.dataset.name).num_classes

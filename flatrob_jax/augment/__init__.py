@@ -13,7 +13,8 @@ first (AugMix's Jensen-Shannon consistency loss, weighted by ``consistency_weigh
 
 Modules: ``registry`` (one spec per name, ``default_config``), ``factories`` (the built-in
 ones), ``train_hook``, ``validation`` (parameter checks, execution modes), ``ops`` (the
-single-image ops), ``op_table`` (how policies avoid the vmap-of-switch cost), ``keys``.
+single-image ops) and ``op_table`` (how policies avoid the vmap-of-switch cost). Per-example
+keys are ``flatrob_jax.execution``'s (``example_keys``, ``as_example_keys``).
 
 Every image op follows Pillow on uint8 images (what torchvision's policies run on); flips and
 crop padding are dm-pix's. Which ops are written here rather than taken from dm-pix, and the
@@ -21,7 +22,6 @@ measured reason, is in the README (benchmarks/bench_augment_dmpix.py measures it
 """
 
 from flatrob_jax.augment import ops
-from flatrob_jax.augment.keys import as_example_keys, example_keys
 from flatrob_jax.augment.registry import (
     LABEL_MIXING,
     AugmentSpec,
@@ -40,10 +40,8 @@ __all__ = [
     "LABEL_MIXING",
     "AugmentSpec",
     "TrainAugmentation",
-    "as_example_keys",
     "build_train_augmentation",
     "default_config",
-    "example_keys",
     "get_augment",
     "names",
     "ops",

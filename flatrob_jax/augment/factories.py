@@ -13,7 +13,6 @@ from flatrob_jax.augment import augmix as augmix_lib
 from flatrob_jax.augment import autoaugment as autoaugment_lib
 from flatrob_jax.augment import geometry, mixing, regularizers, standard
 from flatrob_jax.augment import randaugment as randaugment_lib
-from flatrob_jax.augment.keys import as_example_keys
 from flatrob_jax.augment.validation import (
     check_choice,
     check_range,
@@ -21,6 +20,7 @@ from flatrob_jax.augment.validation import (
     op_select,
     resolve_execution,
 )
+from flatrob_jax.execution import as_example_keys
 
 
 def per_example(image_fn):

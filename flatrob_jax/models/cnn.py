@@ -6,7 +6,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flatrob_jax.models import conv_impl as conv_impl_lib
 from flatrob_jax.models.layers import batch_norm, conv_init
 from flatrob_jax.models.normalization import Normalize
 
@@ -22,7 +21,6 @@ class SmallCNN(nn.Module):
     std: Sequence[float] = (0.5,)
     axis_name: str | None = None
     dtype: jnp.dtype = jnp.float32
-    conv_impl: str = "xla"  # how convolutions are computed: flatrob_jax.models.conv_impl
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -38,7 +36,6 @@ class SmallCNN(nn.Module):
                     use_bias=False,
                     kernel_init=conv_init,
                     dtype=self.dtype,
-                    conv_general_dilated=conv_impl_lib.get(self.conv_impl),
                 )(x)
                 x = nn.relu(norm()(x))
         x = jnp.mean(x, axis=(1, 2))

@@ -5,8 +5,6 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flatrob_jax.models import conv_impl as conv_impl_lib
-
 
 def batch_norm(train: bool, axis_name, dtype=jnp.float32, **kw):
     """BatchNorm: batch statistics averaged over ``axis_name`` when training (cross-device
@@ -28,9 +26,8 @@ def batch_norm(train: bool, axis_name, dtype=jnp.float32, **kw):
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def conv(width: int, kernel: int, stride: int, name=None, *, dtype=jnp.float32, conv_impl="xla"):
-    """Bias-free convolution with 'same'-style padding of kernel // 2 and He-normal init,
-    computed by ``conv_impl`` (a name of ``flatrob_jax.models.conv_impl.NAMES``)."""
+def conv(width: int, kernel: int, stride: int, name=None, *, dtype=jnp.float32):
+    """Bias-free convolution with 'same'-style padding of kernel // 2 and He-normal init."""
     return nn.Conv(
         width,
         (kernel, kernel),
@@ -39,6 +36,5 @@ def conv(width: int, kernel: int, stride: int, name=None, *, dtype=jnp.float32, 
         use_bias=False,
         kernel_init=conv_init,
         dtype=dtype,
-        conv_general_dilated=conv_impl_lib.get(conv_impl),
         name=name,
     )

@@ -10,7 +10,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flatrob_jax.models import conv_impl as conv_impl_lib
 from flatrob_jax.models import layers
 from flatrob_jax.models.layers import batch_norm, conv_init
 from flatrob_jax.models.normalization import Normalize
@@ -21,11 +20,10 @@ class BasicBlock(nn.Module):
     stride: int
     norm: callable
     dtype: jnp.dtype
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(layers.conv, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         y = nn.relu(self.norm()(conv(self.width, 3, self.stride)(x)))
         y = self.norm()(conv(self.width, 3, 1)(y))
         if self.stride != 1 or x.shape[-1] != self.width:
@@ -38,11 +36,10 @@ class PreActBlock(nn.Module):
     stride: int
     norm: callable
     dtype: jnp.dtype
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(layers.conv, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         out = nn.relu(self.norm()(x))
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.width:
@@ -62,11 +59,10 @@ class Bottleneck(nn.Module):
     dtype: jnp.dtype
     expansion: int = 4
     inner_factor: int = 1
-    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x):
-        conv = functools.partial(layers.conv, dtype=self.dtype, conv_impl=self.conv_impl)
+        conv = functools.partial(layers.conv, dtype=self.dtype)
         out_width = self.width * self.expansion
         inner = self.width * self.inner_factor
         y = nn.relu(self.norm()(conv(inner, 1, 1)(x)))
@@ -92,7 +88,6 @@ class ResNet(nn.Module):
     std: Sequence[float] = (0.2470, 0.2435, 0.2616)
     axis_name: str | None = None
     dtype: jnp.dtype = jnp.float32
-    conv_impl: str = "xla"  # how convolutions are computed: flatrob_jax.models.conv_impl
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -110,7 +105,6 @@ class ResNet(nn.Module):
                 use_bias=False,
                 kernel_init=conv_init,
                 dtype=self.dtype,
-                conv_general_dilated=conv_impl_lib.get(self.conv_impl),
                 name="stem_conv",
             )(x)
             x = nn.relu(norm(name="stem_bn")(x))
@@ -124,7 +118,6 @@ class ResNet(nn.Module):
                 use_bias=False,
                 kernel_init=conv_init,
                 dtype=self.dtype,
-                conv_general_dilated=conv_impl_lib.get(self.conv_impl),
                 name="stem_conv",
             )(x)
             if self.block != "preact":
@@ -136,15 +129,10 @@ class ResNet(nn.Module):
                 stride = 2 if (stage > 0 and i == 0) else 1
                 if self.block == "bottleneck":
                     x = block_cls(
-                        width,
-                        stride,
-                        norm,
-                        self.dtype,
-                        inner_factor=self.bottleneck_width_factor,
-                        conv_impl=self.conv_impl,
+                        width, stride, norm, self.dtype, inner_factor=self.bottleneck_width_factor
                     )(x)
                 else:
-                    x = block_cls(width, stride, norm, self.dtype, conv_impl=self.conv_impl)(x)
+                    x = block_cls(width, stride, norm, self.dtype)(x)
         if self.block == "preact":
             x = nn.relu(norm(name="final_bn")(x))
         x = jnp.mean(x, axis=(1, 2))

@@ -7,7 +7,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from flatrob_jax.models import conv_impl as conv_impl_lib
 from flatrob_jax.models.layers import batch_norm, conv_init
 from flatrob_jax.models.normalization import Normalize
 from flatrob_jax.models.resnet import PreActBlock
@@ -21,7 +20,6 @@ class WideResNet(nn.Module):
     std: Sequence[float] = (0.2470, 0.2435, 0.2616)
     axis_name: str | None = None
     dtype: jnp.dtype = jnp.float32
-    conv_impl: str = "xla"  # how convolutions are computed: flatrob_jax.models.conv_impl
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -37,15 +35,13 @@ class WideResNet(nn.Module):
             use_bias=False,
             kernel_init=conv_init,
             dtype=self.dtype,
-            conv_general_dilated=conv_impl_lib.get(self.conv_impl),
             name="stem_conv",
         )(x)
         for stage, width in enumerate(
             (16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)
         ):
             for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                x = PreActBlock(width, stride, norm, self.dtype, conv_impl=self.conv_impl)(x)
+                x = PreActBlock(width, 2 if (stage > 0 and i == 0) else 1, norm, self.dtype)(x)
         x = nn.relu(norm(name="final_bn")(x))
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -1,21 +1,12 @@
 """``build_*`` helpers: the only code below the entry points that reads configs."""
 
 import jax
-import ml_collections
 
 from flatrob_jax.data import get_info
+from flatrob_jax.execution import check_count
 from flatrob_jax.models import get_model
 from flatrob_jax.training import optimizer
 from flatrob_jax.training.state import create_train_state
-
-
-def count_or_none(name: str, value) -> int | None:
-    """A config field that is None ("all", "derived" or "never") or a positive count."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r}: expected None or a positive integer")
-    return value
 
 
 def build_model(config, axis_name=None):
@@ -30,30 +21,12 @@ def build_model(config, axis_name=None):
     return get_model(config.model.name, info.num_classes, **kw)
 
 
-# Optimizer fields added after runs were already stored, with the value that reproduces how
-# those runs trained (a config.json without ``sam_rho`` trained plain SGD).
-_OPTIMIZER_FIELDS_ADDED = {"sam_rho": 0.0, "sam_adaptive": False, "sam_eta": 0.01}
-
-
-def _optimizer_section(config) -> ml_collections.ConfigDict:
-    """``config.optimizer``; for a run's stored config.json from before SAM (it has none of
-    the SAM fields) a copy with the values it trained with, so its checkpoint still restores
-    (the optimizer state's structure depends on them)."""
-    section = config.optimizer
-    missing = {k: v for k, v in _OPTIMIZER_FIELDS_ADDED.items() if k not in section}
-    if not missing:
-        return section
-    section = ml_collections.ConfigDict(section.to_dict())
-    section.update(missing)
-    return section
-
-
 def build_optimizer(config, total_steps: int, steps_per_epoch: int):
     """``(tx, schedule)`` from ``config.optimizer``: the schedule is built once, used by the
     optimizer and by whatever logs the learning rate. ``optimizer.sam_rho > 0`` wraps it in
     SAM/ASAM (``training.optimizer.with_sam``); the train step then supplies the second
     gradient."""
-    return optimizer.build_optimizer(_optimizer_section(config), total_steps, steps_per_epoch)
+    return optimizer.build_optimizer(config.optimizer, total_steps, steps_per_epoch)
 
 
 def initial_state(config, model, total_steps: int = 1, steps_per_epoch: int = 1, *, tx=None):
@@ -69,7 +42,7 @@ def initial_state(config, model, total_steps: int = 1, steps_per_epoch: int = 1,
 
 def training_length(config, steps_per_epoch: int) -> int:
     """Total steps: ``train.num_steps`` if set, else ``train.num_epochs`` epochs."""
-    num_steps = count_or_none("train.num_steps", config.train.num_steps)
+    num_steps = check_count("train.num_steps", config.train.num_steps, none_means="derived")
     if num_steps is not None:
         return num_steps
     return int(round(config.train.num_epochs * steps_per_epoch))

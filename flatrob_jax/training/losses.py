@@ -1,13 +1,10 @@
-"""Training losses on logits: label smoothing, cross-entropy (the project's one,
-``flatrob_jax.losses.cross_entropy``, re-exported; soft labels give -sum_k q_k log softmax(z)_k)
-and AugMix's Jensen-Shannon consistency."""
+"""Training-only losses on logits: label smoothing and AugMix's Jensen-Shannon consistency (the
+cross-entropy itself is the project's one, ``flatrob_jax.losses.cross_entropy``)."""
 
 import jax
 import jax.numpy as jnp
 
-from flatrob_jax.losses import cross_entropy
-
-__all__ = ["cross_entropy", "jensen_shannon", "smooth_labels"]
+__all__ = ["jensen_shannon", "smooth_labels"]
 
 
 def smooth_labels(labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from flatrob_jax.augment import TrainAugmentation
-from flatrob_jax.distributed import AXIS, P, sharded_step
+from flatrob_jax.distributed import AXIS, data_parallel
 from flatrob_jax.execution import example_keys, to_float_images
 from flatrob_jax.losses import cross_entropy
 from flatrob_jax.training.losses import jensen_shannon, smooth_labels
@@ -21,7 +22,6 @@ __all__ = [
     "eval_step_per_device",
     "make_eval_step",
     "make_train_step",
-    "to_float_images",
     "train_step_per_device",
 ]
 
@@ -123,7 +123,7 @@ def make_train_step(mesh, *, augmentation, num_classes, label_smoothing, donate=
             label_smoothing=label_smoothing,
         )
 
-    return sharded_step(
+    return data_parallel(
         per_device,
         mesh,
         in_specs=(P(), P(AXIS), P()),
@@ -138,4 +138,4 @@ def make_eval_step(mesh, apply_fn):
     def per_device(variables, batch):
         return eval_step_per_device(variables, batch, apply_fn=apply_fn)
 
-    return sharded_step(per_device, mesh, in_specs=(P(), P(AXIS)), out_specs=P())
+    return data_parallel(per_device, mesh, in_specs=(P(), P(AXIS)), out_specs=P())

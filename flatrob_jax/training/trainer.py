@@ -24,7 +24,9 @@ from flatrob_jax import checkpoint as ckpt_lib
 from flatrob_jax import configuration, distributed, fileio
 from flatrob_jax.augment import build_train_augmentation
 from flatrob_jax.data import EvalBatches, TrainBatches, build_source, get_info
-from flatrob_jax.metrics_log import MetricWriter, Progress, format_duration
+from flatrob_jax.execution import check_count
+from flatrob_jax.metrics_log import MetricWriter
+from flatrob_jax.progress import Progress, format_duration
 from flatrob_jax.training import builders
 from flatrob_jax.training.state import eval_variables, state_to_tree, tree_to_state
 from flatrob_jax.training.steps import make_eval_step, make_train_step
@@ -128,7 +130,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     if is_main:
         configuration.save_run_config(workdir, config)
-    mesh = distributed.make_mesh(builders.count_or_none("num_devices", config.num_devices))
+    mesh = distributed.make_mesh(
+        check_count("num_devices", config.num_devices, none_means="all devices")
+    )
     num_devices = mesh.devices.size
     if config.train.batch_size % num_devices:
         raise ValueError(
@@ -182,8 +186,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     )
     progress = Progress(total_steps, start_step)
     log_every = max(1, config.log_every_steps)
-    ckpt_every = builders.count_or_none("checkpoint.every_steps", config.checkpoint.every_steps)
-    eval_every = builders.count_or_none("eval_every_steps", config.eval_every_steps)
+    ckpt_every = check_count(
+        "checkpoint.every_steps", config.checkpoint.every_steps, none_means="at the end only"
+    )
+    eval_every = check_count("eval_every_steps", config.eval_every_steps, none_means="at the end")
     pending, t_train = [], time.perf_counter()
     step = start_step
     # SIGTERM/SIGINT: save at a step every process agrees on, then raise Preempted.

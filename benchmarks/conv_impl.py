@@ -3,7 +3,10 @@
 argument: the kernel stays the same HWIO parameter, so parameter names, shapes and
 checkpoints do not depend on the implementation.
 
-``get(name)`` returns the function for one of ``NAMES``:
+A benchmark-only module (benchmarks/bench_conv.py): measured slower than XLA's convolution
+on this CPU (benchmarks/training.md), it is not part of the library. ``get(name)`` returns the
+function for one of ``NAMES``; ``with convolutions(name):`` makes every ``nn.Conv`` traced
+inside it (the library's models unchanged) compute its convolution that way:
 
 - ``'xla'``: ``lax.conv_general_dilated`` itself (flax's default; XLA's convolution kernels).
 - ``'im2col'``: the strided window of every kernel offset sliced from the padded input,
@@ -20,14 +23,17 @@ All compute the same function as ``lax.conv_general_dilated`` for channel-last l
 are JAX's derivatives of slices, pads and matmuls. On the project's 2-core CPU they are
 slower than XLA's convolution on the layers of the small CNN and ResNet-18 (at best equal, on
 one kernel gradient) and on the train step, HVP and attack step of both models
-(benchmarks/bench_conv.py, benchmarks/training.md), so the models default to ``'xla'``.
+(benchmarks/bench_conv.py, benchmarks/training.md), so the models use XLA's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import types
 from typing import Callable, Sequence
 
+import flax.linen.linear as flax_linear
 import numpy as np
 from jax import lax
 
@@ -193,3 +199,22 @@ def get(name: str) -> Callable:
         return _IMPLEMENTATIONS[name]
     except KeyError as e:
         raise ValueError(f"unknown conv_impl {name!r}; valid choices: {', '.join(NAMES)}") from e
+
+
+@contextlib.contextmanager
+def convolutions(name: str):
+    """Inside the block, flax's ``nn.Conv`` calls ``get(name)`` instead of
+    ``lax.conv_general_dilated`` (flax looks the function up in its module's ``lax`` at trace
+    time, and the conv modules leave ``conv_general_dilated`` unset); trace and compile the
+    work inside the block. ``'xla'`` changes nothing."""
+    fn = get(name)
+    if fn is lax.conv_general_dilated:
+        yield
+        return
+    shim = types.SimpleNamespace(**{k: getattr(lax, k) for k in dir(lax) if not k.startswith("_")})
+    shim.conv_general_dilated = fn
+    saved, flax_linear.lax = flax_linear.lax, shim
+    try:
+        yield
+    finally:
+        flax_linear.lax = saved
