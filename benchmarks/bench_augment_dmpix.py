@@ -4,7 +4,7 @@ the affine warp, the one op where dm-pix has a same-meaning function) how fast e
 
     python benchmarks/bench_augment_dmpix.py
 
-Prints a markdown table (the one in the README's dm-pix section). Images: the test photos
+Prints a markdown table (the one in docs/analyses.md's dm-pix section). Images: the test photos
 (tests/test_augment_fixtures.py), uint8 -> [0, 1]. Differences are in uint8 levels after
 rounding ``out * 255``; "> 1 level" is the fraction of pixels the geometric-op tests allow
 (1%). Not run by pytest.

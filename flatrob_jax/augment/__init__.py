@@ -18,7 +18,7 @@ keys are ``flatrob_jax.execution``'s (``example_keys``, ``as_example_keys``).
 
 Every image op follows Pillow on uint8 images (what torchvision's policies run on); flips and
 crop padding are dm-pix's. Which ops are written here rather than taken from dm-pix, and the
-measured reason, is in the README (benchmarks/bench_augment_dmpix.py measures it).
+measured reason, is in docs/analyses.md (benchmarks/bench_augment_dmpix.py measures it).
 """
 
 from flatrob_jax.augment import ops
