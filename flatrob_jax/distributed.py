@@ -3,7 +3,7 @@ host-local to global arrays, and multi-host agreement: decisions taken on proces
 broadcast (:func:`decide_on_main`), barriers, the shared-workdir check, and preemption
 (:class:`PreemptionGuard`, :data:`PREEMPTED_EXIT_CODE`).
 
-Multi-host rules (DESIGN.md): one process per host; only process 0 writes shared files; every
+Multi-host rules (docs/design.md): one process per host; only process 0 writes shared files; every
 decision that depends on files is taken on process 0 and broadcast, so no process reaches a
 collective that another skips.
 

@@ -2,7 +2,7 @@
 per-example keys.
 
 Attacks, corruption evaluation, clean error/predictions and the curvature data path all run
-through this module, so three conventions hold for each of them (DESIGN.md) and the outcome
+through this module, so three conventions hold for each of them (docs/design.md) and the outcome
 for an example does not depend on the batch size or the device count:
 
 * per-example keys: example ``i`` of a dataset draws all its randomness from

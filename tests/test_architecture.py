@@ -1,5 +1,5 @@
 """The shape of the code: no import cycle, imports only go downward (import-linter's layers
-contract in pyproject.toml), thin entry points, the public names DESIGN.md promises."""
+contract in pyproject.toml), thin entry points, the public names docs/design.md promises."""
 
 import os
 import shutil
