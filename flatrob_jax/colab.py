@@ -16,8 +16,7 @@ calls :func:`install_dependencies` from here, before flax, optax... are installe
   Colab a download into /content; elsewhere the config's default).
 * :func:`authenticate_for`: Colab's Google sign-in before a ``gs://`` path is read.
 
-The notebooks' other helpers (opening a study, rescaling parameters) are in
-``flatrob_jax.notebook_helpers``.
+A finished study is opened with ``flatrob_jax.analysis.open_study``.
 """
 
 from __future__ import annotations

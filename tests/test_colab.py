@@ -1,5 +1,5 @@
 """flatrob_jax.colab (runtime report, installation next to a preinstalled JAX, data in Colab)
-and flatrob_jax.notebook_helpers (opening a study)."""
+and flatrob_jax.analysis.open_study (opening a study)."""
 
 import os
 import sys
@@ -8,7 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from flatrob_jax import colab, notebook_helpers
+from flatrob_jax import colab
+from flatrob_jax.analysis import open_study
 from flatrob_jax.analysis.results import rows_from_results, write_csv
 
 
@@ -125,7 +126,7 @@ def test_authenticate_for_is_a_no_op_outside_colab():
     colab.authenticate_for("gs://bucket/study")  # would import google.colab in Colab
 
 
-# --------------------------------------------------------------------------- notebook_helpers
+# --------------------------------------------------------------------------- open_study
 
 
 def test_open_study_reads_the_results_table(tmp_path):
@@ -137,7 +138,7 @@ def test_open_study_reads_the_results_table(tmp_path):
             overrides={"augment.name": run.split("=")[1]},
         )
     write_csv(rows, tmp_path / "results.csv")
-    study = notebook_helpers.open_study(str(tmp_path))
+    study = open_study(str(tmp_path))
     assert study.runs == ("name=none", "name=cutout")
     wide = study.wide()
     assert list(wide.index) == ["name=none", "name=cutout"]
@@ -147,7 +148,7 @@ def test_open_study_reads_the_results_table(tmp_path):
 
 def test_open_study_errors_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no study at .*missing.*does not exist"):
-        notebook_helpers.open_study(str(tmp_path / "missing"))
+        open_study(str(tmp_path / "missing"))
     (tmp_path / "name=none").mkdir()
     with pytest.raises(FileNotFoundError, match=r"neither results.csv nor results.json.*name=none"):
-        notebook_helpers.open_study(str(tmp_path))
+        open_study(str(tmp_path))

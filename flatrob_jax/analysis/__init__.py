@@ -21,7 +21,9 @@ from flatrob_jax.analysis.registry import Analysis, Inputs, headline_metrics, re
 from flatrob_jax.analysis.report import build_report, classify_metrics, write_report
 from flatrob_jax.analysis.results import (
     MetricTable,
+    Study,
     flatten_results,
+    open_study,
     pivot,
     read_rows,
     rows_from_results,
@@ -49,6 +51,8 @@ __all__ = [
     "study_report",
     "study_stats",
     "MetricTable",
+    "Study",
+    "open_study",
     "analysis_config_for",
     "analyze_run",
     "bootstrap_ci",

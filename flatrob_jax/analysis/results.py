@@ -1,4 +1,5 @@
-"""The tidy results table of a study: one row per (run, metric).
+"""The tidy results table of a study (the directory a sweep writes): one row per (run, metric),
+and :func:`open_study`, which opens a finished study from its directory.
 
 A row is a plain dict with the columns of ``COLUMNS``::
 
@@ -32,6 +33,7 @@ leaves a truncated table or destroys an earlier one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -399,3 +401,62 @@ def pivot(rows: Iterable[Mapping]) -> MetricTable:
         stderrs=stderrs,
         overrides=tuple(overrides[r] for r in runs),
     )
+
+
+# --------------------------------------------------------------------------- a study on disk
+
+STUDY_FILES = ("results.csv", "results.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A finished study: its ``path``, the tidy results ``rows`` (one per run and metric; see
+    ``flatrob_jax.analysis.results``) and the names of its ``runs`` (their workdirs)."""
+
+    path: str
+    rows: list
+    runs: tuple
+
+    def frame(self):
+        """The rows as a pandas DataFrame (columns run, overrides, metric, value, stderr)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def wide(self):
+        """Runs x metrics (values), as a pandas DataFrame in the study's run order."""
+        table = self.frame().pivot(index="run", columns="metric", values="value")
+        return table.loc[list(self.runs)]
+
+
+def open_study(path: str) -> Study:
+    """The study at ``path``: the directory ``python -m flatrob_jax.sweep --workdir DIR`` or
+    ``flatrob_jax.study.run_sweep(sweep, DIR)`` wrote (results.csv and .json, report/, one
+    workdir per run), a local path or a ``gs://`` URI (through ``flatrob_jax.fileio``).
+
+    Raises FileNotFoundError naming the path, and what a study directory holds, when the
+    path does not exist or has no results table."""
+    shown = os.fspath(path)
+    what = (
+        f"a study is the directory a sweep writes (python -m flatrob_jax.sweep --sweep "
+        f"NAME --workdir DIR), holding {' and '.join(STUDY_FILES)}"
+    )
+    fileio.require_support(shown)
+    if not fileio.exists(shown):
+        raise FileNotFoundError(f"no study at {shown!r}: the path does not exist; {what}")
+    if not fileio.isdir(shown):
+        raise FileNotFoundError(f"no study at {shown!r}: it is a file, not a directory; {what}")
+    table = next(
+        (fileio.join(shown, n) for n in STUDY_FILES if fileio.exists(fileio.join(shown, n))), None
+    )
+    if table is None:
+        entries = sorted(fileio.listdir(shown))
+        raise FileNotFoundError(
+            f"no study at {shown!r}: it has neither {' nor '.join(STUDY_FILES)} (it holds "
+            f"{entries[:20]}); {what}. A sweep whose report step has not run yet writes them "
+            f"when it is run again"
+        )
+    rows = read_rows(table)
+    if not rows:
+        raise ValueError(f"the study at {shown!r} has an empty results table ({table})")
+    return Study(shown, rows, tuple(dict.fromkeys(r["run"] for r in rows)))
