@@ -7,7 +7,7 @@ import pytest
 
 from flatrob_jax.corruptions import ALL, BENCHMARK, EXTRA, corrupt, corrupt_jit
 from flatrob_jax.corruptions import severity as sev
-from tests import test_corruptions_cases as cases
+from tests import corruptions_cases as cases
 
 
 def _images(b=2, h=32, w=32, c=3, seed=0):

@@ -8,7 +8,7 @@ checks that this is still so; the comparisons run the 16 that work as shipped an
 broken ones through ``peer_shim``, which only restores the two removed spellings.
 
 Randomness: our noise (drawn with ``single_image_fns(...)[0]`` from the keys ``corrupt`` uses,
-see test_corruptions_cases.py) is fed to the peer by
+see corruptions_cases.py) is fed to the peer by
 monkeypatching the NumPy / scikit-image calls it makes, in the order it makes them.
 CIFAR constants: imagecorruptions has only the ImageNet ones, so the CIFAR table is checked
 against the peer's building blocks (its disk kernel, clipped_zoom, HSV helpers) and
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from flatrob_jax.corruptions import severity as sev
-from tests import test_corruptions_cases as cases
+from tests import corruptions_cases as cases
 
 pytestmark = pytest.mark.peers
 

@@ -62,6 +62,27 @@ def test_batchnorm_train_mode_updates_stats_and_eval_uses_them():
     assert any(not np.allclose(a, b) for a, b in zip(before, after))
 
 
+def test_batchnorm_eval_mode_normalises_with_the_running_statistics():
+    """train=False: y = (x - running mean) / sqrt(running var + 1e-5) * scale + bias, the same
+    for an example alone as inside any batch (no batch statistics are used)."""
+    from flatrob_jax.models.layers import batch_norm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (6, 5, 5, 4)).astype(np.float32)
+    norm = batch_norm(train=False, axis_name="batch")()
+    variables = norm.init(jax.random.key(0), x)
+    stats = {"mean": rng.normal(size=4), "var": rng.uniform(0.5, 2.0, 4)}
+    affine = {"scale": rng.uniform(0.5, 1.5, 4), "bias": rng.normal(size=4)}
+    variables = {
+        "params": {k: jnp.asarray(v, jnp.float32) for k, v in affine.items()},
+        "batch_stats": {k: jnp.asarray(v, jnp.float32) for k, v in stats.items()},
+    }
+    y = norm.apply(variables, x)
+    expected = (x - stats["mean"]) / np.sqrt(stats["var"] + 1e-5) * affine["scale"] + affine["bias"]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(norm.apply(variables, x[:1]), y[:1], rtol=1e-6, atol=1e-6)
+
+
 def test_unknown_model_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown model 'resnet19'.*resnet18"):
         get_model("resnet19", 10)
