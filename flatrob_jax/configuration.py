@@ -203,6 +203,44 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collecti
     return config
 
 
+def parse_override_strings(config: ml_collections.ConfigDict, items) -> dict:
+    """``['a.b=value', ...]`` as ``{'a.b': typed value}``, parsed and checked against
+    ``config`` exactly as :func:`apply_overrides` parses them (an unknown key or a wrong type
+    raises its error)."""
+    items = list(items)
+    applied = apply_overrides(config, items)
+    out = {}
+    for item in items:
+        key = item.split("=", 1)[0]
+        node = applied
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def split_config_args(argv, prefix: str = "--config.") -> tuple:
+    """``argv`` -> ``(['a.b=value', ...], the other arguments)``: the ``--config.a.b=value``
+    arguments of an entry point without a config flag of its own (the sweep's apply to every
+    run), taken off before absl parses the rest. ``--config.a.b value`` (two arguments) is
+    accepted too."""
+    argv = list(argv)
+    overrides, rest, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(prefix):
+            item = arg[len(prefix) :]
+            if "=" not in item:
+                if i + 1 >= len(argv):
+                    raise ValueError(f"{arg} needs a value: {arg}=VALUE")
+                item, i = f"{item}={argv[i + 1]}", i + 1
+            overrides.append(item)
+        else:
+            rest.append(arg)
+        i += 1
+    return overrides, rest
+
+
 def _none_or(parser_class):
     class NoneOr(parser_class):
         """``--config.a.b=None`` sets the field to None; other values parse as before."""

@@ -29,35 +29,26 @@ then all live in the bucket (``flatrob_jax.fileio``); nothing is written locally
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import datetime
+import functools
 import itertools
 import json
 import os
 import re
 import shlex
-import sys
 import time
 
-from flatrob_jax import distributed, fileio
+import ml_collections
+
+from flatrob_jax import configuration, distributed, fileio
 from flatrob_jax.analysis.design import INTERVENTION_KEYS
 from flatrob_jax.configuration import apply_overrides, load_config
 from flatrob_jax.progress import format_duration
+from flatrob_jax.torch_import.sweep_import import SweepImport, config_overrides
+from flatrob_jax.workdir_lease import Lease
 
 STEPS = ("train", "analyze", "report")
-IMPORT_PREFIX = "import."
-# The overrides that make a run imported instead of trained (see the module docstring).
-IMPORT_KEYS = {
-    "import.zoo": "a zoo entry name (flatrob_jax.torch_import.zoo.names())",
-    "import.arch": "the import's architecture (torch_import.arch_names())",
-    "import.weights": "a local .pt/.pth file (a state_dict) of that architecture",
-    "import.mean": "its per-channel input mean (tuple); with import.std",
-    "import.std": "its per-channel input std (tuple); with import.mean",
-    "import.sha256": "the expected sha256 of import.weights",
-}
-# Config keys an imported run takes from the import, not from overrides.
-_IMPORTED_FIELDS = ("model.", "dataset.name", "dataset.mean", "dataset.std")
+WARM_START = "warm_start"  # the warm-start run's name and directory under the sweep's root
 
 
 @dataclasses.dataclass
@@ -86,6 +77,13 @@ class Sweep:
     # Where imported zoo entries are downloaded once (torch_import.fetch): None means
     # $FLATROB_ZOO_CACHE, else ~/.cache/flatrob_jax/zoo.
     zoo_cache: str | None = None
+    # What one unit of work (one run: train or import, then analyze) needs from a fleet
+    # executor: 'cpu:K', 'gpu:K', 'tpu:K' (chips) or 'tpu:host' (a whole TPU VM); None:
+    # 'cpu:1'. ``--resources`` on the command line overrides it (flatrob_jax.fleet).
+    resources: str | None = None
+    # How to load this sweep again in another process (``--sweep`` of a unit's command):
+    # set by load_sweep; None for a Sweep built in code, which runs in-process only.
+    spec: str | None = None
 
 
 def product(**axes) -> list:
@@ -130,141 +128,137 @@ def load_sweep(spec: str) -> Sweep:
             here = os.path.dirname(os.path.abspath(module.__file__))
             base_path = os.path.normpath(os.path.join(here, base_path))
         sweep.base = base_path + (f":{base_arg}" if base_arg else "")
+    path, _, arg = spec.partition(":")
+    sweep.spec = (os.path.abspath(path) if _is_path(spec) else path) + (f":{arg}" if arg else "")
     names = [run_name(r) for r in sweep.runs]
     if len(set(names)) != len(names):
         raise ValueError(f"two runs of the sweep have the same overrides: {names}")
+    if WARM_START in names:
+        raise ValueError(f"a run may not be named {WARM_START!r} (the warm start's directory)")
     return sweep
 
 
-def import_source(overrides: dict) -> dict | None:
-    """The run's ``import.*`` overrides without the prefix (``{'zoo': name}`` or ``{'arch':
-    ..., 'weights': ...}``), or None for a run that is trained."""
-    source = {k[len(IMPORT_PREFIX) :]: v for k, v in overrides.items() if k in IMPORT_KEYS}
-    return source or None
+# --------------------------------------------------------------------------- the plan
 
 
-def config_overrides(overrides: dict) -> dict:
-    """The overrides without the ``import.*`` keys: what applies to the config."""
-    unknown = [k for k in overrides if k.startswith(IMPORT_PREFIX) and k not in IMPORT_KEYS]
-    if unknown:
-        raise ValueError(
-            f"unknown import keys {unknown}; valid: "
-            + "; ".join(f"{k} ({why})" for k, why in IMPORT_KEYS.items())
-        )
-    return {k: v for k, v in overrides.items() if k not in IMPORT_KEYS}
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One unit of work of a sweep: one run trained (or imported), then analyzed.
+
+    ``kind``: 'warm_start' (trained first; every trained run starts from its weights),
+    'train' or 'import'. ``depends_on``: the names of the jobs whose training must be finished
+    before this one starts. ``command``: the argv of the process that does the whole unit
+    (``python -m flatrob_jax.sweep --sweep S --workdir ROOT --run NAME [--config.a.b=v]``),
+    or None for a sweep built in code (no ``spec``: it runs in-process only)."""
+
+    name: str
+    kind: str
+    workdir: str
+    config: ml_collections.ConfigDict
+    overrides: dict  # the run's own overrides (its name, the results table)
+    depends_on: tuple = ()
+    command: tuple | None = None
+    analyze: bool = True  # whether its analysis.json is part of the study
+    importer: SweepImport | None = None
+
+    @property
+    def command_line(self) -> str | None:
+        return None if self.command is None else shlex.join(self.command)
 
 
-def _check_import(name: str, source: dict, overrides: dict, config) -> None:
-    """An imported run's source is complete and fits the sweep's dataset and overrides."""
-    from flatrob_jax.torch_import import arch_names, zoo
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Every job of a sweep under ``root``, in dependency order (the warm start first), with
+    ``overrides``, the ``a.b=value`` strings given on the command line for every run."""
 
-    if "zoo" in source:
-        if set(source) != {"zoo"}:
-            raise ValueError(f"run {name}: import.zoo takes no other import keys: {source}")
-        try:
-            entry = zoo.get(source["zoo"])
-        except KeyError as e:
-            raise ValueError(f"run {name}: {e.args[0]}") from e
-        if entry.dataset != config.dataset.name:
-            raise ValueError(
-                f"run {name}: zoo entry {entry.name} is a {entry.dataset} model; the sweep's "
-                f"dataset is {config.dataset.name!r}"
-            )
-    elif "arch" not in source or "weights" not in source:
-        raise ValueError(
-            f"run {name}: an imported run needs import.zoo, or import.arch and import.weights; "
-            f"got {sorted(source)}"
-        )
-    elif source["arch"] not in arch_names():
-        raise ValueError(
-            f"run {name}: unknown import.arch {source['arch']!r}; known: {', '.join(arch_names())}"
-        )
-    clash = [k for k in overrides if k.startswith(_IMPORTED_FIELDS)]
-    if clash:
-        raise ValueError(
-            f"run {name}: {clash} cannot be overridden for an imported run (its model and "
-            f"normalization come from the import)"
-        )
+    sweep: Sweep
+    root: str
+    jobs: tuple
+    overrides: tuple = ()
+
+    def job(self, name: str) -> Job:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise ValueError(f"no run named {name!r} in the sweep; its runs: {list(self.names)}")
+
+    @property
+    def names(self) -> tuple:
+        return tuple(job.name for job in self.jobs)
+
+    @property
+    def runs(self) -> tuple:
+        """The jobs whose analysis is part of the study (all but the warm start)."""
+        return tuple(job for job in self.jobs if job.analyze)
 
 
-def run_configs(sweep) -> list:
-    """[(name, overrides, config)] for every run, validated before anything starts."""
+def unit_command(spec: str | None, root: str, name: str, overrides=()) -> tuple | None:
+    """The argv that runs one unit: ``python -m flatrob_jax.sweep --sweep SPEC --workdir ROOT
+    --run NAME`` plus ``--config.a.b=value`` for each command-line override. 'python' is
+    replaced by the executor's own interpreter."""
+    if spec is None:
+        return None
+    argv = ["python", "-m", "flatrob_jax.sweep", "--sweep", spec, "--workdir", root]
+    argv += ["--run", name, *(f"--config.{o}" for o in overrides)]
+    return tuple(argv)
+
+
+def plan(sweep: Sweep, root: str, overrides=()) -> Plan:
+    """The jobs of ``sweep`` under ``root``, checked before anything starts: the warm start
+    (if any) first, then one job per run, trained or imported. ``overrides``: ``a.b=value``
+    strings (the sweep entry point's ``--config.a.b=value``) applied to every run, the warm
+    start included, after the sweep's own overrides (an unknown key or a wrong type fails
+    here, naming the valid ones)."""
+    overrides = tuple(overrides)
     base = apply_overrides(load_config(sweep.base), dict(sweep.overrides))
-    out = []
-    for overrides in sweep.runs:
-        overrides = dict(overrides)
-        name = run_name(overrides)
-        config = apply_overrides(base, config_overrides(overrides))
-        source = import_source(overrides)
-        if source is not None:
-            _check_import(name, source, {**sweep.overrides, **overrides}, config)
-        out.append((name, overrides, config))
-    return out
-
-
-def command_line(sweep, overrides: dict, workdir: str) -> str:
-    """The ``python -m flatrob_jax.train`` line that trains one run of the sweep (for an
-    imported run, the ``python -m flatrob_jax.import_torch`` line that imports it)."""
-    source = import_source(overrides)
-    if source is not None:
-        return _import_command_line(source, workdir)
-    parts = [
-        os.path.basename(sys.executable),
-        "-m",
-        "flatrob_jax.train",
-        "--config",
-        sweep.base,
-        "--workdir",
-        workdir,
-    ]
-    for k, v in {**dict(sweep.overrides), **overrides}.items():
-        parts.append(f"--config.{k}={v}")
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def _import_command_line(source: dict, workdir: str) -> str:
-    parts = [os.path.basename(sys.executable), "-m", "flatrob_jax.import_torch"]
-    if "zoo" in source:
-        parts += ["--zoo", source["zoo"]]
-    else:
-        parts += ["--arch", source["arch"], "--weights", str(source["weights"])]
-        for key in ("mean", "std"):
-            if source.get(key) is not None:
-                parts += [f"--{key}", ",".join(map(str, source[key]))]
-        if source.get("sha256"):
-            parts += ["--sha256", source["sha256"]]
-    parts += ["--workdir", workdir]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def import_run(sweep, overrides: dict, config, workdir: str, log=print) -> dict:
-    """Import the run's source (``import_source(overrides)``) into ``workdir``, with the
-    sweep's overrides and analysis settings (see the module docstring); returns the
-    provenance record."""
-    from flatrob_jax.torch_import import fetch, zoo
-    from flatrob_jax.torch_import import workdir as import_workdir
-
-    source = import_source(overrides)
-    if "zoo" in source:
-        entry = zoo.get(source["zoo"])
-        path = fetch.fetch_entry(entry, sweep.zoo_cache, log=log)
-        imported, variables, provenance = zoo.prepare_entry(entry, path)
-    else:
-        imported, variables, provenance = import_workdir.prepare_import(
-            source["arch"],
-            source["weights"],
-            config.dataset.name,
-            mean=source.get("mean"),
-            std=source.get("std"),
-            sha256=source.get("sha256"),
+    given = configuration.parse_override_strings(base, overrides)  # {key: typed value}
+    command = functools.partial(unit_command, sweep.spec, root, overrides=overrides)
+    jobs = []
+    warm_dir = fileio.join(root, WARM_START)
+    if sweep.warm_start is not None:
+        config = apply_overrides(base, {**dict(sweep.warm_start), **given})
+        jobs.append(
+            Job(
+                WARM_START,
+                "warm_start",
+                warm_dir,
+                config,
+                dict(sweep.warm_start),
+                command=command(WARM_START),
+                analyze=False,
+            )
         )
-    run_config = apply_overrides(imported, config_overrides({**sweep.overrides, **overrides}))
-    run_config.analysis = copy.deepcopy(config.analysis)
-    provenance["imported_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"
-    )
-    import_workdir.write_workdir(workdir, run_config, variables, provenance)
-    return provenance
+    for run in sweep.runs:
+        run = dict(run)
+        name = run_name(run)
+        config = apply_overrides(base, {**config_overrides(run), **given})
+        importer = SweepImport.from_overrides(run)
+        if importer is not None:
+            importer.check(name, {**sweep.overrides, **run, **given}, config)
+            jobs.append(
+                Job(
+                    name,
+                    "import",
+                    fileio.join(root, name),
+                    config,
+                    run,
+                    (),
+                    command(name),
+                    importer=importer,
+                )
+            )
+            continue
+        depends = ()
+        if sweep.warm_start is not None:
+            config = apply_overrides(config, {"train.init_from": warm_dir})
+            depends = (WARM_START,)
+        jobs.append(
+            Job(name, "train", fileio.join(root, name), config, run, depends, command(name))
+        )
+    return Plan(sweep, root, tuple(jobs), overrides)
+
+
+# --------------------------------------------------------------------------- what is done
 
 
 def _read_json(workdir: str, name: str):
@@ -299,136 +293,183 @@ def _enable_compilation_cache(directory: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
-def report_rows(sweep_runs, root: str, log=print) -> list:
-    """The tidy results rows of every run of the sweep that has an analysis.json."""
+def job_done(job: Job) -> bool:
+    """Trained (or imported) and, when it is analyzed, its analysis.json current."""
+    if not training_finished(job.workdir, job.config):
+        return False
+    return not job.analyze or analysis_current(job.workdir, job.config)
+
+
+# --------------------------------------------------------------------------- one unit
+
+
+class DependencyNotReady(RuntimeError):
+    """A unit was started before the runs it starts from were trained."""
+
+
+def _lease_path(plan: Plan, name: str) -> str:
+    return fileio.join(plan.root, ".fanout", "leases", f"{name}.json")
+
+
+def run_unit(plan: Plan, name: str, *, log=print, attempt: str | None = None, **lease_info):
+    """Do everything for the run ``name``, in this process: its dependencies must be trained
+    (else :class:`DependencyNotReady`); import or train it unless finished (resuming from its
+    checkpoint), then analyze it unless its analysis.json is current. Rerunning it does no
+    finished work. It takes the run's lease first (``attempt``, or a new id; ``lease_info``
+    is recorded with it) and stops with ``workdir_lease.LeaseLost`` before any write once
+    another attempt has taken it. SIGTERM saves and raises ``distributed.Preempted``."""
+    from flatrob_jax.analysis.runner import analyze_run
+    from flatrob_jax.training.trainer import train_and_evaluate
+
+    job = plan.job(name)
+    for dep in job.depends_on:
+        other = plan.job(dep)
+        if not training_finished(other.workdir, other.config):
+            raise DependencyNotReady(
+                f"run {name} starts from {dep} ({other.workdir}), which is not trained yet: "
+                f"run `{other.command_line or dep}` first"
+            )
+    fileio.require_support(plan.root, job.config.dataset.data_dir)
+    if plan.sweep.compilation_cache:
+        _enable_compilation_cache(fileio.join(plan.root, ".jax_cache"))
+    lease = Lease.take(_lease_path(plan, name), attempt, **lease_info)
+    if training_finished(job.workdir, job.config):
+        log(f"{name}: {'imported' if job.importer else 'trained'} already")
+    elif job.importer is not None:
+        log(f"{name}: importing")
+        lease.check()
+        job.importer.write(
+            job.workdir,
+            job.config,
+            _all_overrides(plan, job),
+            zoo_cache=plan.sweep.zoo_cache,
+            log=log,
+        )
+    else:
+        log(f"{name}: training")
+        train_and_evaluate(job.config, job.workdir, before_write=lease.check)
+    if job.analyze and not analysis_current(job.workdir, job.config):
+        analyze_run(job.workdir, job.config.analysis, log=log, before_write=lease.check)
+    elif job.analyze:
+        log(f"{name}: analyzed already")
+
+
+def _all_overrides(plan: Plan, job: Job) -> dict:
+    """Every override that reaches ``job``: the sweep's, the run's and the command line's."""
+    base = apply_overrides(load_config(plan.sweep.base), dict(plan.sweep.overrides))
+    given = configuration.parse_override_strings(base, plan.overrides)
+    return {**plan.sweep.overrides, **job.overrides, **given}
+
+
+# --------------------------------------------------------------------------- in one process
+
+
+def run_sweep(sweep: Sweep, root: str, steps=STEPS, log=print, overrides=()) -> dict:
+    """Train, analyze and report every run of ``sweep`` under ``root`` in this process (on a
+    pod: in every process of it); returns the report's paths. ``overrides``: ``a.b=value``
+    strings for every run (see :func:`plan`)."""
+    return run_plan(plan(sweep, root, overrides), steps, log)
+
+
+def run_plan(the_plan: Plan, steps=STEPS, log=print) -> dict:
+    """:func:`run_sweep` of a plan: the jobs in order (the warm start first), then the analyses
+    (one run per process on a pod; the corrupted test sets made once for all runs), then the
+    report. What is done already is read from files on process 0 and broadcast, so every
+    process takes the same branches (and reaches the same collectives)."""
+    from flatrob_jax.analysis.runner import analyze_runs
+    from flatrob_jax.training.trainer import train_and_evaluate
+
+    root, jobs = the_plan.root, the_plan.jobs
+    fileio.require_support(root)  # a gs:// root without the storage extra fails before any work
+    fileio.require_support(*{job.config.dataset.data_dir for job in jobs})
+    fileio.makedirs(root)
+    distributed.check_shared_workdir(root)  # several hosts: all must see process 0's files
+    if the_plan.sweep.compilation_cache:
+        _enable_compilation_cache(fileio.join(root, ".jax_cache"))
+    t0 = time.time()
+    log(f"sweep of {len(the_plan.runs)} runs in {root}")
+    if "train" in steps:
+        finished = distributed.decide_on_main(
+            lambda: [training_finished(job.workdir, job.config) for job in jobs],
+            "which runs are trained",
+        )
+        for i, job in enumerate(jobs):
+            what = {"import": "imported", "warm_start": "trained (warm start)"}
+            if finished[i]:
+                log(f"[{i + 1}/{len(jobs)}] {job.name}: {what.get(job.kind, 'trained')} already")
+                continue
+            log(f"[{i + 1}/{len(jobs)}] {job.name}: {job.kind} ({_elapsed(t0)})")
+            if job.importer is not None:  # files only: process 0 writes them
+                distributed.decide_on_main(
+                    lambda job=job: bool(
+                        job.importer.write(
+                            job.workdir,
+                            job.config,
+                            _all_overrides(the_plan, job),
+                            zoo_cache=the_plan.sweep.zoo_cache,
+                            log=log,
+                        )
+                    ),
+                    f"the import of {job.name}",
+                )
+            else:
+                train_and_evaluate(job.config, job.workdir)
+    if "analyze" in steps:
+        runs = the_plan.runs
+        current = distributed.decide_on_main(
+            lambda: [analysis_current(job.workdir, job.config) for job in runs],
+            "which runs are analyzed",
+        )
+        for job, done in zip(runs, current):
+            if done:
+                log(f"{job.name}: analyzed already")
+        todo = [(job.workdir, job.config.analysis) for job, done in zip(runs, current) if not done]
+        log(f"analyzing {len(todo)} runs ({_elapsed(t0)})")
+        # Several hosts: each analyzes its share of the runs on its own devices (see there).
+        analyze_runs(todo, log=log, cache={}, check_shared=False)
+    paths = {}
+    if "report" in steps:  # written by process 0, its paths given to every process
+        paths = distributed.decide_on_main(lambda: write_report(the_plan, log), "the report")
+    log(f"sweep done in {_elapsed(t0)}")
+    return paths
+
+
+def _elapsed(t0: float) -> str:
+    return f"elapsed {format_duration(time.time() - t0)}"
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def report_rows(the_plan: Plan, log=print) -> list:
+    """The tidy results rows of every analyzed run of the plan that has an analysis.json."""
     from flatrob_jax.analysis import registry, rows_from_results
 
     tops = {registry.get(n).where.split("/")[0] for n in registry.names()}
     rows = []
-    for name, overrides, _ in sweep_runs:
-        results = _read_json(fileio.join(root, name), "analysis.json")
+    for job in the_plan.runs:
+        results = _read_json(job.workdir, "analysis.json")
         if results is None:
-            log(f"{name}: no analysis.json yet; left out of the report")
+            log(f"{job.name}: no analysis.json yet; left out of the report")
             continue
         keep = {k: v for k, v in results.items() if k in tops}
-        rows += rows_from_results(name, keep, overrides=overrides)
+        rows += rows_from_results(job.name, keep, overrides=job.overrides)
     return rows
 
 
-WARM_START = "warm_start"  # the warm-start run's directory under the sweep's root
+def write_report(the_plan: Plan, log=print, failed: dict | None = None) -> dict:
+    """results.csv, results.json and the report from every run's analysis.json; ``failed``:
+    {run: why} of the runs a fan-out gave up on (named in the report)."""
+    from flatrob_jax.analysis import headline_metrics, write_csv, write_json
+    from flatrob_jax.analysis import write_report as write_report_files
 
-
-def warm_start_config(sweep):
-    """The config of the sweep's warm-start run (None when it has none)."""
-    if sweep.warm_start is None:
-        return None
-    base = apply_overrides(load_config(sweep.base), dict(sweep.overrides))
-    return apply_overrides(base, dict(sweep.warm_start))
-
-
-def _from_warm_start(runs: list, warm_dir: str) -> list:
-    """Every trained run (not the imported ones) initialized from ``warm_dir``."""
-    return [
-        (n, o, c if import_source(o) else apply_overrides(c, {"train.init_from": warm_dir}))
-        for n, o, c in runs
-    ]
-
-
-def run_sweep(sweep, root: str, steps=STEPS, log=print) -> dict:
-    """Train, analyze and report every run of ``sweep`` under ``root``; returns the paths."""
-    from flatrob_jax.analysis.runner import analyze_runs
-    from flatrob_jax.training.trainer import train_and_evaluate
-
-    fileio.require_support(root)  # a gs:// root without the storage extra fails before any work
-    runs = run_configs(sweep)
-    warm_config, warm_dir = warm_start_config(sweep), fileio.join(root, WARM_START)
-    if warm_config is not None:
-        runs = _from_warm_start(runs, warm_dir)
-    fileio.require_support(*{c.dataset.data_dir for _, _, c in runs})
-    fileio.makedirs(root)
-    distributed.check_shared_workdir(root)  # several hosts: all must see process 0's files
-    if sweep.compilation_cache:
-        _enable_compilation_cache(fileio.join(root, ".jax_cache"))
-    t0 = time.time()
-    log(f"sweep of {len(runs)} runs in {root}; per-run training commands:")
-    if warm_config is not None:
-        log("  " + command_line(sweep, sweep.warm_start, warm_dir) + "  # the warm start, first")
-    for name, overrides, config in runs:
-        if config.train.init_from and not import_source(overrides):
-            overrides = {**overrides, "train.init_from": config.train.init_from}
-        log("  " + command_line(sweep, overrides, fileio.join(root, name)))
-    # What is done already is read from files on process 0 and broadcast: every process
-    # takes the same branches (and so reaches the same collectives).
-    if "train" in steps and warm_config is not None:
-        if distributed.decide_on_main(
-            lambda: training_finished(warm_dir, warm_config), "whether the warm start is trained"
-        ):
-            log(f"warm start {warm_dir}: trained already")
-        else:
-            log(f"warm start: training {warm_dir} (every run starts from its weights)")
-            train_and_evaluate(warm_config, warm_dir)
-    if "train" in steps:
-        finished = distributed.decide_on_main(
-            lambda: [
-                training_finished(fileio.join(root, name), config) for name, _, config in runs
-            ],
-            "which runs are trained",
-        )
-        for i, (name, overrides, config) in enumerate(runs):
-            workdir = fileio.join(root, name)
-            imported = import_source(overrides) is not None
-            if finished[i]:
-                log(
-                    f"[{i + 1}/{len(runs)}] {name}: {'imported' if imported else 'trained'} already"
-                )
-                continue
-            what = "importing" if imported else "training"
-            log(
-                f"[{i + 1}/{len(runs)}] {name}: {what} "
-                f"(elapsed {format_duration(time.time() - t0)})"
-            )
-            if imported:  # files only: process 0 writes them, the others wait for it
-                distributed.decide_on_main(
-                    lambda: bool(import_run(sweep, overrides, config, workdir, log)),
-                    f"the import of {name}",
-                )
-            else:
-                train_and_evaluate(config, workdir)
-    if "analyze" in steps:
-        cache: dict = {}  # model-independent analysis work shared by the runs (corrupted sets)
-        current = distributed.decide_on_main(
-            lambda: [analysis_current(fileio.join(root, name), config) for name, _, config in runs],
-            "which runs are analyzed",
-        )
-        jobs = []
-        for i, (name, _, config) in enumerate(runs):
-            workdir = fileio.join(root, name)
-            if current[i]:
-                log(f"[{i + 1}/{len(runs)}] {name}: analyzed already")
-                continue
-            jobs.append((workdir, config.analysis))
-        log(f"analyzing {len(jobs)} runs (elapsed {format_duration(time.time() - t0)})")
-        # Several hosts: each analyzes its share of the runs on its own devices (see there).
-        analyze_runs(jobs, log=log, cache=cache, check_shared=False)
+    sweep, root = the_plan.sweep, the_plan.root
     paths = {}
-    if "report" in steps:  # written by process 0, its paths given to every process
-        paths = distributed.decide_on_main(
-            lambda: _write_report(sweep, runs, root, log), "the report"
-        )
-    log(f"sweep done in {format_duration(time.time() - t0)}")
-    return paths
-
-
-def _write_report(sweep, runs, root: str, log) -> dict:
-    """results.csv, results.json and the report from every run's analysis.json."""
-    from flatrob_jax.analysis import headline_metrics, write_csv, write_json, write_report
-
-    paths = {}
-    rows = report_rows(runs, root, log)
+    rows = report_rows(the_plan, log)
     paths["results_csv"] = write_csv(rows, fileio.join(root, "results.csv"))
     paths["results_json"] = write_json(rows, fileio.join(root, "results.json"))
     headlines = headline_metrics(sorted({r["metric"] for r in rows}))
-    paths["report"] = write_report(
+    paths["report"] = write_report_files(
         rows,
         fileio.join(root, "report"),
         title=sweep.title,

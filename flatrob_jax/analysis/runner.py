@@ -34,13 +34,18 @@ def _set_in(results: dict, path: str, value: dict) -> None:
 
 
 def analyze_run(
-    workdir: str, cfg: ml_collections.ConfigDict, log=print, cache: dict | None = None
+    workdir: str,
+    cfg: ml_collections.ConfigDict,
+    log=print,
+    cache: dict | None = None,
+    before_write=None,
 ) -> dict:
     """Run the analyses ``cfg.measures`` on the latest checkpoint of ``workdir``; return the
     results dict and write it atomically to ``workdir/analysis.json``.
 
     ``cache``: a dict the caller keeps across runs (the sweep does); model-independent work,
-    the corrupted test sets, is done once and reused from it."""
+    the corrupted test sets, is done once and reused from it. ``before_write``: called before
+    analysis.json is written; it raises to stop without writing (a sweep unit's lease)."""
     from flatrob_jax.data import load_arrays
 
     t0 = time.time()
@@ -83,6 +88,8 @@ def analyze_run(
         prefixed = lambda msg, name=entry.name: log(f"[{workdir}] {name}: {msg}")  # noqa: E731
         _set_in(results, entry.where, entry.run(inputs, log=prefixed, **settings))
     results["seconds"] = time.time() - t0
+    if before_write is not None:
+        before_write()
     fileio.atomic_write_text(
         fileio.join(workdir, "analysis.json"), json.dumps(_jsonable(results), indent=2)
     )

@@ -71,11 +71,12 @@ def _log_any(msg: str) -> None:
     print(msg, flush=True)  # from whichever process it concerns (e.g. the one signalled)
 
 
-def _preempted(step, state, pending, writer, checkpointer, guard, workdir):
+def _preempted(step, state, pending, writer, checkpointer, guard, workdir, before_write):
     """Save ``state`` as checkpoint ``step`` (unless just saved), wait until it is complete on
     every process, and raise ``distributed.Preempted``: the entry points exit with
     ``distributed.PREEMPTED_EXIT_CODE`` and the same command resumes from here."""
     check_finite_loss(jax.device_get(pending), first_step=step - len(pending) + 1)
+    before_write()
     writer.flush()
     if step not in checkpointer.all_steps():
         checkpointer.save(step, state_to_tree(state), force=True)
@@ -119,9 +120,14 @@ def _model_hint(workdir: str) -> str:
         return f"its config cannot be read: {type(e).__name__}"
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, *, before_write=None) -> dict:
     """Train ``config`` in ``workdir`` (resuming from its latest checkpoint) and return the
-    final summary (also written to workdir/summary.json)."""
+    final summary (also written to workdir/summary.json).
+
+    ``before_write``: called before every write into ``workdir`` after the start (metrics,
+    checkpoints, summary.json); it raises to stop the run without writing (a sweep unit's
+    ``workdir_lease.Lease.check``, when another attempt has taken the run over)."""
+    before_write = before_write or (lambda: None)
     t_start = time.time()
     # A gs:// workdir or data_dir without the storage extra fails here, before any work.
     fileio.require_support(workdir, config.dataset.data_dir)
@@ -205,6 +211,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             means["learning_rate"] = float(schedule(step - 1))
             means["steps_per_second"] = progress.rate(step)
             means["images_per_second"] = means["steps_per_second"] * config.train.batch_size
+            before_write()
             writer.write(step, "train", means)
             pending = []
             _log(progress.line(step, f"loss {means['loss']:.4f} acc {means['accuracy']:.4f}"))
@@ -218,12 +225,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
             # Saving waits for the state anyway: check the losses not yet logged first, so a
             # run that has visibly diverged writes no new checkpoint.
             check_finite_loss(jax.device_get(pending), first_step=step - len(pending) + 1)
+            before_write()
             writer.flush()  # the metrics of the steps up to this checkpoint are durable first
             checkpointer.save(step, state_to_tree(state))
         if guard.should_stop(step) and step < total_steps:
-            _preempted(step, state, pending, writer, checkpointer, guard, workdir)
+            _preempted(step, state, pending, writer, checkpointer, guard, workdir, before_write)
     train_seconds = time.perf_counter() - t_train
 
+    before_write()
     if checkpointer.latest_step() != total_steps:
         checkpointer.save(total_steps, state_to_tree(state), force=True)
     checkpointer.wait()
@@ -246,6 +255,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         "dataset": config.dataset.name,
         "augment": config.augment.name,
     }
+    before_write()
     writer.close()  # every metric is in storage before summary.json marks the run finished
     if is_main:
         fileio.atomic_write_text(
