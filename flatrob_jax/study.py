@@ -317,8 +317,13 @@ def run_unit(plan: Plan, name: str, *, log=print, attempt: str | None = None, **
     checkpoint), then analyze it unless its analysis.json is current. Rerunning it does no
     finished work. It takes the run's lease first (``attempt``, or a new id; ``lease_info``
     is recorded with it) and stops with ``workdir_lease.LeaseLost`` before any write once
-    another attempt has taken it. SIGTERM saves and raises ``distributed.Preempted``."""
-    from flatrob_jax.analysis.runner import analyze_run
+    another attempt has taken it. SIGTERM saves and raises ``distributed.Preempted``.
+
+    On a pod (several processes, every one running the same unit) the training uses every
+    host, process 0 alone analyzes and there is no lease: the pod is one attempt."""
+    import jax
+
+    from flatrob_jax.analysis.runner import analyze_runs
     from flatrob_jax.training.trainer import train_and_evaluate
 
     job = plan.job(name)
@@ -332,24 +337,40 @@ def run_unit(plan: Plan, name: str, *, log=print, attempt: str | None = None, **
     fileio.require_support(plan.root, job.config.dataset.data_dir)
     if plan.sweep.compilation_cache:
         _enable_compilation_cache(fileio.join(plan.root, ".jax_cache"))
-    lease = Lease.take(_lease_path(plan, name), attempt, **lease_info)
-    if training_finished(job.workdir, job.config):
+    check = None
+    if jax.process_count() == 1:
+        check = Lease.take(_lease_path(plan, name), attempt, **lease_info).check
+    trained, current = distributed.decide_on_main(
+        lambda: (
+            training_finished(job.workdir, job.config),
+            analysis_current(job.workdir, job.config),
+        ),
+        "whether the run is trained and analyzed",
+    )
+    if trained:
         log(f"{name}: {'imported' if job.importer else 'trained'} already")
     elif job.importer is not None:
         log(f"{name}: importing")
-        lease.check()
-        job.importer.write(
-            job.workdir,
-            job.config,
-            _all_overrides(plan, job),
-            zoo_cache=plan.sweep.zoo_cache,
-            log=log,
-        )
+
+        def write():
+            if check is not None:
+                check()
+            return bool(
+                job.importer.write(
+                    job.workdir,
+                    job.config,
+                    _all_overrides(plan, job),
+                    zoo_cache=plan.sweep.zoo_cache,
+                    log=log,
+                )
+            )
+
+        distributed.decide_on_main(write, f"the import of {name}")  # process 0 writes
     else:
         log(f"{name}: training")
-        train_and_evaluate(job.config, job.workdir, before_write=lease.check)
-    if job.analyze and not analysis_current(job.workdir, job.config):
-        analyze_run(job.workdir, job.config.analysis, log=log, before_write=lease.check)
+        train_and_evaluate(job.config, job.workdir, before_write=check)
+    if job.analyze and not current:
+        analyze_runs([(job.workdir, job.config.analysis)], log=log, before_write=check)
     elif job.analyze:
         log(f"{name}: analyzed already")
 

@@ -532,19 +532,24 @@ def test_tpu_vm_dry_run_train_on_all_workers_keeps_the_arguments_intact():
     assert train == ["python", "-m", "flatrob_jax.train", "--workdir", workdir, *user_args]
 
 
-def test_tpu_vm_dry_run_sweep_runs_the_sweeps_own_training_lines():
+def test_tpu_vm_dry_run_sweep_runs_the_sweep_in_a_relaunch_loop():
     text, commands = _dry_run(
         "sweep", "--workdir", "gs://b/study", "--", "--sweep", "fashion_mnist_augmentations:smoke"
     )
     _workers_command(commands[-1])
     script = _job_script(text, "sweep")
-    sweep = (
-        "python -m flatrob_jax.sweep --workdir gs://b/study "
-        "--sweep fashion_mnist_augmentations:smoke"
-    )
-    assert f"{sweep} --print_commands --distributed=off > ~/flatrob/sweep_commands.txt" in script
-    assert '--done "$wd/summary.json"' in script
-    assert script.index("--only analyze") < script.index("--only report")
+    (line,) = [ln for ln in script.splitlines() if "relaunch.sh" in ln]
+    argv = shlex.split(line)
+    assert argv[argv.index("--done") + 1] == "gs://b/study/results.csv"
+    assert argv[argv.index("--") + 1 :] == [
+        "python",
+        "-m",
+        "flatrob_jax.sweep",
+        "--workdir",
+        "gs://b/study",
+        "--sweep",
+        "fashion_mnist_augmentations:smoke",
+    ]
     subprocess.run(["bash", "-n"], input=script, text=True, check=True, timeout=60)
 
 

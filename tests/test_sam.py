@@ -240,7 +240,7 @@ def test_paper_sweeps_carry_the_intervention_arm():
     augmentation per seed, each changing one factor of its base config; seeds replicate both
     arms; ``interventions=false`` leaves the arm out."""
     from flatrob_jax.configs.sweeps import paper
-    from flatrob_jax.study import load_sweep, run_configs
+    from flatrob_jax.study import load_sweep, plan
 
     for name in (
         "cifar10_wrn40_2",
@@ -252,7 +252,8 @@ def test_paper_sweeps_carry_the_intervention_arm():
         assert len(sweep.runs) == 17, name
         assert len(load_sweep(f"{name}_augmentations:seeds").runs) == 51
         assert len(load_sweep(f"{name}_augmentations:interventions=false").runs) == 10
-    configs = {n: c for n, _, c in run_configs(load_sweep("cifar10_preact_resnet18_augmentations"))}
+    jobs = plan(load_sweep("cifar10_preact_resnet18_augmentations"), "/r").jobs
+    configs = {job.name: job.config for job in jobs}
     ref = configs["name=standard,seed=0"]
     assert ref.model.name == "preact_resnet18" and ref.optimizer.sam_rho == 0.0
     arm = [c for n, c in configs.items() if n.startswith("name=standard,") and c is not ref]

@@ -148,10 +148,11 @@ def _sweep(runs, **kw):
 
 
 def test_import_runs_are_validated_before_anything_starts():
-    ok = study.run_configs(_sweep([{"import.zoo": "cifar10/Linf/Carmon2019Unlabeled"}]))
-    assert ok[0][0] == "zoo=cifar10_Linf_Carmon2019Unlabeled"
+    (ok,) = study.plan(_sweep([{"import.zoo": "cifar10/Linf/Carmon2019Unlabeled"}]), "/r").jobs
+    assert ok.name == "zoo=cifar10_Linf_Carmon2019Unlabeled" and ok.kind == "import"
+    assert ok.importer.source == {"zoo": "cifar10/Linf/Carmon2019Unlabeled"}
     named = _sweep([{"import.arch": "resnet18_cifar", "import.weights": "/a/b/model.pt"}])
-    assert study.run_configs(named)[0][0] == "arch=resnet18_cifar,weights=model.pt"
+    assert study.plan(named, "/r").jobs[0].name == "arch=resnet18_cifar,weights=model.pt"
     bad = [
         ({"import.zoo": "cifar10/Linf/Nope"}, "known entries"),
         ({"import.zoo": "imagenet/corruptions/Hendrycks2020AugMix"}, "imagenet2012 model"),
@@ -163,9 +164,7 @@ def test_import_runs_are_validated_before_anything_starts():
     ]
     for run, match in bad:
         with pytest.raises(ValueError, match=match):
-            study.run_configs(_sweep([run]))
-    line = study.command_line(_sweep([]), {"import.zoo": "cifar10/Linf/Standard"}, "/w/r")
-    assert "-m flatrob_jax.import_torch --zoo cifar10/Linf/Standard --workdir /w/r" in line
+            study.plan(_sweep([run]), "/r")
 
 
 def _pyautoattack_weights() -> str:
@@ -262,7 +261,7 @@ def test_sweep_over_two_imported_models_produces_a_report(tmp_path, monkeypatch)
 
     import flatrob_jax
 
-    names = [name for name, _, _ in study.run_configs(sweep)]
+    names = list(study.plan(sweep, root).names)
     for name in names:
         loaded = flatrob_jax.load_for_eval(os.path.join(root, name))
         assert loaded.config.model.name == "resnet18" and loaded.step == 0
@@ -336,10 +335,12 @@ def test_zoo_sweeps_import_one_entry_per_run():
             len(zoo.names(dataset="imagenet2012", arch="resnet50")),
         ),
     ):
-        runs = study.run_configs(study.load_sweep(spec))
-        assert len(runs) == count, spec
-        for _, overrides, config in runs:
-            assert zoo.get(overrides["import.zoo"]).dataset == config.dataset.name == dataset
+        jobs = study.plan(study.load_sweep(spec), "/r").jobs
+        assert len(jobs) == count, spec
+        for job in jobs:
+            assert zoo.get(job.overrides["import.zoo"]).dataset == job.config.dataset.name
+            assert job.config.dataset.name == dataset and job.kind == "import"
+            config = job.config
             assert config.analysis.attacks.autoattack and "corruptions" in config.analysis.measures
     with pytest.raises(ValueError, match="unknown architecture"):
         study.load_sweep("zoo_cifar10_linf:vgg16")

@@ -232,21 +232,11 @@ cmd_sweep() {
   require_workdir
   local sweep
   sweep="python -m flatrob_jax.sweep --workdir $(quote "$WORKDIR") $(quote "$@")"
-  # The training lines are the sweep's own (--print_commands); each runs through the relaunch
-  # loop until its workdir's summary.json exists, then the analyses and the report.
-  start_job sweep \
-    "  $sweep --print_commands --distributed=off > $REMOTE_HOME/sweep_commands.txt || exit \$?" \
-    "  while IFS= read -r line; do" \
-    "    eval \"cmd=(\$line)\"" \
-    "    wd=''" \
-    "    for ((i = 0; i < \${#cmd[@]} - 1; i++)); do" \
-    "      if [[ \${cmd[i]} == --workdir ]]; then wd=\${cmd[i + 1]}; fi" \
-    "    done" \
-    "    $REMOTE_HOME/relaunch.sh --done \"\$wd/summary.json\" -- \"\${cmd[@]}\" < /dev/null \\" \
-    "      || exit \$?" \
-    "  done < $REMOTE_HOME/sweep_commands.txt" \
-    "  $REMOTE_HOME/relaunch.sh -- $sweep --only analyze || exit \$?" \
-    "  $REMOTE_HOME/relaunch.sh -- $sweep --only report"
+  # The whole sweep in one process per host, every host taking part (study.run_plan: the
+  # plan's jobs in order, the warm start first, each trained over the whole slice, the
+  # analyses shared out among the hosts, the report); a preemption saves and exits 75, and the
+  # relaunch loop starts it again until results.csv (written last) exists.
+  start_job sweep "  $REMOTE_HOME/relaunch.sh --done $(quote "$WORKDIR/results.csv") -- $sweep"
 }
 
 cmd_status() {

@@ -97,7 +97,9 @@ def analyze_run(
     return results
 
 
-def analyze_runs(jobs, log=print, cache: dict | None = None, check_shared: bool = True) -> list:
+def analyze_runs(
+    jobs, log=print, cache: dict | None = None, check_shared: bool = True, before_write=None
+) -> list:
     """:func:`analyze_run` for each ``(workdir, cfg)`` of ``jobs``; returns their results, None
     for runs another process analyzed.
 
@@ -110,7 +112,8 @@ def analyze_runs(jobs, log=print, cache: dict | None = None, check_shared: bool 
     cross-host collectives and any data-dependent branch would have to be agreed on; run per
     process, analyses need no collective at all (nothing can hang), a sweep's runs proceed
     P at a time, and each result is what one host alone computes. A failure on one process
-    raises on every process once the others are done, instead of leaving them waiting."""
+    raises on every process once the others are done, instead of leaving them waiting.
+    ``before_write``: see :func:`analyze_run`."""
     jobs = list(jobs)
     if check_shared:
         for workdir in dict.fromkeys(w for w, _ in jobs):
@@ -122,7 +125,9 @@ def analyze_runs(jobs, log=print, cache: dict | None = None, check_shared: bool 
             if i % count != index:
                 continue
             try:
-                results[i] = analyze_run(workdir, cfg, log=log, cache=cache)
+                results[i] = analyze_run(
+                    workdir, cfg, log=log, cache=cache, before_write=before_write
+                )
             except Exception as e:  # noqa: BLE001 - raised below, after the others are told
                 error = e
                 break
