@@ -7,9 +7,12 @@ contrib/_common_test.py): on a tiny linear model and tiny images, each registere
 * gives the same result sharded over 1 and 4 devices, with different batch sizes;
 * runs as its ``execution.Runner`` declares (its host loop where it has one and
   ``Execution.host_loop`` says so, else its compiled program), and both ways take the same
-  decisions.
+  decisions;
+* runs in the AutoAttack cascade exactly as ``run_attack`` runs it alone.
 
 A new ``register``-ed attack is checked here without writing a test for it."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +25,7 @@ from flatrob_jax.execution import Execution
 N, H, W, K = 10, 8, 8, 10
 # Small budgets: the contract does not depend on them.
 FAST = {"n_iter": 5, "n_queries": 20, "n_target_classes": 3}
+KEY = jax.random.key(5)
 
 
 def _linear(params, x):
@@ -52,7 +56,7 @@ def _run(name, f, x, y, norm, eps, batch_size, num_devices, host_loop=None):
         f,
         x,
         y,
-        jax.random.key(5),
+        attacks.attack_key(KEY, name),
         eps=eps,
         norm=norm,
         execution=Execution(batch_size=batch_size, num_devices=num_devices, host_loop=host_loop),
@@ -83,7 +87,9 @@ def _accuracy(f, x, y):
     "norm,eps", [("Linf", 8 / 255), pytest.param("L2", 0.5, marks=pytest.mark.slow)]
 )
 @pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
-def test_every_registered_attack_keeps_the_contract(problem, programs_run, name, norm, eps):
+def test_every_registered_attack_keeps_the_contract(
+    problem, programs_run, monkeypatch, name, norm, eps
+):
     f, x, y = problem
     runner = attacks.ATTACKS[name].runner
     if norm not in attacks.ATTACKS[name].norms:
@@ -117,6 +123,25 @@ def test_every_registered_attack_keeps_the_contract(problem, programs_run, name,
     if runner.host_loop is None:  # nothing else to run: host_loop=True changes nothing
         host = _run(name, f, x, y, norm, eps, batch_size=8, num_devices=4, host_loop=True)
         np.testing.assert_array_equal(host[0], compiled[0])
+    # The AutoAttack cascade runs it as run_attack does (key attack_key(KEY, name), example i
+    # by its index): alone, with the small budgets as its settings, the same points.
+    spec = attacks.ATTACKS[name]
+    fast = dataclasses.replace(spec, settings=dict(spec.settings, **_settings(spec)))
+    monkeypatch.setitem(attacks.ATTACKS, name, fast)
+    cascade = attacks.autoattack(
+        f,
+        x,
+        y,
+        KEY,
+        eps=eps,
+        norm=norm,
+        version="custom",
+        attacks=(name,),
+        execution=Execution(batch_size=8, num_devices=4),
+    )
+    clean = np.asarray(f(x)).argmax(1) == y
+    np.testing.assert_array_equal(cascade.robust, clean & ~fooled)
+    np.testing.assert_allclose(cascade.x_adv, x_adv, atol=1e-6)
 
 
 def test_the_table_rejects_duplicates_and_unknown_names():
