@@ -31,6 +31,7 @@ from attacks_support import (
 )
 
 from flatrob_jax import attacks  # noqa: E402
+from flatrob_jax.execution import Execution  # noqa: E402
 
 
 def _acc_jax(f, x, y):
@@ -74,7 +75,7 @@ def main():
             norm=args.norm,
             loss="ce",
             steps=100,
-            host_loop=host_loop,
+            execution=Execution(host_loop=host_loop),
         )
 
     t = time.perf_counter()
@@ -104,7 +105,13 @@ def main():
 
     def ours_aa():
         return attacks.autoattack(
-            f, x, y, jax.random.key(0), eps=eps_aa, norm=args.norm, host_loop=host_loop
+            f,
+            x,
+            y,
+            jax.random.key(0),
+            eps=eps_aa,
+            norm=args.norm,
+            execution=Execution(host_loop=host_loop),
         )
 
     t = time.perf_counter()

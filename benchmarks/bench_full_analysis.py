@@ -88,6 +88,7 @@ import torch  # noqa: E402
 from flatrob_jax import attacks, corruptions, curvature  # noqa: E402
 from flatrob_jax.corruptions.evaluate import evaluate as evaluate_corruptions  # noqa: E402
 from flatrob_jax.distributed import make_mesh  # noqa: E402
+from flatrob_jax.execution import Execution  # noqa: E402
 
 
 def _bench_helpers():
@@ -354,7 +355,6 @@ def bench_apgd(loaded, net, args, helpers):
     eps, n = eval(args.eps), args.n_apgd  # noqa: S307 - a CLI fraction
     x = r18.smooth_images(n, 0)
     y = r18.torch_logits(net, x).argmax(1)
-    mesh = make_mesh(1)
     f = loaded.apply_fn
     meter = Meter()
 
@@ -368,8 +368,7 @@ def bench_apgd(loaded, net, args, helpers):
             norm="Linf",
             loss="ce",
             steps=args.steps,
-            batch_size=n,
-            mesh=mesh,
+            execution=Execution(batch_size=n, num_devices=1),
         )
 
     _, first = clock(ours)

@@ -72,6 +72,7 @@ import torch  # noqa: E402
 import flatrob_jax  # noqa: E402
 from flatrob_jax import attacks, curvature  # noqa: E402
 from flatrob_jax.distributed import make_mesh  # noqa: E402
+from flatrob_jax.execution import Execution  # noqa: E402
 
 
 def load(workdir):
@@ -165,7 +166,7 @@ def bench_apgd(loaded, net, args):
     eps, n = eval(args.eps), args.n_apgd  # noqa: S307 - a CLI fraction
     x = smooth_images(n, 0)
     y = torch_logits(net, x).argmax(1)
-    mesh = make_mesh(args.devices)
+    how = Execution(batch_size=n, num_devices=args.devices, host_loop=host_loop_arg(args.host_loop))
     f = loaded.apply_fn
 
     def ours():
@@ -178,9 +179,7 @@ def bench_apgd(loaded, net, args):
             norm="Linf",
             loss="ce",
             steps=args.steps,
-            batch_size=n,
-            mesh=mesh,
-            host_loop=host_loop_arg(args.host_loop),
+            execution=how,
         )
 
     _, first = clock(ours)
@@ -209,7 +208,7 @@ def bench_autoattack(loaded, net, args):
     eps, n = eval(args.eps), args.n_aa  # noqa: S307
     x = smooth_images(n, 1)
     y = torch_logits(net, x).argmax(1)
-    mesh = make_mesh(args.devices)
+    how = Execution(batch_size=n, num_devices=args.devices, host_loop=host_loop_arg(args.host_loop))
 
     def ours():
         return attacks.autoattack(
@@ -219,9 +218,7 @@ def bench_autoattack(loaded, net, args):
             jax.random.key(0),
             eps=eps,
             norm="Linf",
-            batch_size=n,
-            mesh=mesh,
-            host_loop=host_loop_arg(args.host_loop),
+            execution=how,
         )
 
     _, first = clock(ours)
@@ -345,7 +342,6 @@ def bench_loops(loaded, net, args):
     eps, n = eval(args.eps), args.n_apgd  # noqa: S307
     x = smooth_images(n, 0)
     y = torch_logits(net, x).argmax(1)
-    mesh = make_mesh(args.devices)
     results = {}
     for host in (False, True, False, True):  # interleaved, to even out the load
 
@@ -359,10 +355,8 @@ def bench_loops(loaded, net, args):
                 norm="Linf",
                 loss="ce",
                 steps=args.loop_steps,
-                batch_size=n,
-                mesh=mesh,
                 return_info=True,
-                host_loop=host,
+                execution=Execution(batch_size=n, num_devices=args.devices, host_loop=host),
             )
 
         if host not in results:

@@ -406,6 +406,108 @@ def run_batched_driver(
     return _collect(results, int(inputs[0].shape[0]), log, desc, every_secs)
 
 
+# --------------------------------------------------------------------------- how a program runs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Execution:
+    """How per-example programs run over a dataset: the one value the attacks (and anything
+    else built on :class:`Runner`) take instead of loose batching arguments.
+
+    Attributes:
+      batch_size: fixed global batch size (rounded up to a multiple of the device count).
+      num_devices: devices of the 1-D mesh (:func:`make_mesh`); None: all.
+      log: where progress lines go (examples/s, ETA); None: nowhere.
+      host_loop: run a :class:`Runner` that has a host loop as that loop of compiled steps
+        (True) or as its whole compiled program (False); None (auto): the host loop on the
+        CPU backend only, where XLA runs a convolution network's gradient inside a compiled
+        loop several times slower than the same step called from Python (benchmarks/attacks.md).
+        Both give the same decisions; runners without a host loop ignore it.
+    """
+
+    batch_size: int = 500
+    num_devices: int | None = None
+    log: Callable[[str], None] | None = None
+    host_loop: bool | None = None
+
+    def __post_init__(self):
+        try:
+            ok = not isinstance(self.batch_size, bool) and operator.index(self.batch_size) >= 1
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        check_count("num_devices", self.num_devices, none_means="all devices")
+        if not (self.host_loop is None or isinstance(self.host_loop, bool)):
+            raise ValueError(
+                f"host_loop must be True, False or None (auto), got {self.host_loop!r}"
+            )
+        if self.log is not None and not callable(self.log):
+            raise ValueError(f"log must be None or a callable taking a line, got {self.log!r}")
+
+    def mesh(self) -> jax.sharding.Mesh:
+        """The 1-D mesh over :attr:`num_devices` devices."""
+        return make_mesh(self.num_devices)
+
+    def runs_on_host(self, mesh: jax.sharding.Mesh) -> bool:
+        """:attr:`host_loop` resolved for ``mesh`` (None: True on the CPU backend)."""
+        if self.host_loop is None:
+            return mesh.devices.flat[0].platform == "cpu"
+        return self.host_loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Runner:
+    """A per-example computation and the ways it can run over a dataset.
+
+    Attributes:
+      program: the whole computation as one per-device program, compiled once and called on
+        every padded batch (:func:`run_batched`).
+      host_loop: optionally the same computation as a host-driven program
+        (:func:`run_batched_driver`: a Python loop of compiled steps, :func:`sharded_step`),
+        taking the same decisions; used where :meth:`Execution.runs_on_host` says so.
+    """
+
+    program: Callable
+    host_loop: Callable | None = None
+
+    def uses_host_loop(self, execution: Execution, mesh: jax.sharding.Mesh) -> bool:
+        """Whether :meth:`run` takes the host loop under ``execution`` on ``mesh``."""
+        return self.host_loop is not None and execution.runs_on_host(mesh)
+
+    def run(
+        self,
+        static: dict,
+        apply_fn,
+        inputs: Sequence[np.ndarray],
+        *,
+        execution: Execution,
+        key: jax.Array | None = None,
+        indices=None,
+        desc: str = "",
+    ) -> tuple[np.ndarray, ...]:
+        """Run over all examples of ``inputs`` as ``execution`` says; per-example keys
+        ``fold_in(key, indices[i])`` as :func:`iter_batched`; outputs without padding, as
+        host arrays (:func:`run_batched`)."""
+        mesh = execution.mesh()
+        if self.uses_host_loop(execution, mesh):
+            run, program = run_batched_driver, self.host_loop
+        else:
+            run, program = run_batched, self.program
+        return run(
+            program,
+            static,
+            apply_fn,
+            inputs,
+            batch_size=execution.batch_size,
+            mesh=mesh,
+            key=key,
+            indices=indices,
+            log=execution.log,
+            desc=desc,
+        )
+
+
 # --------------------------------------------------------------------------- clean evaluation
 
 
@@ -459,6 +561,8 @@ def error_rate(
 __all__ = [
     "AXIS",
     "Batch",
+    "Execution",
+    "Runner",
     "as_example_keys",
     "as_model_fn",
     "check_count",

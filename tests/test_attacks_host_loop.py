@@ -1,5 +1,5 @@
-"""The attacks' host-driven loops (``host_loop=True``, the CPU default: a Python loop of
-compiled steps) against the compiled loops (``host_loop=False``): the same decisions
+"""The attacks' host-driven loops (``Execution(host_loop=True)``, the CPU default: a Python
+loop of compiled steps) against the compiled loops (``host_loop=False``): the same decisions
 (fooled, zero-gradient flags, the runs taken), the same points up to float rounding (XLA
 compiles a step alone and inside a loop body with different fusions), on 1 and 4 devices;
 each step compiles once."""
@@ -14,6 +14,7 @@ from attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
 
 from flatrob_jax import attacks
 from flatrob_jax.distributed import make_mesh
+from flatrob_jax.execution import Execution
 
 apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
 N = 24
@@ -45,10 +46,8 @@ def test_apgd_host_loop_takes_the_compiled_loops_decisions(setup, norm, eps, los
             steps=20,
             n_restarts=2,
             n_target_classes=3,
-            batch_size=12,
-            mesh=make_mesh(devices),
             return_info=True,
-            host_loop=host,
+            execution=Execution(batch_size=12, num_devices=devices, host_loop=host),
         )
     (x_lax, info_lax), (x_host, info_host) = out[False], out[True]
     np.testing.assert_array_equal(info_host["fooled"], info_lax["fooled"])
@@ -60,17 +59,23 @@ def test_apgd_host_loop_takes_the_compiled_loops_decisions(setup, norm, eps, los
 
 def test_pgd_host_loop_equals_the_compiled_loops(setup):
     f, x, y = setup
-    kw = dict(
-        eps=8 / 255,
-        norm="Linf",
-        steps=5,
-        step_size=2 / 255,
-        restarts=2,
-        batch_size=8,
-        mesh=make_mesh(4),
+    kw = dict(eps=8 / 255, norm="Linf", steps=5, step_size=2 / 255, restarts=2)
+    lax_adv = attacks.pgd(
+        f,
+        x,
+        y,
+        jax.random.key(1),
+        execution=Execution(batch_size=8, num_devices=4, host_loop=False),
+        **kw,
     )
-    lax_adv = attacks.pgd(f, x, y, jax.random.key(1), host_loop=False, **kw)
-    host_adv = attacks.pgd(f, x, y, jax.random.key(1), host_loop=True, **kw)
+    host_adv = attacks.pgd(
+        f,
+        x,
+        y,
+        jax.random.key(1),
+        execution=Execution(batch_size=8, num_devices=4, host_loop=True),
+        **kw,
+    )
     np.testing.assert_allclose(host_adv, lax_adv, atol=1e-6)
 
 
@@ -92,12 +97,11 @@ def test_host_loop_steps_compile_once_and_auto_means_cpu(setup, monkeypatch):
             loss="ce",
             steps=13,
             n_restarts=2,
-            batch_size=8,
-            mesh=make_mesh(2),
+            execution=Execution(batch_size=8, num_devices=2),
         )
-    assert apgd_lib.use_host_loop(None, make_mesh(1)) is True  # tests run on CPU
+    assert Execution().runs_on_host(make_mesh(1)) is True  # tests run on CPU
     with pytest.raises(ValueError, match="host_loop must be True, False or None"):
-        apgd_lib.use_host_loop("yes", None)
+        Execution(host_loop="yes")
     monkeypatch.undo()
     compiled = attacks.apgd(
         f,
@@ -109,11 +113,22 @@ def test_host_loop_steps_compile_once_and_auto_means_cpu(setup, monkeypatch):
         loss="ce",
         steps=13,
         n_restarts=2,
-        batch_size=8,
-        mesh=make_mesh(2),
-        host_loop=False,
+        execution=Execution(batch_size=8, num_devices=2, host_loop=False),
     )
     np.testing.assert_allclose(auto, compiled, atol=1e-4)
+
+
+def test_the_execution_value_names_a_bad_field():
+    for bad, match in (
+        (dict(batch_size=0), "batch_size must be an int >= 1, got 0"),
+        (dict(batch_size=2.5), "batch_size must be an int >= 1, got 2.5"),
+        (dict(num_devices=0), "num_devices must be None"),
+        (dict(host_loop=1), "host_loop must be True, False or None"),
+        (dict(log="stdout"), "log must be None or a callable"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            Execution(**bad)
+    assert Execution(host_loop=False).runs_on_host(make_mesh(1)) is False
 
 
 @pytest.mark.slow
@@ -129,9 +144,7 @@ def test_autoattack_host_loop_gives_the_same_cascade(setup):
             norm="Linf",
             version="custom",
             attacks=("apgd-ce", "apgd-t"),
-            batch_size=12,
-            mesh=make_mesh(2),
-            host_loop=host,
+            execution=Execution(batch_size=12, num_devices=2, host_loop=host),
         )
         for host in (False, True)
     }

@@ -2,7 +2,6 @@
 and device-count independence, one compiled program per attack, input validation and the
 analysis entry point ``evaluate``."""
 
-import importlib
 import json
 
 import chex
@@ -14,9 +13,10 @@ from attacks_support import apply_fn_of, fashion_mnist, trained_tiny_cnn
 from flatrob_jax import attacks, execution
 from flatrob_jax.attacks import evaluate as evaluate_lib
 from flatrob_jax.distributed import make_mesh
+from flatrob_jax.execution import Execution
 
-apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
 N = 16
+BATCH_8 = Execution(batch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,20 @@ def test_every_attack_output_is_in_ball_and_box(setup, norm, eps, heavy):
     key = jax.random.key(0)
     outs = {
         "pgd": attacks.pgd(
-            f, x, y, key, eps=eps, norm=norm, steps=5, step_size=eps / 4, restarts=2, batch_size=8
+            f,
+            x,
+            y,
+            key,
+            eps=eps,
+            norm=norm,
+            steps=5,
+            step_size=eps / 4,
+            restarts=2,
+            execution=BATCH_8,
         ),
-        "fgsm": attacks.fgsm(f, x, y, eps=eps, norm=norm, batch_size=8),
+        "fgsm": attacks.fgsm(f, x, y, eps=eps, norm=norm, execution=BATCH_8),
         "apgd-ce": attacks.apgd(
-            f, x, y, key, eps=eps, norm=norm, loss="ce", steps=10, batch_size=8
+            f, x, y, key, eps=eps, norm=norm, loss="ce", steps=10, execution=BATCH_8
         ),
         "apgd-t": attacks.apgd(
             f,
@@ -70,7 +79,7 @@ def test_every_attack_output_is_in_ball_and_box(setup, norm, eps, heavy):
             loss="dlr-targeted",
             steps=10,
             n_target_classes=2,
-            batch_size=8,
+            execution=BATCH_8,
         ),
     }
     if heavy:  # more compilations: only in the slow variant
@@ -84,16 +93,16 @@ def test_every_attack_output_is_in_ball_and_box(setup, norm, eps, heavy):
             steps=3,
             step_size=eps / 2,
             loss="margin",
-            batch_size=8,
+            execution=BATCH_8,
         )
         outs["apgd-dlr"] = attacks.apgd(
-            f, x, y, key, eps=eps, norm=norm, loss="dlr", steps=10, batch_size=8
+            f, x, y, key, eps=eps, norm=norm, loss="dlr", steps=10, execution=BATCH_8
         )
         outs["square"] = attacks.square(
-            f, x, y, key, eps=eps, norm=norm, n_queries=30, batch_size=8
+            f, x, y, key, eps=eps, norm=norm, n_queries=30, execution=BATCH_8
         )
         outs["fab-t"] = attacks.fab_targeted(
-            f, x, y, eps=eps, norm=norm, n_iter=10, n_target_classes=2, batch_size=8
+            f, x, y, eps=eps, norm=norm, n_iter=10, n_target_classes=2, execution=BATCH_8
         )
     clean = _accuracy(f, x, y)
     for name, x_adv in outs.items():
@@ -115,7 +124,7 @@ def test_cascade_is_at_most_each_attack_and_pgd(setup):
         norm="Linf",
         version="custom",
         attacks=("apgd-ce", "apgd-t"),
-        batch_size=8,
+        execution=BATCH_8,
     )
     _assert_valid(res.x_adv, x, eps, "Linf")
     assert res.checks["final"]["in_ball"] and res.checks["final"]["in_box"]
@@ -124,7 +133,7 @@ def test_cascade_is_at_most_each_attack_and_pgd(setup):
     assert after["clean"] >= after["apgd-ce"] >= after["apgd-t"] == res.robust_accuracy
     single = {
         a: attacks.apgd(
-            f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=lo, batch_size=8
+            f, x, y, attacks.attack_key(key, a), eps=eps, norm="Linf", loss=lo, execution=BATCH_8
         )
         for a, lo in (("apgd-ce", "ce"), ("apgd-t", "dlr-targeted"))
     }
@@ -153,7 +162,7 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
     key = jax.random.key(7)
 
     def run(batch_size, num_devices):
-        mesh = make_mesh(num_devices)
+        how = Execution(batch_size=batch_size, num_devices=num_devices)
         if attack == "apgd":
             return attacks.apgd(
                 f,
@@ -164,9 +173,8 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
                 norm="Linf",
                 loss="ce",
                 steps=20,
-                batch_size=batch_size,
-                mesh=mesh,
                 return_info=True,
+                execution=how,
             )
         return attacks.square(
             f,
@@ -176,9 +184,8 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
             eps=8 / 255,
             norm="L2",
             n_queries=40,
-            batch_size=batch_size,
-            mesh=mesh,
             return_info=True,
+            execution=how,
         )
 
     ref_adv, ref_info = run(16, 4)
@@ -191,7 +198,7 @@ def test_same_key_same_outcome_for_any_batch_size_and_device_count(setup, attack
 def test_one_compiled_program_serves_every_batch(setup):
     _, _, f, x, y = setup
     chex.clear_trace_counter()
-    program = chex.assert_max_traces(apgd_lib.apgd_program, n=1)
+    program = chex.assert_max_traces(attacks.ATTACKS["apgd-dlr"].runner.program, n=1)
     static = dict(
         eps=0.1, norm="L2", loss="dlr", n_iter=7, n_restarts=1, n_target_classes=9, rho=0.75
     )
@@ -214,9 +221,7 @@ def test_one_compiled_program_serves_every_batch(setup):
         norm="L2",
         loss="dlr",
         steps=7,
-        batch_size=4,
-        mesh=make_mesh(1),
-        host_loop=False,
+        execution=Execution(batch_size=4, num_devices=1, host_loop=False),
     )
     np.testing.assert_array_equal(x_adv, ref)
 

@@ -17,6 +17,10 @@ from attacks_support import (
     trained_tiny_cnn,
 )
 
+from flatrob_jax.attacks import losses
+
+# The package exports functions named like their modules (apgd): import the modules for the
+# building blocks compared here, which have no public name.
 apgd_lib = importlib.import_module("flatrob_jax.attacks.apgd")
 fab_lib = importlib.import_module("flatrob_jax.attacks.fab")
 
@@ -107,7 +111,7 @@ def test_apgd_follows_the_reference_trajectory(setup, norm, eps, loss):
     # An example is regular if the gradient is not negligible at the start nor at any of the
     # compared iterates.
     grad_fn = jax.jit(
-        jax.grad(lambda z: apgd_lib.losses.attack_loss(loss, f(z), jnp.asarray(y), y_target).sum())
+        jax.grad(lambda z: losses.attack_loss(loss, f(z), jnp.asarray(y), y_target).sum())
     )
     points = [x0] + [ours.iterates[i] for i in range(RECORD)]
     grad_size = np.stack([np.abs(np.asarray(grad_fn(p))).reshape(N, -1).max(1) for p in points])

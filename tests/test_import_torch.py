@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from flatrob_jax.distributed import make_mesh
+from flatrob_jax.execution import Execution
 from flatrob_jax.models import get_model
 from flatrob_jax.models.resnet import ResNet
 from flatrob_jax.models.wide_resnet import WideResNet
@@ -763,7 +764,7 @@ def test_imported_model_curvature_and_apgd_match_the_peers(imported_resnet18, re
         norm="Linf",
         loss="ce",
         steps=steps,
-        batch_size=n,
+        execution=Execution(batch_size=n),
     )
     assert np.abs(np.asarray(x_adv) - xa).max() <= eps + 1e-6
     acc_ours = float((np.asarray(jax.jit(loaded.apply_fn)(x_adv)).argmax(1) == ya).mean())

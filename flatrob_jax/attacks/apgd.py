@@ -1,7 +1,8 @@
 """Auto-PGD (Croce & Hein, ICML 2020) exactly as pyautoattack 0.2.0 runs it, Linf and L2.
 
 Reference: ``pyautoattack/autopgd_base.py`` (``APGDAttack.attack_single_run``/``perturb`` and
-``APGDAttack_targeted.perturb``).  Two ways to run the same attack (``host_loop``):
+``APGDAttack_targeted.perturb``).  Two ways to run the same attack (:data:`APGD_RUNNER`;
+``Execution.host_loop`` chooses):
 
 * one jitted program for the whole attack (all restarts / target classes and all
   iterations): ``lax.fori_loop`` over iterations, ``lax.while_loop`` over runs (stopping once
@@ -51,6 +52,7 @@ from jax.sharding import PartitionSpec as P
 
 from flatrob_jax import execution
 from flatrob_jax.attacks import losses, norms
+from flatrob_jax.execution import Execution
 
 APGD_LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -432,7 +434,7 @@ def apgd_program(
 
 # ------------------------------------------------------------------ the host-driven loop
 # The same attack as apgd_program, its loops in Python around compiled steps (CPU default,
-# see `host_loop` in apgd()): each step below is run as jit(shard_map(...)) over the mesh.
+# see execution.Execution.host_loop): each step below is run as jit(shard_map(...)) over the mesh.
 
 
 def _host_clean(model_fn, valid, x, y, *, loss, n_target_classes):
@@ -534,49 +536,8 @@ def apgd_driver(
     return x_adv, fooled, zero_grad
 
 
-def use_host_loop(host_loop: bool | None, mesh) -> bool:
-    """``host_loop`` resolved: None (auto) means True on the CPU backend, where compiled
-    while loops of convolution gradients are slow (benchmarks/attacks.md), else False."""
-    if host_loop is None:
-        mesh = execution.make_mesh() if mesh is None else mesh
-        return mesh.devices.flat[0].platform == "cpu"
-    if not isinstance(host_loop, bool):
-        raise ValueError(f"host_loop must be True, False or None (auto), got {host_loop!r}")
-    return host_loop
-
-
-def run_apgd(
-    static: dict,
-    apply_fn,
-    x,
-    y,
-    key,
-    *,
-    indices=None,
-    batch_size: int,
-    mesh,
-    log=None,
-    desc: str = "apgd",
-    host_loop: bool | None = None,
-):
-    """Run the APGD program (``static``: its settings, as the registry's) over ``x, y`` with
-    the compiled loops or the host-driven ones; outputs as ``execution.run_batched``."""
-    if use_host_loop(host_loop, mesh):
-        run, program = execution.run_batched_driver, apgd_driver
-    else:
-        run, program = execution.run_batched, apgd_program
-    return run(
-        program,
-        static,
-        apply_fn,
-        (x, y),
-        key=key,
-        indices=indices,
-        batch_size=batch_size,
-        mesh=mesh,
-        log=log,
-        desc=desc,
-    )
+#: APGD's two ways to run (``registry.ATTACKS``' APGD entries and :func:`apgd` use it).
+APGD_RUNNER = execution.Runner(apgd_program, host_loop=apgd_driver)
 
 
 def check_inputs(x, y, eps: float, norm: str) -> tuple[np.ndarray, np.ndarray]:
@@ -606,11 +567,8 @@ def apgd(
     n_restarts: int = 1,
     n_target_classes: int = 9,
     rho: float = 0.75,
-    batch_size: int = 500,
-    mesh=None,
-    log=None,
     return_info: bool = False,
-    host_loop: bool | None = None,
+    execution: Execution = Execution(),
 ):
     """APGD with loss ``'ce'``, ``'dlr'`` or ``'dlr-targeted'`` (APGD-T), as pyautoattack.
 
@@ -621,10 +579,10 @@ def apgd(
       eps, norm: the threat model (``'Linf'`` or ``'L2'``).
       loss, steps, n_restarts, n_target_classes, rho: as ``APGDAttack``/``APGDAttack_targeted``
         (AutoAttack's standard version: 100 steps, 1 restart, 9 target classes, rho 0.75).
-      batch_size, mesh: fixed global batch size and 1-D ``'batch'`` mesh (all devices).
-      host_loop: run the iterations as a Python loop of compiled steps (True) or as one
-        compiled program (False); None (auto): True on the CPU backend only, where it is
-        faster (benchmarks/attacks.md). Both give the same decisions and results.
+      execution: batch size, devices, progress log and ``host_loop`` (the iterations as a
+        Python loop of compiled steps or as one compiled program; default: the loop on the
+        CPU backend only, where it is faster, benchmarks/attacks.md). Both give the same
+        decisions and results.
     Returns:
       ``x_adv [N, ...]`` (clean images where the attack failed, like the reference), or
       ``(x_adv, info)`` with ``info = {'fooled': bool[N], 'zero_grad': bool[N]}``.
@@ -646,17 +604,8 @@ def apgd(
     if x.shape[0] == 0:
         out = (x, np.zeros(0, bool), np.zeros(0, bool))
     else:
-        out = run_apgd(
-            static,
-            apply_fn,
-            x,
-            y,
-            key,
-            batch_size=batch_size,
-            mesh=mesh,
-            log=log,
-            desc=f"apgd-{loss}",
-            host_loop=host_loop,
+        out = APGD_RUNNER.run(
+            static, apply_fn, (x, y), execution=execution, key=key, desc=f"apgd-{loss}"
         )
     x_adv, fooled, zero_grad = out
     if return_info:

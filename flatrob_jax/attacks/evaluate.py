@@ -21,6 +21,7 @@ from flatrob_jax.attacks.autoattack import autoattack as run_autoattack
 from flatrob_jax.attacks.autoattack import predict
 from flatrob_jax.attacks.norms import NORMS
 from flatrob_jax.attacks.pgd import pgd
+from flatrob_jax.execution import Execution
 
 
 def _split_data(data):
@@ -95,6 +96,55 @@ def evaluate(
     where each leaf dict holds ``accuracy``, ``error``, ``stderr``, ``num_examples`` (the
     AutoAttack entry also per-attack cumulative accuracies, times and sanity checks).
     """
+    threats = _threat_models(norms, linf_eps, l2_eps, extra_linf_eps)
+    if pgd_steps < 1:
+        raise ValueError(f"pgd_steps must be >= 1, got {pgd_steps}")
+    execution.check_count("num_examples", num_examples)
+    how = Execution(batch_size=batch_size, num_devices=num_devices, log=log)
+    images, labels = _split_data(data)
+    images = np.asarray(images, np.float32)[:num_examples]
+    labels = np.asarray(labels, np.int32)[:num_examples]
+    apply_fn = execution.as_model_fn(apply_fn)
+
+    _, pred = predict(apply_fn, images, execution=how)
+    clean_correct = pred == labels
+    results = {"clean": _accuracy_entry(clean_correct)}
+    log(f"clean accuracy {results['clean']['accuracy']:.2%} on {labels.shape[0]} examples")
+    pgd_settings = dict(
+        steps=pgd_steps, rel_step_size=pgd_rel_step_size, restarts=pgd_restarts, loss=pgd_loss
+    )
+    for norm, eps, index, name in threats:
+        k = jax.random.fold_in(execution.typed_key(key), index)
+        entry = {"eps": eps}
+        entry["pgd"] = _pgd_entry(
+            apply_fn,
+            images,
+            labels,
+            clean_correct,
+            jax.random.fold_in(k, 0),
+            norm=norm,
+            eps=eps,
+            execution=how,
+            **pgd_settings,
+        )
+        log(f"{name} eps={eps:.5f}: PGD-{pgd_steps} accuracy {entry['pgd']['accuracy']:.2%}")
+        if autoattack:
+            entry["autoattack"] = _autoattack_entry(
+                apply_fn,
+                images,
+                labels,
+                jax.random.fold_in(k, 1),
+                norm=norm,
+                eps=eps,
+                version=autoattack_version,
+                execution=how,
+            )
+        results[name] = entry
+    return results
+
+
+def _threat_models(norms, linf_eps, l2_eps, extra_linf_eps) -> list[tuple[str, float, int, str]]:
+    """``(norm, eps, key index, results name)`` of each threat model, checked."""
     norms = (norms,) if isinstance(norms, str) else tuple(norms)
     extra_linf_eps = (extra_linf_eps,) if np.ndim(extra_linf_eps) == 0 else tuple(extra_linf_eps)
     for eps in (linf_eps, *extra_linf_eps):
@@ -103,21 +153,6 @@ def evaluate(
     for norm in norms:
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r} in norms; allowed: {NORMS}")
-    if pgd_steps < 1:
-        raise ValueError(f"pgd_steps must be >= 1, got {pgd_steps}")
-    execution.check_count("num_examples", num_examples)
-    execution.check_count("num_devices", num_devices, none_means="all devices")
-    images, labels = _split_data(data)
-    images = np.asarray(images, np.float32)[:num_examples]
-    labels = np.asarray(labels, np.int32)[:num_examples]
-    apply_fn = execution.as_model_fn(apply_fn)
-    mesh = execution.make_mesh(num_devices)
-    bs = batch_size
-
-    _, pred = predict(apply_fn, images, batch_size=bs, mesh=mesh)
-    clean_correct = pred == labels
-    results = {"clean": _accuracy_entry(clean_correct)}
-    log(f"clean accuracy {results['clean']['accuracy']:.2%} on {labels.shape[0]} examples")
     threats = [
         (norm, float(linf_eps if norm == "Linf" else l2_eps), i, norm)
         for i, norm in enumerate(norms)
@@ -129,53 +164,60 @@ def evaluate(
     names = [t[3] for t in threats]
     if len(set(names)) != len(names):
         raise ValueError(f"two threat models have the same name: {names}")
-    for norm, eps, index, name in threats:
-        k = jax.random.fold_in(execution.typed_key(key), index)
-        entry = {"eps": eps}
-        t0 = time.perf_counter()
-        x_adv = pgd(
-            apply_fn,
-            images,
-            labels,
-            jax.random.fold_in(k, 0),
-            eps=eps,
-            norm=norm,
-            steps=pgd_steps,
-            step_size=pgd_rel_step_size * eps,
-            restarts=pgd_restarts,
-            loss=pgd_loss,
-            batch_size=bs,
-            mesh=mesh,
-            log=log,
-        )
-        _, pred_adv = predict(apply_fn, x_adv, batch_size=bs, mesh=mesh)
-        entry["pgd"] = dict(
-            _accuracy_entry(clean_correct & (pred_adv == labels)),
-            steps=pgd_steps,
-            step_size=pgd_rel_step_size * eps,
-            restarts=pgd_restarts,
-            loss=pgd_loss,
-            time_s=time.perf_counter() - t0,
-        )
-        log(f"{name} eps={eps:.5f}: PGD-{pgd_steps} accuracy {entry['pgd']['accuracy']:.2%}")
-        if autoattack:
-            t0 = time.perf_counter()
-            res = run_autoattack(
-                apply_fn,
-                images,
-                labels,
-                jax.random.fold_in(k, 1),
-                eps=eps,
-                norm=norm,
-                version=autoattack_version,
-                batch_size=bs,
-                mesh=mesh,
-                log=log,
-            )
-            aa = res.to_dict()
-            aa.update(_accuracy_entry(res.robust))
-            aa["version"] = autoattack_version
-            aa["time_s_total"] = time.perf_counter() - t0
-            entry["autoattack"] = aa
-        results[name] = entry
-    return results
+    return threats
+
+
+def _pgd_entry(
+    apply_fn,
+    images,
+    labels,
+    clean_correct,
+    key,
+    *,
+    norm: str,
+    eps: float,
+    steps: int,
+    rel_step_size: float,
+    restarts: int,
+    loss: str,
+    execution: Execution,
+) -> dict:
+    """PGD accuracy (robust only where clean-correct) with its settings and time."""
+    t0 = time.perf_counter()
+    x_adv = pgd(
+        apply_fn,
+        images,
+        labels,
+        key,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        step_size=rel_step_size * eps,
+        restarts=restarts,
+        loss=loss,
+        execution=execution,
+    )
+    _, pred_adv = predict(apply_fn, x_adv, execution=execution)
+    return dict(
+        _accuracy_entry(clean_correct & (pred_adv == labels)),
+        steps=steps,
+        step_size=rel_step_size * eps,
+        restarts=restarts,
+        loss=loss,
+        time_s=time.perf_counter() - t0,
+    )
+
+
+def _autoattack_entry(
+    apply_fn, images, labels, key, *, norm: str, eps: float, version: str, execution: Execution
+) -> dict:
+    """The AutoAttack cascade's summary with its accuracy entry and total time."""
+    t0 = time.perf_counter()
+    res = run_autoattack(
+        apply_fn, images, labels, key, eps=eps, norm=norm, version=version, execution=execution
+    )
+    aa = res.to_dict()
+    aa.update(_accuracy_entry(res.robust))
+    aa["version"] = version
+    aa["time_s_total"] = time.perf_counter() - t0
+    return aa

@@ -31,6 +31,7 @@ from flatrob_jax import execution
 from flatrob_jax.attacks import norms
 from flatrob_jax.attacks.apgd import check_inputs
 from flatrob_jax.attacks.fab_projections import projection
+from flatrob_jax.execution import Execution
 
 
 def single_run_targeted(
@@ -150,6 +151,10 @@ def fab_targeted_program(
     return x_adv, fooled
 
 
+#: FAB-T runs as one compiled program per batch (its loops are cheap next to a gradient).
+FAB_TARGETED_RUNNER = execution.Runner(fab_targeted_program)
+
+
 def fab_targeted(
     apply_fn: Callable,
     x,
@@ -162,12 +167,12 @@ def fab_targeted(
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
-    batch_size: int = 500,
-    mesh=None,
-    log=None,
     return_info: bool = False,
+    execution: Execution = Execution(),
 ):
-    """FAB-T adversarial examples within ``eps`` (clean where not found); see module doc."""
+    """FAB-T adversarial examples within ``eps`` (clean where not found), or ``(x_adv,
+    {'fooled': bool[N]})``; see the module doc. ``execution``: batch size, devices, progress
+    log."""
     x, y = check_inputs(x, y, eps, norm)
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
@@ -180,14 +185,7 @@ def fab_targeted(
         eta=float(eta),
         beta=float(beta),
     )
-    x_adv, fooled = execution.run_batched(
-        fab_targeted_program,
-        static,
-        apply_fn,
-        (x, y),
-        batch_size=batch_size,
-        mesh=mesh,
-        log=log,
-        desc="fab-t",
+    x_adv, fooled = FAB_TARGETED_RUNNER.run(
+        static, apply_fn, (x, y), execution=execution, desc="fab-t"
     )
     return (x_adv, {"fooled": fooled}) if return_info else x_adv

@@ -14,8 +14,9 @@ Not part of AutoAttack; conventions follow the common PyTorch implementations
 
 The whole attack is one jitted program (``lax.fori_loop`` over steps and restarts,
 :func:`pgd_program`) or, by default on CPU, a Python loop of one jitted call per step
-(:func:`pgd_driver`, the same :func:`pgd_iteration`; ``host_loop``); example ``i`` draws its
-starts from ``fold_in(fold_in(key, i), restart)``.
+(:func:`pgd_driver`, the same :func:`pgd_iteration`; :data:`PGD_RUNNER`, chosen by
+``Execution.host_loop``); example ``i`` draws its starts from
+``fold_in(fold_in(key, i), restart)``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from jax.sharding import PartitionSpec as P
 
 from flatrob_jax import execution
 from flatrob_jax.attacks import losses, norms
-from flatrob_jax.attacks.apgd import check_inputs, use_host_loop
+from flatrob_jax.attacks.apgd import check_inputs
+from flatrob_jax.execution import Execution
 
 PGD_LOSSES = ("ce", "margin")
 
@@ -147,7 +149,7 @@ def pgd_driver(
     key_impl: str,
 ):
     """:func:`pgd_program` with its loops on the host: one compiled call per step (the same
-    :func:`pgd_iteration`), see ``host_loop`` in :func:`pgd`."""
+    :func:`pgd_iteration`), see ``Execution.host_loop``."""
     del valid
     R, B = P(), P(execution.AXIS)
     step = functools.partial(execution.sharded_step, mesh=mesh)
@@ -173,6 +175,10 @@ def pgd_driver(
     return best, fooled
 
 
+#: PGD's two ways to run (:func:`pgd` uses it).
+PGD_RUNNER = execution.Runner(pgd_program, host_loop=pgd_driver)
+
+
 def pgd(
     apply_fn: Callable,
     x,
@@ -186,17 +192,15 @@ def pgd(
     restarts: int = 1,
     random_start: bool = True,
     loss: str = "ce",
-    batch_size: int = 500,
-    mesh=None,
-    log=None,
-    host_loop: bool | None = None,
+    execution: Execution = Execution(),
 ) -> np.ndarray:
     """PGD-``steps`` adversarial examples ``x_adv [N, ...]`` (see the module docstring).
 
     ``apply_fn(x) -> logits``; ``x`` float32 NHWC in [0, 1]; example ``i`` uses
-    ``fold_in(key, i)``. ``host_loop``: the steps as a Python loop of compiled steps (True)
-    or one compiled program (False); None (auto): True on the CPU backend only, where it is
-    faster (benchmarks/attacks.md); the same steps either way.
+    ``fold_in(key, i)``. ``execution``: batch size, devices, progress log and ``host_loop``
+    (the steps as a Python loop of compiled steps or one compiled program; default: the loop
+    on the CPU backend only, where it is faster, benchmarks/attacks.md); the same steps
+    either way.
     """
     if loss not in PGD_LOSSES:
         raise ValueError(f"unknown PGD loss {loss!r}; allowed: {PGD_LOSSES}")
@@ -216,26 +220,22 @@ def pgd(
         random_start=bool(random_start),
         loss=loss,
     )
-    if use_host_loop(host_loop, mesh):
-        run, program = execution.run_batched_driver, pgd_driver
-    else:
-        run, program = execution.run_batched, pgd_program
-    x_adv, _ = run(
-        program,
-        static,
-        apply_fn,
-        (x, y),
-        key=key,
-        batch_size=batch_size,
-        mesh=mesh,
-        log=log,
-        desc="pgd",
-    )
+    x_adv, _ = PGD_RUNNER.run(static, apply_fn, (x, y), execution=execution, key=key, desc="pgd")
     return x_adv
 
 
-def fgsm(apply_fn: Callable, x, y, *, eps: float, norm: str = "Linf", **kw) -> np.ndarray:
-    """FGSM (Goodfellow et al. 2015): one PGD step of size ``eps`` from ``x``."""
+def fgsm(
+    apply_fn: Callable,
+    x,
+    y,
+    *,
+    eps: float,
+    norm: str = "Linf",
+    loss: str = "ce",
+    execution: Execution = Execution(),
+) -> np.ndarray:
+    """FGSM (Goodfellow et al. 2015): one PGD step of size ``eps`` from ``x``, no random start
+    (so no key)."""
     return pgd(
         apply_fn,
         x,
@@ -246,5 +246,6 @@ def fgsm(apply_fn: Callable, x, y, *, eps: float, norm: str = "Linf", **kw) -> n
         steps=1,
         step_size=eps,
         random_start=False,
-        **kw,
+        loss=loss,
+        execution=execution,
     )

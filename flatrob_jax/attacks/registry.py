@@ -1,26 +1,29 @@
-"""The table of attacks the AutoAttack cascade can run: name -> per-device program and its
-standard settings, key tag, targeted or not, threat models.
+"""The table of attacks the AutoAttack cascade can run: name -> how it runs (an
+``execution.Runner``), its standard settings, key tag, targeted or not, threat models.
 
 Adding an attack: write its per-device program (``program(model_fn, valid, x, y[, key_data],
 *, eps, norm, ..., [key_impl]) -> (x_adv, fooled, ...)`` with ``x_adv`` clean where the attack
-failed, see ``flatrob_jax.execution``) and ``register`` it here; ``autoattack(...,
-version='custom', attacks=(name, ...))`` and :func:`run_attack` then run it, and
+failed, see ``flatrob_jax.execution``) and, if its loop is faster driven from the host on some
+backend, the same attack as a host loop of compiled steps (``driver(model_fn, valid, x, y[,
+key_data], *, mesh, ...)``, see ``execution.run_batched_driver``); ``register`` it here with
+``execution.Runner(program[, host_loop=driver])``. :func:`run_attack` runs every entry the same
+way (so does ``autoattack(..., version='custom', attacks=(name, ...))``, through it), and
 ``tests/test_attacks_contract.py`` checks it like every other entry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 
 import jax
 import numpy as np
 
 from flatrob_jax import execution
-from flatrob_jax.attacks.apgd import apgd_program, check_inputs
-from flatrob_jax.attacks.fab import fab_targeted_program
+from flatrob_jax.attacks.apgd import APGD_RUNNER, check_inputs
+from flatrob_jax.attacks.fab import FAB_TARGETED_RUNNER
 from flatrob_jax.attacks.norms import NORMS
-from flatrob_jax.attacks.square import square_program
+from flatrob_jax.attacks.square import SQUARE_RUNNER
+from flatrob_jax.execution import Execution
 
 N_TARGET_CLASSES = 9  # AutoAttack's standard version: target classes ranked 2nd..10th
 
@@ -31,11 +34,13 @@ class Attack:
 
     Attributes:
       name: the name ``autoattack(attacks=...)`` takes (pyautoattack's spelling).
-      program: the per-device program; returns ``(x_adv, fooled, ...)``.
+      runner: how it runs: its per-device program (one compiled program per padded batch)
+        and, optionally, the same attack as a host loop of compiled steps, taken where
+        ``Execution.host_loop`` says; both return ``(x_adv, fooled, ...)``.
       settings: its static settings in AutoAttack's standard version (besides eps and norm).
       tag: the cascade derives the attack's key as ``fold_in(key, tag)``; unique and fixed
         forever (a result is reproducible only while its tag stays).
-      keyed: the program takes per-example keys (``key_data`` and ``key_impl``).
+      keyed: its programs take per-example keys (``key_data`` and ``key_impl``).
       targeted: runs over target classes (needs ``n_target_classes + 1`` classes).
       norms: the threat models it supports.
       counts_zero_grad: its third output flags examples with a zero gradient, which the
@@ -43,7 +48,7 @@ class Attack:
     """
 
     name: str
-    program: Callable
+    runner: execution.Runner
     settings: dict
     tag: int
     keyed: bool
@@ -57,6 +62,11 @@ ATTACKS: dict[str, Attack] = {}
 
 def register(attack: Attack) -> Attack:
     """Add ``attack`` to the table; its name and tag must be new."""
+    if not isinstance(attack.runner, execution.Runner):
+        raise TypeError(
+            f"attack {attack.name!r}: runner must be an execution.Runner (its program and "
+            f"optional host loop), got {type(attack.runner).__name__}"
+        )
     if attack.name in ATTACKS:
         raise ValueError(f"attack {attack.name!r} is already registered")
     used = {a.tag: a.name for a in ATTACKS.values()}
@@ -93,17 +103,17 @@ def run_attack(
     eps: float,
     norm: str,
     indices=None,
-    batch_size: int = 500,
-    mesh=None,
-    log=None,
+    execution: Execution = Execution(),
     **settings,
 ) -> tuple[np.ndarray, ...]:
-    """Run registered attack ``name`` on ``x`` (float32 NHWC in [0, 1]) and labels ``y``.
+    """Run registered attack ``name`` on ``x`` (float32 NHWC in [0, 1]) and labels ``y``, the
+    way its ``runner`` declares (the host loop where it has one and ``execution`` says so).
 
     ``key`` is the attack's own key (the cascade passes ``attack_key(key, name)``); example
     ``i`` draws from ``fold_in(key, indices[i])`` (``indices`` default ``0..N-1``).
-    ``settings`` override the standard ones (e.g. ``n_iter=10``). Returns the program's
-    outputs ``(x_adv, fooled, ...)`` as host arrays.
+    ``execution``: batch size, devices, progress log, host loop. ``settings`` override the
+    standard ones (e.g. ``n_iter=10``). Returns the attack's outputs ``(x_adv, fooled, ...)``
+    as host arrays.
     """
     attack = get_attack(name)
     if norm not in attack.norms:
@@ -117,16 +127,13 @@ def run_attack(
     static = dict(attack.settings, **settings, eps=float(eps), norm=norm)
     if attack.keyed and key is None:
         raise ValueError(f"attack {name!r} draws random numbers: pass a key")
-    return execution.run_batched(
-        attack.program,
+    return attack.runner.run(
         static,
         apply_fn,
         (x, y),
+        execution=execution,
         key=key if attack.keyed else None,
         indices=indices if attack.keyed else None,
-        batch_size=batch_size,
-        mesh=mesh,
-        log=log,
         desc=name,
     )
 
@@ -135,11 +142,11 @@ def _apgd(loss: str) -> dict:
     return dict(loss=loss, n_iter=100, n_restarts=1, n_target_classes=N_TARGET_CLASSES, rho=0.75)
 
 
-register(Attack("apgd-ce", apgd_program, _apgd("ce"), tag=0, keyed=True, targeted=False))
+register(Attack("apgd-ce", APGD_RUNNER, _apgd("ce"), tag=0, keyed=True, targeted=False))
 register(
     Attack(
         "apgd-t",
-        apgd_program,
+        APGD_RUNNER,
         _apgd("dlr-targeted"),
         tag=1,
         keyed=True,
@@ -150,7 +157,7 @@ register(
 register(
     Attack(
         "fab-t",
-        fab_targeted_program,
+        FAB_TARGETED_RUNNER,
         dict(n_iter=100, n_target_classes=N_TARGET_CLASSES, alpha_max=0.1, eta=1.05, beta=0.9),
         tag=2,
         keyed=False,
@@ -160,7 +167,7 @@ register(
 register(
     Attack(
         "square",
-        square_program,
+        SQUARE_RUNNER,
         dict(n_queries=5000, p_init=0.8),
         tag=3,
         keyed=True,
@@ -170,7 +177,7 @@ register(
 register(
     Attack(
         "apgd-dlr",
-        apgd_program,
+        APGD_RUNNER,
         _apgd("dlr"),
         tag=4,
         keyed=True,

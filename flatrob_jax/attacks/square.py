@@ -28,6 +28,7 @@ import numpy as np
 from flatrob_jax import execution
 from flatrob_jax.attacks import losses, norms
 from flatrob_jax.attacks.apgd import check_inputs
+from flatrob_jax.execution import Execution
 
 
 def p_selection(p_init: float, it: int, n_queries: int, rescale: bool = False) -> float:
@@ -238,6 +239,10 @@ def square_program(
     return jnp.where(norms.bcast(fooled, x), x_best, x), fooled
 
 
+#: Square runs as one compiled program per batch.
+SQUARE_RUNNER = execution.Runner(square_program)
+
+
 def square(
     apply_fn: Callable,
     x,
@@ -248,13 +253,12 @@ def square(
     norm: str,
     n_queries: int = 5000,
     p_init: float = 0.8,
-    batch_size: int = 500,
-    mesh=None,
-    log=None,
     return_info: bool = False,
+    execution: Execution = Execution(),
 ):
     """Square attack (margin loss); returns ``x_adv`` (clean where not fooled) or
-    ``(x_adv, {'fooled': bool[N]})``.  Example ``i`` uses ``fold_in(key, i)``."""
+    ``(x_adv, {'fooled': bool[N]})``.  Example ``i`` uses ``fold_in(key, i)``.
+    ``execution``: batch size, devices, progress log."""
     x, y = check_inputs(x, y, eps, norm)
     if n_queries < 1:
         raise ValueError(f"n_queries must be >= 1, got {n_queries}")
@@ -263,15 +267,7 @@ def square(
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
     static = dict(eps=float(eps), norm=norm, n_queries=int(n_queries), p_init=float(p_init))
-    x_adv, fooled = execution.run_batched(
-        square_program,
-        static,
-        apply_fn,
-        (x, y),
-        key=key,
-        batch_size=batch_size,
-        mesh=mesh,
-        log=log,
-        desc="square",
+    x_adv, fooled = SQUARE_RUNNER.run(
+        static, apply_fn, (x, y), execution=execution, key=key, desc="square"
     )
     return (x_adv, {"fooled": fooled}) if return_info else x_adv
