@@ -12,6 +12,7 @@ import re
 import resource
 import sys
 import time
+import tomllib
 
 import nbformat
 import pytest
@@ -37,10 +38,6 @@ def _code(nb):
 
 
 def _repository_url():
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        tomllib = pytest.importorskip("tomli")
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         return tomllib.load(f)["project"]["urls"]["Repository"]
 
