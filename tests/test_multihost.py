@@ -195,6 +195,19 @@ def test_agreement_helpers_with_one_process(tmp_path):
     assert mesh.devices.size == jax.device_count()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_preemption_guard_treats_sighup_like_sigterm(sig):
+    """A shutdown sends SIGTERM, then SIGHUP (systemd; a terminal that goes away): both ask
+    for a save; the handlers that were there before come back afterwards."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    with distributed.PreemptionGuard(log=lambda message: None) as guard:
+        assert not guard.should_stop(1)
+        os.kill(os.getpid(), sig)
+        assert guard.requested == signal.Signals(sig).name
+        assert guard.should_stop(2) and guard.reason == signal.Signals(sig).name
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 @pytest.mark.slow
 def test_sigterm_in_one_process_saves_and_raises_preempted(one_process_run, data_dir, tmp_path):
     """One process: SIGTERM during training -> checkpoint at the next step, Preempted, and
