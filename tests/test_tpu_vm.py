@@ -239,7 +239,9 @@ def test_relaunch_loop_restarts_after_preemption_until_done(tmp_path):
     assert done.stderr.count("preempted (exit status 75)") == 2
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name
+)
 def test_relaunch_loop_stops_when_signalled(tmp_path, sig):
     """A signal to the loop (a shutdown, Ctrl-C) lets the command finish saving, then the loop
     exits with its status instead of restarting it."""

@@ -734,7 +734,9 @@ cmd_recreate() {
   local script="$state/jobs/$JOB.sh"
   [[ -f "$script" ]] || die "no $JOB job was started from here for $NAME ($script)"
   echo "tpu_vm.sh recreate: $NAME ($TYPE, Spot: $SPOT), then the $JOB job"
-  cmd_delete
+  if ! (cmd_delete); then
+    echo "tpu_vm.sh recreate: deleting $NAME failed (gone already?): creating it anyway" >&2
+  fi
   cmd_create
   cmd_setup
   copy_script "$JOB.sh" "$(cat "$script")"
