@@ -10,6 +10,7 @@
 #   doctor             check before any cost: gcloud signed in, project, Cloud TPU API, the type
 #                      offered in the zone, quota, the bucket (exists, same region, writable by
 #                      the TPU VM's service account); each failure prints the command that fixes it
+#   types              the TPU types this kit knows: software version and zones of each
 #   create             doctor, then the TPU: a queued resource for Spot, v5e and v6e (waits until
 #                      it is ACTIVE, with progress), else gcloud compute tpus tpu-vm create
 #   setup              on every worker: Python (uv, --python, >= 3.11), a venv with jax[tpu] and
