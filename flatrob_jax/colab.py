@@ -12,11 +12,15 @@ calls :func:`install_dependencies` from here, before flax, optax... are installe
 * :func:`report_runtime`: prints JAX's version, backend, device kind and count, and warns
   loudly when the machine has a GPU or TPU but JAX sees only the CPU (the classic Colab trap:
   a GPU runtime with a CPU-only jaxlib).
+* :func:`default_smoke`: the notebooks' ``SMOKE = None`` means True on a CPU runtime.
+* :func:`full_precision_on_tpu`: on a TPU, float32 matmuls at full precision for the analyses.
 * :func:`data_overrides`: where the data comes from in a notebook (a given directory; in
   Colab a download into /content; elsewhere the config's default).
+* :func:`study_location`: where a notebook keeps a study so that it outlives the runtime
+  (``drive://PATH``: Google Drive, mounted when needed; ``gs://``; a directory).
 * :func:`authenticate_for`: Colab's Google sign-in before a ``gs://`` path is read.
-
-A finished study is opened with ``flatrob_jax.analysis.open_study``.
+* :func:`open_study_or_example`: ``flatrob_jax.analysis.open_study``, or, with no study there,
+  the small example study shipped with the package (:func:`example_study_path`), saying so.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ JAX_STACK = (
     "jax-cuda13-pjrt",
 )
 COLAB_DATA_DIR = "/content/datasets"  # where notebooks download data inside Colab
+DRIVE = "drive://"  # a notebook location in Google Drive (study_location)
+DRIVE_MOUNT = "/content/drive"  # where Colab mounts Google Drive; files are under MyDrive/
 
 
 def in_colab() -> bool:
@@ -58,12 +64,12 @@ def accelerator_present() -> str | None:
     """'gpu' or 'tpu' when the machine has one (whatever JAX makes of it), else None.
 
     Looks at what a runtime exposes without JAX: Colab's ``COLAB_GPU`` / TPU variables, the
-    NVIDIA and TPU device files, ``nvidia-smi`` on the PATH."""
+    NVIDIA and TPU device files, ``nvidia-smi`` on the PATH. Not ``TPU_NAME``: that names a TPU
+    somewhere (docs/cloud_tpu.md has users export it for tools/tpu_vm.sh), not one here."""
     env = os.environ
     if (
         env.get("COLAB_TPU_ADDR")
         or env.get("TPU_ACCELERATOR_TYPE")
-        or env.get("TPU_NAME")
         or os.path.exists("/dev/accel0")
         or os.path.exists("/dev/vfio/0")
     ):
@@ -149,6 +155,31 @@ def report_runtime(log=print) -> RuntimeInfo:
             "non-smoke sizes fast."
         )
     return info
+
+
+def default_smoke(info: RuntimeInfo) -> bool:
+    """What a notebook's ``SMOKE = None`` means: True (tiny sizes, minutes) when JAX runs on the
+    CPU, including a GPU/TPU runtime whose JAX fell back to it; False on a GPU or TPU."""
+    return info.backend == "cpu"
+
+
+def full_precision_on_tpu(info: RuntimeInfo, log=print) -> bool:
+    """On a TPU, JAX's float32 matmuls and convolutions default to one bf16 pass, which
+    perturbs Hessian-vector products (lambda_max, traces, sharpness) and attack gradients by
+    about 2^-8: set ``jax_default_matmul_precision`` to 'highest' (six passes, several times
+    the matmul cost) and say so. Elsewhere float32 is already computed in full: nothing to do.
+    Returns whether it changed the setting."""
+    if info.backend != "tpu":
+        return False
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    log(
+        "TPU runtime: matmul precision set to 'highest' for the analyses below (the TPU default, "
+        "one bf16 pass, perturbs Hessian-vector products and attacks; docs/cloud_tpu.md, "
+        "'Numerics on TPU')."
+    )
+    return True
 
 
 # --------------------------------------------------------------------------- installation
@@ -260,6 +291,60 @@ def data_overrides(data_dir: str | None = None, dataset: str = "fashion_mnist") 
     if in_colab():
         return {"dataset.data_dir": os.path.join(COLAB_DATA_DIR, dataset), "dataset.download": True}
     return {}
+
+
+def study_location(location: str, log=print) -> str:
+    """Where a notebook keeps a study, as a path or URI the library reads.
+
+    ``drive://PATH``: in Colab, PATH in your Google Drive (Drive is mounted at /content/drive
+    first when it is not; files in /content are lost when the runtime recycles); elsewhere the
+    local directory PATH. ``gs://...``: the bucket (in Colab you are asked to sign in). Anything
+    else: the path as it is."""
+    location = os.fspath(location)
+    if location.startswith(DRIVE):
+        path = location[len(DRIVE) :].lstrip("/")
+        if not path:
+            raise ValueError(
+                f"{location!r}: name a directory in your Drive, e.g. drive://studies/a"
+            )
+        if not in_colab():
+            return path
+        if not os.path.isdir(os.path.join(DRIVE_MOUNT, "MyDrive")):
+            from google.colab import drive  # type: ignore[import-not-found]
+
+            log(f"mounting Google Drive at {DRIVE_MOUNT} (for {location})")
+            drive.mount(DRIVE_MOUNT)
+        return os.path.join(DRIVE_MOUNT, "MyDrive", path)
+    authenticate_for(location)
+    return location
+
+
+def example_study_path() -> str:
+    """The small example study shipped with the package (flatrob_jax/example_study: the smoke
+    sweep's results and report, made by tools/make_example_study.py; ABOUT.md says how)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "example_study")
+
+
+def open_study_or_example(location: str, *, example: bool = True, log=print):
+    """``flatrob_jax.analysis.open_study(location)``; with no study there and ``example``,
+    the example study shipped with the package instead, and a message saying so. Returns
+    (study, the location opened)."""
+    from flatrob_jax.analysis import open_study
+
+    try:
+        return open_study(location), location
+    except FileNotFoundError as e:
+        if not example:
+            raise
+        fallback = example_study_path()
+        log(
+            f"No study at {location!r} ({str(e).split(';')[0]}).\n"
+            f"Opening the EXAMPLE study shipped with flatrob_jax instead ({fallback}): a tiny "
+            f"smoke sweep whose numbers show what this notebook does, not a finding. Run the "
+            f"quickstart (or python -m flatrob_jax.sweep) to make a study of your own, or set "
+            f"STUDY to one."
+        )
+        return open_study(fallback), fallback
 
 
 def authenticate_for(path: str) -> None:

@@ -33,8 +33,8 @@ FLAG_HELP = (
     f"JAX_NUM_PROCESSES, JAX_PROCESS_ID honoured), 'off' never does, 'auto' (default) "
     f"does where the environment shows several processes. Default: ${ENV_VAR} or auto"
 )
-# Exit status of an entry point stopped by SIGTERM/SIGINT after saving a resumable checkpoint
-# (EX_TEMPFAIL in sysexits.h: "temporary failure, the user is invited to retry").
+# Exit status of an entry point stopped by SIGTERM/SIGHUP/SIGINT after saving a resumable
+# checkpoint (EX_TEMPFAIL in sysexits.h: "temporary failure, the user is invited to retry").
 PREEMPTED_EXIT_CODE = 75
 SHARED_WORKDIR_MESSAGE = (
     "multi-host runs need a workdir every host can see (gs:// or a shared mount)"
@@ -323,7 +323,7 @@ def check_shared_workdir(workdir: str) -> None:
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM/SIGINT after saving a checkpoint at ``step``: resumable.
+    """Training stopped on SIGTERM/SIGHUP/SIGINT after saving a checkpoint at ``step``: resumable.
     Entry points exit with :data:`PREEMPTED_EXIT_CODE` (:func:`exit_on_preemption`)."""
 
     def __init__(self, step: int, workdir: str = ""):
@@ -343,17 +343,21 @@ def _preemption_service_active() -> bool:
 
 
 class PreemptionGuard:
-    """SIGTERM and SIGINT set a flag; :meth:`should_stop` says, at the same step on every
-    process, that the loop must save and stop.
+    """SIGTERM, SIGHUP and SIGINT set a flag; :meth:`should_stop` says, at the same step on
+    every process, that the loop must save and stop.
+
+    SIGHUP counts as a shutdown too: when a VM shuts down, systemd sends SIGTERM and then
+    SIGHUP to every process of a session, and a terminal (a tmux pane, an ssh session) that
+    goes away sends SIGHUP, whose default action would kill the process before it saved.
 
     Agreement: with several processes and JAX's preemption service (on by default with
     ``jax.distributed``), SIGTERM is received by JAX's notifier, which every process learns of
     from the coordination service, and ``multihost_utils.reached_preemption_sync_point``
-    names one step for all. SIGINT (and SIGTERM where the service is off) sets this guard's
-    flag, which the processes combine with a collective every ``check_every`` steps. A second
-    SIGINT interrupts at once (KeyboardInterrupt). Use as a context manager: the previous
-    handlers are restored on exit. Signal handlers can only be installed from the main
-    thread; elsewhere the guard only follows the preemption service."""
+    names one step for all. SIGHUP, SIGINT (and SIGTERM where the service is off) set this
+    guard's flag, which the processes combine with a collective every ``check_every`` steps.
+    A second SIGINT interrupts at once (KeyboardInterrupt). Use as a context manager: the
+    previous handlers are restored on exit. Signal handlers can only be installed from the
+    main thread; elsewhere the guard only follows the preemption service."""
 
     def __init__(self, check_every: int = 1, log=print):
         self.check_every = max(1, int(check_every))
@@ -370,7 +374,7 @@ class PreemptionGuard:
 
         if threading.current_thread() is not threading.main_thread():
             return self
-        signals = [signal.SIGINT] + ([] if self._service else [signal.SIGTERM])
+        signals = [signal.SIGINT, signal.SIGHUP] + ([] if self._service else [signal.SIGTERM])
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

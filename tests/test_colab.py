@@ -62,10 +62,39 @@ def test_accelerator_present_reads_colab_variables(monkeypatch):
     monkeypatch.setattr(colab.os.path, "exists", lambda p: False)
     monkeypatch.setattr(colab.shutil, "which", lambda name: None)
     assert colab.accelerator_present() is None
+    # TPU_NAME names a TPU somewhere (tools/tpu_vm.sh reads it), not one on this machine.
+    monkeypatch.setenv("TPU_NAME", "flatrob")
+    assert colab.accelerator_present() is None
     monkeypatch.setenv("COLAB_GPU", "1")
     assert colab.accelerator_present() == "gpu"
     monkeypatch.setenv("TPU_ACCELERATOR_TYPE", "v5e-1")
     assert colab.accelerator_present() == "tpu"
+
+
+def _info(backend, accelerator=None):
+    return colab.RuntimeInfo("0.0", backend, "d", 1, 1, accelerator, False)
+
+
+def test_smoke_by_default_where_jax_runs_on_the_cpu():
+    assert colab.default_smoke(_info("cpu"))
+    assert colab.default_smoke(_info("cpu", accelerator="gpu"))  # fell back: still slow
+    assert not colab.default_smoke(_info("gpu", accelerator="gpu"))
+    assert not colab.default_smoke(_info("tpu", accelerator="tpu"))
+
+
+def test_full_precision_on_a_tpu_only():
+    import jax
+
+    before = jax.config.jax_default_matmul_precision
+    lines = []
+    try:
+        assert not colab.full_precision_on_tpu(_info("cpu"), log=lines.append)
+        assert jax.config.jax_default_matmul_precision == before and not lines
+        assert colab.full_precision_on_tpu(_info("tpu", accelerator="tpu"), log=lines.append)
+        assert jax.config.jax_default_matmul_precision == "highest"
+        assert "matmul precision set to 'highest'" in lines[0]
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
 
 
 def _command(monkeypatch, jax_version, accelerator=None):
@@ -124,6 +153,67 @@ def test_data_overrides(monkeypatch, in_colab):
 
 def test_authenticate_for_is_a_no_op_outside_colab():
     colab.authenticate_for("gs://bucket/study")  # would import google.colab in Colab
+
+
+def test_study_location_outside_colab():
+    assert (
+        colab.study_location("drive://flatrob_studies/quickstart") == "flatrob_studies/quickstart"
+    )
+    assert colab.study_location("gs://bucket/study") == "gs://bucket/study"
+    assert colab.study_location("/data/study") == "/data/study"
+    with pytest.raises(ValueError, match="name a directory in your Drive"):
+        colab.study_location("drive://")
+
+
+def test_study_location_in_colab_mounts_google_drive_once(monkeypatch, in_colab, tmp_path):
+    mounted = []
+
+    def mount(point):
+        mounted.append(point)
+        os.makedirs(os.path.join(point, "MyDrive"))
+
+    drive = types.ModuleType("google.colab.drive")
+    drive.mount = mount
+    monkeypatch.setitem(sys.modules, "google.colab.drive", drive)
+    sys.modules["google.colab"].drive = drive
+    monkeypatch.setattr(colab, "DRIVE_MOUNT", str(tmp_path / "drive"))
+    where = str(tmp_path / "drive" / "MyDrive" / "studies" / "a")
+    assert colab.study_location("drive://studies/a", log=lambda m: None) == where
+    assert colab.study_location("drive://studies/a", log=lambda m: None) == where
+    assert mounted == [str(tmp_path / "drive")]
+
+
+# --------------------------------------------------------------------------- the example study
+
+
+def test_missing_study_opens_the_example_and_says_so(tmp_path):
+    lines = []
+    missing = str(tmp_path / "nothing")
+    study, opened = colab.open_study_or_example(missing, log=lines.append)
+    assert opened == colab.example_study_path() and len(study.runs) == 3
+    assert f"No study at {missing!r}" in lines[0] and "EXAMPLE study" in lines[0]
+    with pytest.raises(FileNotFoundError, match="no study at .*nothing.*does not exist"):
+        colab.open_study_or_example(missing, example=False)
+    existing, opened = colab.open_study_or_example(colab.example_study_path(), log=lines.append)
+    assert opened == colab.example_study_path() and len(lines) == 1  # no message: it is there
+
+
+def test_example_study_is_small_real_and_shipped_as_package_data():
+    import fnmatch
+    import tomllib
+
+    root = colab.example_study_path()
+    files = [
+        os.path.relpath(os.path.join(d, n), root) for d, _, names in os.walk(root) for n in names
+    ]
+    assert {"results.csv", "results.json", "ABOUT.md", "report/report.md"} <= set(files)
+    assert sum(os.path.getsize(os.path.join(root, f)) for f in files) < 200_000
+    with open(os.path.join(os.path.dirname(colab.__file__), "..", "pyproject.toml"), "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["flatrob_jax"]
+    for name in files:
+        assert any(fnmatch.fnmatch("example_study/" + name, p) for p in patterns), name
+    with open(os.path.join(root, "ABOUT.md")) as f:
+        assert "tools/make_example_study.py" in f.read()  # made by code, not by hand
 
 
 # --------------------------------------------------------------------------- open_study

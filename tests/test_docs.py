@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import sys
+import tomllib
 import urllib.parse
 
 import pytest
@@ -119,10 +120,6 @@ def check_link(source, target):
 
 
 def _repository_url():
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        tomllib = pytest.importorskip("tomli")
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         return tomllib.load(f)["project"]["urls"]["Repository"].rstrip("/")
 
@@ -222,8 +219,8 @@ def test_github_slugs():
         github_slug("Getting a dataset: `dataset.download`") == "getting-a-dataset-datasetdownload"
     )
     assert (
-        github_slug("Two commands (fresh Debian machine, root, Python >= 3.10)")
-        == "two-commands-fresh-debian-machine-root-python--310"
+        github_slug("Two commands (fresh Debian machine, root, Python >= 3.11)")
+        == "two-commands-fresh-debian-machine-root-python--311"
     )
     assert github_slug("A [linked](x.md) heading_name") == "a-linked-heading_name"
 

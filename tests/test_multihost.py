@@ -7,13 +7,11 @@ process makes both save the same step and exit with the preemption status, and a
 bit-identical (with JAX's preemption service and with the broadcast flag that replaces it
 where the service is off); a sweep gives the same results table; a workdir that is not
 shared fails with the clear error, not a hang. Plus start-up (--distributed, cluster
-evidence) and agreement helpers in one process, and tools/tpu_vm.sh --dry-run.
+evidence) and agreement helpers in one process (tools/tpu_vm.sh: tests/test_tpu_vm.py).
 """
 
 import json
 import os
-import shlex
-import shutil
 import signal
 import subprocess
 
@@ -193,6 +191,19 @@ def test_agreement_helpers_with_one_process(tmp_path):
     with distributed.process_local():
         assert distributed.make_mesh().devices.size == jax.local_device_count()
     assert mesh.devices.size == jax.device_count()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_preemption_guard_treats_sighup_like_sigterm(sig):
+    """A shutdown sends SIGTERM, then SIGHUP (systemd; a terminal that goes away): both ask
+    for a save; the handlers that were there before come back afterwards."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    with distributed.PreemptionGuard(log=lambda message: None) as guard:
+        assert not guard.should_stop(1)
+        os.kill(os.getpid(), sig)
+        assert guard.requested == signal.Signals(sig).name
+        assert guard.should_stop(2) and guard.reason == signal.Signals(sig).name
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 @pytest.mark.slow
@@ -420,175 +431,3 @@ def test_sweep_on_two_processes_gives_the_same_results_table(data_dir, tmp_path)
         and two[key] != pytest.approx(value, rel=1e-4, abs=1e-5, nan_ok=True)
     }
     assert not differ, differ
-
-
-# --------------------------------------------------------------------------- tools/tpu_vm.sh
-
-TPU_VM = os.path.join(REPO, "tools", "tpu_vm.sh")
-
-
-def _dry_run(*args, env=None):
-    """The output of ``tools/tpu_vm.sh --dry-run ARGS``: itself a bash script (the job scripts
-    as here-documents, then the gcloud commands); returns (text, gcloud argvs)."""
-    full_env = dict(
-        os.environ,
-        TPU_NAME="flat-pod",
-        TPU_ZONE="us-central2-b",
-        TPU_PROJECT="my-proj",
-        **(env or {}),
-    )
-    done = subprocess.run(
-        ["bash", TPU_VM, "--dry-run", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full_env,
-    )
-    assert done.returncode == 0, done.stderr
-    subprocess.run(["bash", "-n"], input=done.stdout, text=True, check=True, timeout=60)
-    commands, in_heredoc = [], False
-    for line in done.stdout.splitlines():
-        if in_heredoc or line.startswith("cat > "):
-            in_heredoc = line != "EOF"
-        else:
-            commands.append(shlex.split(line))
-    return done.stdout, commands
-
-
-def _job_script(text, job):
-    """The job script of a dry run (its here-document), continuation lines joined."""
-    opening = f"cat > /tmp/tpu_vm.{job}.sh <<'EOF'\n"
-    start = text.index(opening) + len(opening)
-    return text[start : text.index("\nEOF\n", start)].replace("\\\n", " ")
-
-
-def _workers_command(argv):
-    assert argv[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"] and "--worker=all" in argv
-    assert "--zone=us-central2-b" in argv and "--project=my-proj" in argv
-    return [a for a in argv if a.startswith("--command=")][0][len("--command=") :]
-
-
-def test_tpu_vm_script_is_valid_bash():
-    scripts = [TPU_VM, os.path.join(REPO, "tools", "relaunch.sh")]
-    for script in scripts:
-        subprocess.run(["bash", "-n", script], check=True, timeout=60)
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
-    done = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout
-
-
-def test_tpu_vm_dry_run_create_setup_and_delete():
-    _, (create,) = _dry_run("create", "--type", "v5e-8", "--spot")
-    assert create[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "create", "flat-pod"]
-    for flag in (
-        "--accelerator-type=v5litepod-8",
-        "--version=v2-alpha-tpuv5-lite",
-        "--spot",
-        "--zone=us-central2-b",
-        "--project=my-proj",
-    ):
-        assert flag in create
-    _, (pod,) = _dry_run("create", "--type", "v4-32")
-    assert "--accelerator-type=v4-32" in pod and "--spot" not in pod
-    _, setup = _dry_run("setup", "--ref", "v1.2")
-    install = _workers_command(setup[-1])
-    assert "jax[tpu]" in install and "'flatrob_jax[gcp] @ git+https://" in install
-    assert "@v1.2'" in install and "venv" in install and "tmux" in install
-    assert any(a == "flat-pod:flatrob/relaunch.sh" for a in setup[1])
-    _, (data,) = _dry_run("data", "--dataset", "cifar10", "--bucket", "gs://b/tfds")
-    assert "--worker=0" in data  # built once, on worker 0
-    build = shlex.split([a for a in data if a.startswith("--command=")][0][len("--command=") :])
-    assert "cifar10" in build and build[-1] == "gs://b/tfds/" and "tensorflow-cpu" in build
-    _, (delete,) = _dry_run("delete")
-    assert delete[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "flat-pod"]
-
-
-def test_tpu_vm_dry_run_train_on_all_workers_keeps_the_arguments_intact():
-    workdir = "gs://my-bucket/runs/a b"
-    user_args = ["--config", "fashion_mnist_cnn", "--config.augment.name=it's; rm -rf ~"]
-    text, (scp, ssh) = _dry_run(
-        "train",
-        "--workdir",
-        workdir,
-        "--env",
-        "JAX_DEFAULT_MATMUL_PRECISION=highest",
-        "--",
-        *user_args,
-    )
-    assert scp[5:7] == ["/tmp/tpu_vm.train.sh", "flat-pod:flatrob/train.sh"]
-    assert "--worker=all" in scp
-    start = _workers_command(ssh)
-    assert "tmux new-session -d -s flatrob-train bash ~/flatrob/train.sh" in start
-    script = _job_script(text, "train")
-    assert "export FLATROB_DISTRIBUTED=on" in script
-    assert "export JAX_DEFAULT_MATMUL_PRECISION=highest" in script
-    assert "tee -a ~/flatrob/logs/train.worker" in script
-    (line,) = [ln for ln in script.splitlines() if "relaunch.sh" in ln]
-    argv = shlex.split(line)
-    assert argv[argv.index("--done") + 1] == workdir + "/summary.json"
-    train = argv[argv.index("--") + 1 :]
-    assert train == ["python", "-m", "flatrob_jax.train", "--workdir", workdir, *user_args]
-
-
-def test_tpu_vm_dry_run_sweep_runs_the_sweep_in_a_relaunch_loop():
-    text, commands = _dry_run(
-        "sweep", "--workdir", "gs://b/study", "--", "--sweep", "fashion_mnist_augmentations:smoke"
-    )
-    _workers_command(commands[-1])
-    script = _job_script(text, "sweep")
-    (line,) = [ln for ln in script.splitlines() if "relaunch.sh" in ln]
-    argv = shlex.split(line)
-    assert argv[argv.index("--done") + 1] == "gs://b/study/results.csv"
-    assert argv[argv.index("--") + 1 :] == [
-        "python",
-        "-m",
-        "flatrob_jax.sweep",
-        "--workdir",
-        "gs://b/study",
-        "--sweep",
-        "fashion_mnist_augmentations:smoke",
-    ]
-    subprocess.run(["bash", "-n"], input=script, text=True, check=True, timeout=60)
-
-
-def test_tpu_vm_refuses_a_local_workdir():
-    done = subprocess.run(
-        ["bash", TPU_VM, "--dry-run", "train", "--workdir", "/tmp/x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ, TPU_NAME="p", TPU_ZONE="z"),
-    )
-    assert done.returncode != 0
-    assert "a workdir every host can see (gs:// or a shared mount)" in done.stderr
-
-
-def test_relaunch_loop_restarts_after_preemption_until_done(tmp_path):
-    """Exit status 75 restarts the command; it stops once the done file exists."""
-    counter, done_file = tmp_path / "attempts", tmp_path / "summary.json"
-    script = (
-        f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n + 1)) > {counter}; "
-        f"if [ $n -ge 2 ]; then touch {done_file}; exit 0; fi; exit 75"
-    )
-    env = dict(os.environ, PYTHONPATH=REPO)
-    done = subprocess.run(
-        [
-            "bash",
-            os.path.join(REPO, "tools", "relaunch.sh"),
-            "--done",
-            str(done_file),
-            "--",
-            "bash",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    assert counter.read_text().strip() == "3" and done_file.exists()
-    assert done.stderr.count("preempted (exit status 75)") == 2

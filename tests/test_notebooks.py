@@ -1,9 +1,12 @@
 """The notebooks: each runs top to bottom in a real Jupyter kernel (nbclient + ipykernel, this
 interpreter) with ``SMOKE = True`` injected after its ``parameters`` cell (papermill's
-convention), from a temporary directory outside the repository, on a tiny fake Fashion-MNIST;
-plus static checks (no stored outputs, the Colab badge and install URL match
-``[project.urls]``, shell and magic lines only under the Colab guard) and the errors a bad
-parameter gives."""
+convention), from a temporary directory outside the repository, on a tiny fake Fashion-MNIST:
+the quickstart keeps its study at the ``STUDY`` location given and explore_study opens it from
+there; explore_study alone, with no study there, opens the example study shipped with the
+package and says so. Plus static checks (no stored outputs, ``SMOKE = None`` by default, the
+analysis notebooks set full matmul precision on a TPU, the Colab badges and install URL match
+``[project.urls]``, the README's Colab section lists exactly these notebooks, shell and magic
+lines only under the Colab guard) and the error a bad parameter gives."""
 
 import ast
 import json
@@ -12,6 +15,7 @@ import re
 import resource
 import sys
 import time
+import tomllib
 
 import nbformat
 import pytest
@@ -37,10 +41,6 @@ def _code(nb):
 
 
 def _repository_url():
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        tomllib = pytest.importorskip("tomli")
     with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
         return tomllib.load(f)["project"]["urls"]["Repository"]
 
@@ -74,9 +74,11 @@ def test_notebook_is_valid_and_has_no_stored_outputs(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_parameters_cell_defines_smoke_false(name):
+def test_smoke_defaults_to_the_runtime(name):
+    """SMOKE = None in the parameters cell: colab.default_smoke decides (True on a CPU)."""
     nb = _read(name)
-    cell = nb.cells[_parameters_index(nb)]
+    index = _parameters_index(nb)
+    cell = nb.cells[index]
     assert cell.cell_type == "code"
     values = {
         t.id: ast.literal_eval(node.value)
@@ -84,7 +86,78 @@ def test_parameters_cell_defines_smoke_false(name):
         if isinstance(node, ast.Assign)
         for t in node.targets
     }
-    assert values.get("SMOKE") is False, f"{name}: the parameters cell must set SMOKE = False"
+    assert "SMOKE" in values and values["SMOKE"] is None, f"{name}: set SMOKE = None"
+    after = next(c.source for c in nb.cells[index + 1 :] if c.cell_type == "code")
+    assert "SMOKE = colab.default_smoke(RUNTIME) if SMOKE is None else SMOKE" in after
+
+
+# What each analysis notebook computes first (curvature, corruptions, attacks).
+FIRST_ANALYSIS = {
+    "quickstart.ipynb": "curvature.from_flax(",
+    "curvature.ipynb": "curvature.from_flax(",
+    "robustness.ipynb": "corrupted_sets(",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_ANALYSIS))
+def test_analysis_notebooks_use_full_matmul_precision_on_a_tpu(name):
+    sources = [c.source for c in _code(_read(name))]
+    call = "colab.full_precision_on_tpu(RUNTIME)"
+    first = next(i for i, s in enumerate(sources) if FIRST_ANALYSIS[name] in s)
+    at = next((i for i, s in enumerate(sources) if call in s), len(sources))
+    assert at < first or (
+        at == first and sources[at].index(call) < sources[at].index(FIRST_ANALYSIS[name])
+    ), f"{name}: {call} must come before the first analysis ({FIRST_ANALYSIS[name]})"
+
+
+def test_the_example_study_is_the_quickstarts_smoke_study():
+    """tools/make_example_study.py makes the example study with the quickstart's SMOKE sizes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_example_study", os.path.join(REPO, "tools", "make_example_study.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (cell,) = [
+        c.source
+        for c in _code(_read("quickstart.ipynb"))
+        if "if SMOKE:  # the smoke sweep" in c.source
+    ]
+    call = next(
+        node
+        for node in ast.walk(ast.parse(cell))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", "") == "update"
+        and isinstance(node.args[0], ast.Dict)
+    )
+    assert ast.literal_eval(call.args[0]) == tool.QUICKSTART_SMOKE
+
+
+def _readme_colab_rows():
+    """The table rows of the README's Colab section."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = re.search(r"^### Colab\n(.*?)^#", text, re.S | re.M).group(1)
+    return [line for line in section.splitlines() if line.startswith("| [")]
+
+
+def test_readme_colab_section_lists_every_notebook_with_its_badge():
+    repository = _repository_url()
+    owner_repo = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)/?", repository).group(1)
+    rows = _readme_colab_rows()
+    listed = [re.match(r"\| \[[^\]]+\]\(notebooks/([^)]+)\)", row).group(1) for row in rows]
+    assert sorted(listed) == NOTEBOOKS, f"README's Colab section lists {listed}"
+    for name, row in zip(listed, rows):
+        badges = re.findall(r"\[!\[[^\]]*\]\(([^)]+)\)\]\(([^)]+)\)", row)
+        assert len(badges) == 1, f"{name}: one Open in Colab badge per row: {row}"
+        image, link = badges[0]
+        assert image == "https://colab.research.google.com/assets/colab-badge.svg"
+        assert re.fullmatch(
+            rf"https://colab\.research\.google\.com/github/{re.escape(owner_repo)}/blob/"
+            rf"[^/]+/notebooks/{re.escape(name)}",
+            link,
+        ), f"{name}: badge link {link} does not match [project.urls] Repository {repository}"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -217,20 +290,38 @@ def assert_clean(nb, name):
                 )
 
 
+def _text(nb):
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
 @pytest.mark.slow
-def test_quickstart_then_explore_its_study(kernel, workdir):
+def test_quickstart_keeps_its_study_where_told_and_explore_study_opens_it(
+    kernel, workdir, tmp_path
+):
     cwd, data = workdir
-    nb, _ = execute("quickstart.ipynb", kernel, cwd, SMOKE=True, DATA_DIR=data)
+    kept = tmp_path / "kept" / "quickstart"  # as a Drive folder or a bucket would be
+    nb, _ = execute("quickstart.ipynb", kernel, cwd, SMOKE=True, DATA_DIR=data, STUDY=str(kept))
     assert_clean(nb, "quickstart.ipynb")
-    study = cwd / "flatrob_quickstart" / "study"
-    assert (study / "results.csv").exists() and (study / "report" / "report.md").exists()
+    assert (kept / "results.csv").exists() and (kept / "report" / "report.md").exists()
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert images, "the quickstart shows the study's figures inline"
 
-    # explore_study's default STUDY is the quickstart's study, relative to the same directory.
-    nb, _ = execute("explore_study.ipynb", kernel, cwd, SMOKE=True)
+    nb, _ = execute("explore_study.ipynb", kernel, cwd, SMOKE=True, STUDY=str(kept))
     assert_clean(nb, "explore_study.ipynb")
-    assert (cwd / "flatrob_explore" / "report.md").exists()
+    assert f"{kept}: 3 runs" in _text(nb) and "EXAMPLE" not in _text(nb)
+    assert str(kept) in (cwd / "flatrob_explore" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_explore_study_alone_opens_the_example_study_and_says_so(kernel, workdir, tmp_path):
+    cwd, _ = workdir
+    nothing = tmp_path / "no_study_here"
+    nb, _ = execute("explore_study.ipynb", kernel, cwd, SMOKE=True, STUDY=str(nothing))
+    assert_clean(nb, "explore_study.ipynb")
+    said = _text(nb)
+    assert f"No study at '{nothing}'" in said and "Opening the EXAMPLE study" in said
+    assert "example_study: 3 runs" in said
+    assert "example_study (rebuilt)" in (cwd / "flatrob_explore" / "report.md").read_text()
 
 
 @pytest.mark.slow
@@ -252,12 +343,6 @@ def test_checkpoint_notebook_runs(name, kernel, workdir):
             {"CONFIG": "no_such_config"},
             "FileNotFoundError",
             "no config named 'no_such_config' in flatrob_jax.configs; valid names: ",
-        ),
-        (
-            "explore_study.ipynb",
-            {"STUDY": "{tmp}/no_study_here"},
-            "FileNotFoundError",
-            "no study at '{tmp}/no_study_here': the path does not exist",
         ),
     ],
 )

@@ -10,6 +10,10 @@
 # command succeeds and PATH (e.g. WORKDIR/summary.json; a local path or gs:// URI, checked
 # through flatrob_jax.fileio) exists, or with the command's status once failures are exhausted.
 # Every host of a pod runs its own loop; the restarted processes meet again at the coordinator.
+#
+# SIGTERM, SIGHUP or SIGINT to this loop (a VM shutting down signals every process; Ctrl-C in
+# the job's tmux pane) means "stop": the command, signalled too, saves and exits, and the loop
+# then exits with the command's status instead of restarting it.
 set -uo pipefail
 
 done_path=""
@@ -35,9 +39,23 @@ is_done() {
 sys.exit(0 if fileio.exists(sys.argv[1]) else 1)' "$done_path"
 }
 
+stop=""
+trap 'stop=SIGTERM' TERM
+trap 'stop=SIGHUP' HUP
+trap 'stop=SIGINT' INT
+
+stop_if_signalled() {
+  if [[ -n "$stop" ]]; then
+    echo "relaunch.sh: $stop received: not restarting (exit status $1)" >&2
+    exit "$1"
+  fi
+}
+
 failures=0
 attempt=0
+status=0
 while true; do
+  stop_if_signalled "$status"
   if is_done; then
     echo "relaunch.sh: $done_path exists: done" >&2
     exit 0
@@ -46,6 +64,7 @@ while true; do
   echo "relaunch.sh: attempt $attempt: $*" >&2
   "$@"
   status=$?
+  stop_if_signalled "$status"
   if [[ $status -eq 0 ]]; then
     if [[ -n "$done_path" ]] && ! is_done; then
       echo "relaunch.sh: the command succeeded but $done_path does not exist" >&2

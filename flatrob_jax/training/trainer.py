@@ -9,7 +9,7 @@ names the step. The workdir and the data directory may be gs:// URIs (``flatrob_
 
 Multi-host (one process per host, ``flatrob_jax.distributed``): the workdir must be shared
 (checked at start), process 0 writes config, metrics and summary and decides the resume step
-for all; SIGTERM/SIGINT save a checkpoint at a step all processes agree on and raise
+for all; SIGTERM/SIGHUP/SIGINT save a checkpoint at a step all processes agree on and raise
 ``distributed.Preempted`` (exit status ``distributed.PREEMPTED_EXIT_CODE`` from the entry points).
 """
 
@@ -198,7 +198,7 @@ def train_and_evaluate(config, workdir: str, *, before_write=None) -> dict:
     eval_every = check_count("eval_every_steps", config.eval_every_steps, none_means="at the end")
     pending, t_train = [], time.perf_counter()
     step = start_step
-    # SIGTERM/SIGINT: save at a step every process agrees on, then raise Preempted.
+    # SIGTERM/SIGHUP/SIGINT: save at a step every process agrees on, then raise Preempted.
     guard = distributed.PreemptionGuard(check_every=log_every, log=_log_any)
     for batch in guard.watch(train_batches.iterate(start_step, total_steps)):
         state, metrics = train_step(state, distributed.shard_host_batch(mesh, batch), base_key)
