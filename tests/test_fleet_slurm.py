@@ -1,0 +1,176 @@
+"""The SLURM executor on a real one-node SLURM started here (tests/slurm_cluster.py): a smoke
+sweep with a warm start runs as a job array through submitit, a job requeued mid-training runs
+again and its unit resumes from its checkpoint, and the results equal the in-process sweep's."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from flatrob_jax.analysis import read_rows
+from tests import slurm_cluster
+from tests.helpers import REPO, make_idx_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
+
+LONG_STEPS = 200  # the run that is requeued while it trains
+
+SWEEP_FILE = """
+from flatrob_jax.study import Sweep
+
+def get_sweep(arg=None):
+    return Sweep(
+        base={base!r},
+        overrides={{
+            "dataset.data_dir": {data!r}, "model.name": "cnn_tiny", "train.num_steps": 4,
+            "train.batch_size": 32, "dataset.num_train_examples": None, "log_every_steps": 50,
+            "checkpoint.every_steps": 2, "num_devices": 1,
+            "analysis.measures": ("clean", "curvature", "attacks"),
+            "analysis.curvature.lanczos_steps": 4, "analysis.curvature.trace": False,
+            "analysis.num_train_examples": 32, "analysis.num_test_examples": 32,
+            "analysis.attacks.norms": ("Linf",), "analysis.attacks.pgd_steps": 2,
+            "analysis.attacks.autoattack": False, "analysis.attacks.batch_size": 32,
+        }},
+        runs=[
+            {{"augment.name": "none"}},
+            {{"augment.name": "standard", "train.num_steps": {long}, "checkpoint.every_steps": 20}},
+        ],
+        warm_start={{"augment.name": "standard", "train.num_steps": 2}},
+        title="slurm smoke sweep",
+        num_resamples=50,
+    )
+"""
+LONG_RUN = f"name=standard,num_steps={LONG_STEPS},every_steps=20"
+
+
+@pytest.fixture
+def slurm():
+    why = slurm_cluster.missing()
+    if why:
+        pytest.skip(why)
+    pytest.importorskip("submitit")
+    cluster = slurm_cluster.LocalSlurm()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def _sweep_file(tmp_path) -> str:
+    data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=40)
+    path = tmp_path / "slurm_sweep.py"
+    base = os.path.join(REPO, "configs", "fashion_mnist_cnn.py:smoke")
+    path.write_text(SWEEP_FILE.format(base=base, data=data, long=LONG_STEPS))
+    return str(path)
+
+
+def _sweep(sweep_file, root, executor, env, **popen):
+    argv = [sys.executable, "-m", "flatrob_jax.sweep", "--sweep", sweep_file, "--workdir", root]
+    return subprocess.Popen(argv + ["--executor", executor], env=env, cwd=REPO, **popen)
+
+
+def _wait_for(condition, timeout: float, what: str, proc=None):
+    deadline = time.time() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver ended ({proc.returncode}) while waiting for {what}")
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _training_with_a_checkpoint(root):
+    """The pid of the long run's attempt once it has committed a checkpoint and is still
+    training (no summary.json), else None."""
+    workdir = os.path.join(root, LONG_RUN)
+    ckpts = os.path.join(workdir, "checkpoints")
+    if os.path.exists(os.path.join(workdir, "summary.json")) or not os.path.isdir(ckpts):
+        return None
+    if not any(step.isdigit() for step in os.listdir(ckpts)):
+        return None
+    records = os.path.join(root, ".fanout", "attempts", LONG_RUN)
+    for name in os.listdir(records):
+        record = json.load(open(os.path.join(records, name)))
+        if record["ended"] is None:
+            return record["pid"]
+    return None
+
+
+def _slurm_job_of(pid: int) -> str:
+    """The SLURM job (array task 'A_I' or plain id) a unit's process runs in, from its env."""
+    raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
+
+
+def _results(root) -> dict:
+    """{(run, metric): value} of the results table, without the timings."""
+    rows = read_rows(os.path.join(root, "results.csv"))
+    timing = ("/seconds/", "time_s")
+    return {
+        (r["run"], r["metric"]): r["value"]
+        for r in rows
+        if not any(t in r["metric"] for t in timing)
+    }
+
+
+def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(slurm, tmp_path):
+    sweep_file = _sweep_file(tmp_path)
+    env = dict(slurm.env)
+    env.pop("XLA_FLAGS", None)  # one CPU device per unit, as the in-process sweep has
+    env["JAX_PLATFORMS"] = "cpu"
+    root, reference = str(tmp_path / "on_slurm"), str(tmp_path / "in_process")
+    out = open(tmp_path / "driver.log", "w+")
+    driver = _sweep(sweep_file, root, "slurm", env, stdout=out, stderr=subprocess.STDOUT)
+    local = _sweep(sweep_file, reference, "local", env, stdout=subprocess.DEVNULL)
+    try:
+        pid = _wait_for(
+            lambda: _training_with_a_checkpoint(root), 240, "a checkpoint of the long run", driver
+        )
+        job = _slurm_job_of(pid)
+        slurm.run("scontrol", "requeue", job)
+        # SLURM holds a requeued job back for a while (BeginTime); let it start at once.
+        _wait_for(lambda: slurm.jobs().get(job) == "PENDING", 60, f"job {job} to be requeued")
+        slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+        assert driver.wait(timeout=300) == 0, open(tmp_path / "driver.log").read()[-4000:]
+        assert local.wait(timeout=300) == 0
+    finally:
+        for proc in (driver, local):
+            if proc.poll() is None:
+                proc.kill()
+
+    fanout = json.load(open(os.path.join(root, "fanout.json")))
+    units = fanout["units"]
+    assert set(units) == {"warm_start", "name=none", LONG_RUN}
+    assert fanout["executor"].startswith("SLURM")
+    for name, unit in units.items():
+        assert unit["state"] == "done", (name, unit)
+        assert all(a["node"] == "localhost" for a in unit["attempts"]), unit["attempts"]
+    # The requeued run: two attempts in the same SLURM job; the second resumed.
+    attempts = units[LONG_RUN]["attempts"]
+    assert [a["exit_status"] for a in attempts] == [75, 0], attempts
+    assert "resumed from" in open(attempts[1]["log"]).read()
+    assert "resumed from" not in open(attempts[0]["log"]).read()
+    for name in ("warm_start", "name=none"):
+        assert [a["exit_status"] for a in units[name]["attempts"]] == [0]
+
+    # One job for the warm start, then one array for the two runs (and nothing resubmitted).
+    names = slurm.run("squeue", "--noheader", "--array", "--states=all", "--format=%i|%j")
+    jobs = dict(line.split("|", 1) for line in names.stdout.split())
+    arrays = sorted(j for j in jobs if "_" in j)
+    assert len(jobs) == 3 and len(arrays) == 2, jobs
+    assert arrays[0].split("_")[0] == arrays[1].split("_")[0] and job in arrays, jobs
+    assert jobs[arrays[0]] == "flatrob:2_units", jobs
+
+    got, want = _results(root), _results(reference)
+    assert set(got) == set(want) and len(got) > 4
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
