@@ -11,10 +11,9 @@ import time
 import pytest
 
 from flatrob_jax.analysis import read_rows
+from flatrob_jax.fleet import command, resources, slurm
 from tests import slurm_cluster
 from tests.helpers import REPO, make_idx_dataset
-
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet")]
 
 LONG_STEPS = 200  # the run that is requeued while it trains
 
@@ -47,16 +46,16 @@ LONG_RUN = f"name=standard,num_steps={LONG_STEPS},every_steps=20"
 
 
 @pytest.fixture
-def slurm():
+def cluster():
     why = slurm_cluster.missing()
     if why:
         pytest.skip(why)
     pytest.importorskip("submitit")
-    cluster = slurm_cluster.LocalSlurm()
+    local = slurm_cluster.LocalSlurm()
     try:
-        yield cluster.start()
+        yield local.start()
     finally:
-        cluster.stop()
+        local.stop()
 
 
 def _sweep_file(tmp_path) -> str:
@@ -122,9 +121,11 @@ def _results(root) -> dict:
     }
 
 
-def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(slurm, tmp_path):
+@pytest.mark.slow
+@pytest.mark.xdist_group("fleet")
+def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(cluster, tmp_path):
     sweep_file = _sweep_file(tmp_path)
-    env = dict(slurm.env)
+    env = dict(cluster.env)
     env.pop("XLA_FLAGS", None)  # one CPU device per unit, as the in-process sweep has
     env["JAX_PLATFORMS"] = "cpu"
     root, reference = str(tmp_path / "on_slurm"), str(tmp_path / "in_process")
@@ -136,10 +137,10 @@ def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(slurm, tmp_path)
             lambda: _training_with_a_checkpoint(root), 240, "a checkpoint of the long run", driver
         )
         job = _slurm_job_of(pid)
-        slurm.run("scontrol", "requeue", job)
+        cluster.run("scontrol", "requeue", job)
         # SLURM holds a requeued job back for a while (BeginTime); let it start at once.
-        _wait_for(lambda: slurm.jobs().get(job) == "PENDING", 60, f"job {job} to be requeued")
-        slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
+        _wait_for(lambda: cluster.jobs().get(job) == "PENDING", 60, f"job {job} to be requeued")
+        cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
         assert driver.wait(timeout=300) == 0, open(tmp_path / "driver.log").read()[-4000:]
         assert local.wait(timeout=300) == 0
     finally:
@@ -163,7 +164,7 @@ def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(slurm, tmp_path)
         assert [a["exit_status"] for a in units[name]["attempts"]] == [0]
 
     # One job for the warm start, then one array for the two runs (and nothing resubmitted).
-    names = slurm.run("squeue", "--noheader", "--array", "--states=all", "--format=%i|%j")
+    names = cluster.run("squeue", "--noheader", "--array", "--states=all", "--format=%i|%j")
     jobs = dict(line.split("|", 1) for line in names.stdout.split())
     arrays = sorted(j for j in jobs if "_" in j)
     assert len(jobs) == 3 and len(arrays) == 2, jobs
@@ -174,3 +175,74 @@ def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(slurm, tmp_path)
     assert set(got) == set(want) and len(got) > 4
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+# --------------------------------------------------------------------------- without a cluster
+
+
+def test_slurm_options_from_the_command_line():
+    got = slurm.options_from_strings(
+        ["partition=gpu", "time_min=600", "folder=/shared/x", "qos=low", "mem_gb=32"]
+    )
+    assert got == {
+        "partition": "gpu",
+        "time_min": 600,
+        "folder": "/shared/x",
+        "extra": {"qos": "low", "mem_gb": 32},
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        slurm.options_from_strings(["partition"])
+    options = command.Options(sweep="s", workdir="w", executor="ray", slurm=("partition=gpu",))
+    with pytest.raises(ValueError, match="--executor slurm only"):
+        command._slurm_options(options)
+
+
+def test_resources_become_sbatch_options_and_tpus_are_refused():
+    params = slurm.parameters(
+        resources.parse("gpu:2,cpu:3.5"), partition="p", time_min=60, warning_s=90, extra={}
+    )
+    assert params["cpus_per_task"] == 4 and params["gpus_per_node"] == 2
+    assert params["partition"] == "p" and params["time"] == 60
+    assert params["signal_delay_s"] == 90 and params["additional_parameters"] == {"requeue": True}
+    for spec, match in (("tpu:4", "TPUs"), ("tpu:host", "TPUs"), ("gpu:0.5", "whole GPUs")):
+        with pytest.raises(ValueError, match=match):
+            slurm.parameters(
+                resources.parse(spec), partition=None, time_min=60, warning_s=90, extra={}
+            )
+
+
+def test_submitits_folder_is_under_a_local_root_and_must_be_given_for_a_bucket(tmp_path):
+    root = str(tmp_path / "study")
+    assert slurm.default_folder(root, None) == os.path.join(root, ".fanout", "slurm")
+    assert slurm.default_folder("gs://b/study", "/shared/s") == "/shared/s"
+    with pytest.raises(ValueError, match="folder=/shared/path"):
+        slurm.default_folder("gs://b/study", None)
+    with pytest.raises(ValueError, match="not a URI"):
+        slurm.default_folder(root, "gs://b/slurm")
+
+
+def test_without_submitit_the_error_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    with pytest.raises(ImportError, match=r"flatrob_jax\[slurm\]"):
+        slurm.SlurmExecutor(str(tmp_path), resources=resources.Resources())
+
+
+@pytest.mark.parametrize(
+    "shown, this_run, want",
+    [
+        ("JobId=7 JobState=COMPLETING Requeue=1 Restarts=1 BatchFlag=1", "0", True),
+        ("JobId=7 JobState=COMPLETING Requeue=1 Restarts=1 BatchFlag=1", "1", False),
+        ("JobId=7 JobState=CANCELLED Requeue=1 Restarts=0 BatchFlag=1", "", False),
+        ("", "0", True),  # unreadable: no result, the executor's lost-job path decides
+    ],
+)
+def test_a_job_knows_when_slurm_requeues_it(monkeypatch, tmp_path, shown, this_run, want):
+    """scontrol's restart count against this run's (a fake scontrol prints a real line's
+    fields; tests/test_fleet_slurm.py's cluster test runs the real one)."""
+    fake = tmp_path / "scontrol"
+    fake.write_text(f"#!/bin/sh\necho '{shown}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", this_run)
+    assert slurm.being_requeued() is want

@@ -6,7 +6,9 @@
   and saved, 76 another attempt took the run over, other failed.
 * ``--executor local`` with ``--parallel 1`` (the default): every run in this process, one
   after another (``study.run_plan``; on a pod every process of it takes part).
-* otherwise: the units fanned out on the executor (``fleet.fan_out``).
+* otherwise: the units fanned out on the executor (``fleet.fan_out``); ``--slurm KEY=VALUE``
+  (repeated) sets the SLURM executor's options: ``partition``, ``time_min``, ``folder``,
+  ``warning_s``, or any submitit SlurmExecutor parameter (``qos``, ``account``, ``mem_gb``...).
 """
 
 from __future__ import annotations

@@ -75,16 +75,26 @@ def this_job() -> str:
 
 def being_requeued() -> bool:
     """Whether SLURM is putting this job back in the queue (``scontrol requeue``, preemption,
-    a node failure): its restart count is above this run's ``SLURM_RESTART_COUNT``."""
+    a node failure): its restart count is above this run's ``SLURM_RESTART_COUNT``. When the
+    count cannot be read: True (the safe side: see the comment below)."""
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         return False
     this_run = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
-    shown = subprocess.run(
-        ["scontrol", "--oneliner", "show", "job", job], capture_output=True, text=True, timeout=60
-    )
-    match = re.search(r"\bRestarts=(\d+)", shown.stdout)
-    return match is not None and int(match.group(1)) > this_run
+    try:
+        shown = subprocess.run(
+            ["scontrol", "--oneliner", "show", "job", job],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        shown = f"({e})"
+    match = re.search(r"\bRestarts=(\d+)", shown)
+    if match is None:  # unknown: leave no result; if SLURM does not run the job again, the
+        print(f"could not read job {job}'s restart count: {shown.strip()[-300:]}", flush=True)
+        return True  # executor sees it ended without one and has the driver start it again
+    return int(match.group(1)) > this_run
 
 
 class SlurmUnit:
