@@ -12,6 +12,7 @@ import pytest
 
 from flatrob_jax.analysis import read_rows
 from flatrob_jax.fleet import command, resources, slurm
+from flatrob_jax.fleet.attempts import read_records
 from tests import slurm_cluster
 from tests.helpers import REPO, make_idx_dataset
 
@@ -84,26 +85,28 @@ def _wait_for(condition, timeout: float, what: str, proc=None):
         time.sleep(0.2)
 
 
-def _training_with_a_checkpoint(root):
-    """The pid of the long run's attempt once it has committed a checkpoint and is still
-    training (no summary.json), else None."""
+def _job_training_with_a_checkpoint(root):
+    """The SLURM job of the long run's attempt once it has committed a checkpoint and is
+    still training (no summary.json), else None."""
     workdir = os.path.join(root, LONG_RUN)
     ckpts = os.path.join(workdir, "checkpoints")
     if os.path.exists(os.path.join(workdir, "summary.json")) or not os.path.isdir(ckpts):
         return None
     if not any(step.isdigit() for step in os.listdir(ckpts)):
         return None
-    records = os.path.join(root, ".fanout", "attempts", LONG_RUN)
-    for name in os.listdir(records):
-        record = json.load(open(os.path.join(records, name)))
+    for record in read_records(root, LONG_RUN):
         if record["ended"] is None:
-            return record["pid"]
+            try:
+                return _slurm_job_of(record["pid"])
+            except OSError:  # it has just ended
+                return None
     return None
 
 
 def _slurm_job_of(pid: int) -> str:
     """The SLURM job (array task 'A_I' or plain id) a unit's process runs in, from its env."""
-    raw = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        raw = f.read().split(b"\0")
     env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
     if "SLURM_ARRAY_JOB_ID" in env:
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
@@ -133,10 +136,12 @@ def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(cluster, tmp_pat
     driver = _sweep(sweep_file, root, "slurm", env, stdout=out, stderr=subprocess.STDOUT)
     local = _sweep(sweep_file, reference, "local", env, stdout=subprocess.DEVNULL)
     try:
-        pid = _wait_for(
-            lambda: _training_with_a_checkpoint(root), 240, "a checkpoint of the long run", driver
+        job = _wait_for(
+            lambda: _job_training_with_a_checkpoint(root),
+            240,
+            "a checkpoint of the long run",
+            driver,
         )
-        job = _slurm_job_of(pid)
         cluster.run("scontrol", "requeue", job)
         # SLURM holds a requeued job back for a while (BeginTime); let it start at once.
         _wait_for(lambda: cluster.jobs().get(job) == "PENDING", 60, f"job {job} to be requeued")
@@ -147,6 +152,7 @@ def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(cluster, tmp_pat
         for proc in (driver, local):
             if proc.poll() is None:
                 proc.kill()
+        out.close()
 
     fanout = json.load(open(os.path.join(root, "fanout.json")))
     units = fanout["units"]
@@ -160,6 +166,7 @@ def test_a_sweep_runs_as_a_job_array_and_a_requeued_job_resumes(cluster, tmp_pat
     assert [a["exit_status"] for a in attempts] == [75, 0], attempts
     assert "resumed from" in open(attempts[1]["log"]).read()
     assert "resumed from" not in open(attempts[0]["log"]).read()
+    assert not any(os.path.exists(f"/proc/{a['pid']}") for a in attempts)  # none left alive
     for name in ("warm_start", "name=none"):
         assert [a["exit_status"] for a in units[name]["attempts"]] == [0]
 
