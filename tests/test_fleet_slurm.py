@@ -4,6 +4,7 @@ again and its unit resumes from its checkpoint, and the results equal the in-pro
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -211,6 +212,16 @@ def test_resources_become_sbatch_options_and_tpus_are_refused():
     assert params["cpus_per_task"] == 4 and params["gpus_per_node"] == 2
     assert params["partition"] == "p" and params["time"] == 60
     assert params["signal_delay_s"] == 90 and params["additional_parameters"] == {"requeue": True}
+    extra = {"qos": "low", "additional_parameters": {"mail-type": "END"}}
+    params = slurm.parameters(
+        resources.parse("cpu:1"), partition=None, time_min=5, warning_s=0, extra=extra
+    )
+    assert params["qos"] == "low" and "partition" not in params
+    assert params["additional_parameters"] == {"requeue": True, "mail-type": "END"}
+    with pytest.raises(ValueError, match="time_min='2h'"):
+        slurm.parameters(
+            resources.parse("cpu:1"), partition=None, time_min="2h", warning_s=9, extra={}
+        )
     for spec, match in (("tpu:4", "TPUs"), ("tpu:host", "TPUs"), ("gpu:0.5", "whole GPUs")):
         with pytest.raises(ValueError, match=match):
             slurm.parameters(
@@ -253,3 +264,14 @@ def test_a_job_knows_when_slurm_requeues_it(monkeypatch, tmp_path, shown, this_r
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_RESTART_COUNT", this_run)
     assert slurm.being_requeued() is want
+
+
+def test_an_unknown_submitit_parameter_is_named(tmp_path):
+    pytest.importorskip("submitit")
+    if shutil.which("srun") is None:
+        pytest.skip("submitit's SlurmExecutor needs srun (apt-get install slurm-client)")
+    with pytest.raises(ValueError, match="bogus"):
+        slurm.SlurmExecutor(str(tmp_path), extra={"bogus": 1})
+    executor = slurm.SlurmExecutor(str(tmp_path), partition="p", time_min=30)
+    assert executor.slots is None and "partition p" in executor.description
+    assert executor.folder == os.path.join(str(tmp_path), ".fanout", "slurm")

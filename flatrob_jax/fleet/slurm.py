@@ -167,19 +167,22 @@ def parameters(
         )
     if resources.gpus != int(resources.gpus):
         raise ValueError(f"resources gpu:{resources.gpus}: SLURM gives whole GPUs (gpu:1, gpu:2)")
-    if time_min < 1 or warning_s < 0:
-        raise ValueError(f"slurm time_min={time_min!r} must be >= 1, warning_s={warning_s!r} >= 0")
+    for name, value, least in (("time_min", time_min, 1), ("warning_s", warning_s, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"slurm {name}={value!r}: must be a whole number >= {least}")
+    extra = dict(extra)
     params = {
         "cpus_per_task": max(1, math.ceil(resources.cpus)),
-        "time": int(time_min),
-        "signal_delay_s": int(warning_s),
-        "additional_parameters": {"requeue": True},
+        "time": time_min,
+        "signal_delay_s": warning_s,
+        # SLURM runs a preempted job (or one on a failed node) again, with the same id.
+        "additional_parameters": {"requeue": True, **extra.pop("additional_parameters", {})},
     }
     if resources.gpus:
         params["gpus_per_node"] = int(resources.gpus)
     if partition:
         params["partition"] = partition
-    return {**params, **dict(extra)}
+    return {**params, **extra}
 
 
 def options_from_strings(strings) -> dict:
