@@ -3,7 +3,7 @@
     python -m flatrob_jax.sweep --sweep configs/sweeps/fashion_mnist_augmentations.py \\
         --workdir workdirs/fm_study [--config.a.b=value ...] [--only train|analyze|report]
         [--print_commands | --run NAME] [--executor local|ray|slurm --parallel N
-        --address ADDR --resources gpu:1 --max_retries N]
+        --address ADDR --resources gpu:1 --max_retries N --slurm KEY=VALUE]
 
 ``--sweep`` is a sweep file (``path.py[:arg]``) or a sweep name in flatrob_jax.configs.sweeps;
 ``--config.a.b=value`` applies to every run. The library code is ``flatrob_jax.study`` (plan,
@@ -28,6 +28,7 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "local executor: units at once")
 _ADDRESS = flags.DEFINE_string("address", None, "ray: auto, ray://HOST:PORT or HOST:PORT")
 _RESOURCES = flags.DEFINE_string("resources", None, "per unit: cpu:K, gpu:K, tpu:K, tpu:host")
 _RETRIES = flags.DEFINE_integer("max_retries", 1, "restarts of a unit that failed on its own")
+flags.DEFINE_multi_string("slurm", [], "slurm: KEY=VALUE (partition, time_min, folder, ...)")
 flags.DEFINE_enum("distributed", None, distributed.MODES, distributed.FLAG_HELP)  # at start-up
 flags.mark_flags_as_required(["sweep", "workdir"])
 _OVERRIDES = []  # --config.a.b=value, taken off the command line before absl parses it
@@ -38,8 +39,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)
     names = ("sweep", "workdir", "only", "print_commands", "run", "executor", "parallel")
-    names += ("address", "resources", "max_retries")
+    names += ("address", "resources", "max_retries", "slurm")
     values = {n: flags.FLAGS[n].value for n in names}
+    values["slurm"] = tuple(values["slurm"])
     sys.exit(command.run(command.Options(**values, overrides=tuple(_OVERRIDES))))
 
 

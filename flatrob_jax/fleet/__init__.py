@@ -11,13 +11,14 @@ Executors, one module each, chosen by name (``EXECUTORS``):
 * ``slurm``: a SLURM cluster through submitit (``slurm.SlurmExecutor``; needs
   ``flatrob_jax[slurm]``).
 
-Ray and submitit are imported only by their executor, only when it is chosen.
+Ray and submitit are imported only by their executor, only when it is chosen. The driver (and
+with it study, analysis and JAX) is imported on first use of ``fan_out``/``FANOUT_FILE``: a
+worker that only runs ``attempts.run_attempt`` (a Ray task, a SLURM job) starts without JAX.
 """
 
 from __future__ import annotations
 
 from flatrob_jax.fleet import resources as resources_lib
-from flatrob_jax.fleet.driver import FANOUT_FILE, fan_out
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -46,6 +47,14 @@ def make_executor(
 
         return SlurmExecutor(root, resources=wanted, **(slurm_options or {}))
     raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+def __getattr__(name):
+    if name in ("fan_out", "FANOUT_FILE"):
+        from flatrob_jax.fleet import driver
+
+        return getattr(driver, name)
+    raise AttributeError(f"module 'flatrob_jax.fleet' has no attribute {name!r}")
 
 
 __all__ = ["EXECUTORS", "FANOUT_FILE", "fan_out", "make_executor"]

@@ -6,7 +6,9 @@
   and saved, 76 another attempt took the run over, other failed.
 * ``--executor local`` with ``--parallel 1`` (the default): every run in this process, one
   after another (``study.run_plan``; on a pod every process of it takes part).
-* otherwise: the units fanned out on the executor (``fleet.fan_out``).
+* otherwise: the units fanned out on the executor (``fleet.fan_out``); ``--slurm KEY=VALUE``
+  (repeated) sets the SLURM executor's options: ``partition``, ``time_min``, ``folder``,
+  ``warning_s``, or any submitit SlurmExecutor parameter (``qos``, ``account``, ``mem_gb``...).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Options:
     address: str | None = None
     resources: str | None = None
     max_retries: int = 1
+    slurm: tuple = ()  # --slurm KEY=VALUE: partition, time_min, folder, a submitit parameter
 
 
 @contextlib.contextmanager
@@ -43,6 +46,16 @@ def unit_exit_codes():
     except workdir_lease.LeaseLost as e:
         print(f"{e} (exit status {workdir_lease.SUPERSEDED_EXIT_CODE})", flush=True)
         raise SystemExit(workdir_lease.SUPERSEDED_EXIT_CODE) from e
+
+
+def _slurm_options(options: Options) -> dict | None:
+    if not options.slurm:
+        return None
+    if options.executor != "slurm":
+        raise ValueError(f"--slurm {options.slurm[0]!r} applies to --executor slurm only")
+    from flatrob_jax.fleet.slurm import options_from_strings
+
+    return options_from_strings(options.slurm)
 
 
 def run(options: Options, log=print) -> int:
@@ -76,5 +89,6 @@ def run(options: Options, log=print) -> int:
         resources=options.resources or sweep.resources,
         parallel=options.parallel,
         address=options.address,
+        slurm_options=_slurm_options(options),
     )
     return driver.fan_out(plan, executor, max_retries=options.max_retries, log=log)
