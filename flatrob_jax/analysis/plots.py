@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from flatrob_jax import fileio
 from flatrob_jax.analysis import stats
-from flatrob_jax.analysis.results import atomic_write_bytes
 
 DEFAULT_DPI = 100
 SCATTER_FIGSIZE = (5.0, 4.0)
@@ -153,7 +153,7 @@ def save_figure(fig: Figure, path, *, dpi: int = DEFAULT_DPI) -> str:
     """Render ``fig`` to PNG at its own size (no tight bbox) and write it atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
+    return fileio.atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_scatter(

@@ -16,7 +16,6 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from flatrob_jax import distributed, fileio
 from flatrob_jax.analysis import registry
@@ -83,9 +82,7 @@ def analyze_run(
         prefixed = lambda msg, name=entry.name: log(f"[{workdir}] {name}: {msg}")  # noqa: E731
         _set_in(results, entry.where, entry.run(inputs, log=prefixed, **settings))
     results["seconds"] = time.time() - t0
-    fileio.atomic_write_text(
-        fileio.join(workdir, "analysis.json"), json.dumps(_jsonable(results), indent=2)
-    )
+    fileio.write_json(fileio.join(workdir, "analysis.json"), results, indent=2)
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
     return results
 
@@ -128,19 +125,6 @@ def analyze_runs(jobs, log=print, cache: dict | None = None, check_shared: bool 
             f"{[i for i, f in enumerate(failed) if f]}; see their logs"
         )
     return results
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "__array__"):
-        arr = np.asarray(x)
-        return arr.item() if arr.ndim == 0 else arr.tolist()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def analysis_config_for(workdir: str, overrides=()) -> ml_collections.ConfigDict:
