@@ -85,8 +85,7 @@ def scatter_panel(
     if not (x.shape == y.shape == (len(labels),)):
         raise ValueError(
             f"x, y and labels must have one entry per run, got shapes {x.shape}, "
-            f"{y.shape} "
-            f"and {len(labels)} labels"
+            f"{y.shape} and {len(labels)} labels"
         )
     keep = np.isfinite(x) & np.isfinite(y)
     dropped = tuple(lab for lab, k in zip(labels, keep) if not k)
@@ -94,22 +93,7 @@ def scatter_panel(
     kept_labels = [lab for lab, k in zip(labels, keep) if k]
 
     collection = ax.scatter(xs, ys, s=28, zorder=3, color="tab:blue")
-    for err, axis in ((xerr, "x"), (yerr, "y")):
-        if err is None:
-            continue
-        err = np.asarray(err, dtype=float)[keep]
-        err = np.where(np.isfinite(err), err, 0.0)
-        if np.any(err > 0):
-            ax.errorbar(
-                xs,
-                ys,
-                **{f"{axis}err": err},
-                fmt="none",
-                ecolor="0.5",
-                elinewidth=0.8,
-                capsize=2,
-                zorder=2,
-            )
+    _error_bars(ax, xs, ys, xerr, yerr, keep)
     for xi, yi, lab in zip(xs, ys, kept_labels):
         ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
@@ -147,6 +131,26 @@ def scatter_panel(
         float(rho),
         dropped,
     )
+
+
+def _error_bars(ax, xs, ys, xerr, yerr, keep) -> None:
+    """Grey error bars of the kept points where ``xerr``/``yerr`` are finite and positive."""
+    for err, axis in ((xerr, "x"), (yerr, "y")):
+        if err is None:
+            continue
+        err = np.asarray(err, dtype=float)[keep]
+        err = np.where(np.isfinite(err), err, 0.0)
+        if np.any(err > 0):
+            ax.errorbar(
+                xs,
+                ys,
+                **{f"{axis}err": err},
+                fmt="none",
+                ecolor="0.5",
+                elinewidth=0.8,
+                capsize=2,
+                zorder=2,
+            )
 
 
 def save_figure(fig: Figure, path, *, dpi: int = DEFAULT_DPI) -> str:
