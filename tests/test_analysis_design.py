@@ -194,3 +194,39 @@ def test_a_declared_family_can_hold_the_reference_at_a_strength():
             reference={"augment.name": "standard", "augment.gaussian_noise.sigma": 0.2},
             families={"noise": ("augment.gaussian_noise.sigma", 0.0)},
         )
+
+
+SWEEPS = [
+    "fashion_mnist_augmentations",
+    "fashion_mnist_augmentations:smoke",
+    "cifar10_resnet18_augmentations",
+    "cifar10_resnet18_augmentations:interventions=false",
+    "cifar100_wrn40_2_augmentations",
+    "imagenet_resnet50_augmentations",
+    "zoo_cifar10_linf",
+    "zoo_imagenet_resnet50",
+]
+
+
+@pytest.mark.parametrize("spec", SWEEPS)
+def test_every_shipped_sweep_declares_a_design_that_resolves(spec):
+    from flatrob_jax.study import load_sweep
+
+    sweep = load_sweep(spec)
+    assert sweep.reference is not None, f"{spec}: its report would have no design"
+    d = dz.declare_design(
+        sweep.runs,
+        reference=sweep.reference,
+        families=sweep.families,
+        intervention_keys=sweep.intervention_keys,
+    )
+    labels = [c.label for c in d.conditions]
+    if spec.startswith("cifar10_resnet18_augmentations") and "false" not in spec:
+        # paper.py's intervention arm: SAM's rho without the ASAM run, and the weight decay.
+        sam, wd = d.families
+        assert [labels[i] for i in sam.conditions] == [
+            "standard, sam_rho=0.05",
+            "standard, sam_rho=0.1",
+        ]
+        assert wd.strength_key == "optimizer.weight_decay" and len(wd.conditions) == 2
+        assert len(d.interventions) == 7 and labels[d.reference] == "standard"
