@@ -86,8 +86,8 @@ class DesignFindings:
 
 @dataclass(frozen=True)
 class ReportFindings:
-    """Everything the report renders. ``design`` is None when the sweep declares no design
-    (no reference condition): the report then has the pooled correlations only."""
+    """Everything the report renders. ``design_findings`` is None when the sweep declares no
+    design (no reference condition): the report then has the pooled correlations only."""
 
     title: str
     table: MetricTable
@@ -95,13 +95,14 @@ class ReportFindings:
     roles: MetricRoles
     settings: Settings
     correlations: list  # correlations.COLUMNS dicts
-    design: DesignFindings | None
+    design_findings: DesignFindings | None
     imported: list  # zoo_report.rows: the imported models, measured vs published
 
     @property
     def condition_points(self) -> bool:
         """Whether the scatter plots show condition means (a replicated condition exists)."""
-        return self.design is not None and bool(self.design.design.replicated)
+        found = self.design_findings
+        return found is not None and bool(found.design.replicated)
 
 
 def report_findings(
@@ -132,7 +133,7 @@ def report_findings(
         ci_method=settings.ci_method,
         seed=settings.seed,
     )
-    found = None
+    by_design = None
     if reference is not None:
         design = declare_design(
             table.overrides,
@@ -141,7 +142,7 @@ def report_findings(
             seed_key=seed_key,
             intervention_keys=intervention_keys,
         )
-        found = design_findings(
+        by_design = design_findings(
             table,
             roles,
             design,
@@ -150,9 +151,9 @@ def report_findings(
             seed=settings.seed,
             none_name=none_name,
         )
-    conditions = found.design if found else group_runs(table.overrides, seed_key=seed_key)
+    conditions = by_design.design if by_design else group_runs(table.overrides, seed_key=seed_key)
     imported = zoo_report.rows(table, conditions, roles.clean)
-    return ReportFindings(title, table, list(labels), roles, settings, corr, found, imported)
+    return ReportFindings(title, table, list(labels), roles, settings, corr, by_design, imported)
 
 
 # --------------------------------------------------------------------------- design findings

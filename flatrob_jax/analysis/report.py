@@ -265,7 +265,7 @@ def build_report(
         roles.flatness,
         roles.robust,
         roles.clean,
-        found.design,
+        found.design_findings,
         files.get("study_stats.json", ""),
         figures.interventions,
     )
@@ -278,8 +278,8 @@ def _write_data_files(out_dir: str, found: ReportFindings) -> dict:
         "correlations.csv": correlations.to_csv(found.correlations),
         "correlations.json": correlations.to_json(found.correlations),
     }
-    if found.design is not None:
-        texts["study_stats.json"] = design_json(found.design)
+    if found.design_findings is not None:
+        texts["study_stats.json"] = design_json(found.design_findings)
     else:
         fileio.remove(os.path.join(out_dir, "study_stats.json"), missing_ok=True)
     return {
@@ -304,7 +304,7 @@ def _scatter_points(found: ReportFindings) -> dict:
             "labels": list(found.labels),
             "columns": {m: (t.column(m), t.stderr_column(m)) for m in metrics},
         }
-    s = found.design
+    s = found.design_findings
     columns = {}
     for m in metrics:
         mean, sd, _ = s.means[m]
@@ -360,7 +360,7 @@ def _scatter_figures(out_dir: str, found: ReportFindings, dpi: int, paths: dict)
 
 def _intervention_figure(out_dir: str, found: ReportFindings, dpi: int, paths: dict) -> list:
     """The intervention line of every pair with a fit (none without intervention runs)."""
-    s, t, clean = found.design, found.table, found.roles.clean
+    s, t, clean = found.design_findings, found.table, found.roles.clean
     if s is None:
         return []
     panels = [

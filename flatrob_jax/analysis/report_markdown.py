@@ -35,14 +35,14 @@ NO_DESIGN = (
 def render(found: ReportFindings, figures: dict) -> str:
     """The whole of report.md."""
     parts = [f"# {found.title}", ""]
-    if found.design is not None:
-        parts += design_report.render_predictions(found.design)
+    if found.design_findings is not None:
+        parts += design_report.render_predictions(found.design_findings)
     else:
         parts += [NO_DESIGN, ""]
     parts += runs_section(found)
     parts += end_point_section(found)
-    if found.design is not None:
-        parts += design_report.render_sections(found.design, figures)
+    if found.design_findings is not None:
+        parts += design_report.render_sections(found.design_findings, figures)
     parts += zoo_report.render(found.imported)
     parts += correlations_section(found)
     parts += figures_section(found, figures)
@@ -180,6 +180,6 @@ def methods_section(found: ReportFindings) -> list:
         "rather than the p-values."
     )
     parts = ["## Methods", "", text, ""]
-    if found.design is not None:
+    if found.design_findings is not None:
         parts += [design_report.METHODS, ""]
     return parts
