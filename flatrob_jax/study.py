@@ -60,9 +60,12 @@ class Sweep:
     flatness_metrics: tuple = ()  # () = the headline ones the analyses declare
     robust_metrics: tuple = ()  # () = the headline ones the analyses declare
     num_resamples: int = 2000  # bootstrap resamples for the confidence intervals
-    # The design the report's statistics read (analysis/design.py): the reference condition's
-    # overrides (None: inferred), {family name: strength key} (None: inferred), and the keys
-    # whose runs are interventions on flatness at the reference augmentation.
+    # The design the report's per-condition statistics read (analysis/design.py), declared
+    # here, never inferred: the reference condition's overrides (None: no design, the report
+    # gives the pooled per-run correlations only and says so), the dose-response families
+    # {family name: strength key | (strength key, reference strength) | design.FamilySpec}
+    # (None: none), and the keys whose runs are interventions on flatness at the reference
+    # augmentation.
     reference: dict | None = None
     families: dict | None = None
     intervention_keys: tuple = INTERVENTION_KEYS

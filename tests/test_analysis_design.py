@@ -1,5 +1,6 @@
-"""The sweep's design read from overrides: replicates, factors, reference, families,
-interventions; declared families and references; errors that name the bad value."""
+"""The sweep's design: conditions, replicates and factors read from the overrides; the
+reference, families and interventions the sweep declares (nothing inferred); errors that name
+the bad value."""
 
 import numpy as np
 import pytest
@@ -23,9 +24,17 @@ def _study_overrides():
     return runs
 
 
-def test_replicates_reference_families_and_interventions_are_inferred():
-    d = dz.infer_design(_study_overrides())
-    labels = [c.label for c in d.conditions]
+REFERENCE = {"augment.name": "standard"}
+FAMILIES = {
+    "randaugment": "augment.randaugment.magnitude",
+    "gaussian_noise": "augment.gaussian_noise.sigma",
+    "sam": "optimizer.sam_rho",
+}
+
+
+def test_runs_group_into_conditions_with_replicates_and_factors():
+    c = dz.group_runs(_study_overrides())
+    labels = [k.label for k in c.conditions]
     assert labels == [
         "standard",
         "none",
@@ -38,17 +47,23 @@ def test_replicates_reference_families_and_interventions_are_inferred():
         "standard, sam_rho=0.1",
         "standard, weight_decay=0.0005",
     ]
-    assert d.conditions[0].runs == (0, 1, 2) and d.replicated == (0,)
-    np.testing.assert_array_equal(d.run_condition, [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-    assert d.reference == 0 and "most replicates (3 runs)" in d.reference_why
-    assert d.factors == ("augment", "optimizer.sam_rho", "optimizer.weight_decay")
+    assert c.conditions[0].runs == (0, 1, 2) and c.replicated == (0,)
+    np.testing.assert_array_equal(c.run_condition, [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    assert c.factors == ("augment", "optimizer.sam_rho", "optimizer.weight_decay")
+    # One factor: two randaugment strengths differ in 'augment' only; randaugment vs SAM in two.
+    assert c.differing_factors(2, 3) == ("augment",)
+    assert c.differing_factors(2, 7) == ("augment", "optimizer.sam_rho")
+    assert c.run_label(1) == "standard, seed=1" and c.run_label(3) == "none"
+    with pytest.raises(ValueError, match="no runs"):
+        dz.group_runs([])
+
+
+def test_declared_reference_and_families_give_the_roles():
+    d = dz.declare_design(_study_overrides(), reference=REFERENCE, families=FAMILIES)
+    labels = [c.label for c in d.conditions]
+    assert d.reference == 0 and d.replicated == (0,)
     fams = {f.name: f for f in d.families}
-    assert set(fams) == {
-        "randaugment",
-        "gaussian_noise",
-        "optimizer.sam_rho",
-        "optimizer.weight_decay",
-    }
+    assert list(fams) == ["randaugment", "gaussian_noise", "sam"]
     ra = fams["randaugment"]
     assert ra.strength_key == "augment.randaugment.magnitude" and ra.strengths == (5.0, 9.0, 15.0)
     assert [labels[i] for i in ra.conditions] == [
@@ -56,50 +71,79 @@ def test_replicates_reference_families_and_interventions_are_inferred():
         "randaugment, magnitude=9",
         "randaugment, magnitude=15",
     ]
-    assert not ra.intervention and fams["optimizer.sam_rho"].intervention and not ra.declared
+    assert not ra.intervention and fams["sam"].intervention
     assert [labels[i] for i in d.interventions] == [
         "standard, sam_rho=0.05",
         "standard, sam_rho=0.1",
         "standard, weight_decay=0.0005",
     ]
     assert [labels[i] for i in d.augmentations] == labels[1:7]
-    # One factor: two randaugment strengths differ in 'augment' only; randaugment vs SAM in two.
-    assert d.differing_factors(2, 3) == ("augment",)
-    assert d.differing_factors(2, 7) == ("augment", "optimizer.sam_rho")
-    assert d.run_label(1) == "standard, seed=1" and d.run_label(3) == "none"
+    # Nothing is inferred: without families there are none, whatever the overrides suggest.
+    assert dz.declare_design(_study_overrides(), reference=REFERENCE).families == ()
 
 
-def test_plain_sweep_one_seed_no_families():
-    d = dz.infer_design([{"augment.name": a, "seed": 0} for a in ("none", "standard", "cutout")])
-    assert [c.label for c in d.conditions] == ["none", "standard", "cutout"]
-    assert d.replicated == () and d.families == () and d.interventions == ()
-    assert d.reference == 1  # ties broken by augment.name == 'standard'
-    assert d.augmentations == (0, 2)
-
-
-def test_declared_families_and_reference():
+def test_the_reference_decides_the_roles_and_must_be_a_condition():
     runs = _study_overrides()
-    d = dz.infer_design(
-        runs, families={"RA": "augment.randaugment.magnitude"}, reference={"augment.name": "none"}
-    )
-    assert [f.name for f in d.families] == ["RA"] and d.families[0].declared
-    assert d.families[0].strengths == (5.0, 9.0, 15.0)
-    assert d.reference == 1 and d.reference_why == "given by the sweep"
+    d = dz.declare_design(runs, reference={"augment.name": "none", "seed": 5})  # seed ignored
+    assert d.reference == 1
     # With `none` as the reference, the SAM runs change the augmentation too: not interventions.
     assert d.interventions == ()
-    with pytest.raises(
-        ValueError, match=r"no run overrides its strength key 'augment.mixup.alpha'"
-    ):
-        dz.infer_design(runs, families={"mixup": "augment.mixup.alpha"})
-    bad = runs + [{"augment.name": "other", "augment.randaugment.magnitude": 3, "seed": 0}]
-    with pytest.raises(ValueError, match="differ in other overrides too"):
-        dz.infer_design(bad, families={"RA": "augment.randaugment.magnitude"})
+    plain = dz.declare_design(
+        [{"augment.name": a, "seed": 0} for a in ("none", "standard", "cutout")],
+        reference=REFERENCE,
+    )
+    assert plain.replicated == () and plain.families == () and plain.interventions == ()
+    assert plain.reference == 1 and plain.augmentations == (0, 2)
     with pytest.raises(
         ValueError, match=r"reference \{'augment.name': 'mixup'\} is not a condition"
     ):
-        dz.infer_design(runs, reference={"augment.name": "mixup"})
-    with pytest.raises(ValueError, match="no runs"):
-        dz.infer_design([])
+        dz.declare_design(runs, reference={"augment.name": "mixup"})
+    with pytest.raises(ValueError, match="a design needs its reference condition"):
+        dz.declare_design(runs, reference=None)
+
+
+def test_declared_family_errors_name_the_bad_value():
+    runs = _study_overrides()
+    with pytest.raises(
+        ValueError, match=r"no run overrides its strength key 'augment.mixup.alpha'"
+    ):
+        dz.declare_design(runs, reference=REFERENCE, families={"mixup": "augment.mixup.alpha"})
+    bad = runs + [{"augment.name": "other", "augment.randaugment.magnitude": 3, "seed": 0}]
+    with pytest.raises(ValueError, match="differ in other overrides too"):
+        dz.declare_design(
+            bad, reference=REFERENCE, families={"RA": "augment.randaugment.magnitude"}
+        )
+
+
+def test_a_family_spec_picks_its_members_by_their_other_overrides():
+    """SAM's rho with and without sam_adaptive: two families on one key (paper.py's arm)."""
+    runs = [{"augment.name": "standard", "seed": 0}]
+    runs += [{"augment.name": "standard", "optimizer.sam_rho": r, "seed": 0} for r in (0.05, 0.1)]
+    runs += [
+        {"augment.name": "standard", "optimizer.sam_rho": r, "optimizer.sam_adaptive": True}
+        for r in (0.5, 1.0)
+    ]
+    with pytest.raises(ValueError, match="differ in other overrides too"):
+        dz.declare_design(runs, reference=REFERENCE, families={"sam": "optimizer.sam_rho"})
+    asam_others = {**REFERENCE, "optimizer.sam_adaptive": True}
+    d = dz.declare_design(
+        runs,
+        reference=REFERENCE,
+        families={
+            "sam": dz.FamilySpec("optimizer.sam_rho", others=REFERENCE),
+            "asam": dz.FamilySpec("optimizer.sam_rho", 0.0, others=asam_others),
+        },
+    )
+    sam, asam = d.families
+    assert sam.conditions == (1, 2) and sam.strengths == (0.05, 0.1) and sam.intervention
+    assert asam.conditions == (0, 3, 4) and asam.strengths == (0.0, 0.5, 1.0)
+    assert d.interventions == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match="no condition sets 'optimizer.sam_rho' with exactly"):
+        dz.declare_design(
+            runs,
+            reference=REFERENCE,
+            families={"x": dz.FamilySpec("optimizer.sam_rho", others={"augment.name": "none"})},
+        )
 
 
 def test_absent_keys_and_custom_seed_key():
@@ -109,18 +153,20 @@ def test_absent_keys_and_custom_seed_key():
         {"optimizer.sam_rho": 0.1, "rep": 0},
         {"optimizer.sam_rho": 0.2, "rep": 0},
     ]
-    d = dz.infer_design(runs, seed_key="rep")
+    d = dz.declare_design(runs, reference={}, families={"sam": "optimizer.sam_rho"}, seed_key="rep")
     assert [c.label for c in d.conditions] == [dz.ABSENT, "0.1", "0.2"]
     assert d.reference == 0 and d.interventions == (1, 2) and d.augmentations == ()
     assert d.families[0].strength_key == "optimizer.sam_rho" and d.families[0].intervention
+    assert d.run_label(1) == f"{dz.ABSENT}, rep=1"
     assert dz.factor_of("augment.randaugment.magnitude") == "augment"
     assert dz.factor_of("train.batch_size") == "train.batch_size"
 
 
 def test_a_declared_family_can_hold_the_reference_at_a_strength():
     runs = _study_overrides()
-    d = dz.infer_design(
+    d = dz.declare_design(
         runs,
+        reference=REFERENCE,
         families={
             "noise": ("augment.gaussian_noise.sigma", 0.0),
             "RA": "augment.randaugment.magnitude",
@@ -132,13 +178,55 @@ def test_a_declared_family_can_hold_the_reference_at_a_strength():
     assert noise.strengths == (0.0, 0.05, 0.1) and noise.conditions[0] == d.reference
     assert ra.strengths == (5.0, 9.0, 15.0) and d.reference not in ra.conditions
     with pytest.raises(ValueError, match="already sets augment.gaussian_noise.sigma=0.1"):
-        dz.infer_design(runs, families={"noise": ("augment.gaussian_noise.sigma", 0.1)})
-    with pytest.raises(ValueError, match="neither a strength key nor a pair"):
-        dz.infer_design(runs, families={"noise": ("augment.gaussian_noise.sigma",)})
+        dz.declare_design(
+            runs,
+            reference=REFERENCE,
+            families={"noise": ("augment.gaussian_noise.sigma", 0.1)},
+        )
+    with pytest.raises(ValueError, match="neither a strength key, a pair"):
+        dz.declare_design(
+            runs, reference=REFERENCE, families={"noise": ("augment.gaussian_noise.sigma",)}
+        )
     ref_sets_it = [{**o, "augment.gaussian_noise.sigma": 0.2} for o in runs[:3]] + runs[3:]
     with pytest.raises(ValueError, match="reference condition sets"):
-        dz.infer_design(
+        dz.declare_design(
             ref_sets_it,
             reference={"augment.name": "standard", "augment.gaussian_noise.sigma": 0.2},
             families={"noise": ("augment.gaussian_noise.sigma", 0.0)},
         )
+
+
+SWEEPS = [
+    "fashion_mnist_augmentations",
+    "fashion_mnist_augmentations:smoke",
+    "cifar10_resnet18_augmentations",
+    "cifar10_resnet18_augmentations:interventions=false",
+    "cifar100_wrn40_2_augmentations",
+    "imagenet_resnet50_augmentations",
+    "zoo_cifar10_linf",
+    "zoo_imagenet_resnet50",
+]
+
+
+@pytest.mark.parametrize("spec", SWEEPS)
+def test_every_shipped_sweep_declares_a_design_that_resolves(spec):
+    from flatrob_jax.study import load_sweep
+
+    sweep = load_sweep(spec)
+    assert sweep.reference is not None, f"{spec}: its report would have no design"
+    d = dz.declare_design(
+        sweep.runs,
+        reference=sweep.reference,
+        families=sweep.families,
+        intervention_keys=sweep.intervention_keys,
+    )
+    labels = [c.label for c in d.conditions]
+    if spec.startswith("cifar10_resnet18_augmentations") and "false" not in spec:
+        # paper.py's intervention arm: SAM's rho without the ASAM run, and the weight decay.
+        sam, wd = d.families
+        assert [labels[i] for i in sam.conditions] == [
+            "standard, sam_rho=0.05",
+            "standard, sam_rho=0.1",
+        ]
+        assert wd.strength_key == "optimizer.weight_decay" and len(wd.conditions) == 2
+        assert len(d.interventions) == 7 and labels[d.reference] == "standard"

@@ -11,9 +11,10 @@ import ml_collections
 import numpy as np
 import pytest
 
+from flatrob_jax import fileio
 from flatrob_jax.analysis import analyze_run, default_config, registry
 from flatrob_jax.analysis.results import flatten_results
-from flatrob_jax.analysis.runner import _jsonable, analysis_config_for
+from flatrob_jax.analysis.runner import analysis_config_for
 from flatrob_jax.runs import load_for_eval
 from flatrob_jax.training.trainer import train_and_evaluate
 from tests.helpers import REPO, make_idx_dataset, tiny_config
@@ -97,7 +98,7 @@ def test_every_registered_analysis_honours_the_contract(name, trained, tmp_path)
     out = entry.run(inputs, log=logs.append, **_settings(entry))
     assert isinstance(out, dict) and out
     assert logs, "an analysis reports progress through log"
-    json.dumps(_jsonable(out), allow_nan=False)  # JSON-serialisable
+    json.loads(fileio.dumps_json(out))  # strict JSON through the library's one sanitiser
     # Every declared headline pattern names at least one metric the analysis produces.
     metrics = [f"{entry.where}/{m}" for m in flatten_results(out)]
     for role in ("flatness", "robustness", "clean", "covariates", "endpoint"):

@@ -221,7 +221,7 @@ def test_report_needs_flatness_and_robust_metrics(tmp_path):
         report.write_report([], tmp_path)
 
 
-# --------------------------------------------------------------------------- study statistics
+# --------------------------------------------------------------------------- design statistics
 
 
 def _study_rows(flatten=True, seed=0):
@@ -276,14 +276,26 @@ def _study_rows(flatten=True, seed=0):
 
 
 LAM, PGD = "curvature/clean/lambda_max", "attacks/Linf/pgd/error"
+# The design of _study_rows, as its sweep declares it.
+STUDY_DESIGN = {
+    "reference": {"augment.name": "standard"},
+    "families": {
+        "randaugment": "augment.randaugment.magnitude",
+        "gaussian_noise": "augment.gaussian_noise.sigma",
+        "sam": "optimizer.sam_rho",
+        "weight_decay": "optimizer.weight_decay",
+    },
+}
 
 
-def test_plain_sweep_says_which_study_sections_do_not_apply(tmp_path):
-    rep = report.build_report(_sweep_rows(), tmp_path, num_resamples=100)
+def test_plain_sweep_says_which_design_sections_do_not_apply(tmp_path):
+    rep = report.build_report(
+        _sweep_rows(), tmp_path, num_resamples=100, reference={"augment.name": "standard"}
+    )
     text = open(rep.path).read()
     assert text.index("## Predictions and verdicts") < text.index("## Runs")
     assert "Not applicable: no replicated condition" in text
-    assert "Not applicable: no family" in text
+    assert "Not applicable: the sweep declares no family" in text
     assert "Not applicable: no intervention run" in text
     assert (
         "P1a (curvature/clean/lambda_max): INCONCLUSIVE.** not applicable: no augmentation family"
@@ -291,15 +303,42 @@ def test_plain_sweep_says_which_study_sections_do_not_apply(tmp_path):
     )
     assert "not applicable: no condition with augment.name = 'none'" not in text  # AUGS has 'none'
     assert "interventions" not in rep.figures
-    payload = json.loads(open(rep.study_json).read())
+    payload = json.loads(open(rep.findings_json).read())
     assert {v["prediction"] for v in payload["verdicts"]} == {"P1a", "P1b", "P2"}
+
+
+def test_a_sweep_without_a_declared_design_gets_the_pooled_report_and_the_reason(tmp_path):
+    rows = _study_rows()
+    full = report.build_report(rows, tmp_path / "full", num_resamples=50, **STUDY_DESIGN)
+    # A stale study_stats.json from an earlier report with a design is removed.
+    pooled = report.build_report(rows, tmp_path / "full", num_resamples=50)
+    assert pooled.findings is None and pooled.findings_json == ""
+    assert not os.path.exists(full.findings_json)
+    text = open(pooled.path).read()
+    assert "declares no design" in text and "`Sweep.reference`" in text
+    assert "`Sweep.families`" in text
+    for section in ("## Predictions", "## Design", "## Seed noise", "Study statistics"):
+        assert section not in text
+    for section in ("## Runs", "## Training end point", "## Correlations", "## Methods"):
+        assert section in text
+    # The pooled part is the same with or without the design; the points are the runs.
+    assert pooled.correlations == full.correlations
+    assert (
+        text.split("## Correlations")[1].split("## Methods")[0]
+        == (open(full.path).read().split("## Correlations")[1].split("## Methods")[0])
+    )
+    assert len(pooled.scatter[(LAM, PGD)].x) == len(results.pivot(rows).runs)
+    assert "one point per run labelled by its augmentation" in text
+    assert "interventions" not in pooled.figures
+    with pytest.raises(ValueError, match="declared without a reference condition"):
+        report.build_report(rows, tmp_path / "x", families=STUDY_DESIGN["families"])
 
 
 def test_replicated_sweep_plots_condition_means_with_seed_sd(tmp_path):
     rows = _study_rows()
-    rep = report.build_report(rows, tmp_path, num_resamples=200)
+    rep = report.build_report(rows, tmp_path, num_resamples=200, **STUDY_DESIGN)
     table = results.pivot(rows)
-    d = rep.study.design
+    d = rep.findings.design
     assert d.replicated == (0, 1) and len(d.conditions) == 12
     data = rep.scatter[(LAM, PGD)]
     lam = table.column(LAM)
@@ -307,9 +346,9 @@ def test_replicated_sweep_plots_condition_means_with_seed_sd(tmp_path):
     np.testing.assert_allclose(data.x, expected, rtol=1e-12)
     assert data.labels[:3] == ("standard", "none", "randaugment, magnitude=5")
     # Error bars: the condition's seed SD, the pooled floor for single runs.
-    fig_sd = rep.study.means[LAM][1]
+    fig_sd = rep.findings.means[LAM][1]
     assert fig_sd[0] == pytest.approx(np.std(lam[:3], ddof=1))
-    floor = rep.study.floors[LAM].sd
+    floor = rep.findings.floors[LAM].sd
     pooled = math.sqrt((2 * np.var(lam[:3], ddof=1) + np.var(lam[3:5], ddof=1)) / 3)
     assert floor == pytest.approx(pooled, rel=1e-12)
     text = open(rep.path).read()
@@ -318,13 +357,17 @@ def test_replicated_sweep_plots_condition_means_with_seed_sd(tmp_path):
 
 
 def test_predictions_are_judged_and_refuted_ones_said_plainly(tmp_path):
-    good = report.build_report(_study_rows(flatten=True), tmp_path / "good", num_resamples=300)
-    verdicts = {(v.prediction, v.robust): v for v in good.study.verdicts}
+    good = report.build_report(
+        _study_rows(flatten=True), tmp_path / "good", num_resamples=300, **STUDY_DESIGN
+    )
+    verdicts = {(v.prediction, v.robust): v for v in good.findings.verdicts}
     assert verdicts[("P1a", None)].statistic == -1.0
     assert verdicts[("P1b", None)].verdict == "supported"
     assert verdicts[("P2", PGD)].verdict == "supported"
-    bad = report.build_report(_study_rows(flatten=False), tmp_path / "bad", num_resamples=300)
-    verdicts = {(v.prediction, v.robust): v for v in bad.study.verdicts}
+    bad = report.build_report(
+        _study_rows(flatten=False), tmp_path / "bad", num_resamples=300, **STUDY_DESIGN
+    )
+    verdicts = {(v.prediction, v.robust): v for v in bad.findings.verdicts}
     assert verdicts[("P1b", None)].verdict == "refuted"
     text = open(bad.path).read()
     assert "**P1b (curvature/clean/lambda_max): REFUTED.**" in text
@@ -339,7 +382,7 @@ def test_predictions_are_judged_and_refuted_ones_said_plainly(tmp_path):
     )
     # P2's number is the partial Spearman over condition means, recomputed here by hand.
     table = results.pivot(_study_rows(flatten=False))
-    d = bad.study.design
+    d = bad.findings.design
     m = {
         k: np.array([table.column(k)[list(c.runs)].mean() for c in d.conditions])
         for k in (LAM, PGD, "clean/error")
@@ -353,22 +396,22 @@ def test_predictions_are_judged_and_refuted_ones_said_plainly(tmp_path):
 
 def test_intervention_figure_and_table(tmp_path):
     rows = _study_rows()
-    rep = report.build_report(rows, tmp_path, num_resamples=100)
+    rep = report.build_report(rows, tmp_path, num_resamples=100, **STUDY_DESIGN)
     table = results.pivot(rows)
-    fit = rep.study.interventions[(LAM, PGD)]
+    fit = rep.findings.interventions[(LAM, PGD)]
     runs = list(table.runs)
-    fit_runs = [runs[i] for i in rep.study.fit_runs]
+    fit_runs = [runs[i] for i in rep.findings.fit_runs]
     assert fit_runs == [r for r in runs if r.startswith("name=standard,")]  # reference + SAM + wd
-    eval_runs = [runs[i] for i in rep.study.eval_runs]
+    eval_runs = [runs[i] for i in rep.findings.eval_runs]
     assert eval_runs == [r for r in runs if not r.startswith("name=standard,")]
     assert fit.n == 8 and fit.dof == 5 and len(fit.z) == 7
     (panel,) = rep.interventions
-    np.testing.assert_allclose(panel.fit_x, table.column(LAM)[list(rep.study.fit_runs)])
+    np.testing.assert_allclose(panel.fit_x, table.column(LAM)[list(rep.findings.fit_runs)])
     clean = table.column("clean/error")
-    centre = clean[list(rep.study.fit_runs)].mean()
+    centre = clean[list(rep.findings.fit_runs)].mean()
     np.testing.assert_allclose(
         panel.eval_y,
-        (table.column(PGD) - fit.coef[2] * (clean - centre))[list(rep.study.eval_runs)],
+        (table.column(PGD) - fit.coef[2] * (clean - centre))[list(rep.findings.eval_runs)],
         rtol=1e-12,
     )
     fmt, size, pixels = _png_size(tmp_path / rep.figures["interventions"])
@@ -383,23 +426,25 @@ def test_intervention_figure_and_table(tmp_path):
 
 def test_covariates_and_the_training_end_point_are_reported(tmp_path):
     rows = _study_rows()
-    rep = report.build_report(rows, tmp_path, num_resamples=200)
+    rep = report.build_report(rows, tmp_path, num_resamples=200, **STUDY_DESIGN)
     conf = "clean/calibration/confidence"
-    assert rep.study.covariates == [conf]
+    assert rep.findings.covariates == [conf]
     table = results.pivot(rows)
-    d = rep.study.design
+    d = rep.findings.design
     means = {
         k: np.array([table.column(k)[list(c.runs)].mean() for c in d.conditions])
         for k in (conf, LAM, PGD)
     }
     for m in (LAM, PGD):
-        got = rep.study.covariate_corr[(conf, m)]["spearman"].statistic
+        got = rep.findings.covariate_corr[(conf, m)]["spearman"].statistic
         assert got == pytest.approx(scipy.stats.spearmanr(means[conf], means[m])[0], abs=1e-12)
     text = open(rep.path).read()
     assert "## Covariates: confidence and calibration" in text
     assert "## Training end point and covariates" in text
     assert "| run | label | clean/calibration/confidence | curvature/clean/loss |" in text
-    payload = json.loads(open(rep.study_json).read())
+    payload = json.loads(open(rep.findings_json).read())
     assert {c["metric"] for c in payload["covariates"]} == {LAM, PGD}
     with pytest.raises(ValueError, match=r"covariate_metrics names unknown metrics \['nope'\]"):
-        report.build_report(rows, tmp_path / "x", covariate_metrics=["nope"], num_resamples=10)
+        report.build_report(
+            rows, tmp_path / "x", covariate_metrics=["nope"], num_resamples=10, **STUDY_DESIGN
+        )

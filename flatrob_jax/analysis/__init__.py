@@ -7,16 +7,19 @@
 * ``results``: rows {run, overrides, metric, value, stderr} from nested results; CSV/JSON.
 * ``stats``: Pearson, Spearman, Kendall tau-b with p-values; paired bootstrap intervals.
 * ``plots``: flatness-vs-robust-error scatter plots, grid, correlation heat-map (Agg, PNG).
-* ``report``: ``write_report(rows, out_dir)`` -> report.md, correlations.csv/json, figures.
-* ``design`` (replicates, reference, families, interventions read from the overrides),
-  ``study_stats`` (seed-noise floor, dose-response, granulated Kendall, sign-error, partial
-  rank correlation, leave-one-out), ``predictions`` (the paper's predictions and their
-  verdicts), ``study_report`` (their section of report.md).
+* ``report``: ``write_report(rows, out_dir)`` -> report.md, correlations.csv/json, figures;
+  ``findings`` computes what it says (typed), ``report_markdown`` renders it (``markdown``:
+  the one table helper), ``correlations`` the pooled per-run correlations.
+* ``design`` (the runs' conditions and replicates; the reference, families and interventions
+  the sweep declares), ``design_stats`` (seed-noise floor, granulated Kendall, sign-error,
+  partial rank correlation, leave-one-out, intervention line), ``predictions`` (the paper's
+  predictions and their verdicts), ``design_report`` (their sections of report.md),
+  ``zoo_report`` (imported models: measured vs published).
 """
 
-from flatrob_jax.analysis import design, predictions, study_report, study_stats
+from flatrob_jax.analysis import design, design_report, design_stats, findings, predictions
 from flatrob_jax.analysis.config import default_config
-from flatrob_jax.analysis.design import Design, infer_design
+from flatrob_jax.analysis.design import Design, FamilySpec, declare_design, group_runs
 from flatrob_jax.analysis.registry import Analysis, Inputs, headline_metrics, register
 from flatrob_jax.analysis.report import build_report, classify_metrics, write_report
 from flatrob_jax.analysis.results import (
@@ -43,13 +46,16 @@ from flatrob_jax.analysis.stats import (
 __all__ = [
     "Analysis",
     "Design",
+    "FamilySpec",
     "Inputs",
     "analyze_runs",
+    "declare_design",
     "design",
-    "infer_design",
+    "design_report",
+    "design_stats",
+    "findings",
+    "group_runs",
     "predictions",
-    "study_report",
-    "study_stats",
     "MetricTable",
     "Study",
     "open_study",

@@ -1,39 +1,38 @@
-"""The design of a sweep, read from its runs' overrides: replicates, factors, families,
-the reference condition and the intervention runs.
+"""The design of a sweep: its runs grouped into conditions, and the roles the sweep declares.
 
-The report's statistics need to know which runs are replicates of one condition, which runs
-differ in one factor, and which runs form a dose-response family. Sweeps do not declare this
-separately: it is in the overrides each run was trained with. The rules, applied to the
-``overrides`` dicts of a ``results.MetricTable``:
+The report's per-condition statistics need to know which runs are replicates of one
+condition, which conditions differ in one factor, which condition is the reference and which
+conditions form a dose-response family. Two parts, from two sources:
 
-* **Conditions and replicates.** Runs whose overrides are equal once ``seed_key`` (``'seed'``)
-  is removed are replicates of one condition. A key a run does not override has the base
-  config's value, and "absent" is a value of its own.
-* **Factors.** Every override key is a factor, except that keys under a prefix in
+* **Conditions** (``group_runs``), read from the runs' ``overrides``, with no guess involved.
+  Runs whose overrides are equal once ``seed_key`` (``'seed'``) is removed are replicates of
+  one condition; a key a run does not override has the base config's value, and "absent" is a
+  value of its own. Every override key is a factor, except that keys under a prefix in
   ``factor_prefixes`` (default ``'augment.'``) form one factor together (``'augment'``): the
   augmentation's name and its strength parameters are one choice, the augmentation. Two
   conditions "differ in one factor" when exactly one factor's keys differ.
-* **Reference.** The condition the one-factor-at-a-time axes start from: given explicitly
-  (its overrides, without the seed), else the condition with the most replicates, then the
-  fewest override keys, then ``augment.name == 'standard'``, then the first in table order.
-* **Families** (dose-response axes). Given explicitly as ``{family name: strength key}``:
-  the conditions that override the strength key, which must agree on every other key; or as
-  ``{family name: (strength key, reference strength)}``, which also puts the reference
-  condition (all its replicates) into the family at that strength (standard crop+flip is
-  Gaussian noise at sigma 0), so a family of two strengths has three dose levels. Else
-  inferred: a condition that differs from the reference in ``augment.name`` plus one numeric
-  ``augment.*`` key belongs to the family ``<augment.name value>`` with that strength key; a
-  condition that differs from the reference in one numeric key only belongs to the family
-  named after that key.
-* **Interventions.** Conditions with the reference's augmentation (the ``augment`` factor
-  equal) that differ from the reference in one of ``intervention_keys`` (SAM's rho, weight
-  decay, learning rate, batch size): they move flatness without changing the augmentation.
-  **Augmentation conditions** are the others that differ from the reference in the
-  augmentation factor and in no intervention key.
+* **Roles** (``declare_design``), declared by the sweep (``flatrob_jax.study.Sweep``'s
+  ``reference`` and ``families``), never inferred:
+
+  - **Reference**: the condition the one-factor-at-a-time axes start from, given by its
+    overrides (without the seed).
+  - **Families** (dose-response axes), ``{family name: declaration}``; a declaration is a
+    strength key (the conditions that override it, which must agree on every other key), a
+    pair ``(strength key, reference strength)`` (the same, plus the reference condition, all
+    its replicates, at that strength: standard crop+flip is Gaussian noise at sigma 0, so a
+    family of two strengths has three dose levels), or a :class:`FamilySpec`, whose
+    ``others`` picks the members by their other overrides when conditions that set the key
+    differ in them (SAM's rho with and without ``optimizer.sam_adaptive``).
+  - **Interventions**: conditions with the reference's augmentation (the ``augment`` factor
+    equal) that differ from the reference in one of ``intervention_keys`` (SAM's rho, weight
+    decay, learning rate, batch size): they move flatness without changing the augmentation.
+    **Augmentation conditions** are the others that differ from the reference in the
+    augmentation factor and in no intervention key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
 from dataclasses import dataclass
@@ -65,32 +64,15 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class Family:
-    """A dose-response axis: ``conditions`` (indices into ``Design.conditions``) at
-    ``strengths`` of ``strength_key``. ``intervention``: the key is an intervention key."""
+class Conditions:
+    """A sweep's runs grouped into conditions (``group_runs``)."""
 
-    name: str
-    strength_key: str
-    conditions: tuple
-    strengths: tuple
-    intervention: bool
-    declared: bool
-
-
-@dataclass(frozen=True)
-class Design:
     conditions: tuple  # Condition, in order of first appearance
     run_condition: np.ndarray  # [num_runs] index of each run's condition
-    reference: int  # index into conditions
-    reference_why: str
+    run_seeds: tuple  # each run's seed value (None when it has none)
     factors: tuple  # factor names, in order of first appearance (the seed is not one)
-    families: tuple  # Family
-    interventions: tuple  # condition indices
-    augmentations: tuple  # condition indices
     seed_key: str
     factor_prefixes: tuple
-    intervention_keys: tuple
-    run_seeds: tuple = ()  # each run's seed value (None when it has none)
 
     @property
     def replicated(self) -> tuple:
@@ -118,6 +100,41 @@ class Design:
         if len(c.runs) < 2:
             return c.label
         return f"{c.label}, {self.seed_key}={self.run_seeds[run]}"
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """How a sweep declares one dose-response family: the conditions that set
+    ``strength_key``, at their values of it; with ``reference_strength``, the reference
+    condition too, at that strength; with ``others``, only the conditions whose other
+    overrides (without the seed) are exactly ``others``."""
+
+    strength_key: str
+    reference_strength: float | None = None
+    others: Mapping | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A dose-response axis: ``conditions`` (indices into ``Design.conditions``) at
+    ``strengths`` of ``strength_key``. ``intervention``: the key is an intervention key."""
+
+    name: str
+    strength_key: str
+    conditions: tuple
+    strengths: tuple
+    intervention: bool
+
+
+@dataclass(frozen=True)
+class Design(Conditions):
+    """The conditions with the roles the sweep declared (``declare_design``)."""
+
+    reference: int  # index into conditions
+    families: tuple  # Family
+    interventions: tuple  # condition indices
+    augmentations: tuple  # condition indices
+    intervention_keys: tuple
 
 
 def factor_of(key: str, prefixes: Sequence[str] = FACTOR_PREFIXES) -> str:
@@ -175,23 +192,18 @@ def _labels(conditions: Sequence[dict]) -> list:
     return labels
 
 
-def infer_design(
+def group_runs(
     overrides: Sequence[Mapping],
     *,
     seed_key: str = SEED_KEY,
-    reference: Mapping | None = None,
-    families: Mapping[str, str] | None = None,
-    intervention_keys: Sequence[str] = INTERVENTION_KEYS,
     factor_prefixes: Sequence[str] = FACTOR_PREFIXES,
-) -> Design:
-    """The ``Design`` of a sweep from its runs' overrides (one dict per run, table order); see
-    the module docstring for the rules. ``reference``: the reference condition's overrides
-    (without the seed); ``families``: ``{family name: strength key}`` replaces the inference."""
+) -> Conditions:
+    """The runs' conditions and factors from their overrides (one dict per run, table order);
+    see the module docstring."""
     overrides = [dict(o) for o in overrides]
     if not overrides:
         raise ValueError("no runs: a design needs at least one run")
     factor_prefixes = tuple(factor_prefixes)
-    intervention_keys = tuple(intervention_keys)
     index: dict[tuple, int] = {}
     cond_overrides: list[dict] = []
     cond_runs: list[list] = []
@@ -206,52 +218,45 @@ def infer_design(
         cond_runs[index[key]].append(i)
         run_condition[i] = index[key]
     labels = _labels(cond_overrides)
-    conditions = tuple(
-        Condition(o, tuple(r), lab) for o, r, lab in zip(cond_overrides, cond_runs, labels)
+    factors = dict.fromkeys(factor_of(k, factor_prefixes) for o in cond_overrides for k in o)
+    return Conditions(
+        conditions=tuple(
+            Condition(o, tuple(r), lab) for o, r, lab in zip(cond_overrides, cond_runs, labels)
+        ),
+        run_condition=run_condition,
+        run_seeds=tuple(o.get(seed_key) for o in overrides),
+        factors=tuple(factors),
+        seed_key=seed_key,
+        factor_prefixes=factor_prefixes,
     )
 
-    factors: list[str] = []
-    for o in cond_overrides:
-        for k in o:
-            f = factor_of(k, factor_prefixes)
-            if f not in factors:
-                factors.append(f)
 
-    if reference is not None:
-        want = _key({k: v for k, v in dict(reference).items() if k != seed_key})
-        if want not in index:
-            raise ValueError(
-                f"reference {dict(reference)!r} is not a condition of the sweep; its "
-                f"conditions are: {[c.overrides for c in conditions]}"
-            )
-        ref = index[want]
-        why = "given by the sweep"
-    else:
-
-        def rank(i):
-            o = cond_overrides[i]
-            return (-len(cond_runs[i]), len(o), o.get(AUGMENT_NAME_KEY) != "standard", i)
-
-        ref = min(range(len(conditions)), key=rank)
-        why = (
-            f"inferred: the condition with the most replicates ({len(cond_runs[ref])} runs), "
-            "then the fewest overrides, then augment.name = 'standard', then the first"
-        )
+def declare_design(
+    overrides: Sequence[Mapping],
+    *,
+    reference: Mapping,
+    families: Mapping | None = None,
+    seed_key: str = SEED_KEY,
+    intervention_keys: Sequence[str] = INTERVENTION_KEYS,
+    factor_prefixes: Sequence[str] = FACTOR_PREFIXES,
+) -> Design:
+    """The ``Design`` of a sweep: its runs' conditions (``group_runs``) with the roles it
+    declares. ``reference``: the reference condition's overrides (the seed, if given, is
+    ignored); ``families``: ``{family name: strength key | (strength key, reference strength) |
+    FamilySpec}`` (None: no family). See the module docstring."""
+    grouped = group_runs(overrides, seed_key=seed_key, factor_prefixes=factor_prefixes)
+    intervention_keys = tuple(intervention_keys)
+    cond_overrides = [c.overrides for c in grouped.conditions]
+    ref = _reference_index(grouped, reference)
+    fams = [
+        _declared_family(name, spec, cond_overrides, intervention_keys, ref)
+        for name, spec in dict(families or {}).items()
+    ]
     ref_o = cond_overrides[ref]
 
     def diff_keys(o: dict) -> list:
         keys = list(dict.fromkeys([*ref_o, *o]))
         return [k for k in keys if _canon(o.get(k, ABSENT)) != _canon(ref_o.get(k, ABSENT))]
-
-    def augment_same(o: dict) -> bool:
-        return not any(factor_of(k, factor_prefixes) == "augment" for k in diff_keys(o))
-
-    if families is not None:
-        fams = _declared_families(families, cond_overrides, intervention_keys, ref)
-    else:
-        fams = _inferred_families(
-            cond_overrides, ref, diff_keys, factor_prefixes, intervention_keys
-        )
 
     interventions, augmentations = [], []
     for i, o in enumerate(cond_overrides):
@@ -259,114 +264,106 @@ def infer_design(
             continue
         d = diff_keys(o)
         touches = any(k in intervention_keys for k in d)
-        if touches and augment_same(o):
+        augment_same = not any(factor_of(k, grouped.factor_prefixes) == "augment" for k in d)
+        if touches and augment_same:
             interventions.append(i)
-        elif not touches and not augment_same(o):
+        elif not touches and not augment_same:
             augmentations.append(i)
     return Design(
-        conditions,
-        run_condition,
-        ref,
-        why,
-        tuple(factors),
-        tuple(fams),
-        tuple(interventions),
-        tuple(augmentations),
-        seed_key,
-        factor_prefixes,
-        intervention_keys,
-        tuple(o.get(seed_key) for o in overrides),
+        **{f.name: getattr(grouped, f.name) for f in dataclasses.fields(Conditions)},
+        reference=ref,
+        families=tuple(fams),
+        interventions=tuple(interventions),
+        augmentations=tuple(augmentations),
+        intervention_keys=intervention_keys,
     )
 
 
-def _declared_families(families, cond_overrides, intervention_keys, ref: int) -> list:
-    out = []
-    all_keys = sorted({k for o in cond_overrides for k in o})
-    for name, declared in dict(families).items():
-        if isinstance(declared, str):
-            key, anchor = declared, None
-        elif (
-            isinstance(declared, (tuple, list))
-            and len(declared) == 2
-            and isinstance(declared[0], str)
-            and _is_number(declared[1])
-        ):
-            key, anchor = declared[0], float(declared[1])
-        else:
-            raise ValueError(
-                f"family {name!r}: {declared!r} is neither a strength key nor a pair "
-                "(strength key, reference strength)"
-            )
-        members = [i for i, o in enumerate(cond_overrides) if key in o]
-        if anchor is not None and ref in members:
-            raise ValueError(
-                f"family {name!r}: the reference condition sets {key!r} itself; declare the "
-                "family by its key alone"
-            )
-        if not members:
-            raise ValueError(
-                f"family {name!r}: no run overrides its strength key {key!r}; the "
-                f"override keys are: {all_keys}"
-            )
-        rests = {_key({k: v for k, v in cond_overrides[i].items() if k != key}) for i in members}
-        if len(rests) > 1:
-            raise ValueError(
-                f"family {name!r}: the runs that set {key!r} differ in other overrides "
-                f"too: {[cond_overrides[i] for i in members]}; a family varies one key"
-            )
-        bad = [cond_overrides[i][key] for i in members if not _is_number(cond_overrides[i][key])]
-        if bad:
-            raise ValueError(f"family {name!r}: strength key {key!r} has non-numeric values {bad}")
-        levels = [(float(cond_overrides[i][key]), i) for i in members]
-        if anchor is not None:
-            if any(strength == anchor for strength, _ in levels):
-                raise ValueError(
-                    f"family {name!r}: a run already sets {key}={anchor:g}, the strength "
-                    "declared for the reference condition"
-                )
-            levels.append((anchor, ref))
-        levels.sort()
-        out.append(
-            Family(
-                str(name),
-                key,
-                tuple(i for _, i in levels),
-                tuple(strength for strength, _ in levels),
-                key in intervention_keys,
-                True,
-            )
+def _reference_index(grouped: Conditions, reference: Mapping) -> int:
+    if reference is None:
+        raise ValueError(
+            "a design needs its reference condition: pass reference= (Sweep.reference), the "
+            "reference condition's overrides"
         )
-    return out
+    want = _key({k: v for k, v in dict(reference).items() if k != grouped.seed_key})
+    for i, c in enumerate(grouped.conditions):
+        if _key(c.overrides) == want:
+            return i
+    raise ValueError(
+        f"reference {dict(reference)!r} is not a condition of the sweep; its "
+        f"conditions are: {[c.overrides for c in grouped.conditions]}"
+    )
 
 
-def _inferred_families(cond_overrides, ref, diff_keys, factor_prefixes, intervention_keys) -> list:
-    groups: dict[tuple, list] = {}
-    for i, o in enumerate(cond_overrides):
-        if i == ref:
-            continue
-        d = diff_keys(o)
-        if AUGMENT_NAME_KEY in d:
-            rest = [k for k in d if k != AUGMENT_NAME_KEY]
-            if (
-                len(rest) == 1
-                and factor_of(rest[0], factor_prefixes) == "augment"
-                and rest[0] in o
-                and _is_number(o[rest[0]])
-            ):
-                groups.setdefault((str(o.get(AUGMENT_NAME_KEY, ABSENT)), rest[0]), []).append(i)
-        elif len(d) == 1 and d[0] in o and _is_number(o[d[0]]):
-            groups.setdefault((d[0], d[0]), []).append(i)
-    out = []
-    for (name, key), members in groups.items():
-        members.sort(key=lambda i: cond_overrides[i][key])
-        out.append(
-            Family(
-                name,
-                key,
-                tuple(members),
-                tuple(float(cond_overrides[i][key]) for i in members),
-                key in intervention_keys,
-                False,
-            )
+def _family_spec(name, declared) -> FamilySpec:
+    """A family's declaration as a ``FamilySpec`` (see ``declare_design``)."""
+    if isinstance(declared, FamilySpec):
+        return declared
+    if isinstance(declared, str):
+        return FamilySpec(declared)
+    if (
+        isinstance(declared, (tuple, list))
+        and len(declared) == 2
+        and isinstance(declared[0], str)
+        and _is_number(declared[1])
+    ):
+        return FamilySpec(declared[0], float(declared[1]))
+    raise ValueError(
+        f"family {name!r}: {declared!r} is neither a strength key, a pair (strength key, "
+        "reference strength) nor a FamilySpec"
+    )
+
+
+def _declared_family(name, declared, cond_overrides, intervention_keys, ref: int) -> Family:
+    spec = _family_spec(name, declared)
+    key, anchor = spec.strength_key, spec.reference_strength
+
+    def others(i: int) -> tuple:
+        return _key({k: v for k, v in cond_overrides[i].items() if k != key})
+
+    setting = [i for i, o in enumerate(cond_overrides) if key in o]
+    members = setting
+    if spec.others is not None:
+        members = [i for i in setting if others(i) == _key(spec.others)]
+    if anchor is not None and ref in members:
+        raise ValueError(
+            f"family {name!r}: the reference condition sets {key!r} itself; declare the "
+            "family by its key alone"
         )
-    return out
+    if not setting:
+        all_keys = sorted({k for o in cond_overrides for k in o})
+        raise ValueError(
+            f"family {name!r}: no run overrides its strength key {key!r}; the "
+            f"override keys are: {all_keys}"
+        )
+    if not members:
+        raise ValueError(
+            f"family {name!r}: no condition sets {key!r} with exactly the other overrides "
+            f"{dict(spec.others)!r}; the conditions that set it: "
+            f"{[cond_overrides[i] for i in setting]}"
+        )
+    if len({others(i) for i in members}) > 1:
+        raise ValueError(
+            f"family {name!r}: the runs that set {key!r} differ in other overrides "
+            f"too: {[cond_overrides[i] for i in members]}; a family varies one key (a "
+            "FamilySpec's others picks the conditions)"
+        )
+    bad = [cond_overrides[i][key] for i in members if not _is_number(cond_overrides[i][key])]
+    if bad:
+        raise ValueError(f"family {name!r}: strength key {key!r} has non-numeric values {bad}")
+    levels = [(float(cond_overrides[i][key]), i) for i in members]
+    if anchor is not None:
+        if any(strength == anchor for strength, _ in levels):
+            raise ValueError(
+                f"family {name!r}: a run already sets {key}={anchor:g}, the strength "
+                "declared for the reference condition"
+            )
+        levels.append((anchor, ref))
+    levels.sort()
+    return Family(
+        str(name),
+        key,
+        tuple(i for _, i in levels),
+        tuple(strength for strength, _ in levels),
+        key in intervention_keys,
+    )

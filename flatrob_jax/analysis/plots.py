@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from flatrob_jax import fileio
 from flatrob_jax.analysis import stats
-from flatrob_jax.analysis.results import atomic_write_bytes
 
 DEFAULT_DPI = 100
 SCATTER_FIGSIZE = (5.0, 4.0)
@@ -85,8 +85,7 @@ def scatter_panel(
     if not (x.shape == y.shape == (len(labels),)):
         raise ValueError(
             f"x, y and labels must have one entry per run, got shapes {x.shape}, "
-            f"{y.shape} "
-            f"and {len(labels)} labels"
+            f"{y.shape} and {len(labels)} labels"
         )
     keep = np.isfinite(x) & np.isfinite(y)
     dropped = tuple(lab for lab, k in zip(labels, keep) if not k)
@@ -94,22 +93,7 @@ def scatter_panel(
     kept_labels = [lab for lab, k in zip(labels, keep) if k]
 
     collection = ax.scatter(xs, ys, s=28, zorder=3, color="tab:blue")
-    for err, axis in ((xerr, "x"), (yerr, "y")):
-        if err is None:
-            continue
-        err = np.asarray(err, dtype=float)[keep]
-        err = np.where(np.isfinite(err), err, 0.0)
-        if np.any(err > 0):
-            ax.errorbar(
-                xs,
-                ys,
-                **{f"{axis}err": err},
-                fmt="none",
-                ecolor="0.5",
-                elinewidth=0.8,
-                capsize=2,
-                zorder=2,
-            )
+    _error_bars(ax, xs, ys, xerr, yerr, keep)
     for xi, yi, lab in zip(xs, ys, kept_labels):
         ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
@@ -149,11 +133,31 @@ def scatter_panel(
     )
 
 
+def _error_bars(ax, xs, ys, xerr, yerr, keep) -> None:
+    """Grey error bars of the kept points where ``xerr``/``yerr`` are finite and positive."""
+    for err, axis in ((xerr, "x"), (yerr, "y")):
+        if err is None:
+            continue
+        err = np.asarray(err, dtype=float)[keep]
+        err = np.where(np.isfinite(err), err, 0.0)
+        if np.any(err > 0):
+            ax.errorbar(
+                xs,
+                ys,
+                **{f"{axis}err": err},
+                fmt="none",
+                ecolor="0.5",
+                elinewidth=0.8,
+                capsize=2,
+                zorder=2,
+            )
+
+
 def save_figure(fig: Figure, path, *, dpi: int = DEFAULT_DPI) -> str:
     """Render ``fig`` to PNG at its own size (no tight bbox) and write it atomically."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buf.getvalue())
+    return fileio.atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_scatter(

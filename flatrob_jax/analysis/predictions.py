@@ -3,14 +3,14 @@
 * **P1, augmentation -> flatter.** (a) Within each augmentation family, a stronger
   augmentation gives a smaller flatness measure (lambda_max, trace, sharpness): Kendall's
   association of strength with the measure is negative, tested over all augmentation
-  families at once by the stratified Kendall test (``study_stats.stratified_kendall``, runs as
+  families at once by the stratified Kendall test (``design_stats.stratified_kendall``, runs as
   points, strengths permuted within families). (b) Every augmented condition is flatter than
   the ``none`` condition: a two-sided sign test (``scipy.stats.binomtest``, p = 1/2) over
   the augmented conditions whose mean differs from ``none``'s by more than the seed noise
   ``floor * sqrt(1/n_a + 1/n_none)``.
 * **P2, flatter -> more robust.** Across conditions (one point each: its mean over seeds),
   the flatness measure and the robust error have a positive rank association controlling for
-  clean error (partial Spearman, ``study_stats.partial_spearman``), judged by its bootstrap
+  clean error (partial Spearman, ``design_stats.partial_spearman``), judged by its bootstrap
   percentile interval over conditions.
 
 The rule (``verdict``): a prediction is **supported** when the interval (or the test at
@@ -27,6 +27,7 @@ import numpy as np
 import scipy.stats
 
 SUPPORTED, REFUTED, INCONCLUSIVE = "supported", "refuted", "inconclusive"
+VERDICTS = (SUPPORTED, REFUTED, INCONCLUSIVE)
 
 P1_TEXT = (
     "P1, augmentation -> flatter: a stronger augmentation in a family gives a smaller "

@@ -45,7 +45,6 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from flatrob_jax import fileio
-from flatrob_jax.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 COLUMNS = ("run", "overrides", "metric", "value", "stderr")
 SEPARATOR = "/"
@@ -214,12 +213,6 @@ def parse_overrides(overrides: Any) -> dict:
     raise TypeError(f"overrides must be a dict or a JSON string, got {type(overrides).__name__}")
 
 
-# --------------------------------------------------------------------------- atomic files
-
-
-# atomic_write_bytes / atomic_write_text live in flatrob_jax.atomic_files (re-exported).
-
-
 # --------------------------------------------------------------------------- CSV / JSON
 
 
@@ -290,17 +283,9 @@ def rows_from_csv(text: str) -> list[dict]:
     return rows
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
-
-
 def rows_to_json(rows: Iterable[Mapping]) -> str:
     """Strict JSON (a list of row objects); NaN is written as null."""
-    rows = validate_rows(rows)
-    payload = [{k: _json_safe(v) for k, v in row.items()} for row in rows]
-    return json.dumps(payload, indent=1, allow_nan=False, sort_keys=False) + "\n"
+    return fileio.dumps_json(validate_rows(rows), indent=1) + "\n"
 
 
 def rows_from_json(text: str) -> list[dict]:
@@ -312,11 +297,11 @@ def rows_from_json(text: str) -> list[dict]:
 
 
 def write_csv(rows: Iterable[Mapping], path: str | os.PathLike) -> str:
-    return atomic_write_text(path, rows_to_csv(rows))
+    return fileio.atomic_write_text(path, rows_to_csv(rows))
 
 
 def write_json(rows: Iterable[Mapping], path: str | os.PathLike) -> str:
-    return atomic_write_text(path, rows_to_json(rows))
+    return fileio.atomic_write_text(path, rows_to_json(rows))
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:

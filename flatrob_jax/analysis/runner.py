@@ -16,7 +16,6 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 
 from flatrob_jax import distributed, fileio
 from flatrob_jax.analysis import registry
@@ -90,9 +89,7 @@ def analyze_run(
     results["seconds"] = time.time() - t0
     if before_write is not None:
         before_write()
-    fileio.atomic_write_text(
-        fileio.join(workdir, "analysis.json"), json.dumps(_jsonable(results), indent=2)
-    )
+    fileio.write_json(fileio.join(workdir, "analysis.json"), results, indent=2)
     log(f"[{workdir}] analysis done in {results['seconds']:.0f}s -> analysis.json")
     return results
 
@@ -140,19 +137,6 @@ def analyze_runs(
             f"{[i for i, f in enumerate(failed) if f]}; see their logs"
         )
     return results
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic, np.ndarray)) or hasattr(x, "__array__"):
-        arr = np.asarray(x)
-        return arr.item() if arr.ndim == 0 else arr.tolist()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def analysis_config_for(workdir: str, overrides=()) -> ml_collections.ConfigDict:

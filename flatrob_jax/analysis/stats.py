@@ -316,15 +316,8 @@ def bootstrap_ci(
     consecutive calls draw different resamples) or an int seed. Never raises on degenerate
     data: NaN bounds with a note instead (see the module docstring).
     """
-    if ci_method not in CI_METHODS:
-        raise ValueError(f"unknown ci_method {ci_method!r}; allowed: {', '.join(CI_METHODS)}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if int(num_resamples) < 1:
-        raise ValueError(f"num_resamples must be >= 1, got {num_resamples!r}")
+    _check_bootstrap_settings(statistic, ci_method, confidence, num_resamples)
     num_resamples = int(num_resamples)
-    if isinstance(statistic, str):
-        _check_method(statistic)
     gen = _as_generator(rng)
     x, y, note = _clean_pair(x, y)
 
@@ -368,40 +361,42 @@ def bootstrap_ci(
             res = _bootstrap((x, y), stat_fn, n_resamples=0, bootstrap_result=kept, **kwargs)
     except (ValueError, ArithmeticError) as e:
         return interval(math.nan, math.nan, f"scipy.stats.bootstrap failed: {e}")
-    theta = dist[valid]
+    low, high, why = _interval_bounds(res, dist[valid], estimate, ci_method)
+    return interval(low, high, why, dist, num_valid)
+
+
+def _check_bootstrap_settings(statistic, ci_method: str, confidence: float, num_resamples):
+    if ci_method not in CI_METHODS:
+        raise ValueError(f"unknown ci_method {ci_method!r}; allowed: {', '.join(CI_METHODS)}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    if int(num_resamples) < 1:
+        raise ValueError(f"num_resamples must be >= 1, got {num_resamples!r}")
+    if isinstance(statistic, str):
+        _check_method(statistic)
+
+
+def _interval_bounds(res, theta: np.ndarray, estimate: float, ci_method: str) -> tuple:
+    """scipy's interval ``res`` of the valid resamples ``theta`` as (low, high, note), NaN
+    bounds with the reason where it is not an interval."""
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if ci_method == "bca" and (np.all(theta < estimate) or np.all(theta > estimate)):
         # An infinite bias correction: scipy returns NaN, or the extreme resample when the
         # acceleration happens to be 0; either way there is no BCa interval.
-        return interval(
-            math.nan,
-            math.nan,
-            "BCa interval undefined: every resample lies on "
-            f"one side of the estimate {estimate:.6g}",
-            dist,
-            num_valid,
-        )
+        why = "BCa interval undefined: every resample lies on one side of the estimate"
+        return math.nan, math.nan, f"{why} {estimate:.6g}"
     if np.all(theta == estimate):
         # Every quantile of a point mass is that point (BCa's acceleration is 0/0 here, and
         # scipy returns NaN).
-        return interval(
-            estimate,
-            estimate,
-            f"every resample gives {estimate:.6g} (a degenerate bootstrap distribution)",
-            dist,
-            num_valid,
-        )
+        why = f"every resample gives {estimate:.6g} (a degenerate bootstrap distribution)"
+        return estimate, estimate, why
     if not (math.isfinite(low) and math.isfinite(high)):
-        return interval(
-            math.nan,
-            math.nan,
-            f"{_SCIPY_CI_METHOD[ci_method]} interval undefined: "
-            "scipy.stats.bootstrap returned a non-finite bound (e.g. the coefficient "
-            "is undefined on a leave-one-out sample)",
-            dist,
-            num_valid,
+        why = (
+            f"{_SCIPY_CI_METHOD[ci_method]} interval undefined: scipy.stats.bootstrap returned "
+            "a non-finite bound (e.g. the coefficient is undefined on a leave-one-out sample)"
         )
-    return interval(low, high, "", dist, num_valid)
+        return math.nan, math.nan, why
+    return low, high, ""
 
 
 def correlate(

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import math
 
+from flatrob_jax.analysis import markdown
+from flatrob_jax.analysis.design import Conditions
+from flatrob_jax.analysis.design_stats import condition_means
+from flatrob_jax.analysis.results import MetricTable
 from flatrob_jax.torch_import import zoo
 
 ZOO_KEY = "import.zoo"
@@ -49,11 +53,11 @@ def _cell(ours, published, eps=None) -> str:
     return f"{mine} (published {_pct(published)}{at}{diff})"
 
 
-def _accuracy(s, metric, condition) -> float | None:
+def _accuracy(table: MetricTable, conditions: Conditions, metric, condition) -> float | None:
     """1 - the condition's mean of the error ``metric``, or None when not measured."""
-    if metric is None or metric not in s.means:
+    if metric is None or metric not in table.metrics:
         return None
-    error = s.means[metric][0][condition]
+    error = condition_means(table.column(metric), conditions)[0][condition]
     return 1.0 - float(error) if math.isfinite(error) else None
 
 
@@ -69,15 +73,15 @@ def _source(overrides: dict):
     return f"file {weights} ({overrides.get(ARCH_KEY, '?')}; no published numbers)", None
 
 
-def rows(s) -> list:
-    """One dict per imported condition of the study statistics ``s``
-    (``study_report.StudyStats``): label, source, ours and published accuracies."""
-    linf = LINF_AUTOATTACK_ERROR if LINF_AUTOATTACK_ERROR in s.means else None
+def rows(table: MetricTable, conditions: Conditions, clean: str | None) -> list:
+    """One dict per imported condition of the sweep (``conditions`` of ``table``'s runs; its
+    clean error ``clean``): label, source, ours and published accuracies."""
+    linf = LINF_AUTOATTACK_ERROR if LINF_AUTOATTACK_ERROR in table.metrics else None
     linf_attack = "AutoAttack" if linf else None
-    if linf is None and LINF_PGD_ERROR in s.means:
+    if linf is None and LINF_PGD_ERROR in table.metrics:
         linf, linf_attack = LINF_PGD_ERROR, "PGD"
     out = []
-    for i, c in enumerate(s.design.conditions):
+    for i, c in enumerate(conditions.conditions):
         if not any(k in c.overrides for k in (ZOO_KEY, WEIGHTS_KEY)):
             continue
         source, entry = _source(c.overrides)
@@ -86,13 +90,13 @@ def rows(s) -> list:
             {
                 "label": c.label,
                 "source": source,
-                "clean": _accuracy(s, s.clean, i),
+                "clean": _accuracy(table, conditions, clean, i),
                 "clean_published": pub.clean_accuracy if pub else None,
-                "corruptions": _accuracy(s, CORRUPTION_ERROR, i),
+                "corruptions": _accuracy(table, conditions, CORRUPTION_ERROR, i),
                 "corruptions_published": (
                     pub.robust_accuracy if pub and pub.threat_model == zoo.CORRUPTIONS else None
                 ),
-                "linf": _accuracy(s, linf, i),
+                "linf": _accuracy(table, conditions, linf, i),
                 "linf_attack": linf_attack,
                 "linf_published": (
                     pub.robust_accuracy if pub and pub.threat_model == zoo.LINF else None
@@ -104,9 +108,9 @@ def rows(s) -> list:
     return out
 
 
-def render(s) -> list:
-    """The Markdown lines of the section (none when the sweep imported nothing)."""
-    found = rows(s)
+def render(found: list) -> list:
+    """The Markdown lines of the section from its ``rows`` (none when the sweep imported
+    nothing)."""
     if not found:
         return []
     attack = next((r["linf_attack"] for r in found if r["linf_attack"]), None)
@@ -137,7 +141,7 @@ def render(s) -> list:
         "Published: the zoo's number on its full test set and protocol; compare the two only "
         "where the settings match. pp: percentage points.",
         "",
-        _table(header, body),
+        markdown.table(header, body),
         "",
     ]
     if sources:
@@ -148,12 +152,3 @@ def render(s) -> list:
             "",
         ]
     return lines
-
-
-def _table(header, body) -> str:
-    def cell(v) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in body]
-    return "\n".join(lines)

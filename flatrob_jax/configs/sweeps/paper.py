@@ -20,6 +20,7 @@ triples it to 51. The arm is on by default because without it the sweep cannot s
 ``:interventions=false`` is the 10-run (30 with seeds) augmentation-only sweep of before.
 """
 
+from flatrob_jax.analysis.design import FamilySpec
 from flatrob_jax.configuration import load_config, parse_arg
 from flatrob_jax.study import Sweep, product
 
@@ -38,20 +39,18 @@ AUGMENTATIONS = (
 )
 
 REFERENCE_AUGMENTATION = "standard"  # what every intervention run trains with
+# The report's design (flatrob_jax.study.Sweep.reference / families): the reference condition,
+# and the intervention arm's two dose-response families, SAM's rho (the SAM runs, not ASAM's,
+# which also set optimizer.sam_adaptive) and the weight decay.
+REFERENCE = {"augment.name": REFERENCE_AUGMENTATION}
+INTERVENTION_FAMILIES = {
+    "optimizer.sam_rho": FamilySpec("optimizer.sam_rho", others=REFERENCE),
+    "optimizer.weight_decay": "optimizer.weight_decay",
+}
 SAM_RHOS = (0.05, 0.1)  # Foret et al.'s CIFAR range
 ASAM_RHOS = (0.5,)  # Kwon et al.'s CIFAR value (ASAM's radius is relative to |w|)
 WEIGHT_DECAY_FACTORS = (0.5, 2.0)  # x the base config's optimizer.weight_decay
 LR_BATCH_FACTORS = (0.5, 2.0)  # lr and batch size x f together (f = 1 is the reference run)
-
-# The fields an intervention run changes (the augmentation arm changes none of them): the
-# report's intervention fit can select the arm by these keys in a run's overrides.
-INTERVENTION_FIELDS = (
-    "optimizer.sam_rho",
-    "optimizer.sam_adaptive",
-    "optimizer.weight_decay",
-    "optimizer.learning_rate",
-    "train.batch_size",
-)
 
 # Flatness on 5000 training examples (eval-mode BatchNorm), robustness on 10000 test images
 # (corruptions) and 1000 (AutoAttack, as RobustBench reports).
@@ -97,17 +96,16 @@ def intervention_runs(
 ) -> list:
     """The intervention arm as override dicts (without the seed), each on the reference
     augmentation and changing one factor of ``base_config``'s optimizer or batch."""
-    reference = {"augment.name": REFERENCE_AUGMENTATION}
     opt = base_config.optimizer
-    runs = [{**reference, "optimizer.sam_rho": rho} for rho in sam_rhos]
+    runs = [{**REFERENCE, "optimizer.sam_rho": rho} for rho in sam_rhos]
     runs += [
-        {**reference, "optimizer.sam_rho": rho, "optimizer.sam_adaptive": True} for rho in asam_rhos
+        {**REFERENCE, "optimizer.sam_rho": rho, "optimizer.sam_adaptive": True} for rho in asam_rhos
     ]
     runs += [
-        {**reference, "optimizer.weight_decay": opt.weight_decay * f} for f in weight_decay_factors
+        {**REFERENCE, "optimizer.weight_decay": opt.weight_decay * f} for f in weight_decay_factors
     ]
     runs += [
-        {**reference, **scaled}
+        {**REFERENCE, **scaled}
         for scaled in lr_batch_scaled(
             opt.learning_rate, base_config.train.batch_size, lr_batch_factors
         )
@@ -128,4 +126,11 @@ def paper_sweep(base: str, title: str, extra: dict, arg=None) -> Sweep:
         name = base.rsplit("/", 1)[-1].removesuffix(".py")
         for overrides in intervention_runs(load_config(name)):
             runs += [{**overrides, "seed": s} for s in seeds]
-    return Sweep(base=base, overrides={**ANALYSIS, **extra}, title=title, runs=runs)
+    return Sweep(
+        base=base,
+        overrides={**ANALYSIS, **extra},
+        title=title,
+        runs=runs,
+        reference=REFERENCE,
+        families=INTERVENTION_FAMILIES if arg.interventions else None,
+    )

@@ -1,4 +1,4 @@
-"""Each study statistic against an independent computation: scipy, numpy, a hand-checked
+"""Each design statistic against an independent computation: scipy, numpy, a hand-checked
 case or the formula written out here; and the verdict rules of the predictions."""
 
 import itertools
@@ -9,12 +9,12 @@ import pytest
 import scipy.stats
 
 from flatrob_jax.analysis import design as dz
+from flatrob_jax.analysis import design_stats as ss
 from flatrob_jax.analysis import predictions as pred
-from flatrob_jax.analysis import study_stats as ss
 
 
 def test_noise_floor_is_the_pooled_seed_sd():
-    d = dz.infer_design(
+    d = dz.group_runs(
         [
             {"a": 1, "seed": 0},
             {"a": 1, "seed": 1},
@@ -35,7 +35,7 @@ def test_noise_floor_is_the_pooled_seed_sd():
     assert fl.per_condition[0] == (2, pytest.approx(np.std([1, 3], ddof=1)))
     one = ss.noise_floor(np.array([1.0, 3.0, np.nan, np.nan, 5.0, 0.0]), d)
     assert one.sd == pytest.approx(np.std([1.0, 3.0], ddof=1)) and one.num_conditions == 1
-    plain = dz.infer_design([{"a": i} for i in range(3)])
+    plain = dz.group_runs([{"a": i} for i in range(3)])
     none = ss.noise_floor([1.0, 2.0, 3.0], plain)
     assert math.isnan(none.sd) and "no replicated condition" in none.note
     mean, sd, n = ss.condition_means(v, d)
@@ -60,7 +60,7 @@ def test_kendall_tau_a_matches_scipy_without_ties_and_the_hand_count_with_ties()
 def test_granulated_kendall_on_a_grid_against_scipy_per_group():
     rng = np.random.default_rng(1)
     grid = [{"p": p, "q": q} for p in (1, 2, 3) for q in (0.1, 0.2)]
-    d = dz.infer_design(grid)
+    d = dz.group_runs(grid)
     fm, rm = rng.normal(size=6), rng.normal(size=6)
     g = ss.granulated_kendall(fm, rm, d)
     # Independent: axis p varies within each q (3 points), axis q within each p (2 points).
@@ -80,7 +80,7 @@ def test_granulated_kendall_on_a_grid_against_scipy_per_group():
     assert g.per_factor["q"][0] == pytest.approx(psi_q) and g.per_factor["q"][1] == 3
     assert g.value == pytest.approx((psi_p + psi_q) / 2)
     lone = ss.granulated_kendall(
-        [1.0, 2.0], [1.0, 2.0], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}])
+        [1.0, 2.0], [1.0, 2.0], dz.group_runs([{"p": 1, "q": 1}, {"p": 2, "q": 2}])
     )
     assert math.isnan(lone.value) and "not applicable" in lone.note
 
@@ -93,7 +93,7 @@ def test_sign_error_counts_pairs_that_differ_in_one_factor_and_drops_noise():
         {"p": 3, "seed": 0},
         {"p": 3, "q": 1, "seed": 0},
     ]
-    d = dz.infer_design(runs)
+    d = dz.group_runs(runs)
     c = np.array([1.0, 1.2, 2.0, 0.5, 9.0])
     g = np.array([0.10, 0.11, 0.20, 0.30, 0.305])
     e = ss.sign_error(c, g, d, threshold=0.02)
@@ -109,11 +109,11 @@ def test_sign_error_counts_pairs_that_differ_in_one_factor_and_drops_noise():
     assert e.worst_factor == "p"
     # A tie in the measure costs 1/2 (Dziugaite et al.'s (1 - sign sign) / 2).
     tie = ss.sign_error(
-        [1.0, 1.0], [0.1, 0.2], dz.infer_design([{"p": 1}, {"p": 2}]), threshold=math.nan
+        [1.0, 1.0], [0.1, 0.2], dz.group_runs([{"p": 1}, {"p": 2}]), threshold=math.nan
     )
     assert tie.value == 0.5 and tie.threshold == 0.0
     empty = ss.sign_error(
-        [1.0, 2.0], [0.1, 0.2], dz.infer_design([{"p": 1, "q": 1}, {"p": 2, "q": 2}]), 0.0
+        [1.0, 2.0], [0.1, 0.2], dz.group_runs([{"p": 1, "q": 1}, {"p": 2, "q": 2}]), 0.0
     )
     assert math.isnan(empty.value) and "no two runs differ in exactly one factor" in empty.note
 

@@ -1,9 +1,10 @@
-"""The study's statistics beyond one pooled coefficient: seed noise, within-axis rank
-statistics, partial rank correlation with leave-one-out influence, and the intervention line.
+"""The statistics of a sweep's design beyond one pooled coefficient: seed noise, within-axis
+rank statistics, partial rank correlation with leave-one-out influence, and the intervention
+line.
 
 Every function takes plain arrays (one entry per run or per condition) plus, where it needs
-the sweep's structure, a ``design.Design``; none raises on degenerate data: a NaN result with
-a ``note`` that says why. Definitions:
+the sweep's structure, its ``design.Conditions`` (a ``design.Design`` is one); none raises
+on degenerate data: a NaN result with a ``note`` that says why. Definitions:
 
 * **Seed-noise floor** (``noise_floor``): per metric, the pooled standard deviation across
   the seeds of every replicated condition, ``sqrt(sum_g (n_g - 1) s_g^2 / sum_g (n_g - 1))``
@@ -49,7 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.stats
 
-from flatrob_jax.analysis.design import Design
+from flatrob_jax.analysis.design import Conditions
 
 EXACT_MAX_PERMUTATIONS = 200_000  # stratified_kendall enumerates at most this many arrangements
 MONTE_CARLO_PERMUTATIONS = 20_000
@@ -94,7 +95,7 @@ class NoiseFloor:
     note: str = ""
 
 
-def noise_floor(values, design: Design) -> NoiseFloor:
+def noise_floor(values, design: Conditions) -> NoiseFloor:
     """The seed-noise floor of one metric (``values``: one per run, NaN = missing)."""
     values = np.asarray(values, dtype=float)
     per, ss, dof = {}, 0.0, 0
@@ -112,7 +113,7 @@ def noise_floor(values, design: Design) -> NoiseFloor:
     return NoiseFloor(math.sqrt(ss / dof), dof, len(per), per)
 
 
-def condition_means(values, design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def condition_means(values, design: Conditions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per condition: (mean over its runs, sample SD over its runs (NaN below 2), number of
     finite runs)."""
     values = np.asarray(values, dtype=float)
@@ -157,7 +158,7 @@ class Granulated:
     note: str = ""
 
 
-def granulated_kendall(flat_means, robust_means, design: Design) -> Granulated:
+def granulated_kendall(flat_means, robust_means, design: Conditions) -> Granulated:
     """Jiang et al.'s granulated Kendall coefficient over the design's factors, one point per
     condition (``flat_means``/``robust_means``: one per condition)."""
     fm = np.asarray(flat_means, dtype=float)
@@ -199,7 +200,7 @@ class SignError:
     note: str = ""
 
 
-def sign_error(flat_runs, robust_runs, design: Design, threshold: float) -> SignError:
+def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> SignError:
     """Dziugaite et al.'s sign-error of a flatness measure against a robust error, over pairs
     of runs whose conditions differ in exactly one factor (``*_runs``: one value per run).
     Pairs with ``|robust difference| <= threshold`` are dropped (NaN threshold: 0)."""

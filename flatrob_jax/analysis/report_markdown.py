@@ -1,0 +1,185 @@
+"""report.md, rendered from the report's findings (``findings.ReportFindings``) and the paths
+of its figures: one function per section, in the order they appear.
+
+    title
+    predictions and verdicts (design_report), or why the report has the pooled part only
+    runs; training end point and covariates
+    the design sections (design_report)
+    imported models: measured vs published (zoo_report)
+    correlations (pooled over runs); figures; methods
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flatrob_jax.analysis import correlations, design_report, stats, zoo_report
+from flatrob_jax.analysis.findings import ReportFindings, Settings
+from flatrob_jax.analysis.markdown import number, pvalue, table, with_stderr
+from flatrob_jax.analysis.results import MetricTable
+
+SYMBOL = {"pearson": "r", "spearman": "rho", "kendall": "tau-b"}
+_CI_NAME = {"bca": "BCa", "percentile": "percentile"}
+_CI_LONG_NAME = {
+    "bca": "BCa (bias-corrected and accelerated, jackknife acceleration)",
+    "percentile": "percentile",
+}
+NO_DESIGN = (
+    "This sweep declares no design, so the report gives the pooled per-run correlations only: "
+    "set `Sweep.reference` (the reference condition's overrides; `reference=` of "
+    "`write_report`) and, for dose-response, `Sweep.families` to get the predictions' verdicts "
+    "and the per-condition statistics."
+)
+
+
+def render(found: ReportFindings, figures: dict) -> str:
+    """The whole of report.md."""
+    parts = [f"# {found.title}", ""]
+    if found.design_findings is not None:
+        parts += design_report.render_predictions(found.design_findings)
+    else:
+        parts += [NO_DESIGN, ""]
+    parts += runs_section(found)
+    parts += end_point_section(found)
+    if found.design_findings is not None:
+        parts += design_report.render_sections(found.design_findings, figures)
+    parts += zoo_report.render(found.imported)
+    parts += correlations_section(found)
+    parts += figures_section(found, figures)
+    parts += methods_section(found)
+    return "\n".join(parts)
+
+
+def _values(t: MetricTable, run: int, metrics) -> list:
+    """The run's ``metrics`` with their standard errors, as table cells."""
+    return [
+        with_stderr(t.values[run, j], t.stderrs[run, j])
+        for j in (t.metrics.index(m) for m in metrics)
+    ]
+
+
+def runs_section(found: ReportFindings) -> list:
+    """One row per run: its label, clean error, flatness measures and robust errors."""
+    roles, t = found.roles, found.table
+    clean = [roles.clean] if roles.clean else []
+    header = ["run", "label"] + (["clean error"] if clean else []) + roles.flatness + roles.robust
+    body = [
+        [run, found.labels[i], *_values(t, i, [*clean, *roles.flatness, *roles.robust])]
+        for i, run in enumerate(t.runs)
+    ]
+    return [
+        "## Runs",
+        "",
+        table(header, body),
+        "",
+        "Values are ± one standard error where the measurement has one.",
+        "",
+    ]
+
+
+def end_point_section(found: ReportFindings) -> list:
+    """Where each run's training ended, and the covariates of robustness."""
+    descriptive, t = found.roles.descriptive, found.table
+    if not descriptive:
+        return []
+    body = [[run, found.labels[i], *_values(t, i, descriptive)] for i, run in enumerate(t.runs)]
+    return [
+        "## Training end point and covariates",
+        "",
+        "Where each run's training ended (loss and error, BatchNorm in eval mode, on the "
+        "training examples the flatness is measured on, clean and through the run's own "
+        "augmentation) and the covariates of robustness (mean confidence and expected "
+        "calibration error on the clean test images).",
+        "",
+        table(["run", "label", *descriptive], body),
+        "",
+    ]
+
+
+def _level(settings: Settings) -> str:
+    return f"{100 * settings.confidence:g}%"
+
+
+def correlations_section(found: ReportFindings) -> list:
+    """The pooled per-run correlations: every (flatness, robust error) x method."""
+    header = ["flatness", "robust error", "n"]
+    for method in stats.METHODS:
+        header += [f"{method.capitalize()} {SYMBOL[method]}", "p"]
+    body, notes = [], []
+    for f in found.roles.flatness:
+        for r in found.roles.robust:
+            cells = [f, r, None]
+            for method in stats.METHODS:
+                c = correlations.find(found.correlations, f, r, method)
+                cells[2] = str(c["n"])
+                ci = (
+                    f" [{number(c['ci_low'], 2)}, {number(c['ci_high'], 2)}]"
+                    if np.isfinite(c["ci_low"]) or np.isfinite(c["ci_high"])
+                    else ""
+                )
+                cells += [f"{number(c['statistic'], 3)}{ci}", pvalue(c["pvalue"])]
+                if c["note"]:
+                    notes.append(f"- {f} vs {r}, {method}: {c['note']}")
+            body.append(cells)
+    ci_name = _CI_NAME[found.settings.ci_method]
+    parts = [
+        "## Correlations",
+        "",
+        "Pooled over runs (every run one point, replicates included). Coefficient "
+        f"[{_level(found.settings)} bootstrap {ci_name} CI] and two-sided p-value, across "
+        "runs.",
+        "",
+        table(header, body),
+        "",
+    ]
+    return parts + (["Notes:", "", *notes, ""] if notes else [])
+
+
+def figures_section(found: ReportFindings, figures: dict) -> list:
+    """The scatter grid, the heat-maps and every per-pair scatter plot."""
+    parts = ["## Figures", "", f"![scatter grid]({figures['scatter_grid']})", ""]
+    for method in stats.METHODS:
+        parts += [f"![{method} heat-map]({figures['heatmap:' + method]})", ""]
+    parts += ["Per-pair scatter plots:", ""]
+    for f in found.roles.flatness:
+        for r in found.roles.robust:
+            parts += [f"![{f} vs {r}]({figures[f'scatter:{f}:{r}']})", ""]
+    return parts
+
+
+def methods_section(found: ReportFindings) -> list:
+    """How the pooled correlations and the figures were computed; then the design's methods."""
+    s, roles = found.settings, found.roles
+    num_tests = len(roles.flatness) * len(roles.robust) * len(stats.METHODS)
+    if found.condition_points:
+        points = (
+            "one point per condition (its mean over seeds) with error bars of its seed SD (the "
+            "pooled noise floor for a condition with one run)"
+        )
+    else:
+        points = (
+            "one point per run labelled by its augmentation, ± one standard error bars where "
+            "measured"
+        )
+    text = (
+        f"The sweep has {len(found.table.runs)} runs. For each of {len(roles.flatness)} "
+        f"flatness measure(s) and {len(roles.robust)} robust error(s), we computed the "
+        "correlation across runs (each run is one point; a run missing either value is left "
+        "out of that pair, so n is given per pair). Pearson r uses the raw values; Spearman "
+        "rho is Pearson r of the ranks (ties get their average rank); Kendall tau-b counts "
+        "concordant and discordant pairs with the tie correction. Two-sided p-values: "
+        "Student's t with n - 2 degrees of freedom for Pearson and Spearman (for Spearman an "
+        "approximation that is rough below about 10 runs); for Kendall the exact permutation "
+        "distribution when there are no ties and n <= 33, otherwise the tie-corrected normal "
+        f"approximation. Confidence intervals are {_level(s)} bootstrap "
+        f"{_CI_LONG_NAME[s.ci_method]} intervals from {s.num_resamples} resamples of the "
+        "runs with replacement (paired; NumPy generator, seed "
+        f"{s.seed}; resamples on which a coefficient is undefined are dropped). The scatter "
+        f"plots show {points}, and the least-squares line. {num_tests} tests are reported "
+        "without correction for multiple comparisons; with few runs, read the intervals "
+        "rather than the p-values."
+    )
+    parts = ["## Methods", "", text, ""]
+    if found.design_findings is not None:
+        parts += [design_report.METHODS, ""]
+    return parts
