@@ -136,8 +136,6 @@ def load_sweep(spec: str) -> Sweep:
     names = [run_name(r) for r in sweep.runs]
     if len(set(names)) != len(names):
         raise ValueError(f"two runs of the sweep have the same overrides: {names}")
-    if WARM_START in names:
-        raise ValueError(f"a run may not be named {WARM_START!r} (the warm start's directory)")
     return sweep
 
 
@@ -490,6 +488,13 @@ def write_report(the_plan: Plan, log=print, failed: dict | None = None) -> dict:
     sweep, root = the_plan.sweep, the_plan.root
     paths = {}
     rows = report_rows(the_plan, log)
+    have = {r["run"] for r in rows}
+    failed = failed or {}
+    missing = {
+        job.name: f"failed: {failed[job.name]}" if job.name in failed else "not analyzed yet"
+        for job in the_plan.runs
+        if job.name not in have
+    }
     paths["results_csv"] = write_csv(rows, fileio.join(root, "results.csv"))
     paths["results_json"] = write_json(rows, fileio.join(root, "results.json"))
     headlines = headline_metrics(sorted({r["metric"] for r in rows}))
@@ -504,6 +509,7 @@ def write_report(the_plan: Plan, log=print, failed: dict | None = None) -> dict:
         reference=sweep.reference,
         families=sweep.families,
         intervention_keys=tuple(sweep.intervention_keys),
+        missing=missing,
     )
     log(f"report: {paths['report']}")
     return paths

@@ -181,7 +181,7 @@ def test_configuration_is_the_bottom_layer():
         text = f.read()
     imported = re.findall(r"^\s*(?:from|import) (flatrob_jax\S*)(?: import (\w+))?", text, re.M)
     modules = {f"{m}.{name}" if m == "flatrob_jax" and name else m for m, name in imported}
-    assert modules <= {"flatrob_jax.fileio", "flatrob_jax.atomic_files"}, modules
+    assert modules <= {"flatrob_jax.fileio"}, modules
 
 
 def test_config_and_sweep_files_import_normally():

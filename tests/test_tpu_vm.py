@@ -779,3 +779,23 @@ def test_recreate_deletes_creates_sets_up_and_restarts_the_last_job(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     done = FakeCloud(tmp_path / "elsewhere", _world()).run("recreate")
     assert done.returncode != 0 and "no record of how flat was created" in done.stderr
+
+
+def test_ray_head_and_join_start_ray_of_the_ray_extra_on_the_workers():
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        (ray_spec,) = tomllib.load(f)["project"]["optional-dependencies"]["ray"]
+    _, commands = _dry_run("ray-head")
+    head = _workers_command(commands[-1], workers="0")
+    assert f"uv pip install -q --python ~/flatrob/venv/bin/python {ray_spec};" in head
+    assert "ray start --head --port=6379" in head and '"flatrob_tpu_host": 1' in head
+    _, commands = _dry_run("ray-join", "--address", "10.0.0.2:6379")
+    join = _workers_command(commands[-1])
+    assert "ray start --address=10.0.0.2:6379" in join and ray_spec in join
+    assert '"flatrob_tpu_host": 1' in join  # what --resources tpu:host asks for
+    from flatrob_jax.fleet.resources import TPU_HOST_RESOURCE
+
+    assert TPU_HOST_RESOURCE == "flatrob_tpu_host"
+    done = _dry_run("ray-join", check=False)
+    assert done.returncode != 0 and "set --address HOST:PORT" in done.stderr

@@ -23,6 +23,9 @@
 #   sweep -- ARGS      the runs of python -m flatrob_jax.sweep --workdir W ARGS on all workers:
 #                      its training lines (--print_commands: one source), then --only analyze,
 #                      then --only report
+#   ray-head           start a Ray head on worker 0 (the fleet's driver runs there; docs/fleet.md)
+#   ray-join           join every worker to the Ray cluster at --address (one Ray node per host,
+#                      with the custom resource flatrob_tpu_host=1: --resources tpu:host)
 #   recreate           after a preemption: delete, create, setup and start the last job again
 #                      (as create, setup and the job were last run from here for --name)
 #   status             the TPU (and its queued resource): gcloud ... describe
@@ -52,6 +55,7 @@
 #   --dataset NAME               data: a tfds name, e.g. cifar10
 #   --worker N (attach, default 0)    --job train|analyze|sweep (attach; recreate: the job to
 #                                start, default the last one started)
+#   --address HOST:PORT          ray-join: the Ray head's address (ray-head prints it)
 #   --env NAME=VALUE             exported in the job's script on every worker (repeatable), e.g.
 #                                JAX_DEFAULT_MATMUL_PRECISION=highest for analyses on TPU
 #   --dry-run                    print every gcloud (and local) command instead of running it
@@ -90,6 +94,9 @@ STATE_ROOT="${FLATROB_TPU_STATE:-${XDG_CONFIG_HOME:-$HOME/.config}/flatrob_tpu}"
 POLL_SECONDS="${FLATROB_TPU_POLL_SECONDS:-30}"
 # shellcheck disable=SC2088  # the tilde is expanded by the workers' shell, not here
 REMOTE_HOME='~/flatrob'
+# The Ray of flatrob_jax[ray] (pyproject.toml): the driver's and every node's must match.
+RAY_SPEC="ray==2.60.0"
+RAY_ADDRESS=""
 SCOPES="https://www.googleapis.com/auth/cloud-platform"  # access is then decided by IAM alone
 
 METADATA="http://metadata.google.internal/computeMetadata/v1/instance/attributes"
@@ -707,6 +714,29 @@ cmd_sweep() {
   start_job sweep "  $REMOTE_HOME/relaunch.sh --done $(quote "$WORKDIR/results.csv") -- $sweep"
 }
 
+# --------------------------------------------------------------------------- Ray (docs/fleet.md)
+
+# Ray in the training venv (the version of flatrob_jax[ray]), then `ray start` with the line given.
+ray_start_line() {
+  local venv="$REMOTE_HOME/venv"
+  printf '%s' "set -e; export PATH=\"\$HOME/.local/bin:\$PATH\";\
+ uv pip install -q --python $venv/bin/python $(quote "$RAY_SPEC");\
+ export RAY_USAGE_STATS_ENABLED=0; $venv/bin/ray start $1\
+ --resources='{\"flatrob_tpu_host\": 1}'"
+}
+
+cmd_ray-head() {
+  scope
+  on_workers 0 "$(ray_start_line "--head --port=6379"); echo \"Ray head: \$(hostname -I |\
+ awk '{print \$1}'):6379 (tools/tpu_vm.sh ray-join --address it on the other TPU VMs)\""
+}
+
+cmd_ray-join() {
+  scope
+  need RAY_ADDRESS "set --address HOST:PORT (the head's, which ray-head printed)"
+  on_workers all "$(ray_start_line "--address=$(quote "$RAY_ADDRESS")")"
+}
+
 # After a preemption (a Spot TPU stays PREEMPTED until it is deleted): delete, create, setup as
 # they were last run from here for --name, then start the last job's script again; the run
 # resumes from its checkpoint in the bucket.
@@ -754,8 +784,8 @@ cmd_logs() {
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
-COMMANDS="doctor, types, create, setup, data, train, analyze, sweep, recreate, status, attach,\
- tensorboard, logs, delete"
+COMMANDS="doctor, types, create, setup, data, train, analyze, sweep, ray-head, ray-join, recreate,\
+ status, attach, tensorboard, logs, delete"
 
 main() {
   local command=""
@@ -783,6 +813,7 @@ main() {
       --bucket) BUCKET="$2"; shift ;;
       --worker) WORKER="$2"; shift ;;
       --job) JOB="$2"; JOB_GIVEN=1; shift ;;
+      --address) RAY_ADDRESS="$2"; shift ;;
       --env) [[ "$2" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env '$2': expected NAME=VALUE"
              EXPORTS+=("export ${2%%=*}=$(quote1 "${2#*=}")"); shift ;;
       -h|--help) usage; exit 0 ;;
@@ -795,7 +826,7 @@ main() {
   done
   [[ "$WAIT_MINUTES" =~ ^[0-9]+$ ]] || die "--wait-minutes '$WAIT_MINUTES': expected minutes"
   case "$command" in
-    doctor|types|create|setup|data|recreate|status|attach|tensorboard|logs|delete)
+    doctor|types|create|setup|data|recreate|status|attach|tensorboard|logs|delete|ray-head|ray-join)
       "cmd_$command" ;;
     train|analyze|sweep) "cmd_$command" "${args[@]+"${args[@]}"}" ;;
     "") usage >&2; exit 2 ;;

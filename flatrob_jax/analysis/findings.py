@@ -97,6 +97,7 @@ class ReportFindings:
     correlations: list  # correlations.COLUMNS dicts
     design_findings: DesignFindings | None
     imported: list  # zoo_report.rows: the imported models, measured vs published
+    missing: dict = field(default_factory=dict)  # {run left out: why}
 
     @property
     def condition_points(self) -> bool:
@@ -117,6 +118,7 @@ def report_findings(
     seed_key: str,
     intervention_keys: Sequence[str],
     none_name: str = NONE_AUGMENT,
+    missing: Mapping | None = None,
 ) -> ReportFindings:
     """The report's findings (see the module docstring); ``reference`` None: no design."""
     if reference is None and families:
@@ -153,7 +155,9 @@ def report_findings(
         )
     conditions = by_design.design if by_design else group_runs(table.overrides, seed_key=seed_key)
     imported = zoo_report.rows(table, conditions, roles.clean)
-    return ReportFindings(title, table, list(labels), roles, settings, corr, by_design, imported)
+    return ReportFindings(
+        title, table, list(labels), roles, settings, corr, by_design, imported, dict(missing or {})
+    )
 
 
 # --------------------------------------------------------------------------- design findings

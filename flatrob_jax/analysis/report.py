@@ -209,6 +209,7 @@ def build_report(
     families: Mapping | None = None,
     intervention_keys: Sequence[str] = INTERVENTION_KEYS,
     none_name: str = NONE_AUGMENT,
+    missing: Mapping | None = None,
 ) -> Report:
     """Write the report files (see the module docstring) and return what was computed.
 
@@ -219,7 +220,9 @@ def build_report(
     on flatness; ``none_name`` the augmentation name of "no augmentation".
     ``covariate_metrics`` (mean confidence, ECE) and ``endpoint_metrics`` (train loss and error
     where training ended) default to those the analyses declare; they are tabulated per run,
-    and the covariates correlated with every measure across conditions.
+    and the covariates correlated with every measure across conditions. ``missing``: ``{run:
+    why}`` of the sweep's runs that have no results (failed, not analyzed yet), named in the
+    report.
     """
     table = pivot(results_rows)
     if not table.runs:
@@ -243,6 +246,7 @@ def build_report(
         seed_key=seed_key,
         intervention_keys=intervention_keys,
         none_name=none_name,
+        missing=missing,
     )
     out_dir = os.fspath(out_dir)
     fileio.makedirs(fileio.join(out_dir, "figures", "scatter"))

@@ -40,6 +40,7 @@ def render(found: ReportFindings, figures: dict) -> str:
     else:
         parts += [NO_DESIGN, ""]
     parts += runs_section(found)
+    parts += missing_section(found)
     parts += end_point_section(found)
     if found.design_findings is not None:
         parts += design_report.render_sections(found.design_findings, figures)
@@ -73,6 +74,21 @@ def runs_section(found: ReportFindings) -> list:
         table(header, body),
         "",
         "Values are ± one standard error where the measurement has one.",
+        "",
+    ]
+
+
+def missing_section(found: ReportFindings) -> list:
+    """The sweep's runs that are not in the tables, and why (failed, not analyzed yet)."""
+    if not found.missing:
+        return []
+    body = [[run, why] for run, why in found.missing.items()]
+    return [
+        "## Runs left out",
+        "",
+        f"{len(body)} of the sweep's runs have no results and are in no table or statistic:",
+        "",
+        table(["run", "why"], body),
         "",
     ]
 
