@@ -73,6 +73,9 @@ class Sweep:
     # trained first into <root>/warm_start; every trained run then starts from its weights
     # (``train.init_from``) with a fresh optimizer and schedule. None: random init per run.
     warm_start: dict | None = None
+    # Analyze the warm start too, as a run of the study named 'warm_start' (the point every
+    # fine-tuned condition started from: the report can measure change from it).
+    analyze_warm_start: bool = False
     # Persist compiled programs under <workdir>/.jax_cache (a gs:// root keeps it in the
     # bucket): runs of one model share their eval, curvature and attack programs (weights are
     # arguments), and a rerun compiles little.
@@ -226,7 +229,7 @@ def plan(sweep: Sweep, root: str, overrides=()) -> Plan:
                 config,
                 dict(sweep.warm_start),
                 command=command(WARM_START),
-                analyze=False,
+                analyze=sweep.analyze_warm_start,
             )
         )
     for run in sweep.runs:

@@ -278,3 +278,34 @@ def test_init_from_starts_from_another_runs_weights_with_a_fresh_optimizer(tmp_p
     wider = {**frozen, "model.name": "cnn_small", "train.init_from": source}
     with pytest.raises(ValueError, match=r"do not fit this run's model \(it trained model.name="):
         train_and_evaluate(tiny_config(data, **wider), str(tmp_path / "r3"))
+
+
+def test_stop_at_loss_ends_the_run_at_the_first_logged_loss_below_it(tmp_path):
+    """A matched end point: the run stops at the first log step whose mean loss is <= the
+    target, saves its checkpoint there and is finished (summary.json: stopped_at)."""
+    from flatrob_jax.runs import load_for_eval
+
+    data = make_idx_dataset(str(tmp_path / "data"), n_train=128, n_test=32)
+    full = train_and_evaluate(
+        tiny_config(data, **{"train.num_steps": 12, "checkpoint.every_steps": None}),
+        str(tmp_path / "full"),
+    )
+    losses = [
+        json.loads(line)
+        for line in open(tmp_path / "full" / "metrics.jsonl")
+        if json.loads(line)["split"] == "train"
+    ]
+    target = losses[2]["loss"]  # reached at the third log step (step 6), maybe earlier
+    first = next(m["step"] for m in losses if m["loss"] <= target)
+    assert first < 12
+    workdir = str(tmp_path / "stopped")
+    summary = train_and_evaluate(
+        tiny_config(
+            data,
+            **{"train.num_steps": 12, "train.stop_at_loss": target, "checkpoint.every_steps": None},
+        ),
+        workdir,
+    )
+    assert summary["stopped_at"] == first and summary["steps"] == 12
+    assert summary["steps_this_session"] == first and full["stopped_at"] is None
+    assert load_for_eval(workdir).step == first

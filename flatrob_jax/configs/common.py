@@ -86,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.num_epochs = 10.0  # training length, unless num_steps is set
     c.train.num_steps = placeholder(int)  # None: derived from num_epochs; n: exactly n steps
     c.train.label_smoothing = 0.0
+    # A matched end point: stop at the first logged step whose mean training loss (over the
+    # log_every_steps steps before it) is <= this value, instead of at num_steps (the run is
+    # then finished, with summary.json's stopped_at). None: train the full length.
+    c.train.stop_at_loss = placeholder(float)
     # Warm start: a run workdir whose latest params + BatchNorm statistics initialize this run
     # (step, optimizer state and schedule start fresh); '' = random init. Resuming from this
     # run's own checkpoint takes precedence.

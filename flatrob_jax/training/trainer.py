@@ -198,6 +198,7 @@ def train_and_evaluate(config, workdir: str, *, before_write=None) -> dict:
     eval_every = check_count("eval_every_steps", config.eval_every_steps, none_means="at the end")
     pending, t_train = [], time.perf_counter()
     step = start_step
+    stop_at, stopped = config.train.stop_at_loss, None
     # SIGTERM/SIGHUP/SIGINT: save at a step every process agrees on, then raise Preempted.
     guard = distributed.PreemptionGuard(check_every=log_every, log=_log_any)
     for batch in guard.watch(train_batches.iterate(start_step, total_steps)):
@@ -215,6 +216,10 @@ def train_and_evaluate(config, workdir: str, *, before_write=None) -> dict:
             writer.write(step, "train", means)
             pending = []
             _log(progress.line(step, f"loss {means['loss']:.4f} acc {means['accuracy']:.4f}"))
+            if stop_at is not None and means["loss"] <= stop_at and step < total_steps:
+                stopped = step  # the same on every process (the loss is a global mean)
+                _log(f"train loss {means['loss']:.4f} <= train.stop_at_loss {stop_at}: stopping")
+                break
         if eval_every is not None and step % eval_every == 0 and step < total_steps:
             result = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
             writer.write(step, "eval", result)
@@ -233,17 +238,19 @@ def train_and_evaluate(config, workdir: str, *, before_write=None) -> dict:
     train_seconds = time.perf_counter() - t_train
 
     before_write()
-    if checkpointer.latest_step() != total_steps:
-        checkpointer.save(total_steps, state_to_tree(state), force=True)
+    end = stopped or total_steps
+    if checkpointer.latest_step() != end:
+        checkpointer.save(end, state_to_tree(state), force=True)
     checkpointer.wait()
     final = evaluate(eval_step, mesh, eval_variables(state), eval_batches)
-    writer.write(total_steps, "eval", final)
-    trained_steps = total_steps - start_step
+    writer.write(end, "eval", final)
+    trained_steps = end - start_step
     summary = {
         "test_accuracy": final["accuracy"],
         "test_loss": final["loss"],
         "num_eval_examples": final["num_examples"],
         "steps": total_steps,
+        "stopped_at": stopped,  # the step train.stop_at_loss ended the run at (None: it did not)
         "steps_this_session": trained_steps,
         "train_seconds_this_session": train_seconds,
         "wall_seconds_this_session": time.time() - t_start,
@@ -266,7 +273,7 @@ def train_and_evaluate(config, workdir: str, *, before_write=None) -> dict:
     # reads it to know the run is done.
     distributed.barrier("flatrob_jax:train:summary_written")
     _log(
-        f"done: test accuracy {final['accuracy']:.4f} after {total_steps} steps; "
+        f"done: test accuracy {final['accuracy']:.4f} after {end} steps; "
         f"{trained_steps} steps this session in {format_duration(train_seconds)}"
         + (f" ({summary['images_per_second']:.0f} images/s)" if trained_steps else "")
     )
