@@ -192,7 +192,7 @@ class Plan:
 
     @property
     def runs(self) -> tuple:
-        """The jobs whose analysis is part of the study (all but the warm start)."""
+        """The jobs whose analysis is part of the study (the warm start only when analyzed)."""
         return tuple(job for job in self.jobs if job.analyze)
 
 
