@@ -37,7 +37,7 @@ def make_executor(
     if name == "local":
         from flatrob_jax.fleet.local import LocalExecutor
 
-        return LocalExecutor(root, parallel=parallel, resources=wanted)
+        return LocalExecutor(root, parallel=parallel, resources=wanted if resources else None)
     if name == "ray":
         from flatrob_jax.fleet.ray_cluster import RayExecutor
 

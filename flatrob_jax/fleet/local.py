@@ -1,8 +1,11 @@
 """Units on this machine: up to ``parallel`` at once, each a fresh process.
 
-Each slot runs one unit at a time (``attempts.run_attempt`` in a thread of the driver). With
-``resources`` ``cpu:K`` the slots get disjoint sets of K CPU cores (``sched_setaffinity``,
-slot i: cores i*K .. i*K+K-1, wrapping around); with ``gpu:K`` disjoint GPUs
+Each slot runs one unit at a time (``attempts.run_attempt`` in a thread of the driver). Without
+``resources`` the units share the machine as any processes do. With ``resources`` ``cpu:K``
+the slots get disjoint sets of K CPU cores (``sched_setaffinity``, slot i: cores i*K ..
+i*K+K-1, wrapping around); note that XLA then uses K threads, and a different thread count
+sums in a different order, so a pinned run's numbers differ from an unpinned one's by float
+rounding (amplified over a long training). With ``gpu:K`` the slots get disjoint GPUs
 (``CUDA_VISIBLE_DEVICES``). Nothing beyond the standard library.
 """
 
@@ -17,7 +20,7 @@ from flatrob_jax.fleet.resources import Resources
 
 
 class LocalExecutor:
-    def __init__(self, root: str, *, parallel: int = 1, resources: Resources = Resources()):
+    def __init__(self, root: str, *, parallel: int = 1, resources: Resources | None = None):
         if parallel < 1:
             raise ValueError(f"parallel={parallel!r}: must be >= 1")
         self.root, self.slots, self.resources = root, parallel, resources
@@ -29,6 +32,8 @@ class LocalExecutor:
 
     def _slot_setup(self, slot: int):
         env, preexec = {}, None
+        if self.resources is None:
+            return env, preexec
         cpus = int(self.resources.cpus)
         if self.slots > 1 and cpus >= 1 and hasattr(os, "sched_setaffinity"):
             available = sorted(os.sched_getaffinity(0))
