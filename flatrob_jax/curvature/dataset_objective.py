@@ -188,53 +188,17 @@ def _programs(logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatc
 def _build_programs(
     logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatches
 ) -> _Programs:
-    def microbatches(x):
-        return x.reshape((-1, batch_size) + x.shape[1:])
+    """The four jitted programs (pmap model: per-device sums over microbatches, psum)."""
 
     def masked_sum_loss(p, st, x, y, m):
         losses = per_example_loss(logits_fn(p, st, x), y)
         return jnp.sum(jnp.where(m, losses, 0.0))
 
     def dataset_sum(per_batch_fn, init):
-        """Per-device scan of ``per_batch_fn(x, y, m)`` over microbatches, psum over devices."""
-
-        def per_device(x, y, m):
-            def body(acc, batch):
-                out = per_batch_fn(*batch)
-                return jax.tree_util.tree_map(jnp.add, acc, out), None
-
-            if unroll_microbatches:  # straight-line code, no while loop (see the docstring)
-                total = init
-                for i in range(x.shape[0] // batch_size):
-                    part = slice(i * batch_size, (i + 1) * batch_size)
-                    total = jax.tree_util.tree_map(
-                        jnp.add, total, per_batch_fn(x[part], y[part], m[part])
-                    )
-            else:
-                # The carry becomes device-varying inside the scan; mark its initial value so.
-                carry = _to_varying(init)
-                total, _ = jax.lax.scan(
-                    body, carry, (microbatches(x), microbatches(y), microbatches(m))
-                )
-            return jax.lax.psum(total, AXIS)
-
-        return per_device
+        return _dataset_sum(per_batch_fn, init, batch_size, unroll_microbatches)
 
     def run_sharded(per_device, replicated_args, x, y, m):
-        # Replicated inputs are cast to device-varying first: then jax.grad inside the
-        # per-device function yields the local gradient (pmap semantics) and the only
-        # cross-device reduction is the explicit psum, instead of the implicit psum that
-        # differentiating an invariant input inside shard_map would add.
-        fn = jax.shard_map(
-            lambda rep, x, y, m: per_device(_to_varying(rep))(x, y, m),
-            mesh=mesh,
-            in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)),
-            out_specs=P(),
-        )
-        return fn(replicated_args, x, y, m)
-
-    def zeros_like(tree):  # device-invariant zeros (jnp.zeros_like would inherit 'varying')
-        return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
+        return _run_sharded(mesh, per_device, replicated_args, x, y, m)
 
     @jax.jit
     def _hvp(p, st, x, y, m, v):
@@ -245,7 +209,7 @@ def _build_programs(
                 grad_fn = jax.grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))
                 return jax.jvp(grad_fn, (p,), (v,))[1]
 
-            return dataset_sum(per_batch, zeros_like(p))
+            return dataset_sum(per_batch, _zeros_like(p))
 
         total = run_sharded(per_device, (p, st, v), x, y, m)
         return jax.tree_util.tree_map(lambda t: t / n, total)
@@ -258,7 +222,7 @@ def _build_programs(
             def per_batch(xb, yb, mb):
                 return jax.value_and_grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))(p)
 
-            return dataset_sum(per_batch, (jnp.zeros((), _float_dtype(p)), zeros_like(p)))
+            return dataset_sum(per_batch, (jnp.zeros((), _float_dtype(p)), _zeros_like(p)))
 
         total = run_sharded(per_device, (p, st), x, y, m)
         return jax.tree_util.tree_map(lambda t: t / n, total)
@@ -292,6 +256,57 @@ def _build_programs(
 
 # Programs of the most recent specs (a sweep measures many checkpoints of one model and shape).
 _cached_programs = functools.lru_cache(maxsize=16)(_build_programs)
+
+
+def _dataset_sum(per_batch_fn, init, batch_size: int, unroll: bool):
+    """Per-device sum of ``per_batch_fn(x, y, m)`` over microbatches of ``batch_size`` (a
+    ``lax.scan``, or straight-line code if ``unroll``), psum over devices."""
+
+    def per_device(x, y, m):
+        def body(acc, batch):
+            out = per_batch_fn(*batch)
+            return jax.tree_util.tree_map(jnp.add, acc, out), None
+
+        if unroll:  # straight-line code, no while loop (see make_dataset_objective)
+            total = init
+            for i in range(x.shape[0] // batch_size):
+                part = slice(i * batch_size, (i + 1) * batch_size)
+                total = jax.tree_util.tree_map(
+                    jnp.add, total, per_batch_fn(x[part], y[part], m[part])
+                )
+        else:
+            # The carry becomes device-varying inside the scan; mark its initial value so.
+            carry = _to_varying(init)
+            total, _ = jax.lax.scan(
+                body, carry, tuple(_microbatches(a, batch_size) for a in (x, y, m))
+            )
+        return jax.lax.psum(total, AXIS)
+
+    return per_device
+
+
+def _microbatches(x, batch_size: int):
+    return x.reshape((-1, batch_size) + x.shape[1:])
+
+
+def _run_sharded(mesh, per_device, replicated_args, x, y, m):
+    """``per_device(replicated_args)(x, y, m)`` under shard_map: data sharded over the mesh,
+    the replicated arguments (parameters, state, tangent) on every device."""
+    # Replicated inputs are cast to device-varying first: then jax.grad inside the
+    # per-device function yields the local gradient (pmap semantics) and the only
+    # cross-device reduction is the explicit psum, instead of the implicit psum that
+    # differentiating an invariant input inside shard_map would add.
+    fn = jax.shard_map(
+        lambda rep, x, y, m: per_device(_to_varying(rep))(x, y, m),
+        mesh=mesh,
+        in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)),
+        out_specs=P(),
+    )
+    return fn(replicated_args, x, y, m)
+
+
+def _zeros_like(tree):  # device-invariant zeros (jnp.zeros_like would inherit 'varying')
+    return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
 
 
 def _to_varying(tree: PyTree) -> PyTree:
