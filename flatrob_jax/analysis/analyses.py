@@ -317,9 +317,10 @@ _AUDIT_CURVATURE_SETTINGS = (
 
 def reparam_audit_config() -> ml_collections.ConfigDict:
     """Settings of the reparameterization audit (``curvature.reparam``): which flatness
-    measures move under function-preserving rescalings of the checkpoint. Its measures'
-    settings (batch size, devices, Lanczos, Keskar, adaptive sharpness) start from the
-    curvature analysis's defaults; the rest of theirs are the curvature defaults too."""
+    measures move under function-preserving rescalings of the checkpoint. The measures'
+    settings it exposes (batch size, devices, Lanczos, Keskar, adaptive sharpness) default to
+    the values in ``curvature_config`` (meanings there); those it does not expose are
+    ``curvature_config``'s defaults, fixed."""
     c = ml_collections.ConfigDict()
     c.alpha = 4.0  # the rescaling factor (a power of 2 keeps the logits bit-identical)
     c.transforms = ("bn_scale", "relu_rescale")  # rescalings of curvature.reparam.TRANSFORMS
