@@ -183,7 +183,8 @@ def bench_curvature(loaded, net, args, helpers):
 
     # What one run's analysis does: a fresh objective, then Lanczos and the trace on it (the
     # first call compiles the HVP and both solvers' steps); then the same solves again on the
-    # same objective, compiled. (A second from_flax objective compiles again.)
+    # same objective, compiled. (A second from_flax objective of the same model, shapes and
+    # mesh, e.g. the next run of a sweep, reuses the compiled programs too.)
     obj, t_obj = clock(
         lambda: curvature.from_flax(
             loaded.model, loaded.variables, x, y, batch_size=args.curv_batch, mesh=mesh

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from flatrob_jax.analysis.analyses import curvature_config
 from flatrob_jax.curvature import evaluate as curvature_evaluate
+from flatrob_jax.curvature import measures
 from flatrob_jax.models import get_model
 
 
@@ -41,7 +43,7 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
     )
     lines = []
     out = curvature_evaluate.evaluate(
-        _eval_model(), data, key=jax.random.key(0), log=lines.append, **settings
+        _eval_model(), data, curvature_config(), key=jax.random.key(0), log=lines.append, **settings
     )
     out = json.loads(json.dumps(out))
     assert out["num_examples"] == 20 and out["num_devices"] == jax.device_count()
@@ -70,14 +72,44 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
     )
 
 
-def test_evaluate_rejects_unknown_trace_method():
+def test_evaluate_rejects_bad_settings():
     data = (np.zeros((2, 8, 8, 1), np.float32), np.zeros(2, np.int32))
+    config = curvature_config()
+    key = jax.random.key(0)
     with pytest.raises(ValueError, match="trace_method='exact'"):
+        curvature_evaluate.evaluate(_eval_model(), data, config, key=key, trace_method="exact")
+    with pytest.raises(ValueError, match="pac_bayes_metric='accuracy'"):
         curvature_evaluate.evaluate(
-            _eval_model(), data, key=jax.random.key(0), trace_method="exact"
+            _eval_model(), data, config, key=key, pac_bayes_metric="accuracy"
         )
     with pytest.raises(ValueError, match="num_devices must be None"):
-        curvature_evaluate.evaluate(_eval_model(), data, key=jax.random.key(0), num_devices=0)
+        curvature_evaluate.evaluate(_eval_model(), data, config, key=key, num_devices=0)
+    with pytest.raises(ValueError, match=r"unknown curvature settings \['lanczos_stpes'\]"):
+        curvature_evaluate.evaluate(_eval_model(), data, config, key=key, lanczos_stpes=3)
+    partial = {k: v for k, v in config.items() if k not in ("top_k", "confidence")}
+    with pytest.raises(ValueError, match=r"\['top_k', 'confidence'\] missing.*curvature_config"):
+        curvature_evaluate.evaluate(_eval_model(), data, partial, key=key)
+
+
+def test_the_config_holds_every_setting_once_and_nothing_else():
+    """The config is where each setting's default lives: exactly the objective's settings and
+    every registered measure's switch and settings."""
+    names = curvature_evaluate.setting_names()
+    assert len(set(names)) == len(names)
+    assert sorted(curvature_config().keys()) == sorted(names)
+    indices = [m.key_index for m in measures.measures()]
+    assert indices == [0, 1, 2, 3, 4]  # the fold_in of each measure, as it has always been
+    assert [m.name for m in measures.measures()] == [
+        "lanczos",
+        "trace",
+        "density",
+        "sharpness",
+        "pac_bayes",
+    ]
+    with pytest.raises(ValueError, match="key_index=1 is 'trace'"):
+        measures.register(measures.Measure("copy", measures.trace, key_index=1))
+    with pytest.raises(ValueError, match=r"settings \['top_k'\] are 'lanczos'"):
+        measures.register(measures.Measure("k", measures.trace, key_index=9, settings=("top_k",)))
 
 
 @pytest.mark.slow
@@ -87,6 +119,7 @@ def test_pac_bayes_on_a_saturated_error_is_reported_not_raised():
     out = curvature_evaluate.evaluate(
         _eval_model(),
         data,
+        curvature_config(),
         key=jax.random.key(0),
         log=lambda _: None,
         lanczos_steps=2,

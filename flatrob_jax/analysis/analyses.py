@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from flatrob_jax.analysis.registry import Analysis, register
+from flatrob_jax.curvature import measures as curvature_measures
 
 # --------------------------------------------------------------------------- settings
 
@@ -31,7 +32,9 @@ def clean_config() -> ml_collections.ConfigDict:
 
 
 def curvature_config() -> ml_collections.ConfigDict:
-    """Settings of both curvature analyses (clean and augmented training data)."""
+    """Settings of both curvature analyses (clean and augmented training data): the objective's
+    and every curvature measure's (``curvature.measures``), each with its one default. A
+    direct caller of ``curvature.evaluate`` starts from this config too."""
     c = ml_collections.ConfigDict()
     c.batch_size = 128  # examples per device per microbatch (memory only; no effect on values)
     c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
@@ -54,7 +57,7 @@ def curvature_config() -> ml_collections.ConfigDict:
     c.density_png = ""  # path of the density plot; '' = beside analysis.json
     c.sharpness = False  # Keskar and adaptive (worst-case, average) sharpness
     c.keskar_epsilon = 1e-3  # Keskar: box radius relative to |w| + 1
-    c.keskar_iters = 10  # Keskar: projected gradient ascent steps
+    c.keskar_iters = 10  # Keskar: L-BFGS-B iterations
     c.adaptive_rho = 0.05  # adaptive worst case: l2 radius of |w|-scaled perturbations
     c.adaptive_steps = 10  # adaptive worst case: ascent steps
     c.adaptive_average_rho = 0.1  # adaptive average: Gaussian sigma of |w|-scaled noise
@@ -134,7 +137,7 @@ def _curvature(inputs, data, which: str, log, settings) -> dict:
         settings["density_png"] = os.path.join(inputs.out_dir, f"hessian_density_{which}.png")
     log(f"curvature on {data[0].shape[0]} {which} training images")
     return curvature_eval.evaluate(
-        inputs.model, data, key=jax.random.fold_in(inputs.key, 1), log=log, **settings
+        inputs.model, data, settings, key=jax.random.fold_in(inputs.key, 1), log=log
     )
 
 
@@ -233,14 +236,9 @@ def attacks(inputs, *, log=print, **settings) -> dict:
     )
 
 
-_FLATNESS = (
-    "lambda_max",
-    "trace",
-    "keskar_sharpness",
-    "adaptive_sharpness_worst",
-    "adaptive_sharpness_average",
-    "pac_bayes_sigma",
-)
+# The headline flatness measures: those the curvature measures declare (lambda_max, trace,
+# Keskar, worst-case and average adaptive sharpness, PAC-Bayes sigma).
+_FLATNESS = curvature_measures.headline_metrics()
 
 register(
     Analysis(
@@ -302,25 +300,39 @@ register(
 # --------------------------------------------------------------------------- reparam audit
 
 
+# The measures' settings the audit has its own section for; their defaults are the curvature
+# analysis's (written once, in curvature_config).
+_AUDIT_CURVATURE_SETTINGS = (
+    "batch_size",
+    "num_devices",
+    "lanczos_steps",
+    "lanczos_tol",
+    "keskar_epsilon",
+    "keskar_iters",
+    "adaptive_rho",
+    "adaptive_steps",
+    "adaptive_average_rho",
+    "adaptive_samples",
+)
+
+
 def reparam_audit_config() -> ml_collections.ConfigDict:
     """Settings of the reparameterization audit (``curvature.reparam``): which flatness
-    measures move under function-preserving rescalings of the checkpoint."""
+    measures move under function-preserving rescalings of the checkpoint. The measures'
+    settings it exposes (batch size, devices, Lanczos, Keskar, adaptive sharpness) default to
+    the values in ``curvature_config`` (meanings there); those it does not expose are
+    ``curvature_config``'s defaults, fixed."""
     c = ml_collections.ConfigDict()
     c.alpha = 4.0  # the rescaling factor (a power of 2 keeps the logits bit-identical)
     c.transforms = ("bn_scale", "relu_rescale")  # rescalings of curvature.reparam.TRANSFORMS
     c.move_tol = 0.05  # a measure moved when |value / original - 1| > move_tol
     c.probe_examples = 32  # training images that find and check the rescaled layers
-    c.batch_size = 128  # examples per device per microbatch (memory only)
-    c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
-    c.lanczos_steps = 100  # lambda_max: max Hessian-vector products
-    c.lanczos_tol = 1e-3  # stop when |Hv - theta v| <= tol * |theta|
     c.trace_probes = 30  # Hutchinson probes, the same ones for every variant
-    c.keskar_epsilon = 1e-3  # Keskar: box radius relative to |w| + 1
-    c.keskar_iters = 10  # Keskar: L-BFGS-B iterations
-    c.adaptive_rho = 0.05  # adaptive worst case: l2 radius of |w|-scaled perturbations
-    c.adaptive_steps = 10  # adaptive worst case: ascent steps
-    c.adaptive_average_rho = 0.1  # adaptive average: Gaussian sigma of |w|-scaled noise
-    c.adaptive_samples = 10  # adaptive average: noise samples
+    curvature = curvature_config()
+    for name in _AUDIT_CURVATURE_SETTINGS:  # a copy (same type), not a link to curvature's
+        c[name] = ml_collections.FieldReference(
+            curvature[name], field_type=curvature.get_ref(name).get_type()
+        )
     return c
 
 
@@ -347,6 +359,7 @@ def reparam_audit(
     return reparam.audit(
         inputs.model,
         inputs.train,
+        curvature_config(),
         key=jax.random.fold_in(inputs.key, 5),
         alpha=alpha,
         transforms=tuple(transforms),

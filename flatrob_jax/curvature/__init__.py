@@ -11,8 +11,9 @@ Typical use (a trained Flax model, eval-mode BatchNorm, the loss averaged over a
 
 Modules: hvp (forward-over-reverse HVP), dataset_objective (the dataset-level operator,
 sharded over devices), lanczos, power_iteration (PyHessian's method), hutchinson (+ Hutch++),
-density (stochastic Lanczos quadrature), sharpness (Keskar, adaptive, PAC-Bayes), evaluate
-(the analysis entry point's hook).
+density (stochastic Lanczos quadrature), sharpness (Keskar, adaptive, PAC-Bayes), measures
+(the registry of measures the analysis runs) and evaluate (the analysis's hook: one objective,
+then each configured measure).
 """
 
 from flatrob_jax.curvature.dataset_objective import (

@@ -22,13 +22,20 @@ passed to the jitted functions as arguments (never captured as constants).
 ``DatasetObjective.hvp`` is a ``jax.tree_util.Partial`` (a pytree whose leaves are the
 parameters and data), so :func:`flatrob_jax.curvature.lanczos` and the trace estimators can
 pass it into their own jitted steps: one compiled call per matvec, data not re-embedded.
+
+Compiled once. The jitted functions are built once per (per-example logits function, loss,
+N, batch size, mesh) and shared by every objective with that spec (:func:`from_flax` keys
+them on the Flax module, which compares by value). Weights and data are their arguments, so
+measuring another checkpoint of the same model on as many examples (the next run of a sweep)
+traces and compiles nothing again, the solvers' steps included.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -140,53 +147,58 @@ def make_dataset_objective(
     sharding = distributed.batch_sharded(mesh)
     data = tuple(jax.device_put(a, sharding) for a in (images[take], labels[take], mask))
 
-    def microbatches(x):
-        return x.reshape((-1, batch_size) + x.shape[1:])
+    programs = _programs(logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatches)
+    return DatasetObjective(
+        params=params,
+        state=state,
+        num_examples=n,
+        batch_size=batch_size,
+        mesh=mesh,
+        hvp=jax.tree_util.Partial(programs.hvp, params, state, *data),
+        loss=lambda p: programs.loss(p, state, *data),
+        value_and_grad=lambda p: programs.value_and_grad(p, state, *data),
+        error_rate=lambda p: programs.error_rate(p, state, *data),
+    )
+
+
+class _Programs(NamedTuple):
+    """The objective's jitted functions of ``(params, state, images, labels, mask[, v])``."""
+
+    hvp: Callable
+    loss: Callable
+    value_and_grad: Callable
+    error_rate: Callable
+
+
+def _programs(logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatches) -> _Programs:
+    """The jitted functions for this model, loss, problem size and mesh: the same function
+    objects for every objective with an equal (hashable) spec, so a second objective (other
+    weights, other images of the same shape) reuses the compiled programs, and the solvers'
+    own jitted steps, which take ``hvp`` as a ``Partial`` argument, see an equal tree
+    structure and do not retrace either. An unhashable spec (a model with a list field) gets
+    fresh functions (they compile again)."""
+    spec = (logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatches)
+    try:
+        hash(spec)
+    except TypeError:
+        return _build_programs(*spec)
+    return _cached_programs(*spec)
+
+
+def _build_programs(
+    logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatches
+) -> _Programs:
+    """The four jitted programs (pmap model: per-device sums over microbatches, psum)."""
 
     def masked_sum_loss(p, st, x, y, m):
         losses = per_example_loss(logits_fn(p, st, x), y)
         return jnp.sum(jnp.where(m, losses, 0.0))
 
     def dataset_sum(per_batch_fn, init):
-        """Per-device scan of ``per_batch_fn(x, y, m)`` over microbatches, psum over devices."""
-
-        def per_device(x, y, m):
-            def body(acc, batch):
-                out = per_batch_fn(*batch)
-                return jax.tree_util.tree_map(jnp.add, acc, out), None
-
-            if unroll_microbatches:  # straight-line code, no while loop (see the docstring)
-                total = init
-                for i in range(x.shape[0] // batch_size):
-                    part = slice(i * batch_size, (i + 1) * batch_size)
-                    total = jax.tree_util.tree_map(
-                        jnp.add, total, per_batch_fn(x[part], y[part], m[part])
-                    )
-            else:
-                # The carry becomes device-varying inside the scan; mark its initial value so.
-                carry = _to_varying(init)
-                total, _ = jax.lax.scan(
-                    body, carry, (microbatches(x), microbatches(y), microbatches(m))
-                )
-            return jax.lax.psum(total, AXIS)
-
-        return per_device
+        return _dataset_sum(per_batch_fn, init, batch_size, unroll_microbatches)
 
     def run_sharded(per_device, replicated_args, x, y, m):
-        # Replicated inputs are cast to device-varying first: then jax.grad inside the
-        # per-device function yields the local gradient (pmap semantics) and the only
-        # cross-device reduction is the explicit psum, instead of the implicit psum that
-        # differentiating an invariant input inside shard_map would add.
-        fn = jax.shard_map(
-            lambda rep, x, y, m: per_device(_to_varying(rep))(x, y, m),
-            mesh=mesh,
-            in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)),
-            out_specs=P(),
-        )
-        return fn(replicated_args, x, y, m)
-
-    def zeros_like(tree):  # device-invariant zeros (jnp.zeros_like would inherit 'varying')
-        return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
+        return _run_sharded(mesh, per_device, replicated_args, x, y, m)
 
     @jax.jit
     def _hvp(p, st, x, y, m, v):
@@ -197,7 +209,7 @@ def make_dataset_objective(
                 grad_fn = jax.grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))
                 return jax.jvp(grad_fn, (p,), (v,))[1]
 
-            return dataset_sum(per_batch, zeros_like(p))
+            return dataset_sum(per_batch, _zeros_like(p))
 
         total = run_sharded(per_device, (p, st, v), x, y, m)
         return jax.tree_util.tree_map(lambda t: t / n, total)
@@ -210,7 +222,7 @@ def make_dataset_objective(
             def per_batch(xb, yb, mb):
                 return jax.value_and_grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))(p)
 
-            return dataset_sum(per_batch, (jnp.zeros((), _float_dtype(p)), zeros_like(p)))
+            return dataset_sum(per_batch, (jnp.zeros((), _float_dtype(p)), _zeros_like(p)))
 
         total = run_sharded(per_device, (p, st), x, y, m)
         return jax.tree_util.tree_map(lambda t: t / n, total)
@@ -239,17 +251,62 @@ def make_dataset_objective(
 
         return run_sharded(per_device, (p, st), x, y, m) / n
 
-    return DatasetObjective(
-        params=params,
-        state=state,
-        num_examples=n,
-        batch_size=batch_size,
+    return _Programs(_hvp, _loss, _value_and_grad, _error_rate)
+
+
+# Programs of the most recent specs (a sweep measures many checkpoints of one model and shape).
+_cached_programs = functools.lru_cache(maxsize=16)(_build_programs)
+
+
+def _dataset_sum(per_batch_fn, init, batch_size: int, unroll: bool):
+    """Per-device sum of ``per_batch_fn(x, y, m)`` over microbatches of ``batch_size`` (a
+    ``lax.scan``, or straight-line code if ``unroll``), psum over devices."""
+
+    def per_device(x, y, m):
+        def body(acc, batch):
+            out = per_batch_fn(*batch)
+            return jax.tree_util.tree_map(jnp.add, acc, out), None
+
+        if unroll:  # straight-line code, no while loop (see make_dataset_objective)
+            total = init
+            for i in range(x.shape[0] // batch_size):
+                part = slice(i * batch_size, (i + 1) * batch_size)
+                total = jax.tree_util.tree_map(
+                    jnp.add, total, per_batch_fn(x[part], y[part], m[part])
+                )
+        else:
+            # The carry becomes device-varying inside the scan; mark its initial value so.
+            carry = _to_varying(init)
+            total, _ = jax.lax.scan(
+                body, carry, tuple(_microbatches(a, batch_size) for a in (x, y, m))
+            )
+        return jax.lax.psum(total, AXIS)
+
+    return per_device
+
+
+def _microbatches(x, batch_size: int):
+    return x.reshape((-1, batch_size) + x.shape[1:])
+
+
+def _run_sharded(mesh, per_device, replicated_args, x, y, m):
+    """``per_device(replicated_args)(x, y, m)`` under shard_map: data sharded over the mesh,
+    the replicated arguments (parameters, state, tangent) on every device."""
+    # Replicated inputs are cast to device-varying first: then jax.grad inside the
+    # per-device function yields the local gradient (pmap semantics) and the only
+    # cross-device reduction is the explicit psum, instead of the implicit psum that
+    # differentiating an invariant input inside shard_map would add.
+    fn = jax.shard_map(
+        lambda rep, x, y, m: per_device(_to_varying(rep))(x, y, m),
         mesh=mesh,
-        hvp=jax.tree_util.Partial(_hvp, params, state, *data),
-        loss=lambda p: _loss(p, state, *data),
-        value_and_grad=lambda p: _value_and_grad(p, state, *data),
-        error_rate=lambda p: _error_rate(p, state, *data),
+        in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)),
+        out_specs=P(),
     )
+    return fn(replicated_args, x, y, m)
+
+
+def _zeros_like(tree):  # device-invariant zeros (jnp.zeros_like would inherit 'varying')
+    return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
 
 
 def _to_varying(tree: PyTree) -> PyTree:
@@ -260,6 +317,22 @@ def _to_varying(tree: PyTree) -> PyTree:
 def _float_dtype(tree: PyTree):
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.result_type(*leaves) if leaves else jnp.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class _FlaxLogits:
+    """``(params, state, x) -> logits`` of a Flax ``model``; equal (and equally hashed) for
+    equal models, so objectives of one model share their compiled programs."""
+
+    model: Any
+    batchnorm: str  # 'eval': running statistics; 'batch': the microbatch's own
+
+    def __call__(self, p, st, x):
+        variables = {"params": p, **st}
+        if self.batchnorm == "eval":
+            return self.model.apply(variables, x, train=False)
+        logits, _ = self.model.apply(variables, x, train=True, mutable=list(st))
+        return logits
 
 
 def from_flax(
@@ -287,19 +360,8 @@ def from_flax(
         raise ValueError(f"variables must contain 'params'; got keys {sorted(variables)}")
     params = variables["params"]
     state = {k: v for k, v in variables.items() if k != "params"}
-    if batchnorm == "eval":
-
-        def logits_fn(p, st, x):
-            return model.apply({"params": p, **st}, x, train=False)
-
-    else:
-
-        def logits_fn(p, st, x):
-            logits, _ = model.apply({"params": p, **st}, x, train=True, mutable=list(st))
-            return logits
-
     return make_dataset_objective(
-        logits_fn,
+        _FlaxLogits(model, batchnorm),
         params,
         state,
         images,

@@ -316,6 +316,7 @@ def _measures(result: dict) -> dict:
 def audit(
     eval_model,
     data,
+    settings,
     *,
     key: jax.Array,
     alpha: float = 4.0,
@@ -323,7 +324,7 @@ def audit(
     move_tol: float = 0.05,
     probe_examples: int = 32,
     log: Callable = print,
-    **settings,
+    **overrides,
 ) -> dict:
     """Measure flatness on ``eval_model`` and on each rescaled copy (same data, same keys,
     same settings) and report which measures move while the function does not.
@@ -337,16 +338,17 @@ def audit(
       transforms: names from ``TRANSFORMS``.
       move_tol: a measure "moved" when ``|value / original - 1| > move_tol``.
       probe_examples: images of ``data`` used to find and check the layers.
-      settings: keyword settings of ``flatrob_jax.curvature.evaluate.evaluate`` (lanczos_*,
-        trace_*, keskar_*, adaptive_*, batch_size, num_devices); the audit switches on the
+      settings: every setting of ``flatrob_jax.curvature.evaluate.evaluate`` (e.g.
+        ``flatrob_jax.analysis.analyses.curvature_config()``); the audit switches on the
         trace and the sharpness measures and off the density and the PAC-Bayes sigma.
+      overrides: settings that replace those in ``settings`` (lanczos_*, trace_*, ...).
 
     Returns a dict: ``alpha``, ``original`` (the measures), and per transform ``layers``,
     ``excluded``, ``max_abs_logit_diff`` (over all of ``data``), ``values``, ``ratio``
     (value / original; None where the original is 0) and ``moved`` (per measure), or
     ``{'unsupported': why}`` for a transform the model does not allow; plus
     ``invariant_measures`` (those that moved under no applied transform)."""
-    from flatrob_jax.curvature.evaluate import evaluate
+    from flatrob_jax.curvature.evaluate import evaluate, resolve_settings
 
     _check_alpha(alpha)
     transforms = tuple(transforms)
@@ -355,12 +357,13 @@ def audit(
             raise ValueError(f"unknown rescaling {t!r} in transforms; allowed: {TRANSFORMS}")
     images, labels = data
     probe = np.asarray(images[:probe_examples])
-    settings = {**settings, "trace": True, "sharpness": True, "density": False, "pac_bayes": False}
+    switches = {"trace": True, "sharpness": True, "density": False, "pac_bayes": False}
+    settings = resolve_settings(settings, {**overrides, **switches})
 
     def measure(variables, which):
         t0 = time.time()
         view = types.SimpleNamespace(model=eval_model.model, variables=variables)
-        result = evaluate(view, (images, labels), key=key, log=log, **settings)
+        result = evaluate(view, (images, labels), settings, key=key, log=log)
         log(f"reparam audit: {which} measured in {time.time() - t0:.1f} s")
         return _measures(result)
 
