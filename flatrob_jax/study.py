@@ -49,6 +49,9 @@ from flatrob_jax.workdir_lease import Lease
 
 STEPS = ("train", "analyze", "report")
 WARM_START = "warm_start"  # the warm-start run's name and directory under the sweep's root
+# A run override naming another run of the sweep: this run stops at that run's final training
+# loss (train.stop_at_loss), a matched end point; it starts once that run is trained.
+MATCH_LOSS_OF = "match.loss_of"
 
 
 @dataclasses.dataclass
@@ -164,6 +167,7 @@ class Job:
     command: tuple | None = None
     analyze: bool = True  # whether its analysis.json is part of the study
     importer: SweepImport | None = None
+    match_loss_of: str | None = None  # the run whose final training loss it stops at
 
     @property
     def command_line(self) -> str | None:
@@ -217,7 +221,8 @@ def plan(sweep: Sweep, root: str, overrides=()) -> Plan:
     base = apply_overrides(load_config(sweep.base), dict(sweep.overrides))
     given = configuration.parse_override_strings(base, overrides)  # {key: typed value}
     command = functools.partial(unit_command, sweep.spec, root, overrides=overrides)
-    jobs = []
+    jobs, matched = [], []
+    names = [run_name(dict(r)) for r in sweep.runs]
     warm_dir = fileio.join(root, WARM_START)
     if sweep.warm_start is not None:
         config = apply_overrides(base, {**dict(sweep.warm_start), **given})
@@ -235,7 +240,14 @@ def plan(sweep: Sweep, root: str, overrides=()) -> Plan:
     for run in sweep.runs:
         run = dict(run)
         name = run_name(run)
-        config = apply_overrides(base, {**config_overrides(run), **given})
+        match = run.get(MATCH_LOSS_OF)
+        if match is not None and (match not in names or match == name):
+            raise ValueError(
+                f"run {name}: {MATCH_LOSS_OF}={match!r} must name another run of the sweep; "
+                f"its runs: {names}"
+            )
+        own = {k: v for k, v in config_overrides(run).items() if k != MATCH_LOSS_OF}
+        config = apply_overrides(base, {**own, **given})
         importer = SweepImport.from_overrides(run)
         if importer is not None:
             importer.check(name, {**sweep.overrides, **run, **given}, config)
@@ -256,10 +268,36 @@ def plan(sweep: Sweep, root: str, overrides=()) -> Plan:
         if sweep.warm_start is not None:
             config = apply_overrides(config, {"train.init_from": warm_dir})
             depends = (WARM_START,)
-        jobs.append(
-            Job(name, "train", fileio.join(root, name), config, run, depends, command(name))
+        if match is not None:
+            depends += (match,)
+        job = Job(name, "train", fileio.join(root, name), config, run, depends, command(name))
+        (matched if match else jobs).append(dataclasses.replace(job, match_loss_of=match))
+    return Plan(sweep, root, tuple(jobs + matched), overrides)  # a matched run after its match
+
+
+def final_train_loss(workdir: str) -> float:
+    """The last logged training loss of the run in ``workdir`` (metrics.jsonl)."""
+    path = fileio.join(workdir, "metrics.jsonl")
+    losses = [
+        row["loss"]
+        for row in map(
+            json.loads, fileio.read_text(path).splitlines() if fileio.exists(path) else []
         )
-    return Plan(sweep, root, tuple(jobs), overrides)
+        if row.get("split") == "train" and row.get("loss") is not None
+    ]
+    if not losses:
+        raise ValueError(f"{workdir} has no logged training loss (metrics.jsonl) to match")
+    return float(losses[-1])
+
+
+def training_config(the_plan: Plan, job: Job):
+    """The config ``job`` trains with: with ``match.loss_of``, stopped at that run's final
+    training loss (read now: that run is trained first)."""
+    if job.match_loss_of is None:
+        return job.config
+    workdir = the_plan.job(job.match_loss_of).workdir
+    target = distributed.decide_on_main(lambda: final_train_loss(workdir), "the loss to stop at")
+    return apply_overrides(job.config, {"train.stop_at_loss": target})
 
 
 # --------------------------------------------------------------------------- what is done
@@ -372,7 +410,7 @@ def run_unit(plan: Plan, name: str, *, log=print, attempt: str | None = None, **
         distributed.decide_on_main(write, f"the import of {name}")  # process 0 writes
     else:
         log(f"{name}: training")
-        train_and_evaluate(job.config, job.workdir, before_write=check)
+        train_and_evaluate(training_config(plan, job), job.workdir, before_write=check)
     if job.analyze and not current:
         analyze_runs([(job.workdir, job.config.analysis)], log=log, before_write=check)
     elif job.analyze:
@@ -438,7 +476,7 @@ def run_plan(the_plan: Plan, steps=STEPS, log=print) -> dict:
                     f"the import of {job.name}",
                 )
             else:
-                train_and_evaluate(job.config, job.workdir)
+                train_and_evaluate(training_config(the_plan, job), job.workdir)
     if "analyze" in steps:
         runs = the_plan.runs
         current = distributed.decide_on_main(

@@ -147,3 +147,24 @@ def test_a_warm_start_is_trained_once_and_every_run_starts_from_it(tmp_path):
     run_sweep(sweep, root, steps=("train",), log=again.append)
     assert any("warm_start: trained (warm start) already" in line for line in again)
     assert sum("name=" in line and "trained already" in line for line in again) == 2
+
+
+def test_a_matched_run_stops_at_its_matchs_final_training_loss(tmp_path):
+    """``match.loss_of``: the run starts after the run it names and trains with
+    train.stop_at_loss = that run's last logged training loss (a matched end point)."""
+    from flatrob_jax.configuration import load_run_config
+    from flatrob_jax.study import final_train_loss, plan
+
+    sweep = load_sweep(_write_sweep(tmp_path, runs=("standard",)))
+    sweep.runs = [{"augment.name": "none", "match.loss_of": "name=standard"}, *sweep.runs]
+    root = str(tmp_path / "study")
+    jobs = plan(sweep, root).jobs
+    assert [j.name for j in jobs] == ["name=standard", "name=none,loss_of=name=standard"]
+    assert jobs[1].depends_on == ("name=standard",) and jobs[1].match_loss_of == "name=standard"
+    run_sweep(sweep, root, steps=("train",), log=lambda m: None)
+    target = final_train_loss(os.path.join(root, "name=standard"))
+    matched = load_run_config(os.path.join(root, "name=none,loss_of=name=standard"))
+    assert matched.train.stop_at_loss == target and matched.augment.name == "none"
+    sweep.runs = [{"augment.name": "none", "match.loss_of": "name=nope"}]
+    with pytest.raises(ValueError, match="match.loss_of='name=nope' must name another run"):
+        plan(sweep, root)
