@@ -105,9 +105,15 @@ def run_name(overrides: dict) -> str:
     """A readable, filesystem-safe name from the overrides: 'name=augmix,seed=1'."""
     if not overrides:
         return "base"
-    # An imported file is named by its base name, not its whole path.
+    # An imported file is named by its base name, not its whole path; a matched run's target
+    # (itself a run name) with '-' for '=' and '+' for ',', so the parts stay apart.
     shown = {
-        k: os.path.basename(str(v)) if k == "import.weights" else v for k, v in overrides.items()
+        k: os.path.basename(str(v))
+        if k == "import.weights"
+        else str(v).replace("=", "-").replace(",", "+")
+        if k == MATCH_LOSS_OF
+        else v
+        for k, v in overrides.items()
     }
     parts = [f"{k.split('.')[-1]}={v}" for k, v in shown.items()]
     if len({k.split(".")[-1] for k in overrides}) < len(overrides):

@@ -222,11 +222,20 @@ def test_every_shipped_sweep_declares_a_design_that_resolves(spec):
     )
     labels = [c.label for c in d.conditions]
     if spec.startswith("cifar10_resnet18_augmentations") and "false" not in spec:
-        # paper.py's intervention arm: SAM's rho without the ASAM run, and the weight decay.
-        sam, wd = d.families
+        # paper.py: four augmentation families (3-4 strengths each), and the intervention
+        # arm's SAM rho (without the ASAM runs) and weight decay.
+        by_key = {f.strength_key: f for f in d.families}
+        assert {k: len(f.conditions) for k, f in by_key.items()} == {
+            "augment.gaussian_noise.sigma": 5,  # the reference is sigma 0
+            "augment.randaugment.magnitude": 3,
+            "augment.augmix.severity": 3,
+            "augment.cutout.length": 3,
+            "optimizer.sam_rho": 2,
+            "optimizer.weight_decay": 2,
+        }
+        sam = by_key["optimizer.sam_rho"]
         assert [labels[i] for i in sam.conditions] == [
             "standard, sam_rho=0.05",
             "standard, sam_rho=0.1",
         ]
-        assert wd.strength_key == "optimizer.weight_decay" and len(wd.conditions) == 2
-        assert len(d.interventions) == 7 and labels[d.reference] == "standard"
+        assert len(d.interventions) == 8 and labels[d.reference] == "standard"

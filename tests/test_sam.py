@@ -235,10 +235,10 @@ def test_sam_step_updates_batchnorm_statistics_from_the_pass_at_w_only():
     assert max(jax.tree.leaves(diff)) > 1e-6
 
 
-def test_paper_sweeps_carry_the_intervention_arm():
-    """Every paper sweep: 10 augmentation runs + 7 interventions on the reference
-    augmentation per seed, each changing one factor of its base config; seeds replicate both
-    arms; ``interventions=false`` leaves the arm out."""
+def test_paper_sweeps_carry_the_design_and_the_intervention_arm():
+    """Every paper sweep: 17 label-preserving conditions (3 seeds, 5 for none and standard),
+    none stopped at the reference's end point (3 seeds), and 8 interventions on the reference
+    augmentation (3 seeds), each changing one factor of its base config."""
     from flatrob_jax.configs.sweeps import paper
     from flatrob_jax.study import load_sweep, plan
 
@@ -249,19 +249,32 @@ def test_paper_sweeps_carry_the_intervention_arm():
         "cifar10_preact_resnet18",
     ):
         sweep = load_sweep(f"{name}_augmentations")
-        assert len(sweep.runs) == 17, name
-        assert len(load_sweep(f"{name}_augmentations:seeds").runs) == 51
-        assert len(load_sweep(f"{name}_augmentations:interventions=false").runs) == 10
+        assert len(sweep.runs) == 15 * 3 + 2 * 5 + 3 + 8 * 3, name
+        assert len(load_sweep(f"{name}_augmentations:seeds=1").runs) == 17 + 1 + 8
+        assert len(load_sweep(f"{name}_augmentations:interventions=false").runs) == 58
     jobs = plan(load_sweep("cifar10_preact_resnet18_augmentations"), "/r").jobs
-    configs = {job.name: job.config for job in jobs}
+
+    def intervention(overrides):
+        return any(k.startswith(("optimizer.", "train.")) for k in overrides)
+
+    conditions = {
+        tuple(sorted((k, v) for k, v in j.overrides.items() if k != "seed"))
+        for j in jobs
+        if not intervention(j.overrides) and not j.match_loss_of
+    }
+    assert len(conditions) == 17
+    matched = [j for j in jobs if j.match_loss_of]
+    assert len(matched) == 3 and {j.match_loss_of for j in matched} == {"name=standard,seed=0"}
+    assert list(jobs[-3:]) == matched  # after the run they match
+    configs = {job.name: job.config for job in jobs if job.overrides.get("seed") == 0}
     ref = configs["name=standard,seed=0"]
     assert ref.model.name == "preact_resnet18" and ref.optimizer.sam_rho == 0.0
     arm = [c for n, c in configs.items() if n.startswith("name=standard,") and c is not ref]
-    assert len(arm) == 7 and all(c.augment.name == "standard" for c in arm)
+    assert len(arm) == 8 and all(c.augment.name == "standard" for c in arm)
     sam = sorted(
         (c.optimizer.sam_rho, c.optimizer.sam_adaptive) for c in arm if c.optimizer.sam_rho > 0
     )
-    assert sam == [(0.05, False), (0.1, False), (0.5, True)]
+    assert sam == [(0.05, False), (0.1, False), (0.5, True), (1.0, True)]
     assert sorted(
         c.optimizer.weight_decay / ref.optimizer.weight_decay
         for c in arm

@@ -159,11 +159,11 @@ def test_a_matched_run_stops_at_its_matchs_final_training_loss(tmp_path):
     sweep.runs = [{"augment.name": "none", "match.loss_of": "name=standard"}, *sweep.runs]
     root = str(tmp_path / "study")
     jobs = plan(sweep, root).jobs
-    assert [j.name for j in jobs] == ["name=standard", "name=none,loss_of=name=standard"]
+    assert [j.name for j in jobs] == ["name=standard", "name=none,loss_of=name-standard"]
     assert jobs[1].depends_on == ("name=standard",) and jobs[1].match_loss_of == "name=standard"
     run_sweep(sweep, root, steps=("train",), log=lambda m: None)
     target = final_train_loss(os.path.join(root, "name=standard"))
-    matched = load_run_config(os.path.join(root, "name=none,loss_of=name=standard"))
+    matched = load_run_config(os.path.join(root, "name=none,loss_of=name-standard"))
     assert matched.train.stop_at_loss == target and matched.augment.name == "none"
     sweep.runs = [{"augment.name": "none", "match.loss_of": "name=nope"}]
     with pytest.raises(ValueError, match="match.loss_of='name=nope' must name another run"):
