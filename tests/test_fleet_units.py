@@ -239,3 +239,14 @@ def test_another_writer_is_reported_not_retried(sweep_file, tmp_path):
         driver.state["name=none"] == "failed" and "took the run over" in driver.reasons["name=none"]
     )
     assert executor.started.count("name=none") == 1
+
+
+def test_the_local_path_imports_neither_ray_nor_submitit():
+    code = (
+        "import sys, flatrob_jax.sweep, flatrob_jax.fleet.command, flatrob_jax.fleet.local, "
+        "flatrob_jax.fleet.driver, flatrob_jax.fleet.attempts; "
+        "print(sorted(m for m in ('ray', 'submitit') if m in sys.modules))"
+    )
+    done = fs.run([fs.sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
