@@ -14,7 +14,6 @@ import pytest
 from flatrob_jax import fileio
 from flatrob_jax.analysis import analyze_run, default_config, registry
 from flatrob_jax.analysis.results import flatten_results
-from flatrob_jax.analysis.runner import analysis_config_for
 from flatrob_jax.runs import load_for_eval
 from flatrob_jax.training.trainer import train_and_evaluate
 from tests.helpers import REPO, make_idx_dataset, tiny_config
@@ -201,36 +200,6 @@ def test_a_registered_analysis_runs_from_the_config(trained, tmp_path):
     finally:
         registry._REGISTRY.pop(name, None)
         registry._REGISTRY.pop(name + "_train", None)
-
-
-def test_stored_old_vocabulary_is_upgraded(tmp_path):
-    """A workdir written by the first version (comma strings, 0 / -1 for all, 'auto') still
-    analyzes with the settings it stored."""
-    old = {
-        "analysis": {
-            "measures": "clean,corruptions",
-            "num_test_examples": -1,
-            "corruptions": {
-                "corruptions": "fog,snow",
-                "severities": "1,5",
-                "normalize_by_alexnet": "yes",
-                "num_examples": 0,
-            },
-            "attacks": {"num_devices": 0, "norms": ["Linf"]},
-            "curvature": {"trace_rel_tol": 0.0, "lanczos_steps": 7},
-        }
-    }
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    cfg = analysis_config_for(str(tmp_path), ["analysis.curvature.top_k=2"])
-    assert cfg.measures == ("clean", "corruptions")
-    assert cfg.num_test_examples is None
-    assert cfg.corruptions.corruptions == ("fog", "snow")
-    assert cfg.corruptions.severities == (1, 5)
-    assert cfg.corruptions.normalize_by_alexnet is True
-    assert cfg.corruptions.num_examples is None and cfg.attacks.num_devices is None
-    assert cfg.attacks.norms == ("Linf",)
-    assert cfg.curvature.trace_rel_tol is None and cfg.curvature.lanczos_steps == 7
-    assert cfg.curvature.top_k == 2
 
 
 @pytest.mark.slow
