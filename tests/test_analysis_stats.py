@@ -461,3 +461,43 @@ def test_bootstrap_covers_true_kendall_tau_at_nominal_rate():
         seed=1,
     )
     assert 0.84 <= coverage <= 0.96, coverage
+
+
+def test_partial_statistics_match_the_formula_and_the_bootstrap_resamples_covariates_with_pairs():
+    rng = np.random.default_rng(8)
+    x, z = rng.normal(size=(2, 9))
+    y = x + z + rng.normal(size=9)
+    # The partial-correlation formula on Pearson / Spearman coefficients.
+    for fn, coef in (
+        (stats.partial_pearson_statistic, lambda a, b: np.corrcoef(a, b)[0, 1]),
+        (stats.partial_spearman_statistic, lambda a, b: scipy.stats.spearmanr(a, b).statistic),
+    ):
+        rxy, rxz, ryz = coef(x, y), coef(x, z), coef(y, z)
+        formula = (rxy - rxz * ryz) / math.sqrt((1 - rxz**2) * (1 - ryz**2))
+        assert fn(x, y, z) == pytest.approx(formula, abs=1e-12)
+    assert math.isnan(stats.partial_pearson_statistic(x, 2 * z + 1, z))  # y a function of z
+    b = 400
+    idx = np.random.default_rng(3).integers(0, 9, (b, 9))
+    theta = np.array([stats.partial_spearman_statistic(x[i], y[i], z[i]) for i in idx])
+    ci = stats.bootstrap_ci(
+        x,
+        y,
+        stats.partial_spearman_statistic,
+        given=(z,),
+        num_resamples=b,
+        confidence=0.9,
+        ci_method="percentile",
+        rng=3,
+    )
+    np.testing.assert_allclose(ci.distribution, theta, atol=1e-11)
+    valid = theta[np.isfinite(theta)]
+    assert ci.num_valid == valid.size
+    np.testing.assert_allclose([ci.low, ci.high], np.quantile(valid, [0.05, 0.95]), atol=1e-11)
+    z_missing = z.copy()
+    z_missing[0] = np.nan
+    dropped = stats.bootstrap_ci(
+        x, y, stats.partial_spearman_statistic, given=(z_missing,), num_resamples=50
+    )
+    assert "1 point(s) with a missing" in dropped.note
+    with pytest.raises(ValueError, match="given= covariates need a function"):
+        stats.bootstrap_ci(x, y, "spearman", given=(z,))

@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.stats
 
+from flatrob_jax.analysis import stats
 from flatrob_jax.analysis.design import Conditions
 
 EXACT_MAX_PERMUTATIONS = 200_000  # stratified_kendall enumerates at most this many arrangements
@@ -319,22 +320,10 @@ class PartialCorrelation:
     note: str = ""
 
 
-def _residuals(v: np.ndarray, z: np.ndarray) -> np.ndarray:
-    design = np.column_stack([np.ones_like(z), z])
-    coef, *_ = np.linalg.lstsq(design, v, rcond=None)
-    return v - design @ coef
-
-
 def partial_spearman_value(x, y, z) -> float:
     """The partial Spearman coefficient of x and y given z on finite arrays (NaN when a
-    residual is constant)."""
-    rx, ry, rz = (scipy.stats.rankdata(np.asarray(a, dtype=float)) for a in (x, y, z))
-    ex, ey = _residuals(rx, rz), _residuals(ry, rz)
-    sx, sy = np.sqrt((ex * ex).sum()), np.sqrt((ey * ey).sum())
-    scale = 1e-9 * max(1.0, float(np.abs(rx).max()))
-    if sx <= scale or sy <= scale:
-        return math.nan
-    return float(np.clip((ex * ey).sum() / (sx * sy), -1.0, 1.0))
+    residual is constant): ``stats.partial_spearman_statistic``."""
+    return float(stats.partial_spearman_statistic(x, y, z))
 
 
 def partial_spearman(x, y, z) -> PartialCorrelation:
@@ -360,45 +349,6 @@ def partial_spearman(x, y, z) -> PartialCorrelation:
         return PartialCorrelation(r, 0.0, n, note)
     t = r * math.sqrt(dof / (1.0 - r * r))
     return PartialCorrelation(r, float(2.0 * scipy.stats.t.sf(abs(t), dof)), n, note)
-
-
-@dataclass(frozen=True)
-class Interval:
-    low: float
-    high: float
-    num_valid: int
-    note: str = ""
-
-
-def bootstrap_percentile(
-    statistic: Callable,
-    arrays: Sequence,
-    *,
-    num_resamples: int = 2000,
-    confidence: float = 0.95,
-    rng=0,
-) -> Interval:
-    """Percentile bootstrap interval of ``statistic(*arrays)``, resampling the points (the
-    same indices for every array) with ``rng.integers(0, n, (num_resamples, n))``; resamples
-    on which the statistic is NaN are dropped and counted in the note."""
-    arrays = [np.asarray(a, dtype=float) for a in arrays]
-    n = arrays[0].size
-    if n < 2 or num_resamples < 1:
-        return Interval(math.nan, math.nan, 0, "too few points for a bootstrap")
-    gen = _as_generator(rng)
-    idx = gen.integers(0, n, (int(num_resamples), n))
-    dist = np.array([statistic(*(a[i] for a in arrays)) for i in idx], dtype=float)
-    valid = dist[np.isfinite(dist)]
-    note = (
-        ""
-        if valid.size == dist.size
-        else (f"{dist.size - valid.size} of {dist.size} resamples undefined and dropped")
-    )
-    if valid.size == 0:
-        return Interval(math.nan, math.nan, 0, _join(note, "no valid resample"))
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(valid, [alpha, 1.0 - alpha])
-    return Interval(float(low), float(high), int(valid.size), note)
 
 
 @dataclass(frozen=True)

@@ -389,15 +389,27 @@ def _partial_rho(a, b, c) -> float:
     return design_stats.partial_spearman_value(a, b, c)
 
 
+def _percentile_ci(x, y, statistic, given, num_resamples, confidence, rng):
+    """The percentile bootstrap interval over conditions (``stats.bootstrap_ci``)."""
+    return stats.bootstrap_ci(
+        x,
+        y,
+        statistic,
+        given=given,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        ci_method="percentile",
+        rng=rng,
+    )
+
+
 def _rank_across(x, y, *, num_resamples, confidence, rng) -> dict:
     """Spearman rho of two per-condition means with its bootstrap percentile interval."""
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     return {
         "spearman": stats.spearman(x, y),
-        "ci": design_stats.bootstrap_percentile(
-            _rho, (x, y), num_resamples=num_resamples, confidence=confidence, rng=rng
-        ),
+        "ci": _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng),
         "points": np.flatnonzero(keep),
     }
 
@@ -408,17 +420,15 @@ def _across(fm, rm, cm, *, num_resamples, confidence, rng) -> dict:
     x, y = fm[keep], rm[keep]
     out = {"points": np.flatnonzero(keep)}
     out["spearman"] = stats.spearman(x, y)
-    out["spearman_ci"] = design_stats.bootstrap_percentile(
-        _rho, (x, y), num_resamples=num_resamples, confidence=confidence, rng=rng
-    )
+    out["spearman_ci"] = _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng)
     out["spearman_loo"] = design_stats.leave_one_out(_rho, (x, y))
     if cm is None:
         out["partial"] = out["partial_ci"] = out["partial_loo"] = None
         return out
     z = cm[keep]
     out["partial"] = design_stats.partial_spearman(x, y, z)
-    out["partial_ci"] = design_stats.bootstrap_percentile(
-        _partial_rho, (x, y, z), num_resamples=num_resamples, confidence=confidence, rng=rng
+    out["partial_ci"] = _percentile_ci(
+        x, y, stats.partial_spearman_statistic, (z,), num_resamples, confidence, rng
     )
     out["partial_loo"] = design_stats.leave_one_out(_partial_rho, (x, y, z))
     return out

@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +119,28 @@ def _clean_pair(x, y) -> tuple[np.ndarray, np.ndarray, str]:
     return x[keep], y[keep], note
 
 
+def _clean(x, y, given: Sequence = ()) -> tuple[np.ndarray, np.ndarray, tuple, str]:
+    """``_clean_pair`` over x, y and the covariates ``given`` together."""
+    if not given:
+        x, y, note = _clean_pair(x, y)
+        return x, y, (), note
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    given = tuple(np.asarray(g, dtype=float).ravel() for g in given)
+    if any(a.shape != x.shape for a in (y, *given)):
+        sizes = [a.size for a in (x, y, *given)]
+        raise ValueError(f"x, y and given must have the same length, got {sizes}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    for g in given:
+        keep &= np.isfinite(g)
+    note = (
+        ""
+        if keep.all()
+        else f"{int((~keep).sum())} point(s) with a missing (NaN/inf) value dropped"
+    )
+    return x[keep], y[keep], tuple(g[keep] for g in given), note
+
+
 def _degenerate_note(x: np.ndarray, y: np.ndarray) -> str:
     n = x.size
     if n < MIN_N:
@@ -188,6 +210,47 @@ def _kendall_statistic(x, y, axis=-1):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return scipy.stats.kendalltau(x, y, axis=axis).statistic
+
+
+def _residualize(v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Residuals of v after least squares on [1, z] along the last axis (one covariate z)."""
+    vc = v - v.mean(axis=-1, keepdims=True)
+    zc = z - z.mean(axis=-1, keepdims=True)
+    zz = (zc * zc).sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.where(zz > 0, (vc * zc).sum(axis=-1, keepdims=True) / zz, 0.0)
+    return vc - beta * zc
+
+
+def _corr_last_axis(a: np.ndarray, b: np.ndarray, scale_a, scale_b) -> np.ndarray:
+    """Pearson r along the last axis; NaN where a or b is constant: its norm at most 1e-9
+    times ``scale_*`` (the size of the values it was computed from) times sqrt(n)."""
+    a = a - a.mean(axis=-1, keepdims=True)
+    b = b - b.mean(axis=-1, keepdims=True)
+    sa = np.sqrt((a * a).sum(axis=-1))
+    sb = np.sqrt((b * b).sum(axis=-1))
+    root_n = np.sqrt(a.shape[-1])
+    ok = (sa > 1e-9 * scale_a * root_n) & (sb > 1e-9 * scale_b * root_n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (a * b).sum(axis=-1) / (sa * sb)
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
+
+
+def partial_pearson_statistic(x, y, z, axis=-1):
+    """Partial Pearson correlation of x and y given one covariate z, along ``axis``
+    (vectorised): Pearson r of the residuals of x and y after least squares on [1, z]. NaN
+    where a residual is constant."""
+    x, y, z = (np.moveaxis(np.asarray(a, dtype=float), axis, -1) for a in (x, y, z))
+    scale_x = np.maximum(np.abs(x).max(axis=-1), 1e-300)
+    scale_y = np.maximum(np.abs(y).max(axis=-1), 1e-300)
+    return _corr_last_axis(_residualize(x, z), _residualize(y, z), scale_x, scale_y)
+
+
+def partial_spearman_statistic(x, y, z, axis=-1):
+    """Partial Spearman correlation (vectorised): ``partial_pearson_statistic`` of the average
+    ranks of x, y and z along ``axis``."""
+    x, y, z = (scipy.stats.rankdata(np.asarray(a, dtype=float), axis=axis) for a in (x, y, z))
+    return partial_pearson_statistic(x, y, z, axis=axis)
 
 
 _STATISTICS: dict[str, Callable] = {
@@ -267,7 +330,7 @@ def _as_generator(rng) -> np.random.Generator:
     raise TypeError(f"rng must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
 
 
-def _as_statistic(statistic: str | Callable, x: np.ndarray, y: np.ndarray):
+def _as_statistic(statistic: str | Callable, x: np.ndarray, y: np.ndarray, given=()):
     """(the statistic scipy's bootstrap calls, f(x, y, axis); its value on the data).
 
     Values within ``_TIE_TOLERANCE`` of the estimate are set to the estimate exactly. Why: BCa's
@@ -285,14 +348,14 @@ def _as_statistic(statistic: str | Callable, x: np.ndarray, y: np.ndarray):
         estimate = correlation(x, y, statistic).statistic
     else:
 
-        def fn(a, b, axis=-1):
-            return statistic(np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
+        def fn(*arrays, axis=-1):
+            return statistic(*(np.moveaxis(a, axis, -1) for a in arrays))
 
-        estimate = float(fn(x, y))
+        estimate = float(fn(x, y, *given))
     tolerance = _TIE_TOLERANCE * max(1.0, abs(estimate)) if math.isfinite(estimate) else 0.0
 
-    def snapped(a, b, axis=-1):
-        values = np.asarray(fn(a, b, axis=axis), dtype=float)
+    def snapped(*arrays, axis=-1):
+        values = np.asarray(fn(*arrays, axis=axis), dtype=float)
         return np.where(np.abs(values - estimate) <= tolerance, estimate, values)
 
     return snapped, estimate
@@ -303,23 +366,29 @@ def bootstrap_ci(
     y,
     statistic: str | Callable = "pearson",
     *,
+    given: Sequence = (),
     num_resamples: int = 2000,
     confidence: float = 0.95,
     ci_method: str = "bca",
     rng=0,
 ) -> BootstrapInterval:
     """Bootstrap confidence interval of a paired statistic, resampling the pairs (runs), with
-    ``scipy.stats.bootstrap``.
+    ``scipy.stats.bootstrap``: the one bootstrap of the analysis package.
 
-    ``statistic``: a name in ``METHODS`` or a vectorised function ``f(x[..., n], y[..., n]) ->
-    [...]`` (NaN where undefined). ``rng``: a ``numpy.random.Generator`` (used as it is, so
-    consecutive calls draw different resamples) or an int seed. Never raises on degenerate
-    data: NaN bounds with a note instead (see the module docstring).
+    ``statistic``: a name in ``METHODS`` or a vectorised function ``f(x[..., n], y[..., n],
+    *given) -> [...]`` (NaN where undefined; e.g. ``partial_spearman_statistic``).
+    ``given``: further arrays, one value per pair (covariates), resampled with the pairs and
+    passed to a function ``statistic``; a point where any of them is NaN/inf is dropped.
+    ``rng``: a ``numpy.random.Generator`` (used as it is, so consecutive calls draw different
+    resamples) or an int seed. Never raises on degenerate data: NaN bounds with a note instead
+    (see the module docstring).
     """
     _check_bootstrap_settings(statistic, ci_method, confidence, num_resamples)
+    if given and isinstance(statistic, str):
+        raise ValueError(f"given= covariates need a function statistic, got the name {statistic!r}")
     num_resamples = int(num_resamples)
     gen = _as_generator(rng)
-    x, y, note = _clean_pair(x, y)
+    x, y, given, note = _clean(x, y, given)
 
     def interval(low, high, why="", dist=None, valid=0) -> BootstrapInterval:
         return BootstrapInterval(
@@ -336,7 +405,7 @@ def bootstrap_ci(
     degenerate = _degenerate_note(x, y)
     if degenerate:
         return interval(math.nan, math.nan, degenerate)
-    stat_fn, estimate = _as_statistic(statistic, x, y)
+    stat_fn, estimate = _as_statistic(statistic, x, y, given)
     kwargs = {
         "paired": True,
         "vectorized": True,
@@ -344,7 +413,7 @@ def bootstrap_ci(
         "method": _SCIPY_CI_METHOD[ci_method],
     }
     try:
-        res = _bootstrap((x, y), stat_fn, n_resamples=num_resamples, rng=gen, **kwargs)
+        res = _bootstrap((x, y, *given), stat_fn, n_resamples=num_resamples, rng=gen, **kwargs)
         dist = np.asarray(res.bootstrap_distribution, dtype=float)
         valid = np.isfinite(dist)
         num_valid = int(valid.sum())
@@ -358,7 +427,9 @@ def bootstrap_ci(
                 return interval(math.nan, math.nan, "no valid resample", dist, 0)
             # scipy's interval of the valid resamples: no new draws, same data and statistic.
             kept = types.SimpleNamespace(bootstrap_distribution=dist[valid])
-            res = _bootstrap((x, y), stat_fn, n_resamples=0, bootstrap_result=kept, **kwargs)
+            res = _bootstrap(
+                (x, y, *given), stat_fn, n_resamples=0, bootstrap_result=kept, **kwargs
+            )
     except (ValueError, ArithmeticError) as e:
         return interval(math.nan, math.nan, f"scipy.stats.bootstrap failed: {e}")
     low, high, why = _interval_bounds(res, dist[valid], estimate, ci_method)
