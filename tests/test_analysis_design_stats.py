@@ -247,3 +247,20 @@ def test_s_distribution_is_the_permutation_distribution():
         )
         brute[int(s)] = brute.get(int(s), 0) + 1
     assert dict(dist) == brute
+
+
+def test_reliability_and_correlation_ceiling_by_hand():
+    d = dz.group_runs([{"a": a, "seed": s} for a in (1, 2, 3) for s in (0, 1)])
+    v = np.array([1.0, 3.0, 4.0, 6.0, 10.0, 12.0])
+    rel = ss.reliability(v, d)
+    # Seed variance: each pair differs by 2 -> s^2 = 2. Means 2, 5, 11: variance 21.
+    # Between = 21 - 2 / 2 = 20; SNR = 20 / 2 = 10; R = 20 / 21.
+    assert rel.seed_var == pytest.approx(2.0) and rel.between_var == pytest.approx(20.0)
+    assert rel.snr == pytest.approx(10.0) and rel.reliability == pytest.approx(20 / 21)
+    noisy = ss.reliability(np.array([0.0, 4.0, 1.0, 3.0, 2.0, 2.0]), d)
+    # Means all 2: observed variance 0 -> between 0 (floored), R undefined (0/0).
+    assert noisy.between_var == 0.0 and noisy.snr == 0.0 and math.isnan(noisy.reliability)
+    half = ss.Reliability(1.0, 1.0, 1.0, 0.5, 3)
+    assert ss.correlation_ceiling(rel, half) == pytest.approx(math.sqrt(20 / 21 * 0.5))
+    single = ss.reliability([1.0, 2.0, 3.0], dz.group_runs([{"a": i} for i in range(3)]))
+    assert math.isnan(single.reliability) and "no replicated" in single.note

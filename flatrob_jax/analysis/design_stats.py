@@ -451,3 +451,56 @@ def intervention_fit(flat, robust, clean, fit_mask, eval_mask) -> InterventionFi
     full = tuple(float(c) for c in coef) + (() if used_clean else (math.nan,))
     note = "" if s > 0 else "the fit is exact (residual SD 0): residuals cannot be scaled"
     return InterventionFit(full, s, dof, n, z, t, pv, used_clean, note)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How well a metric's condition means are measured against its seed noise.
+
+    ``between_var``: the variance of the true condition means, estimated as the variance of
+    the observed means (ddof 1) minus the seed variance they carry, ``floor^2 mean(1/n_g)``
+    (floored at 0); ``snr = between_var / floor^2`` (signal-to-noise per run);
+    ``reliability = between_var / var(observed means)``, the share of the condition means'
+    variance that is not seed noise. Two metrics with reliabilities R_a and R_b cannot
+    correlate across condition means beyond ``sqrt(R_a R_b)`` in expectation (Spearman's
+    attenuation)."""
+
+    between_var: float
+    seed_var: float
+    snr: float
+    reliability: float
+    num_conditions: int
+    note: str = ""
+
+
+def reliability(values, design: Conditions, floor: NoiseFloor | None = None) -> Reliability:
+    """The ``Reliability`` of one metric (``values``: one per run) over the design's
+    conditions; NaN with a note without a seed-noise floor or with fewer than 2 conditions."""
+    floor = floor or noise_floor(values, design)
+    mean, _, n = condition_means(values, design)
+    keep = np.isfinite(mean) & (n > 0)
+    k = int(keep.sum())
+    nan = math.nan
+    if not np.isfinite(floor.sd):
+        return Reliability(nan, nan, nan, nan, k, "no replicated condition: no seed variance")
+    if k < 2:
+        return Reliability(nan, floor.sd**2, nan, nan, k, f"{k} condition(s) with a value")
+    observed = float(np.var(mean[keep], ddof=1))
+    seed_var = float(floor.sd**2)
+    between = max(observed - seed_var * float(np.mean(1.0 / n[keep])), 0.0)
+    snr = between / seed_var if seed_var > 0 else math.inf
+    rel = between / observed if observed > 0 else nan
+    return Reliability(between, seed_var, snr, rel, k)
+
+
+def correlation_ceiling(a: Reliability, b: Reliability) -> float:
+    """The largest correlation two metrics' condition means can show in expectation,
+    ``sqrt(R_a R_b)``."""
+    return (
+        math.sqrt(a.reliability * b.reliability)
+        if a.reliability >= 0 <= b.reliability
+        else math.nan
+    )

@@ -514,3 +514,255 @@ def correlate(
         num_resamples=int(num_resamples),
         note=_join_notes(*point.note.split("; "), *ci.note.split("; ")),
     )
+
+
+# --------------------------------------------------------------------------- permutation tests
+
+# Up to this many points a permutation test enumerates all n! arrangements (9! = 362880).
+EXACT_PERMUTATION_MAX_N = 9
+PERMUTATION_RESAMPLES = 9999  # Monte Carlo permutations above EXACT_PERMUTATION_MAX_N
+
+
+@dataclass(frozen=True)
+class PermutationTest:
+    """A permutation test of an association. ``pvalue`` two-sided (scipy's: twice the smaller
+    one-sided p, at most 1); ``exact`` says whether every one of the n! arrangements was
+    enumerated (then ``pvalue_method`` is 'exact (n! permutations)') or ``num_permutations``
+    were drawn with a seeded generator ('monte carlo (B permutations, seed s)', p = (hits + 1)
+    / (B + 1)); ``min_pvalue`` the smallest two-sided p the test can give on these data."""
+
+    method: str
+    statistic: float
+    pvalue: float
+    n: int
+    exact: bool
+    num_permutations: int
+    pvalue_method: str
+    min_pvalue: float
+    note: str = ""
+
+
+def _kendall_vectorised(x, y, axis=-1):
+    """Kendall tau-b along ``axis`` (vectorised; tau-a when there are no ties)."""
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
+    n = x.shape[-1]
+    i, j = np.triu_indices(n, 1)
+    dx = np.sign(x[..., i] - x[..., j])
+    dy = np.sign(y[..., i] - y[..., j])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (dx * dy).sum(-1) / np.sqrt((dx * dx).sum(-1) * (dy * dy).sum(-1))
+
+
+def _permutation(statistic, data, n, *, exact_max_n, num_resamples, rng) -> tuple:
+    """scipy.stats.permutation_test over 'pairings' of ``data`` (the first array permuted);
+    (statistic, p, exact, num_permutations, pvalue_method, min_p)."""
+    # scipy enumerates whenever n! <= n_resamples: say so.
+    exact = n <= exact_max_n or math.factorial(n) <= num_resamples
+    seed = rng if isinstance(rng, (int, np.integer)) else None
+    gen = _as_generator(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = scipy.stats.permutation_test(
+            data,
+            statistic,
+            permutation_type="pairings",
+            vectorized=True,
+            n_resamples=np.inf if exact else int(num_resamples),
+            alternative="two-sided",
+            rng=gen,
+        )
+    null = np.asarray(res.null_distribution, dtype=float)
+    total = null.size
+    if exact:
+        how = f"exact ({total} permutations)"
+        tol = 1e-12 * max(1.0, float(np.nanmax(np.abs(null))))
+        top = np.sum(null >= np.nanmax(null) - tol)
+        bottom = np.sum(null <= np.nanmin(null) + tol)
+        min_p = min(1.0, 2.0 * min(top, bottom) / total)
+    else:
+        how = f"monte carlo ({total} permutations" + (
+            f", seed {seed})" if seed is not None else ")"
+        )
+        min_p = min(1.0, 2.0 / (total + 1))
+    return float(res.statistic), float(res.pvalue), exact, int(total), how, float(min_p)
+
+
+def permutation_correlation(
+    x,
+    y,
+    method: str = "pearson",
+    *,
+    exact_max_n: int = EXACT_PERMUTATION_MAX_N,
+    num_resamples: int = PERMUTATION_RESAMPLES,
+    rng=0,
+) -> PermutationTest:
+    """The correlation of x and y (``method`` in ``METHODS``; Kendall's tau-b) with its
+    permutation p-value: y held, x permuted (``scipy.stats.permutation_test``, 'pairings').
+    Exact enumeration of the n! arrangements when n <= ``exact_max_n`` (or n! <=
+    ``num_resamples``), else ``num_resamples`` Monte Carlo permutations from ``rng`` (an
+    int seed or a Generator). NaN/inf pairs are dropped; fewer than ``MIN_N`` pairs or a
+    constant input gives NaN with a note."""
+    _check_method(method)
+    x, y, note = _clean_pair(x, y)
+    n = x.size
+    degenerate = _degenerate_note(x, y)
+    if degenerate:
+        nan = math.nan
+        return PermutationTest(
+            method, nan, nan, n, False, 0, "", nan, _join_notes(note, degenerate)
+        )
+    if method == "kendall":
+        fn = _kendall_vectorised
+    else:
+        fn = _STATISTICS[method]
+
+    def statistic(a, axis=-1):
+        return fn(a, np.broadcast_to(y, a.shape), axis=axis)
+
+    stat, p, exact, total, how, min_p = _permutation(
+        statistic,
+        (x,),
+        n,
+        exact_max_n=exact_max_n,
+        num_resamples=num_resamples,
+        rng=rng,
+    )
+    return PermutationTest(method, stat, p, n, exact, total, how, min_p, note)
+
+
+def freedman_lane(
+    x,
+    y,
+    given,
+    method: str = "spearman",
+    *,
+    exact_max_n: int = EXACT_PERMUTATION_MAX_N,
+    num_resamples: int = PERMUTATION_RESAMPLES,
+    rng=0,
+) -> PermutationTest:
+    """The partial correlation of x and y given one covariate ``given`` (``method``
+    'pearson', or 'spearman': the same on average ranks) with the Freedman-Lane (1983)
+    permutation p-value: y's residuals e from least squares on [1, given] are permuted, y* =
+    fitted + P e, and the statistic recomputed on (x, y*, given); that is, r(x|z, P e|z).
+    Exact over the n! arrangements when n <= ``exact_max_n``, else Monte Carlo."""
+    if method not in ("pearson", "spearman"):
+        raise ValueError(
+            f"unknown partial correlation method {method!r}; allowed: pearson, spearman"
+        )
+    x, y, (z,), note = _clean(x, y, (given,))
+    n = x.size
+    nan = math.nan
+    if n < 4:
+        return PermutationTest(
+            f"partial {method}",
+            nan,
+            nan,
+            n,
+            False,
+            0,
+            "",
+            nan,
+            _join_notes(note, f"n={n} < 4 points"),
+        )
+    if method == "spearman":
+        x, y, z = (scipy.stats.rankdata(a) for a in (x, y, z))
+    ex = _residualize(x, z)
+    ey = _residualize(y, z)
+    estimate = partial_pearson_statistic(x, y, z)
+    if not np.isfinite(estimate):
+        why = "a residual is constant (x or y is a function of the covariate)"
+        return PermutationTest(
+            f"partial {method}", nan, nan, n, False, 0, "", nan, _join_notes(note, why)
+        )
+    scale_x = np.abs(x).max()
+    scale_y = np.abs(y).max()
+
+    def statistic(e, axis=-1):
+        e = np.moveaxis(e, axis, -1)
+        return _corr_last_axis(np.broadcast_to(ex, e.shape), _residualize(e, z), scale_x, scale_y)
+
+    stat, p, exact, total, how, min_p = _permutation(
+        statistic,
+        (ey,),
+        n,
+        exact_max_n=exact_max_n,
+        num_resamples=num_resamples,
+        rng=rng,
+    )
+    return PermutationTest(f"partial {method}", stat, p, n, exact, total, how, min_p, note)
+
+
+# --------------------------------------------------------------------------- multiplicity
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's (1979) step-down adjusted p-values, in the input order: with the m finite
+    p-values sorted, p_(1) <= ... <= p_(m), adjusted p_(i) = max_{j <= i} min(1, (m - j + 1)
+    p_(j)). NaN entries stay NaN and do not count in m. Reject at level alpha where the
+    adjusted p < alpha (controls the family-wise error rate)."""
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return out
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+# --------------------------------------------------------------------------- design power
+
+
+@dataclass(frozen=True)
+class Power:
+    """How often a design of ``n`` points excludes r <= ``null_r`` (one-sided Fisher-z lower
+    bound at ``confidence``) when the true Pearson r is ``true_r``: ``power`` from
+    ``num_sims`` simulated bivariate normal samples, with its Monte Carlo standard error."""
+
+    n: int
+    true_r: float
+    null_r: float
+    confidence: float
+    power: float
+    stderr: float
+    num_sims: int
+
+
+def correlation_power(
+    n: int,
+    *,
+    true_r: float = 0.9,
+    null_r: float = 0.7,
+    confidence: float = 0.95,
+    num_sims: int = 20_000,
+    rng=0,
+) -> Power:
+    """The power of the primary test's design by simulation (see ``Power``): draw ``n``
+    bivariate normal points with correlation ``true_r``, compute Pearson r, and count how
+    often ``atanh(r) - z_{confidence} / sqrt(n - 3) > atanh(null_r)``."""
+    if n < 4:
+        raise ValueError(f"n must be >= 4 for the Fisher-z bound, got {n!r}")
+    for name, r in (("true_r", true_r), ("null_r", null_r)):
+        if not -1.0 < r < 1.0:
+            raise ValueError(f"{name} must be in (-1, 1), got {r!r}")
+    gen = _as_generator(rng)
+    a = gen.standard_normal((int(num_sims), n))
+    b = true_r * a + math.sqrt(1.0 - true_r**2) * gen.standard_normal((int(num_sims), n))
+    r = _corr_last_axis(a, b, 1.0, 1.0)
+    bound = np.arctanh(np.clip(r, -1 + 1e-15, 1 - 1e-15)) - scipy.stats.norm.ppf(
+        confidence
+    ) / math.sqrt(n - 3)
+    hit = bound > math.atanh(null_r)
+    power = float(hit.mean())
+    return Power(
+        n,
+        true_r,
+        null_r,
+        confidence,
+        power,
+        math.sqrt(power * (1 - power) / num_sims),
+        int(num_sims),
+    )
