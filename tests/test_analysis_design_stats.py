@@ -136,6 +136,9 @@ def test_stratified_kendall_exact_and_monte_carlo():
         and two.pvalue == pytest.approx(0.5)
         and two.statistic == 1.0
     )
+    # S_max = 2 pairs; the smallest attainable p is P(|S| = 2) = 1/2; one group of 7: 2 / 7!.
+    assert two.s_max == 2 and two.min_pvalue == pytest.approx(0.5)
+    assert one.s_max == 21 and one.min_pvalue == pytest.approx(2 / math.factorial(7))
     # Too many arrangements (10! > 200000): Monte Carlo, close to scipy's exact p.
     x, y = np.arange(10.0), np.arange(10.0) + rng.normal(scale=4.0, size=10)
     mc = ss.stratified_kendall([(x, y)], rng=0)
@@ -214,7 +217,7 @@ def test_intervention_fit_against_the_normal_equations():
     assert "do not vary independently" in collinear.note
 
 
-def test_verdict_rules_and_the_sign_test_against_scipy():
+def test_verdict_rules_and_the_contrasts_against_none_against_scipy():
     assert pred.verdict_from_interval(0.1, 0.5, +1) == pred.SUPPORTED
     assert pred.verdict_from_interval(-0.5, -0.1, +1) == pred.REFUTED
     assert pred.verdict_from_interval(-0.1, 0.5, +1) == pred.INCONCLUSIVE
@@ -222,17 +225,23 @@ def test_verdict_rules_and_the_sign_test_against_scipy():
     assert pred.verdict_from_test(-0.8, 0.01, 0.05, -1) == pred.SUPPORTED
     assert pred.verdict_from_test(0.8, 0.01, 0.05, -1) == pred.REFUTED
     assert pred.verdict_from_test(0.8, 0.2, 0.05, -1) == pred.INCONCLUSIVE
-    means = np.array([10.0, 5.0, 6.0, 9.9, 4.0, 12.0, 3.0, 2.0])
-    counts = np.array([2, 2, 1, 1, 1, 1, 1, 1])
-    st = pred.sign_test_vs_none(means, counts, 0, range(1, 8), floor=0.2, alpha=0.05)
-    # Thresholds: 0.2 * sqrt(1/2 + 1/2) = 0.2 for condition 1, 0.2 * sqrt(1.5) for the rest.
-    assert (st.flatter, st.sharper, st.within) == (5, 1, 1)
-    assert st.pvalue == pytest.approx(scipy.stats.binomtest(5, 6, 0.5).pvalue)
-    assert st.verdict == pred.INCONCLUSIVE  # p = 0.22
-    all_flatter = pred.sign_test_vs_none(
-        np.r_[10.0, np.arange(6.0)], np.ones(7, int), 0, range(1, 7), floor=math.nan, alpha=0.05
-    )
-    assert all_flatter.pvalue == pytest.approx(2 / 64) and all_flatter.verdict == pred.SUPPORTED
+    # P1b contrasts against a replicated none (condition 0, 2 runs), floor 0.2 on 6 dof.
+    means = np.array([10.0, 5.0, 10.3, 9.9])
+    counts = np.array([2, 2, 1, 3])
+    cs = pred.contrasts_vs_none(means, counts, 0, [1, 2, 3], 0.2, 6)
+    for c, d, n_a in zip(cs, (-5.0, 0.3, -0.1), (2, 1, 3)):
+        se = 0.2 * math.sqrt(1 / n_a + 1 / 2)
+        assert c.difference == pytest.approx(d) and c.stderr == pytest.approx(se)
+        assert c.pvalue == pytest.approx(2 * scipy.stats.t.sf(abs(d / se), 6), rel=1e-12)
+    p = [c.pvalue for c in cs]
+    assert p[0] < 0.05 and p[1] > 0.05  # flatter, and within the noise
+    assert pred.contrasts_verdict(cs, p, 0.05) == pred.SUPPORTED
+    assert pred.contrasts_verdict(cs, [0.01, 0.01, 1.0], 0.05) == pred.INCONCLUSIVE  # mixed
+    assert pred.contrasts_verdict(cs, [1.0, 0.01, 1.0], 0.05) == pred.REFUTED
+    # One none run: not testable, no p-value.
+    single = pred.contrasts_vs_none(means, np.array([1, 2, 1, 3]), 0, [1, 2, 3], 0.2, 6)
+    assert all(math.isnan(c.pvalue) and "not testable: none has 1 run" in c.note for c in single)
+    assert pred.contrasts_verdict(single, [c.pvalue for c in single], 0.05) == pred.INCONCLUSIVE
 
 
 def test_s_distribution_is_the_permutation_distribution():

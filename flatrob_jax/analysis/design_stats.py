@@ -266,6 +266,14 @@ class StratifiedKendall:
     pvalue: float
     pvalue_method: str  # 'exact' or 'monte carlo (N permutations)'
     note: str = ""
+    # The smallest two-sided p the test can give with these groups (exact: P(|S| = its
+    # largest attainable value); Monte Carlo: 1 / (N + 1)).
+    min_pvalue: float = math.nan
+
+    @property
+    def s_max(self) -> int:
+        """The largest |S| without ties: every pair concordant."""
+        return self.num_pairs
 
 
 def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
@@ -294,6 +302,8 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
             dist = new
         total = sum(dist.values())
         p = sum(cnt for v, cnt in dist.items() if abs(v) >= abs(s)) / total
+        top = max(abs(v) for v in dist)
+        min_p = sum(cnt for v, cnt in dist.items() if abs(v) >= top) / total
         method = "exact"
     else:
         gen = _as_generator(rng)
@@ -302,10 +312,19 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
             sp = sum(_sign_sum(x, gen.permutation(y)) for x, y in clean)
             hits += abs(sp) >= abs(s)
         p = (hits + 1) / (MONTE_CARLO_PERMUTATIONS + 1)
+        min_p = 1 / (MONTE_CARLO_PERMUTATIONS + 1)
         method = f"monte carlo ({MONTE_CARLO_PERMUTATIONS} permutations)"
     note = "" if s or pairs else "no pairs"
     return StratifiedKendall(
-        s / pairs if pairs else math.nan, s, pairs, n, len(clean), float(p), method, note
+        s / pairs if pairs else math.nan,
+        s,
+        pairs,
+        n,
+        len(clean),
+        float(p),
+        method,
+        note,
+        float(min_p),
     )
 
 

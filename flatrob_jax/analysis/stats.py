@@ -559,8 +559,8 @@ def _permutation(statistic, data, n, *, exact_max_n, num_resamples, rng) -> tupl
     (statistic, p, exact, num_permutations, pvalue_method, min_p)."""
     # scipy enumerates whenever n! <= n_resamples: say so.
     exact = n <= exact_max_n or math.factorial(n) <= num_resamples
-    seed = rng if isinstance(rng, (int, np.integer)) else None
-    gen = _as_generator(rng)
+    seed = rng if isinstance(rng, (int, np.integer, list, tuple)) else None
+    gen = np.random.default_rng(rng) if isinstance(rng, (list, tuple)) else _as_generator(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = scipy.stats.permutation_test(
@@ -601,8 +601,8 @@ def permutation_correlation(
     permutation p-value: y held, x permuted (``scipy.stats.permutation_test``, 'pairings').
     Exact enumeration of the n! arrangements when n <= ``exact_max_n`` (or n! <=
     ``num_resamples``), else ``num_resamples`` Monte Carlo permutations from ``rng`` (an
-    int seed or a Generator). NaN/inf pairs are dropped; fewer than ``MIN_N`` pairs or a
-    constant input gives NaN with a note."""
+    int seed, a list of ints (numpy's seed sequence) or a Generator). NaN/inf pairs are
+    dropped; fewer than ``MIN_N`` pairs or a constant input gives NaN with a note."""
     _check_method(method)
     x, y, note = _clean_pair(x, y)
     n = x.size
