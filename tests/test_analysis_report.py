@@ -293,8 +293,10 @@ def test_plain_sweep_says_which_design_sections_do_not_apply(tmp_path):
         _sweep_rows(), tmp_path, num_resamples=100, reference={"augment.name": "standard"}
     )
     text = open(rep.path).read()
-    assert text.index("## Primary test") < text.index("## Secondary predictions") < text.index(
-        "## Runs"
+    assert (
+        text.index("## Primary test")
+        < text.index("## Secondary predictions")
+        < text.index("## Runs")
     )
     assert "Not applicable: no replicated condition" in text
     assert "Not applicable: the sweep declares no family" in text
@@ -448,3 +450,77 @@ def test_covariates_and_the_training_end_point_are_reported(tmp_path):
         report.build_report(
             rows, tmp_path / "x", covariate_metrics=["nope"], num_resamples=10, **STUDY_DESIGN
         )
+
+
+MCE = "corruptions/mean_corruption_error"
+
+
+def _with_corruption_error(rows, seed=1):
+    """``_study_rows`` plus a mean corruption error that rises with lambda_max."""
+    rng = np.random.default_rng(seed)
+    lam = {r["run"]: r for r in rows if r["metric"] == LAM}
+    extra = [
+        {**r, "metric": MCE, "value": 0.2 + 0.004 * r["value"] + rng.normal(0, 0.002)}
+        for r in lam.values()
+    ]
+    return rows + extra
+
+
+def test_the_primary_test_opens_the_report_and_matches_scipy_on_condition_means(tmp_path):
+    rows = _with_corruption_error(_study_rows())
+    rep = report.build_report(rows, tmp_path, num_resamples=100, **STUDY_DESIGN)
+    found = rep.findings
+    (primary,) = found.primary  # lambda_max only (no trace in these rows)
+    d = found.design
+    table = results.pivot(rows)
+    points = [d.reference, *d.augmentations]
+    means = {
+        k: np.array([table.column(k)[list(d.conditions[i].runs)].mean() for i in points])
+        for k in (LAM, MCE)
+    }
+    assert primary.conditions == tuple(d.conditions[i].label for i in points)
+    want = scipy.stats.pearsonr(means[LAM], means[MCE]).statistic
+    assert primary.pearson.statistic == pytest.approx(want, abs=1e-12)
+    assert primary.pearson.exact == (len(points) <= 9)
+    ref = scipy.stats.permutation_test(
+        (means[LAM],),
+        lambda a: scipy.stats.pearsonr(a, means[MCE]).statistic,
+        permutation_type="pairings",
+        n_resamples=np.inf,
+    )
+    assert primary.pearson.pvalue == pytest.approx(ref.pvalue, rel=1e-9)
+    assert primary.adjusted_pvalue == primary.pearson.pvalue  # one primary measure: Holm = raw
+    assert primary.verdict == "supported" and primary.power.n == len(points)
+    kept = [k for k, i in enumerate(points) if i != found.none_condition]
+    assert primary.without_none.statistic == pytest.approx(
+        scipy.stats.pearsonr(means[LAM][kept], means[MCE][kept]).statistic, abs=1e-12
+    )
+    text = open(rep.path).read()
+    assert text.startswith("# ") and text.split("\n## ")[1].startswith("Primary test")
+    assert "(paper: > 0.9)" in text and "Power of this design" in text
+    # Secondary: P1b contrasts against the replicated none with Holm over every contrast.
+    contrasts = found.p1b[LAM]
+    adjusted = found.p1b_adjusted[LAM]
+    np.testing.assert_allclose(adjusted, stats_holm([c.pvalue for c in contrasts]))
+    assert "## P1b: each augmented condition against none" in text
+    # Partial correlations side by side: clean error, train loss, confidence.
+    assert list(found.partial_covariates) == ["clean error", "train loss", "confidence"]
+    assert "## Partial correlations given each covariate" in text
+    assert "## Reliability" in text and "## P1a: each step of strength" in text
+    payload = json.loads(open(rep.findings_json).read())
+    assert payload["primary"][0]["pearson"]["statistic"] == pytest.approx(want, abs=1e-12)
+
+
+def stats_holm(p):
+    from flatrob_jax.analysis import stats
+
+    return stats.holm(p)
+
+
+def test_design_notes_are_stated_in_the_design_section(tmp_path):
+    notes = ["Every run fine-tunes from a shared warm start.", "AugMix runs without its JSD loss."]
+    rep = report.build_report(
+        _study_rows(), tmp_path, num_resamples=50, notes=notes, **STUDY_DESIGN
+    )
+    design = open(rep.path).read().split("## Design")[1].split("\n## ")[0]
+    assert all(n in design for n in notes)

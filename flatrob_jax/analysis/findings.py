@@ -313,9 +313,13 @@ def _holm(out: DesignFindings, predictions: Sequence[str], alpha: float) -> None
 
 
 def _primary_points(out: DesignFindings) -> list:
-    """The primary test's points: the reference and the augmentation conditions."""
+    """The primary test's points: the reference and the augmentation conditions that differ
+    from it in the augmentation alone (not, e.g., a run stopped at a matched loss)."""
     d = out.design
-    return [d.reference, *d.augmentations]
+    only_augment = [
+        i for i in d.augmentations if d.differing_factors(i, d.reference) == ("augment",)
+    ]
+    return [d.reference, *only_augment]
 
 
 def _primary(out: DesignFindings, table: MetricTable, alpha: float, seed: int) -> list:

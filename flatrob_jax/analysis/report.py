@@ -210,6 +210,7 @@ def build_report(
     intervention_keys: Sequence[str] = INTERVENTION_KEYS,
     none_name: str = NONE_AUGMENT,
     missing: Mapping | None = None,
+    notes: Sequence[str] = (),
 ) -> Report:
     """Write the report files (see the module docstring) and return what was computed.
 
@@ -222,7 +223,8 @@ def build_report(
     where training ended) default to those the analyses declare; they are tabulated per run,
     and the covariates correlated with every measure across conditions. ``missing``: ``{run:
     why}`` of the sweep's runs that have no results (failed, not analyzed yet), named in the
-    report.
+    report. ``notes``: sentences the design section states (how the runs were trained: a
+    shared warm start, AugMix without its JSD loss).
     """
     table = pivot(results_rows)
     if not table.runs:
@@ -247,6 +249,7 @@ def build_report(
         intervention_keys=intervention_keys,
         none_name=none_name,
         missing=missing,
+        notes=notes,
     )
     out_dir = os.fspath(out_dir)
     fileio.makedirs(fileio.join(out_dir, "figures", "scatter"))
@@ -426,7 +429,7 @@ def write_report(
 
     ``kwargs`` go to ``build_report`` (clean_metric, label_key, num_resamples, confidence,
     ci_method, seed, dpi, and the design: reference, families, seed_key, intervention_keys,
-    none_name).
+    none_name, notes).
     """
     return build_report(
         results_rows,
