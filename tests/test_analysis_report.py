@@ -37,7 +37,9 @@ def _sweep_rows(augs=AUGS, seed=0):
                 "per_severity": [0.1, 0.2],
             },
             "attacks": {
-                "Linf": {"pgd": {"error": 0.5 + lam / 100 + 0.05 * rng.normal(), "accuracy": 0.3}}
+                "Linf_8over255": {
+                    "pgd": {"error": 0.5 + lam / 100 + 0.05 * rng.normal(), "accuracy": 0.3}
+                }
             },
         }
         rows += results.rows_from_results(
@@ -47,7 +49,7 @@ def _sweep_rows(augs=AUGS, seed=0):
 
 
 FLAT = ["curvature/clean/lambda_max", "curvature/clean/trace"]
-ROB = ["corruptions/mean_corruption_error", "attacks/Linf/pgd/error"]
+ROB = ["corruptions/mean_corruption_error", "attacks/Linf_8over255/pgd/error"]
 
 
 def test_default_metric_roles_are_the_registered_headlines():
@@ -198,17 +200,17 @@ def test_tiny_and_degenerate_sweeps_report_nan_with_notes(tmp_path):
     for row in rows:  # a flatness measure that does not vary, and one run missing an attack
         if row["metric"] == "curvature/clean/trace":
             row["value"] = 7.0
-        if row["metric"] == "attacks/Linf/pgd/error" and row["run"] == "augment=cutout":
+        if row["metric"] == "attacks/Linf_8over255/pgd/error" and row["run"] == "augment=cutout":
             row["value"] = math.nan
     rep = report.build_report(rows, tmp_path / "deg", num_resamples=50)
     by_key = {(c["flatness"], c["robust"], c["method"]): c for c in rep.correlations}
     const = by_key[("curvature/clean/trace", "corruptions/mean_corruption_error", "pearson")]
     assert math.isnan(const["statistic"]) and "x is constant" in const["note"]
-    partial = by_key[("curvature/clean/lambda_max", "attacks/Linf/pgd/error", "spearman")]
+    partial = by_key[("curvature/clean/lambda_max", "attacks/Linf_8over255/pgd/error", "spearman")]
     assert partial["n"] == 3 and "1 run(s) with a missing" in partial["note"]
-    assert rep.scatter[("curvature/clean/lambda_max", "attacks/Linf/pgd/error")].dropped == (
-        "cutout",
-    )
+    assert rep.scatter[
+        ("curvature/clean/lambda_max", "attacks/Linf_8over255/pgd/error")
+    ].dropped == ("cutout",)
     assert os.path.exists(rep.correlations_json)
     json.loads(open(rep.correlations_json).read())  # NaN written as null: strict JSON
 
@@ -267,7 +269,9 @@ def _study_rows(flatten=True, seed=0):
                 "clean": {"lambda_max": {"value": lam, "stderr": 0.5}, "loss": 0.01 * strength}
             },
             "attacks": {
-                "Linf": {"pgd": {"error": 0.3 + 0.01 * lam + 0.5 * clean + rng.normal(0, 0.003)}}
+                "Linf_8over255": {
+                    "pgd": {"error": 0.3 + 0.01 * lam + 0.5 * clean + rng.normal(0, 0.003)}
+                }
             },
         }
         name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in o.items())
@@ -275,7 +279,7 @@ def _study_rows(flatten=True, seed=0):
     return rows
 
 
-LAM, PGD = "curvature/clean/lambda_max", "attacks/Linf/pgd/error"
+LAM, PGD = "curvature/clean/lambda_max", "attacks/Linf_8over255/pgd/error"
 # The design of _study_rows, as its sweep declares it.
 STUDY_DESIGN = {
     "reference": {"augment.name": "standard"},
