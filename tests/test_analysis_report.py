@@ -528,3 +528,29 @@ def test_design_notes_are_stated_in_the_design_section(tmp_path):
     )
     design = open(rep.path).read().split("## Design")[1].split("\n## ")[0]
     assert all(n in design for n in notes)
+
+
+def test_the_zoo_section_reads_the_linf_threat_model_at_the_published_radius():
+    from flatrob_jax.analysis import zoo_report
+
+    res = {
+        "attacks": {
+            "Linf_8over255": {"eps": 8 / 255, "pgd": {"error": 0.6}},
+            "Linf_2over255": {"eps": 2 / 255, "pgd": {"error": 0.3}, "autoattack": {"error": 0.4}},
+        }
+    }
+    table = results.pivot(results.rows_from_results("r", res, overrides={}))
+    assert zoo_report._linf_error(table, 8 / 255) == (
+        "attacks/Linf_8over255/pgd/error",
+        "PGD",
+        pytest.approx(8 / 255),
+    )
+    # AutoAttack where measured; a radius not measured falls back to the first threat model.
+    metric, attack, eps = zoo_report._linf_error(table, 2 / 255)
+    assert (metric, attack) == ("attacks/Linf_2over255/autoattack/error", "AutoAttack")
+    assert zoo_report._linf_error(table, 4 / 255)[0] in {
+        "attacks/Linf_8over255/pgd/error",
+        "attacks/Linf_2over255/autoattack/error",
+    }
+    empty = results.pivot(results.rows_from_results("r", {"clean": {"error": 0.1}}, overrides={}))
+    assert zoo_report._linf_error(empty, 8 / 255) == (None, None, None)
