@@ -6,7 +6,9 @@ models' measured accuracies (``zoo_report``) and, when the sweep declares its de
 (``design.declare_design``), the ``DesignFindings``: the seed-noise floor of every metric, the
 per-family dose-response, the granulated Kendall coefficient and the sign-error, the rank and
 partial rank correlations across conditions with their leave-one-out influence, the
-intervention line, and the verdicts on the paper's predictions (``predictions``).
+intervention line, the declared primary test (``PrimaryTest``), the reliability of every
+metric, and the verdicts on the paper's predictions (``predictions``), raw and Holm-adjusted
+within each prediction.
 ``design_json`` is the design findings as strict JSON. Definitions are in ``design_stats``,
 ``design`` and ``predictions``; the Markdown is ``report_markdown`` and ``design_report``.
 """

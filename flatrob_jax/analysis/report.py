@@ -12,12 +12,14 @@ figures, rendered as Markdown (``report_markdown``).
     study_stats.json               the design statistics (``findings.design_json``), when the
                                    sweep declares its design
 
-report.md opens with the paper's predictions and their verdicts (``predictions``), then the
-run table, the sweep's design (conditions, replicates, families: ``design``), the seed-noise
-floor, the dose-response per family, the within-axis rank statistics (granulated Kendall,
-sign-error), the rank and partial rank correlations across conditions with leave-one-out
-influence, the intervention line (``design_stats``), the pooled per-run correlations, the
-figures and the methods. A section that does not apply to the sweep (one seed, no families,
+report.md opens with the primary test (the paper's Pearson r across condition means, exact
+permutation p) and the secondary predictions' verdicts, raw and Holm-adjusted
+(``predictions``), then the run table, the sweep's design (conditions, replicates, families:
+``design``), the seed-noise floor and reliability, the dose-response per family, P1's
+details, the within-axis rank statistics (granulated Kendall, sign-error), the rank and
+partial rank correlations across conditions with leave-one-out influence, the intervention
+line (``design_stats``), the figures, the methods and, as an appendix without p-values, the
+pooled per-run correlations. A section that does not apply to the sweep (one seed, no families,
 no interventions) says so. Everything before the pooled correlations needs the sweep's design:
 its reference condition (``reference``, ``flatrob_jax.study.Sweep.reference``) and its
 dose-response families (``families``); without a reference the report has the run tables,
