@@ -149,27 +149,6 @@ def test_stratified_kendall_exact_and_monte_carlo():
     assert math.isnan(ss.stratified_kendall([([1.0], [1.0])]).statistic)
 
 
-def test_partial_spearman_against_the_formula_on_spearman_coefficients():
-    rng = np.random.default_rng(3)
-    z = rng.normal(size=12)
-    x = z + rng.normal(size=12)
-    y = z + 0.5 * x + rng.normal(size=12)
-    res = ss.partial_spearman(x, y, z)
-    rxy = scipy.stats.spearmanr(x, y).statistic
-    rxz = scipy.stats.spearmanr(x, z).statistic
-    ryz = scipy.stats.spearmanr(y, z).statistic
-    expected = (rxy - rxz * ryz) / math.sqrt((1 - rxz**2) * (1 - ryz**2))
-    assert res.statistic == pytest.approx(expected, abs=1e-12) and res.n == 12
-    t = expected * math.sqrt((12 - 3) / (1 - expected**2))
-    assert res.pvalue == pytest.approx(2 * scipy.stats.t.sf(abs(t), 9), rel=1e-9)
-    x[0] = np.nan
-    assert (
-        ss.partial_spearman(x, y, z).n == 11 and "1 point(s)" in ss.partial_spearman(x, y, z).note
-    )
-    assert "n=3 < 4" in ss.partial_spearman([1, 2, 3], [1, 2, 3], [3, 1, 2]).note
-    assert math.isnan(ss.partial_spearman([1, 2, 3, 4], [4, 1, 3, 2], [1, 2, 3, 4]).statistic)
-
-
 def test_leave_one_out_against_direct_recomputation():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=6), rng.normal(size=6)

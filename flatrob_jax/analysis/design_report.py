@@ -427,7 +427,8 @@ def across_section(s: DesignFindings) -> list:
         "",
         "One point per condition (its mean over seeds). Spearman rho and the partial Spearman "
         f"coefficient controlling for clean error, with {100 * s.confidence:g}% bootstrap "
-        "percentile intervals over conditions; 'max LOO' is the largest change of the "
+        "percentile intervals over conditions and permutation p-values (Freedman-Lane for the "
+        "partial; exact up to 9 conditions); 'max LOO' is the largest change of the "
         "coefficient when one condition is left out, and which.",
         "",
         table(header, body),
@@ -479,8 +480,9 @@ def covariates_section(s: DesignFindings) -> list:
         "",
         "One point per condition (its mean over seeds): Spearman rho of each covariate with "
         f"each flatness measure and robust error, {100 * s.confidence:g}% bootstrap percentile "
-        "interval over conditions. A flatness measure that tracks a covariate as closely as "
-        "the robust error does cannot, on these runs, be told apart from that covariate.",
+        "interval over conditions, permutation p. A flatness measure that tracks a covariate "
+        "as closely as the robust error does cannot, on these runs, be told apart from that "
+        "covariate.",
         "",
         table(header, body),
         "",

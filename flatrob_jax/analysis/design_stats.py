@@ -26,11 +26,9 @@ on degenerate data: a NaN result with a ``note`` that says why. Definitions:
   ``sum_{i<j} sign(dx) sign(dy)``; its null distribution permutes y within each group
   independently (exact by enumeration when small, else Monte Carlo); the estimate is
   ``S / sum_groups n_g (n_g - 1) / 2`` (pooled tau-a).
-* **Partial Spearman** (``partial_spearman``): Pearson r of the residuals of rank(x) and
-  rank(y) after least squares on [1, rank(z)] (average ranks). This equals the partial
-  correlation formula applied to Spearman coefficients,
-  ``(r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2))``. p-value: Student's t with
-  n - 3 degrees of freedom (one covariate), as in pingouin's partial_corr.
+* **Partial Spearman** (``partial_spearman_value``): ``stats.partial_spearman_statistic``,
+  Pearson r of the residuals of rank(x) and rank(y) after least squares on [1, rank(z)]
+  (average ranks); its test is ``stats.freedman_lane``.
 * **Leave-one-out influence** (``leave_one_out``): the coefficient recomputed without each
   point; the influence of point i is ``coef_without_i - coef``.
 * **Intervention line** (``intervention_fit``): least squares ``robust = a + b flatness +
@@ -331,43 +329,10 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
 # ------------------------------------------------------------------- partial rank correlation
 
 
-@dataclass(frozen=True)
-class PartialCorrelation:
-    statistic: float
-    pvalue: float
-    n: int
-    note: str = ""
-
-
 def partial_spearman_value(x, y, z) -> float:
     """The partial Spearman coefficient of x and y given z on finite arrays (NaN when a
     residual is constant): ``stats.partial_spearman_statistic``."""
     return float(stats.partial_spearman_statistic(x, y, z))
-
-
-def partial_spearman(x, y, z) -> PartialCorrelation:
-    """Partial Spearman correlation of x and y controlling for z, with its t-test p-value
-    (n - 3 degrees of freedom). Points with a non-finite x, y or z are dropped."""
-    x, y, z = (np.asarray(a, dtype=float).ravel() for a in (x, y, z))
-    keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-    note = "" if keep.all() else f"{int((~keep).sum())} point(s) with a missing value dropped"
-    x, y, z = x[keep], y[keep], z[keep]
-    n = x.size
-    if n < 4:
-        return PartialCorrelation(math.nan, math.nan, n, _join(note, f"n={n} < 4 points"))
-    r = partial_spearman_value(x, y, z)
-    if not np.isfinite(r):
-        return PartialCorrelation(
-            math.nan,
-            math.nan,
-            n,
-            _join(note, "a rank residual is constant (x or y is a function of z)"),
-        )
-    dof = n - 3
-    if abs(r) >= 1.0:
-        return PartialCorrelation(r, 0.0, n, note)
-    t = r * math.sqrt(dof / (1.0 - r * r))
-    return PartialCorrelation(r, float(2.0 * scipy.stats.t.sf(abs(t), dof)), n, note)
 
 
 @dataclass(frozen=True)

@@ -627,7 +627,7 @@ def _rank_across(x, y, *, num_resamples, confidence, rng) -> dict:
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     return {
-        "spearman": stats.spearman(x, y),
+        "spearman": stats.permutation_correlation(x, y, "spearman", rng=rng),
         "ci": _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng),
         "points": np.flatnonzero(keep),
     }
@@ -638,14 +638,14 @@ def _across(fm, rm, cm, *, num_resamples, confidence, rng) -> dict:
     keep = np.isfinite(fm) & np.isfinite(rm) & (np.isfinite(cm) if cm is not None else True)
     x, y = fm[keep], rm[keep]
     out = {"points": np.flatnonzero(keep)}
-    out["spearman"] = stats.spearman(x, y)
+    out["spearman"] = stats.permutation_correlation(x, y, "spearman", rng=rng)
     out["spearman_ci"] = _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng)
     out["spearman_loo"] = design_stats.leave_one_out(_rho, (x, y))
     if cm is None:
         out["partial"] = out["partial_ci"] = out["partial_loo"] = None
         return out
     z = cm[keep]
-    out["partial"] = design_stats.partial_spearman(x, y, z)
+    out["partial"] = stats.freedman_lane(x, y, z, "spearman", rng=rng)
     out["partial_ci"] = _percentile_ci(
         x, y, stats.partial_spearman_statistic, (z,), num_resamples, confidence, rng
     )
