@@ -499,8 +499,12 @@ def test_the_primary_test_opens_the_report_and_matches_scipy_on_condition_means(
     assert primary.without_none.statistic == pytest.approx(
         scipy.stats.pearsonr(means[LAM][kept], means[MCE][kept]).statistic, abs=1e-12
     )
+    from flatrob_jax.analysis import stats
+
+    assert primary.upper == stats.fisher_bound(want, len(points), 0.95, "upper")
     text = open(rep.path).read()
     assert text.startswith("# ") and text.split("\n## ")[1].startswith("Primary test")
+    assert "upper bound of r (Fisher z)" in text
     assert "(paper: > 0.9)" in text and "Power of this design" in text
     # Secondary: P1b contrasts against the replicated none with Holm over every contrast.
     contrasts = found.p1b[LAM]

@@ -590,3 +590,17 @@ def test_correlation_power_agrees_with_the_fisher_normal_approximation():
     assert stats.correlation_power(40, rng=0).power > stats.correlation_power(10, rng=0).power
     with pytest.raises(ValueError, match="true_r must be in"):
         stats.correlation_power(10, true_r=1.0)
+
+
+def test_fisher_bound_by_hand():
+    # r = 0.09, n = 8: tanh(atanh(0.09) + 1.6449 / sqrt(5)) = tanh(0.0902 + 0.7356) = 0.678.
+    assert stats.fisher_bound(0.09, 8) == pytest.approx(
+        math.tanh(math.atanh(0.09) + scipy.stats.norm.ppf(0.95) / math.sqrt(5)), abs=1e-12
+    )
+    assert stats.fisher_bound(0.09, 8) == pytest.approx(0.678, abs=1e-3)
+    assert stats.fisher_bound(0.5, 20, 0.9, "lower") == pytest.approx(
+        math.tanh(math.atanh(0.5) - scipy.stats.norm.ppf(0.9) / math.sqrt(17)), abs=1e-12
+    )
+    assert math.isnan(stats.fisher_bound(0.5, 3))
+    with pytest.raises(ValueError, match="'both'.*upper, lower"):
+        stats.fisher_bound(0.5, 10, side="both")

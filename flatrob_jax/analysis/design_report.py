@@ -26,6 +26,14 @@ def render_predictions(s: DesignFindings) -> list:
     return [*primary_section(s), *secondary_section(s)]
 
 
+def _without_none(test) -> str:
+    if test is None:
+        return "n/a (no none)"
+    if not np.isfinite(test.statistic):
+        return f"n/a (n = {test.n})"
+    return f"{signed(test.statistic)} (p {pvalue(test.pvalue)})"
+
+
 def primary_section(s: DesignFindings) -> list:
     """The declared primary test: the paper's Pearson r across condition means, beside the
     paper's > 0.9, with its exact permutation p, Holm over the primary measures, the
@@ -58,7 +66,7 @@ def primary_section(s: DesignFindings) -> list:
                 pvalue(t.adjusted_pvalue),
                 _verdict_pair(t.verdict, t.adjusted_verdict).upper(),
                 f"{signed(t.spearman.statistic)} (p {pvalue(t.spearman.pvalue)})",
-                f"{signed(wn.statistic)} (p {pvalue(wn.pvalue)})" if wn else "n/a (no none)",
+                _without_none(wn),
             ]
         )
     header = [
@@ -72,6 +80,15 @@ def primary_section(s: DesignFindings) -> list:
         "without none: r",
     ]
     parts += [table(header, body), ""]
+    for t in s.primary:
+        if not np.isfinite(t.upper):
+            continue
+        against = "excludes" if t.upper < PAPER_R else "does not exclude"
+        parts.append(
+            f"- {t.flatness}: one-sided {100 * s.confidence:g}% upper bound of r (Fisher z) "
+            f"{signed(t.upper)}, which {against} the paper's r > {PAPER_R:g}."
+        )
+    parts.append("")
     power = s.primary[0].power
     if power is not None:
         parts += [

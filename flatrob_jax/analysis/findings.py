@@ -87,6 +87,9 @@ class PrimaryTest:
     verdict: str
     adjusted_verdict: str
     power: stats.Power | None
+    # The one-sided Fisher-z upper confidence bound of r: below PAPER_R, the data exclude the
+    # paper's value.
+    upper: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -369,6 +372,7 @@ def _primary(out: DesignFindings, table: MetricTable, alpha: float, seed: int) -
             pred.verdict_from_test(pearson.statistic, pearson.pvalue, alpha, +1),
             pred.verdict_from_test(pearson.statistic, p, alpha, +1),
             power,
+            stats.fisher_bound(pearson.statistic, pearson.n, 1 - alpha, "upper"),
         )
         for (f, pts, pearson, spear, without, power), p in zip(rows, adjusted)
     ]
@@ -759,6 +763,7 @@ def _primary_payload(t: PrimaryTest) -> dict:
         "verdict": t.verdict,
         "adjusted_verdict": t.adjusted_verdict,
         "power": dataclasses.asdict(t.power) if t.power else None,
+        "upper_bound": t.upper,
     }
 
 

@@ -716,6 +716,19 @@ def holm(pvalues) -> np.ndarray:
 # --------------------------------------------------------------------------- design power
 
 
+def fisher_bound(r: float, n: int, confidence: float = 0.95, side: str = "upper") -> float:
+    """The one-sided Fisher-z confidence bound of a Pearson r from n points: ``tanh(atanh(r)
+    +- z_confidence / sqrt(n - 3))`` (``side`` 'upper' or 'lower'); NaN for n < 4 or a NaN
+    r."""
+    if side not in ("upper", "lower"):
+        raise ValueError(f"unknown side {side!r}; allowed: upper, lower")
+    if n < 4 or not math.isfinite(r):
+        return math.nan
+    z = math.atanh(min(max(r, -1 + 1e-15), 1 - 1e-15))
+    step = scipy.stats.norm.ppf(confidence) / math.sqrt(n - 3)
+    return math.tanh(z + step if side == "upper" else z - step)
+
+
 @dataclass(frozen=True)
 class Power:
     """How often a design of ``n`` points excludes r <= ``null_r`` (one-sided Fisher-z lower
