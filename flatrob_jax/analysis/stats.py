@@ -613,12 +613,20 @@ def permutation_correlation(
             method, nan, nan, n, False, 0, "", nan, _join_notes(note, degenerate)
         )
     if method == "kendall":
-        fn = _kendall_vectorised
-    else:
-        fn = _STATISTICS[method]
 
-    def statistic(a, axis=-1):
-        return fn(a, np.broadcast_to(y, a.shape), axis=axis)
+        def statistic(a, axis=-1):
+            return _kendall_vectorised(a, np.broadcast_to(y, a.shape), axis=axis)
+
+    else:
+        # Pearson r along the last axis, without scipy's p-value per permutation; Spearman is
+        # the same on the ranks (a permutation of x permutes its ranks).
+        if method == "spearman":
+            x, y = scipy.stats.rankdata(x), scipy.stats.rankdata(y)
+        scale_x, scale_y = float(np.abs(x).max()), float(np.abs(y).max())
+
+        def statistic(a, axis=-1):
+            a = np.moveaxis(a, axis, -1)
+            return _corr_last_axis(a, np.broadcast_to(y, a.shape), scale_x, scale_y)
 
     stat, p, exact, total, how, min_p = _permutation(
         statistic,
