@@ -252,3 +252,44 @@ def test_reliability_and_correlation_ceiling_by_hand():
     assert ss.correlation_ceiling(rel, half) == pytest.approx(math.sqrt(20 / 21 * 0.5))
     single = ss.reliability([1.0, 2.0, 3.0], dz.group_runs([{"a": i} for i in range(3)]))
     assert math.isnan(single.reliability) and "no replicated" in single.note
+
+
+def test_families_and_strength_as_the_axes_of_granulated_kendall_and_sign_error():
+    runs = [{"augment.name": "standard"}, {"augment.name": "none"}]
+    runs += [{"augment.name": "noise", "augment.noise.sigma": s} for s in (0.1, 0.2)]
+    runs += [{"augment.name": "ra", "augment.ra.m": m} for m in (5, 9, 15)]
+    d = dz.declare_design(
+        runs,
+        reference={"augment.name": "standard"},
+        families={"noise": ("augment.noise.sigma", 0.0), "ra": "augment.ra.m"},
+    )
+    axes = ss.family_axes(d)
+    # standard = noise at rank 0; none is in no family (left out); ra ranks 0, 1, 2.
+    assert axes.values == (
+        ("noise", 0),
+        None,
+        ("noise", 1),
+        ("noise", 2),
+        ("ra", 0),
+        ("ra", 1),
+        ("ra", 2),
+    )
+    fm = np.array([5.0, 0.0, 4.0, 3.0, 2.0, 1.0, 7.0])
+    rm = np.array([0.5, 9.0, 0.4, 0.45, 0.3, 0.2, 0.1])
+    g = ss.granulated_kendall(fm, rm, d, axes)
+    # strength: tau within noise (3 points) and within ra (3 points), by scipy; family: tau
+    # within each rank (2 points each: noise vs ra).
+    tau = scipy.stats.kendalltau
+    psi_s = np.mean([tau(fm[[0, 2, 3]], rm[[0, 2, 3]])[0], tau(fm[[4, 5, 6]], rm[[4, 5, 6]])[0]])
+    psi_f = np.mean(
+        [np.sign(fm[a] - fm[b]) * np.sign(rm[a] - rm[b]) for a, b in ((0, 4), (2, 5), (3, 6))]
+    )
+    assert g.per_factor["strength"][0] == pytest.approx(psi_s)
+    assert g.per_factor["family"][0] == pytest.approx(psi_f)
+    assert g.value == pytest.approx((psi_s + psi_f) / 2)
+    # Sign-error over runs (one per condition): pairs differing in strength only, or in
+    # family only (same rank); none is never paired.
+    e = ss.sign_error(fm, rm, d, 0.0, axes)
+    assert e.per_factor["strength"][1] == 6 and e.per_factor["family"][1] == 3
+    # The default axes are the factors: one factor (augment), every pair of conditions.
+    assert ss.granulated_kendall(fm, rm, d).per_factor.keys() == {"augment"}

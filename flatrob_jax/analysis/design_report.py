@@ -355,14 +355,13 @@ def p1b_section(s: DesignFindings) -> list:
     ]
 
 
-def within_axis_section(s: DesignFindings) -> list:
-    """Granulated Kendall and sign-error per (flatness, robust error)."""
+def _within_axis_rows(granulated: dict, sign_errors: dict) -> list:
     body = []
-    for (f, r), g in s.granulated.items():
-        se = s.sign_errors[(f, r)]
+    for (f, r), g in granulated.items():
+        se = sign_errors[(f, r)]
         axes = "; ".join(f"{a}: {signed(v[0])} ({v[1]} group(s))" for a, v in g.per_factor.items())
         if len(g.per_factor) == 1:
-            axes = f"plain Kendall tau-a (one factor: {axes})"
+            axes = f"plain Kendall tau-a (one axis: {axes})"
         worst = f"{se.worst_factor}: {number(se.worst_value, 2)}" if se.worst_factor else "n/a"
         body.append(
             [
@@ -377,6 +376,12 @@ def within_axis_section(s: DesignFindings) -> list:
                 se.note,
             ]
         )
+    return body
+
+
+def within_axis_section(s: DesignFindings) -> list:
+    """Granulated Kendall and sign-error per (flatness, robust error), over the design's
+    factors and over the augmentation families and their strength."""
     header = [
         "flatness",
         "robust error",
@@ -388,19 +393,31 @@ def within_axis_section(s: DesignFindings) -> list:
         "worst axis",
         "note",
     ]
-    return [
+    parts = [
         "## Within-axis rank statistics",
         "",
         "Granulated Kendall (Jiang et al. 2020): the mean over axes of tau-a within groups "
-        "where only that axis varies (condition means); with a single factor it is plain "
-        "Kendall tau-a, and the table says so. Sign-error (Dziugaite et al. 2020): "
-        "the fraction of pairs of runs differing in one factor that the measure orders "
-        "opposite to the robust error (ties 1/2); pairs whose robust-error difference is "
-        "within sqrt(2) x the seed SD are dropped.",
+        "where only that axis varies (condition means); with a single axis it is plain "
+        "Kendall tau-a, and the table says so. Sign-error (Dziugaite et al. 2020): the "
+        "fraction of pairs of runs differing in one axis that the measure orders opposite to "
+        "the robust error (ties 1/2); pairs whose robust-error difference is within sqrt(2) x "
+        "the seed SD are dropped. Axes: the design's factors (override keys, the augment.* keys "
+        "one factor).",
         "",
-        table(header, body),
+        table(header, _within_axis_rows(s.granulated, s.sign_errors)),
         "",
     ]
+    if s.granulated_families:
+        parts += [
+            "The same with the augmentation families and their strength as the two axes: along "
+            "'strength' the conditions of one family (the reference where a family holds it), "
+            "along 'family' the families at the same strength rank (0 the weakest); conditions "
+            "in no family (none) are left out.",
+            "",
+            table(header, _within_axis_rows(s.granulated_families, s.sign_errors_families)),
+            "",
+        ]
+    return parts
 
 
 def _interval(res, ci) -> str:

@@ -148,6 +148,49 @@ def kendall_tau_a(x, y) -> float:
 
 
 @dataclass(frozen=True)
+class Axes:
+    """The axes granulated Kendall and sign-error vary one at a time: ``names``, and per
+    condition its value on each axis (a tuple), or None when the condition is on none of them
+    (it is left out)."""
+
+    names: tuple
+    values: tuple
+
+    def differing(self, a: int, b: int) -> tuple | None:
+        """The axes on which conditions a and b differ (None if either is left out)."""
+        va, vb = self.values[a], self.values[b]
+        if va is None or vb is None:
+            return None
+        return tuple(n for n, x, y in zip(self.names, va, vb) if x != y)
+
+
+def factor_axes(design: Conditions) -> Axes:
+    """The design's factors as the axes (every condition on them)."""
+    values = tuple(
+        tuple(design.factor_value(ci, f) for f in design.factors)
+        for ci in range(len(design.conditions))
+    )
+    return Axes(tuple(design.factors), values)
+
+
+def family_axes(design) -> Axes:
+    """The augmentation families and their strength as the two axes: a condition of a
+    (non-intervention) family is at (family name, its strength's rank in the family, 0 the
+    weakest); the reference, when a family holds it, at that family's rank; other conditions
+    are left out. A condition in several families takes the first. Along 'strength' the
+    conditions of one family are compared; along 'family' those at the same strength rank."""
+    values: list = [None] * len(design.conditions)
+    for fam in design.families:
+        if fam.intervention:
+            continue
+        ranks = {s: r for r, s in enumerate(sorted(set(fam.strengths)))}
+        for ci, strength in zip(fam.conditions, fam.strengths):
+            if values[ci] is None:
+                values[ci] = (fam.name, ranks[strength])
+    return Axes(("family", "strength"), tuple(values))
+
+
+@dataclass(frozen=True)
 class Granulated:
     """Granulated Kendall: ``value`` (Psi); ``per_factor[f] = (psi_f, num_groups, [group
     sizes])`` for the factors with at least one group of two or more conditions."""
@@ -157,18 +200,21 @@ class Granulated:
     note: str = ""
 
 
-def granulated_kendall(flat_means, robust_means, design: Conditions) -> Granulated:
-    """Jiang et al.'s granulated Kendall coefficient over the design's factors, one point per
-    condition (``flat_means``/``robust_means``: one per condition)."""
+def granulated_kendall(
+    flat_means, robust_means, design: Conditions, axes: Axes | None = None
+) -> Granulated:
+    """Jiang et al.'s granulated Kendall coefficient over ``axes`` (default: the design's
+    factors, ``factor_axes``), one point per condition (``flat_means``/``robust_means``: one
+    per condition)."""
     fm = np.asarray(flat_means, dtype=float)
     rm = np.asarray(robust_means, dtype=float)
+    axes = axes or factor_axes(design)
     per = {}
-    for f in design.factors:
-        others = [g for g in design.factors if g != f]
+    for k, f in enumerate(axes.names):
         groups: dict[tuple, list] = {}
-        for ci in range(len(design.conditions)):
-            if np.isfinite(fm[ci]) and np.isfinite(rm[ci]):
-                key = tuple(design.factor_value(ci, g) for g in others)
+        for ci, v in enumerate(axes.values):
+            if v is not None and np.isfinite(fm[ci]) and np.isfinite(rm[ci]):
+                key = v[:k] + v[k + 1 :]
                 groups.setdefault(key, []).append(ci)
         taus, sizes = [], []
         for members in groups.values():
@@ -199,10 +245,14 @@ class SignError:
     note: str = ""
 
 
-def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> SignError:
+def sign_error(
+    flat_runs, robust_runs, design: Conditions, threshold: float, axes: Axes | None = None
+) -> SignError:
     """Dziugaite et al.'s sign-error of a flatness measure against a robust error, over pairs
-    of runs whose conditions differ in exactly one factor (``*_runs``: one value per run).
-    Pairs with ``|robust difference| <= threshold`` are dropped (NaN threshold: 0)."""
+    of runs whose conditions differ in exactly one of ``axes`` (default: the design's
+    factors) (``*_runs``: one value per run). Pairs with ``|robust difference| <= threshold``
+    are dropped (NaN threshold: 0)."""
+    axes = axes or factor_axes(design)
     c = np.asarray(flat_runs, dtype=float)
     g = np.asarray(robust_runs, dtype=float)
     thr = float(threshold) if np.isfinite(threshold) else 0.0
@@ -217,9 +267,9 @@ def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> 
             continue
         key = (min(a, b), max(a, b))
         if key not in cache:
-            cache[key] = design.differing_factors(a, b)
+            cache[key] = axes.differing(a, b)
         diff = cache[key]
-        if len(diff) != 1:
+        if diff is None or len(diff) != 1:
             continue
         if abs(g[i] - g[j]) <= thr:
             dropped[diff[0]] += 1
@@ -230,7 +280,7 @@ def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> 
     num_dropped = sum(dropped.values())
     table = {
         f: (float(np.mean(per[f])) if f in per else math.nan, len(per.get(f, [])), dropped[f])
-        for f in design.factors
+        for f in axes.names
         if f in per or f in dropped
     }
     if kept == 0:

@@ -118,6 +118,9 @@ class DesignFindings:
     dose: list = field(default_factory=list)  # dicts, one per (family, metric)
     granulated: dict = field(default_factory=dict)  # (flat, rob) -> Granulated
     sign_errors: dict = field(default_factory=dict)  # (flat, rob) -> SignError
+    # The same with the augmentation families and their strength as the axes (family_axes):
+    granulated_families: dict = field(default_factory=dict)  # (flat, rob) -> Granulated
+    sign_errors_families: dict = field(default_factory=dict)  # (flat, rob) -> SignError
     across: dict = field(default_factory=dict)  # (flat, rob) -> dict
     interventions: dict = field(default_factory=dict)  # (flat, rob) -> InterventionFit
     fit_runs: tuple = ()
@@ -532,6 +535,12 @@ def _pair(
     floor = out.floors[r].sd
     thr = math.sqrt(2.0) * floor if np.isfinite(floor) else math.nan
     out.sign_errors[(f, r)] = design_stats.sign_error(table.column(f), table.column(r), design, thr)
+    axes = design_stats.family_axes(design)
+    if sum(v is not None for v in axes.values) >= 2:
+        out.granulated_families[(f, r)] = design_stats.granulated_kendall(fm, rm, design, axes)
+        out.sign_errors_families[(f, r)] = design_stats.sign_error(
+            table.column(f), table.column(r), design, thr, axes
+        )
     out.across[(f, r)] = _across(
         fm,
         rm,
@@ -789,6 +798,19 @@ def _design_payload(d: Design) -> dict:
 
 def _within_axis_payload(s: DesignFindings) -> dict:
     return {
+        "granulated_kendall_families": [
+            {
+                "flatness": f,
+                "robust": r,
+                "value": g.value,
+                "per_axis": {a: v[0] for a, v in g.per_factor.items()},
+                "sign_error": s.sign_errors_families[(f, r)].value,
+                "sign_error_per_axis": {
+                    a: v[0] for a, v in s.sign_errors_families[(f, r)].per_factor.items()
+                },
+            }
+            for (f, r), g in s.granulated_families.items()
+        ],
         "granulated_kendall": [
             {
                 "flatness": f,
