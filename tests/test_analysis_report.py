@@ -517,6 +517,17 @@ def test_the_primary_test_opens_the_report_and_matches_scipy_on_condition_means(
     assert "## Reliability" in text and "## P1a: each step of strength" in text
     payload = json.loads(open(rep.findings_json).read())
     assert payload["primary"][0]["pearson"]["statistic"] == pytest.approx(want, abs=1e-12)
+    # Holm within P2: the adjusted p-values are Holm's of the raw ones, in order.
+    p2 = [v for v in found.verdicts if v.prediction == "P2"]
+    np.testing.assert_allclose([v.adjusted_pvalue for v in p2], stats_holm([v.pvalue for v in p2]))
+    # P1a's steps: the change of condition means over floor sqrt(1/n_a + 1/n_b), by hand.
+    mean = {c.label: table.column(LAM)[list(c.runs)].mean() for c in d.conditions}
+    floor = found.floors[LAM].sd
+    step = next(x for x in found.p1a_margins[LAM] if x.family == "randaugment" and x.low == 5)
+    diff = mean["randaugment, magnitude=9"] - mean["randaugment, magnitude=5"]
+    assert step.difference == pytest.approx(diff) and step.z == pytest.approx(
+        diff / (floor * math.sqrt(2))
+    )
 
 
 def stats_holm(p):
