@@ -541,22 +541,23 @@ def _pair(
         out.sign_errors_families[(f, r)] = design_stats.sign_error(
             table.column(f), table.column(r), design, thr, axes
         )
-    out.across[(f, r)] = _across(
-        fm,
-        rm,
-        out.means[clean][0] if clean else None,
-        num_resamples=num_resamples,
-        confidence=out.confidence,
-        rng=rng,
-    )
     out.partials[(f, r)] = {
         label: stats.freedman_lane(fm, rm, out.means[m][0], "spearman", rng=[seed, 5])
         for label, m in out.partial_covariates.items()
     }
-    out.verdicts.append(_p2(out, f, r, seed))
+    out.across[(f, r)] = _across(
+        fm,
+        rm,
+        out.means[clean][0] if clean else None,
+        out.partials[(f, r)].get("clean error"),
+        num_resamples=num_resamples,
+        confidence=out.confidence,
+        rng=rng,
+    )
+    out.verdicts.append(_p2(out, f, r))
 
 
-def _p2(out: DesignFindings, f: str, r: str, seed: int) -> pred.Verdict:
+def _p2(out: DesignFindings, f: str, r: str) -> pred.Verdict:
     """P2 on (f, r): the partial Spearman given clean error across conditions with its
     Freedman-Lane permutation p (the plain Spearman with its permutation p without a clean
     error)."""
@@ -568,8 +569,7 @@ def _p2(out: DesignFindings, f: str, r: str, seed: int) -> pred.Verdict:
         ci, infl = a["partial_ci"], a["partial_loo"]
         what = "partial Spearman given clean error"
     else:
-        fm, rm = out.means[f][0], out.means[r][0]
-        test = stats.permutation_correlation(fm, rm, "spearman", rng=[seed, 6])
+        test = a["spearman"]
         ci, infl = a["spearman_ci"], a["spearman_loo"]
         what = "Spearman (no clean error to control for)"
     v = pred.verdict_from_test(test.statistic, test.pvalue, alpha, +1)
@@ -646,8 +646,9 @@ def _rank_across(x, y, *, num_resamples, confidence, rng) -> dict:
     }
 
 
-def _across(fm, rm, cm, *, num_resamples, confidence, rng) -> dict:
-    """Spearman and partial Spearman across conditions with intervals and LOO influence."""
+def _across(fm, rm, cm, partial, *, num_resamples, confidence, rng) -> dict:
+    """Spearman and partial Spearman across conditions with intervals and LOO influence;
+    ``partial``: the partial Spearman's Freedman-Lane test given ``cm``, computed already."""
     keep = np.isfinite(fm) & np.isfinite(rm) & (np.isfinite(cm) if cm is not None else True)
     x, y = fm[keep], rm[keep]
     out = {"points": np.flatnonzero(keep)}
@@ -658,7 +659,7 @@ def _across(fm, rm, cm, *, num_resamples, confidence, rng) -> dict:
         out["partial"] = out["partial_ci"] = out["partial_loo"] = None
         return out
     z = cm[keep]
-    out["partial"] = stats.freedman_lane(x, y, z, "spearman", rng=rng)
+    out["partial"] = partial
     out["partial_ci"] = _percentile_ci(
         x, y, stats.partial_spearman_statistic, (z,), num_resamples, confidence, rng
     )
