@@ -36,7 +36,7 @@ def _without_none(test) -> str:
 
 def primary_section(s: DesignFindings) -> list:
     """The declared primary test: the paper's Pearson r across condition means, beside the
-    paper's > 0.9, with its exact permutation p, Holm over the primary measures, the
+    paper's > 0.9, with its permutation p, Holm over the primary measures, the
     without-none sensitivity row and the design's power."""
     parts = [
         "## Primary test",
@@ -115,7 +115,8 @@ def secondary_section(s: DesignFindings) -> list:
         "",
         f"Rule: **supported** when the two-sided test at level {level} is significant with "
         "the predicted sign, **refuted** when significant with the opposite sign, "
-        "**inconclusive** otherwise. P1a: stratified Kendall tau-a, exact permutation p. P1b: "
+        "**inconclusive** otherwise. P1a: stratified Kendall tau-a, permutation p (exact, or "
+        "Monte Carlo when the arrangements are too many; the evidence says which). P1b: "
         "each augmented condition against a replicated none (t on the seed noise); supported "
         "when some are significantly flatter and none significantly sharper. P2: partial "
         "Spearman given clean error, Freedman-Lane permutation p. Each verdict is given raw "
@@ -255,7 +256,7 @@ def reliability_section(s: DesignFindings) -> list:
 
 
 def dose_response_section(s: DesignFindings) -> list:
-    """Kendall tau-a of strength vs every measure within each family, exact p."""
+    """Kendall tau-a of strength vs every measure within each family, permutation p."""
     parts = ["## Dose-response within families", ""]
     if not s.dose:
         return parts + [
@@ -271,7 +272,7 @@ def dose_response_section(s: DesignFindings) -> list:
             r["metric"],
             signed(r["tau_a"]),
             f"{r['s']} / {r['s_max']}",
-            pvalue(r["pvalue"]),
+            f"{pvalue(r['pvalue'])} ({r['pvalue_method']})",
             pvalue(r["min_pvalue"]),
             r["n"],
             r["note"] or "",
@@ -291,9 +292,9 @@ def dose_response_section(s: DesignFindings) -> list:
         "note",
     ]
     return parts + [
-        "Kendall tau-a of strength vs each measure over the family's runs, with the exact "
-        "permutation p of S (measures permuted over the runs; the statistic and p of P1a on "
-        "one family):",
+        "Kendall tau-a of strength vs each measure over the family's runs, with the "
+        "permutation p of S (measures permuted over the runs, exact when the arrangements are "
+        "few; the statistic and p of P1a on one family):",
         "",
         table(header, body),
         "",
