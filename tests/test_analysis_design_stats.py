@@ -293,3 +293,17 @@ def test_families_and_strength_as_the_axes_of_granulated_kendall_and_sign_error(
     assert e.per_factor["strength"][1] == 6 and e.per_factor["family"][1] == 3
     # The default axes are the factors: one factor (augment), every pair of conditions.
     assert ss.granulated_kendall(fm, rm, d).per_factor.keys() == {"augment"}
+
+
+def test_stratified_kendall_monte_carlo_is_within_its_error_of_the_exact_p(monkeypatch):
+    rng = np.random.default_rng(6)
+    groups = [(np.arange(5.0), rng.normal(size=5)), (np.arange(4.0), rng.normal(size=4))]
+    groups[0] = (groups[0][0], groups[0][0] + rng.normal(scale=2.0, size=5))
+    exact = ss.stratified_kendall(groups)
+    assert exact.pvalue_method == "exact"
+    monkeypatch.setattr(ss, "EXACT_MAX_PERMUTATIONS", 0)
+    mc = ss.stratified_kendall(groups, rng=3)
+    b = ss.MONTE_CARLO_PERMUTATIONS
+    assert mc.pvalue_method.startswith("monte carlo") and mc.s == exact.s
+    p = exact.pvalue
+    assert abs(mc.pvalue - p) < 4 * math.sqrt(p * (1 - p) / b) + 2 / b
