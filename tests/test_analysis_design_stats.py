@@ -139,6 +139,12 @@ def test_stratified_kendall_exact_and_monte_carlo():
     # S_max = 2 pairs; the smallest attainable p is P(|S| = 2) = 1/2; one group of 7: 2 / 7!.
     assert two.s_max == 2 and two.min_pvalue == pytest.approx(0.5)
     assert one.s_max == 21 and one.min_pvalue == pytest.approx(2 / math.factorial(7))
+    # Replicates at one strength: the pair (0, 0) adds 0 whatever y does, so |S| <= 2 of the
+    # 3 pairs; of the 6 arrangements of y = (1, 2, 3), S = +2 for (1,2,3) and (2,1,3), -2 for
+    # (3,2,1) and (2,3,1), 0 otherwise: P(|S| >= 2) = 4/6.
+    tied = ss.stratified_kendall([([0.0, 0.0, 1.0], [1.0, 2.0, 3.0])])
+    assert tied.s == 2 and tied.s_max == 2 and tied.num_pairs == 3
+    assert tied.pvalue == pytest.approx(4 / 6) and tied.min_pvalue == pytest.approx(4 / 6)
     # Too many arrangements (10! > 200000): Monte Carlo, close to scipy's exact p.
     x, y = np.arange(10.0), np.arange(10.0) + rng.normal(scale=4.0, size=10)
     mc = ss.stratified_kendall([(x, y)], rng=0)

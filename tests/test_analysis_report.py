@@ -442,7 +442,7 @@ def test_covariates_and_the_training_end_point_are_reported(tmp_path):
         for k in (conf, LAM, PGD)
     }
     for m in (LAM, PGD):
-        got = rep.findings.covariate_corr[(conf, m)]["spearman"].statistic
+        got = rep.findings.covariate_corr[(conf, m)].spearman.statistic
         assert got == pytest.approx(scipy.stats.spearmanr(means[conf], means[m])[0], abs=1e-12)
     text = open(rep.path).read()
     assert "## Covariates: confidence and calibration" in text

@@ -266,16 +266,16 @@ def dose_response_section(s: DesignFindings) -> list:
         ]
     body = [
         [
-            r["family"],
-            r["strength_key"],
-            ", ".join(f"{v:g}" for v in r["strengths"]),
-            r["metric"],
-            signed(r["tau_a"]),
-            f"{r['s']} / {r['s_max']}",
-            f"{pvalue(r['pvalue'])} ({r['pvalue_method']})",
-            pvalue(r["min_pvalue"]),
-            r["n"],
-            r["note"] or "",
+            r.family,
+            r.strength_key,
+            ", ".join(f"{v:g}" for v in r.strengths),
+            r.metric,
+            signed(r.tau_a),
+            f"{r.s} / {r.s_max}",
+            f"{pvalue(r.pvalue)} ({r.pvalue_method})",
+            pvalue(r.min_pvalue),
+            r.n,
+            r.note or "",
         ]
         for r in s.dose
     ]
@@ -436,13 +436,13 @@ def across_section(s: DesignFindings) -> list:
     labels = [c.label for c in s.design.conditions]
     body = []
     for (f, r), a in s.across.items():
-        sp, points = a["spearman"], a["points"]
-        row = [f, r, sp.n, _interval(sp, a["spearman_ci"]), pvalue(sp.pvalue)]
-        row.append(_loo(a["spearman_loo"], points, labels))
-        if a["partial"] is not None:
-            pc = a["partial"]
-            row += [_interval(pc, a["partial_ci"]), pvalue(pc.pvalue)]
-            row.append(_loo(a["partial_loo"], points, labels))
+        sp, points = a.spearman, a.points
+        row = [f, r, sp.n, _interval(sp, a.spearman_ci), pvalue(sp.pvalue)]
+        row.append(_loo(a.spearman_loo, points, labels))
+        if a.partial is not None:
+            pc = a.partial
+            row += [_interval(pc, a.partial_ci), pvalue(pc.pvalue)]
+            row.append(_loo(a.partial_loo, points, labels))
         else:
             row += ["n/a (no clean error)", "", ""]
         body.append(row)
@@ -506,9 +506,9 @@ def covariates_section(s: DesignFindings) -> list:
         return []
     body = []
     for (cov, m), c in s.covariate_corr.items():
-        sp = c["spearman"]
+        sp = c.spearman
         role = "flatness" if m in s.flatness else "robust error"
-        body.append([cov, m, role, sp.n, _interval(sp, c["ci"]), pvalue(sp.pvalue)])
+        body.append([cov, m, role, sp.n, _interval(sp, c.ci), pvalue(sp.pvalue)])
     header = ["covariate", "metric", "role", "conditions", "Spearman rho [CI]", "p"]
     return [
         "## Covariates: confidence and calibration",

@@ -317,11 +317,9 @@ class StratifiedKendall:
     # The smallest two-sided p the test can give with these groups (exact: P(|S| = its
     # largest attainable value); Monte Carlo: 1 / (N + 1)).
     min_pvalue: float = math.nan
-
-    @property
-    def s_max(self) -> int:
-        """The largest |S| without ties: every pair concordant."""
-        return self.num_pairs
+    # The largest attainable |S|: the pairs whose x (strength) differ (a pair of replicates at
+    # one strength adds 0 whatever the measure does), when the measure has no ties.
+    s_max: int = 0
 
 
 def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
@@ -366,6 +364,7 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
         min_p = 1 / (MONTE_CARLO_PERMUTATIONS + 1)
         method = f"monte carlo ({MONTE_CARLO_PERMUTATIONS} permutations)"
     note = "" if s or pairs else "no pairs"
+    s_max = sum(int((np.triu(x[:, None] != x[None, :], 1)).sum()) for x, _ in clean)
     return StratifiedKendall(
         s / pairs if pairs else math.nan,
         s,
@@ -376,6 +375,7 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
         method,
         note,
         float(min_p),
+        s_max,
     )
 
 

@@ -104,6 +104,51 @@ class Margin:
     z: float
 
 
+@dataclass(frozen=True)
+class DoseResponse:
+    """Kendall tau-a of strength vs one metric over one family's runs, with its permutation
+    p (``design_stats.stratified_kendall`` on the one family)."""
+
+    family: str
+    strength_key: str
+    intervention: bool
+    strengths: list
+    metric: str
+    tau_a: float
+    s: int
+    s_max: int
+    pvalue: float
+    min_pvalue: float
+    n: int
+    pvalue_method: str
+    note: str
+
+
+@dataclass(frozen=True)
+class RankAcross:
+    """Spearman rho of two per-condition means (``points``: the conditions used) with its
+    permutation test and bootstrap percentile interval."""
+
+    spearman: stats.PermutationTest
+    ci: stats.BootstrapInterval
+    points: np.ndarray
+
+
+@dataclass(frozen=True)
+class Across:
+    """One (flatness, robust error) across condition means: Spearman and the partial
+    Spearman given clean error (None without one), each with its permutation test, bootstrap
+    percentile interval and leave-one-out influence."""
+
+    points: np.ndarray
+    spearman: stats.PermutationTest
+    spearman_ci: stats.BootstrapInterval
+    spearman_loo: design_stats.Influence
+    partial: stats.PermutationTest | None = None
+    partial_ci: stats.BootstrapInterval | None = None
+    partial_loo: design_stats.Influence | None = None
+
+
 @dataclass
 class DesignFindings:
     """The statistics of the sweep's declared design (``design_findings``)."""
@@ -115,13 +160,13 @@ class DesignFindings:
     confidence: float
     floors: dict = field(default_factory=dict)  # metric -> NoiseFloor
     means: dict = field(default_factory=dict)  # metric -> (mean, sd, n) per condition
-    dose: list = field(default_factory=list)  # dicts, one per (family, metric)
+    dose: list = field(default_factory=list)  # DoseResponse, one per (family, metric)
     granulated: dict = field(default_factory=dict)  # (flat, rob) -> Granulated
     sign_errors: dict = field(default_factory=dict)  # (flat, rob) -> SignError
     # The same with the augmentation families and their strength as the axes (family_axes):
     granulated_families: dict = field(default_factory=dict)  # (flat, rob) -> Granulated
     sign_errors_families: dict = field(default_factory=dict)  # (flat, rob) -> SignError
-    across: dict = field(default_factory=dict)  # (flat, rob) -> dict
+    across: dict = field(default_factory=dict)  # (flat, rob) -> Across
     interventions: dict = field(default_factory=dict)  # (flat, rob) -> InterventionFit
     fit_runs: tuple = ()
     eval_runs: tuple = ()
@@ -138,7 +183,7 @@ class DesignFindings:
     partial_covariates: dict = field(default_factory=dict)  # label -> metric name
     notes: list = field(default_factory=list)  # the sweep's design notes (warm start, JSD)
     covariates: list = field(default_factory=list)  # covariate metrics (confidence, ECE)
-    # (covariate, flatness or robust metric) -> {'spearman', 'ci', 'points'} across conditions
+    # (covariate, flatness or robust metric) -> RankAcross across conditions
     covariate_corr: dict = field(default_factory=dict)
 
 
@@ -400,21 +445,21 @@ def _dose_response(table: MetricTable, design: Design, metrics: Sequence[str]) -
         for m in metrics:
             k = design_stats.stratified_kendall([(strength, table.column(m)[runs])])
             rows.append(
-                {
-                    "family": fam.name,
-                    "strength_key": fam.strength_key,
-                    "intervention": fam.intervention,
-                    "strengths": list(fam.strengths),
-                    "metric": m,
-                    "tau_a": k.statistic,
-                    "s": k.s,
-                    "s_max": k.s_max,
-                    "pvalue": k.pvalue,
-                    "min_pvalue": k.min_pvalue,
-                    "n": k.n,
-                    "pvalue_method": k.pvalue_method,
-                    "note": k.note,
-                }
+                DoseResponse(
+                    fam.name,
+                    fam.strength_key,
+                    fam.intervention,
+                    list(fam.strengths),
+                    m,
+                    k.statistic,
+                    k.s,
+                    k.s_max,
+                    k.pvalue,
+                    k.min_pvalue,
+                    k.n,
+                    k.pvalue_method,
+                    k.note,
+                )
             )
     return rows
 
@@ -564,19 +609,19 @@ def _p2(out: DesignFindings, f: str, r: str) -> pred.Verdict:
     a = out.across[(f, r)]
     labels = [c.label for c in out.design.conditions]
     alpha = 1.0 - out.confidence
-    if a["partial"] is not None:
-        test = out.partials[(f, r)]["clean error"]
-        ci, infl = a["partial_ci"], a["partial_loo"]
+    if a.partial is not None:
+        test = a.partial
+        ci, infl = a.partial_ci, a.partial_loo
         what = "partial Spearman given clean error"
     else:
-        test = a["spearman"]
-        ci, infl = a["spearman_ci"], a["spearman_loo"]
+        test = a.spearman
+        ci, infl = a.spearman_ci, a.spearman_loo
         what = "Spearman (no clean error to control for)"
     v = pred.verdict_from_test(test.statistic, test.pvalue, alpha, +1)
     if not np.isfinite(test.statistic):
         why = f"{what} of {f} vs {r} not computed across {test.n} conditions: {test.note}"
         return pred.Verdict("P2", f, r, v, math.nan, ci.low, ci.high, math.nan, test.n, why)
-    fl = " (Freedman-Lane)" if a["partial"] is not None else ""
+    fl = " (Freedman-Lane)" if a.partial is not None else ""
     why = (
         f"{what} of {f} vs {r} across {test.n} conditions = {signed(test.statistic)}, "
         f"{test.pvalue_method} permutation p{fl} = {pvalue(test.pvalue)}; "
@@ -585,7 +630,7 @@ def _p2(out: DesignFindings, f: str, r: str) -> pred.Verdict:
     )
     if infl.argmax is not None:
         why += (
-            f"; leaving out {labels[a['points'][infl.argmax]]} moves it by "
+            f"; leaving out {labels[a.points[infl.argmax]]} moves it by "
             f"{signed(infl.deltas[infl.argmax])}"
         )
     if v == pred.REFUTED:
@@ -635,36 +680,40 @@ def _percentile_ci(x, y, statistic, given, num_resamples, confidence, rng):
     )
 
 
-def _rank_across(x, y, *, num_resamples, confidence, rng) -> dict:
-    """Spearman rho of two per-condition means with its bootstrap percentile interval."""
+def _rank_across(x, y, *, num_resamples, confidence, rng) -> RankAcross:
+    """Spearman rho of two per-condition means with its permutation test and bootstrap
+    percentile interval."""
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
-    return {
-        "spearman": stats.permutation_correlation(x, y, "spearman", rng=rng),
-        "ci": _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng),
-        "points": np.flatnonzero(keep),
-    }
+    return RankAcross(
+        stats.permutation_correlation(x, y, "spearman", rng=rng),
+        _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng),
+        np.flatnonzero(keep),
+    )
 
 
-def _across(fm, rm, cm, partial, *, num_resamples, confidence, rng) -> dict:
+def _across(fm, rm, cm, partial, *, num_resamples, confidence, rng) -> Across:
     """Spearman and partial Spearman across conditions with intervals and LOO influence;
     ``partial``: the partial Spearman's Freedman-Lane test given ``cm``, computed already."""
     keep = np.isfinite(fm) & np.isfinite(rm) & (np.isfinite(cm) if cm is not None else True)
     x, y = fm[keep], rm[keep]
-    out = {"points": np.flatnonzero(keep)}
-    out["spearman"] = stats.permutation_correlation(x, y, "spearman", rng=rng)
-    out["spearman_ci"] = _percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng)
-    out["spearman_loo"] = design_stats.leave_one_out(_rho, (x, y))
-    if cm is None:
-        out["partial"] = out["partial_ci"] = out["partial_loo"] = None
-        return out
-    z = cm[keep]
-    out["partial"] = partial
-    out["partial_ci"] = _percentile_ci(
-        x, y, stats.partial_spearman_statistic, (z,), num_resamples, confidence, rng
+    plain = dict(
+        points=np.flatnonzero(keep),
+        spearman=stats.permutation_correlation(x, y, "spearman", rng=rng),
+        spearman_ci=_percentile_ci(x, y, "spearman", (), num_resamples, confidence, rng),
+        spearman_loo=design_stats.leave_one_out(_rho, (x, y)),
     )
-    out["partial_loo"] = design_stats.leave_one_out(_partial_rho, (x, y, z))
-    return out
+    if cm is None:
+        return Across(**plain)
+    z = cm[keep]
+    return Across(
+        **plain,
+        partial=partial,
+        partial_ci=_percentile_ci(
+            x, y, stats.partial_spearman_statistic, (z,), num_resamples, confidence, rng
+        ),
+        partial_loo=design_stats.leave_one_out(_partial_rho, (x, y, z)),
+    )
 
 
 # --------------------------------------------------------------------------- JSON
@@ -678,15 +727,15 @@ def design_json(s: DesignFindings) -> str:
             m: {"sd": fl.sd, "dof": fl.dof, "conditions": fl.num_conditions}
             for m, fl in s.floors.items()
         },
-        "dose_response": s.dose,
+        "dose_response": [dataclasses.asdict(d) for d in s.dose],
         "covariates": [
             {
                 "covariate": cov,
                 "metric": m,
-                "spearman": c["spearman"].statistic,
-                "pvalue": c["spearman"].pvalue,
-                "n": c["spearman"].n,
-                "ci": [c["ci"].low, c["ci"].high],
+                "spearman": c.spearman.statistic,
+                "pvalue": c.spearman.pvalue,
+                "n": c.spearman.n,
+                "ci": [c.ci.low, c.ci.high],
             }
             for (cov, m), c in s.covariate_corr.items()
         ],
@@ -837,16 +886,17 @@ def _within_axis_payload(s: DesignFindings) -> dict:
     }
 
 
-def _across_payload(s: DesignFindings, f: str, r: str, a: dict) -> dict:
-    partial = a["partial"]
+def _across_payload(s: DesignFindings, f: str, r: str, a: Across) -> dict:
+    partial = a.partial
     return {
         "flatness": f,
         "robust": r,
-        "spearman": a["spearman"].statistic,
-        "spearman_ci": [a["spearman_ci"].low, a["spearman_ci"].high],
+        "spearman": a.spearman.statistic,
+        "spearman_pvalue": a.spearman.pvalue,
+        "spearman_ci": [a.spearman_ci.low, a.spearman_ci.high],
         "partial_spearman": partial.statistic if partial else None,
         "partial_pvalue": partial.pvalue if partial else None,
-        "partial_ci": [a["partial_ci"].low, a["partial_ci"].high] if partial else None,
-        "partial_loo": list(a["partial_loo"].deltas) if partial else None,
-        "conditions": [s.design.conditions[i].label for i in a["points"]],
+        "partial_ci": [a.partial_ci.low, a.partial_ci.high] if partial else None,
+        "partial_loo": list(a.partial_loo.deltas) if partial else None,
+        "conditions": [s.design.conditions[i].label for i in a.points],
     }
