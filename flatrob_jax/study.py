@@ -526,6 +526,34 @@ def report_rows(the_plan: Plan, log=print) -> list:
     return rows
 
 
+def design_notes(the_plan: Plan) -> list:
+    """What the report's design section must say about how the runs were trained: a shared
+    warm start (and what it makes of ``none``), and AugMix runs without the JSD loss."""
+    notes = []
+    warm = [job for job in the_plan.jobs if job.kind == "warm_start"]
+    if warm:
+        given = json.dumps(the_plan.sweep.warm_start, sort_keys=True)
+        notes.append(
+            f"Warm start: every trained run fine-tunes from one shared warm start ({given}, "
+            "trained first), with a fresh optimizer and schedule. The conditions share their "
+            "start, seed replicates measure the noise of the fine-tune only, and `none` is the "
+            "warm start followed by training without augmentation, not a network never "
+            "augmented."
+        )
+    no_jsd = [
+        job.name
+        for job in the_plan.runs
+        if job.config.augment.name == "augmix" and not job.config.augment.augmix.jsd
+    ]
+    if no_jsd:
+        notes.append(
+            f"AugMix without its JSD loss: {len(no_jsd)} AugMix run(s) train on one AugMix "
+            "view per image (augment.augmix.jsd = False), without the Jensen-Shannon "
+            "consistency loss of the published AugMix."
+        )
+    return notes
+
+
 def write_report(the_plan: Plan, log=print, failed: dict | None = None) -> dict:
     """results.csv, results.json and the report from every run's analysis.json; ``failed``:
     {run: why} of the runs a fan-out gave up on (named in the report)."""
@@ -557,6 +585,7 @@ def write_report(the_plan: Plan, log=print, failed: dict | None = None) -> dict:
         families=sweep.families,
         intervention_keys=tuple(sweep.intervention_keys),
         missing=missing,
+        notes=design_notes(the_plan),
     )
     log(f"report: {paths['report']}")
     return paths

@@ -239,3 +239,14 @@ def test_every_shipped_sweep_declares_a_design_that_resolves(spec):
             "standard, sam_rho=0.1",
         ]
         assert len(d.interventions) == 8 and labels[d.reference] == "standard"
+
+
+def test_design_notes_state_the_warm_start_and_augmix_without_jsd():
+    from flatrob_jax.study import design_notes, load_sweep, plan
+
+    default = design_notes(plan(load_sweep("fashion_mnist_augmentations"), "/tmp/unused"))
+    assert len(default) == 2
+    assert default[0].startswith("Warm start:") and '"train.num_steps": 1500' in default[0]
+    assert "2 AugMix run(s)" in default[1] and "jsd = False" in default[1]
+    # The paper-scale design trains from scratch and keeps AugMix's JSD loss: nothing to say.
+    assert design_notes(plan(load_sweep("cifar10_resnet18_augmentations"), "/tmp/unused")) == []

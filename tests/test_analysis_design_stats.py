@@ -136,6 +136,15 @@ def test_stratified_kendall_exact_and_monte_carlo():
         and two.pvalue == pytest.approx(0.5)
         and two.statistic == 1.0
     )
+    # S_max = 2 pairs; the smallest attainable p is P(|S| = 2) = 1/2; one group of 7: 2 / 7!.
+    assert two.s_max == 2 and two.min_pvalue == pytest.approx(0.5)
+    assert one.s_max == 21 and one.min_pvalue == pytest.approx(2 / math.factorial(7))
+    # Replicates at one strength: the pair (0, 0) adds 0 whatever y does, so |S| <= 2 of the
+    # 3 pairs; of the 6 arrangements of y = (1, 2, 3), S = +2 for (1,2,3) and (2,1,3), -2 for
+    # (3,2,1) and (2,3,1), 0 otherwise: P(|S| >= 2) = 4/6.
+    tied = ss.stratified_kendall([([0.0, 0.0, 1.0], [1.0, 2.0, 3.0])])
+    assert tied.s == 2 and tied.s_max == 2 and tied.num_pairs == 3
+    assert tied.pvalue == pytest.approx(4 / 6) and tied.min_pvalue == pytest.approx(4 / 6)
     # Too many arrangements (10! > 200000): Monte Carlo, close to scipy's exact p.
     x, y = np.arange(10.0), np.arange(10.0) + rng.normal(scale=4.0, size=10)
     mc = ss.stratified_kendall([(x, y)], rng=0)
@@ -146,28 +155,7 @@ def test_stratified_kendall_exact_and_monte_carlo():
     assert math.isnan(ss.stratified_kendall([([1.0], [1.0])]).statistic)
 
 
-def test_partial_spearman_against_the_formula_on_spearman_coefficients():
-    rng = np.random.default_rng(3)
-    z = rng.normal(size=12)
-    x = z + rng.normal(size=12)
-    y = z + 0.5 * x + rng.normal(size=12)
-    res = ss.partial_spearman(x, y, z)
-    rxy = scipy.stats.spearmanr(x, y).statistic
-    rxz = scipy.stats.spearmanr(x, z).statistic
-    ryz = scipy.stats.spearmanr(y, z).statistic
-    expected = (rxy - rxz * ryz) / math.sqrt((1 - rxz**2) * (1 - ryz**2))
-    assert res.statistic == pytest.approx(expected, abs=1e-12) and res.n == 12
-    t = expected * math.sqrt((12 - 3) / (1 - expected**2))
-    assert res.pvalue == pytest.approx(2 * scipy.stats.t.sf(abs(t), 9), rel=1e-9)
-    x[0] = np.nan
-    assert (
-        ss.partial_spearman(x, y, z).n == 11 and "1 point(s)" in ss.partial_spearman(x, y, z).note
-    )
-    assert "n=3 < 4" in ss.partial_spearman([1, 2, 3], [1, 2, 3], [3, 1, 2]).note
-    assert math.isnan(ss.partial_spearman([1, 2, 3, 4], [4, 1, 3, 2], [1, 2, 3, 4]).statistic)
-
-
-def test_leave_one_out_and_bootstrap_percentile_against_direct_recomputation():
+def test_leave_one_out_against_direct_recomputation():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=6), rng.normal(size=6)
 
@@ -181,13 +169,6 @@ def test_leave_one_out_and_bootstrap_percentile_against_direct_recomputation():
     assert infl.argmax == int(np.argmax(np.abs(direct))) and infl.max_abs == pytest.approx(
         max(map(abs, direct))
     )
-
-    ci = ss.bootstrap_percentile(rho, (x, y), num_resamples=300, confidence=0.9, rng=7)
-    idx = np.random.default_rng(7).integers(0, 6, (300, 6))
-    dist = np.array([rho(x[i], y[i]) for i in idx])
-    dist = dist[np.isfinite(dist)]
-    np.testing.assert_allclose([ci.low, ci.high], np.quantile(dist, [0.05, 0.95]))
-    assert ci.num_valid == dist.size
 
 
 def test_intervention_fit_against_the_normal_equations():
@@ -221,7 +202,7 @@ def test_intervention_fit_against_the_normal_equations():
     assert "do not vary independently" in collinear.note
 
 
-def test_verdict_rules_and_the_sign_test_against_scipy():
+def test_verdict_rules_and_the_contrasts_against_none_against_scipy():
     assert pred.verdict_from_interval(0.1, 0.5, +1) == pred.SUPPORTED
     assert pred.verdict_from_interval(-0.5, -0.1, +1) == pred.REFUTED
     assert pred.verdict_from_interval(-0.1, 0.5, +1) == pred.INCONCLUSIVE
@@ -229,17 +210,23 @@ def test_verdict_rules_and_the_sign_test_against_scipy():
     assert pred.verdict_from_test(-0.8, 0.01, 0.05, -1) == pred.SUPPORTED
     assert pred.verdict_from_test(0.8, 0.01, 0.05, -1) == pred.REFUTED
     assert pred.verdict_from_test(0.8, 0.2, 0.05, -1) == pred.INCONCLUSIVE
-    means = np.array([10.0, 5.0, 6.0, 9.9, 4.0, 12.0, 3.0, 2.0])
-    counts = np.array([2, 2, 1, 1, 1, 1, 1, 1])
-    st = pred.sign_test_vs_none(means, counts, 0, range(1, 8), floor=0.2, alpha=0.05)
-    # Thresholds: 0.2 * sqrt(1/2 + 1/2) = 0.2 for condition 1, 0.2 * sqrt(1.5) for the rest.
-    assert (st.flatter, st.sharper, st.within) == (5, 1, 1)
-    assert st.pvalue == pytest.approx(scipy.stats.binomtest(5, 6, 0.5).pvalue)
-    assert st.verdict == pred.INCONCLUSIVE  # p = 0.22
-    all_flatter = pred.sign_test_vs_none(
-        np.r_[10.0, np.arange(6.0)], np.ones(7, int), 0, range(1, 7), floor=math.nan, alpha=0.05
-    )
-    assert all_flatter.pvalue == pytest.approx(2 / 64) and all_flatter.verdict == pred.SUPPORTED
+    # P1b contrasts against a replicated none (condition 0, 2 runs), floor 0.2 on 6 dof.
+    means = np.array([10.0, 5.0, 10.3, 9.9])
+    counts = np.array([2, 2, 1, 3])
+    cs = pred.contrasts_vs_none(means, counts, 0, [1, 2, 3], 0.2, 6)
+    for c, d, n_a in zip(cs, (-5.0, 0.3, -0.1), (2, 1, 3)):
+        se = 0.2 * math.sqrt(1 / n_a + 1 / 2)
+        assert c.difference == pytest.approx(d) and c.stderr == pytest.approx(se)
+        assert c.pvalue == pytest.approx(2 * scipy.stats.t.sf(abs(d / se), 6), rel=1e-12)
+    p = [c.pvalue for c in cs]
+    assert p[0] < 0.05 and p[1] > 0.05  # flatter, and within the noise
+    assert pred.contrasts_verdict(cs, p, 0.05) == pred.SUPPORTED
+    assert pred.contrasts_verdict(cs, [0.01, 0.01, 1.0], 0.05) == pred.INCONCLUSIVE  # mixed
+    assert pred.contrasts_verdict(cs, [1.0, 0.01, 1.0], 0.05) == pred.REFUTED
+    # One none run: not testable, no p-value.
+    single = pred.contrasts_vs_none(means, np.array([1, 2, 1, 3]), 0, [1, 2, 3], 0.2, 6)
+    assert all(math.isnan(c.pvalue) and "not testable: none has 1 run" in c.note for c in single)
+    assert pred.contrasts_verdict(single, [c.pvalue for c in single], 0.05) == pred.INCONCLUSIVE
 
 
 def test_s_distribution_is_the_permutation_distribution():
@@ -254,3 +241,75 @@ def test_s_distribution_is_the_permutation_distribution():
         )
         brute[int(s)] = brute.get(int(s), 0) + 1
     assert dict(dist) == brute
+
+
+def test_reliability_and_correlation_ceiling_by_hand():
+    d = dz.group_runs([{"a": a, "seed": s} for a in (1, 2, 3) for s in (0, 1)])
+    v = np.array([1.0, 3.0, 4.0, 6.0, 10.0, 12.0])
+    rel = ss.reliability(v, d)
+    # Seed variance: each pair differs by 2 -> s^2 = 2. Means 2, 5, 11: variance 21.
+    # Between = 21 - 2 / 2 = 20; SNR = 20 / 2 = 10; R = 20 / 21.
+    assert rel.seed_var == pytest.approx(2.0) and rel.between_var == pytest.approx(20.0)
+    assert rel.snr == pytest.approx(10.0) and rel.reliability == pytest.approx(20 / 21)
+    noisy = ss.reliability(np.array([0.0, 4.0, 1.0, 3.0, 2.0, 2.0]), d)
+    # Means all 2: observed variance 0 -> between 0 (floored), R undefined (0/0).
+    assert noisy.between_var == 0.0 and noisy.snr == 0.0 and math.isnan(noisy.reliability)
+    half = ss.Reliability(1.0, 1.0, 1.0, 0.5, 3)
+    assert ss.correlation_ceiling(rel, half) == pytest.approx(math.sqrt(20 / 21 * 0.5))
+    single = ss.reliability([1.0, 2.0, 3.0], dz.group_runs([{"a": i} for i in range(3)]))
+    assert math.isnan(single.reliability) and "no replicated" in single.note
+
+
+def test_families_and_strength_as_the_axes_of_granulated_kendall_and_sign_error():
+    runs = [{"augment.name": "standard"}, {"augment.name": "none"}]
+    runs += [{"augment.name": "noise", "augment.noise.sigma": s} for s in (0.1, 0.2)]
+    runs += [{"augment.name": "ra", "augment.ra.m": m} for m in (5, 9, 15)]
+    d = dz.declare_design(
+        runs,
+        reference={"augment.name": "standard"},
+        families={"noise": ("augment.noise.sigma", 0.0), "ra": "augment.ra.m"},
+    )
+    axes = ss.family_axes(d)
+    # standard = noise at rank 0; none is in no family (left out); ra ranks 0, 1, 2.
+    assert axes.values == (
+        ("noise", 0),
+        None,
+        ("noise", 1),
+        ("noise", 2),
+        ("ra", 0),
+        ("ra", 1),
+        ("ra", 2),
+    )
+    fm = np.array([5.0, 0.0, 4.0, 3.0, 2.0, 1.0, 7.0])
+    rm = np.array([0.5, 9.0, 0.4, 0.45, 0.3, 0.2, 0.1])
+    g = ss.granulated_kendall(fm, rm, d, axes)
+    # strength: tau within noise (3 points) and within ra (3 points), by scipy; family: tau
+    # within each rank (2 points each: noise vs ra).
+    tau = scipy.stats.kendalltau
+    psi_s = np.mean([tau(fm[[0, 2, 3]], rm[[0, 2, 3]])[0], tau(fm[[4, 5, 6]], rm[[4, 5, 6]])[0]])
+    psi_f = np.mean(
+        [np.sign(fm[a] - fm[b]) * np.sign(rm[a] - rm[b]) for a, b in ((0, 4), (2, 5), (3, 6))]
+    )
+    assert g.per_factor["strength"][0] == pytest.approx(psi_s)
+    assert g.per_factor["family"][0] == pytest.approx(psi_f)
+    assert g.value == pytest.approx((psi_s + psi_f) / 2)
+    # Sign-error over runs (one per condition): pairs differing in strength only, or in
+    # family only (same rank); none is never paired.
+    e = ss.sign_error(fm, rm, d, 0.0, axes)
+    assert e.per_factor["strength"][1] == 6 and e.per_factor["family"][1] == 3
+    # The default axes are the factors: one factor (augment), every pair of conditions.
+    assert ss.granulated_kendall(fm, rm, d).per_factor.keys() == {"augment"}
+
+
+def test_stratified_kendall_monte_carlo_is_within_its_error_of_the_exact_p(monkeypatch):
+    rng = np.random.default_rng(6)
+    groups = [(np.arange(5.0), rng.normal(size=5)), (np.arange(4.0), rng.normal(size=4))]
+    groups[0] = (groups[0][0], groups[0][0] + rng.normal(scale=2.0, size=5))
+    exact = ss.stratified_kendall(groups)
+    assert exact.pvalue_method == "exact"
+    monkeypatch.setattr(ss, "EXACT_MAX_PERMUTATIONS", 0)
+    mc = ss.stratified_kendall(groups, rng=3)
+    b = ss.MONTE_CARLO_PERMUTATIONS
+    assert mc.pvalue_method.startswith("monte carlo") and mc.s == exact.s
+    p = exact.pvalue
+    assert abs(mc.pvalue - p) < 4 * math.sqrt(p * (1 - p) / b) + 2 / b

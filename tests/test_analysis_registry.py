@@ -138,9 +138,9 @@ def test_headline_metrics_come_from_the_declarations():
         "corruptions/mce",
         "corruptions/mean_corruption_error",
         "corruptions/errors/fog/0",
-        "attacks/Linf/pgd/error",
-        "attacks/Linf/pgd/accuracy",
-        "attacks/L2/autoattack/error",
+        "attacks/Linf_8over255/pgd/error",
+        "attacks/Linf_8over255/pgd/accuracy",
+        "attacks/L2_0.5/autoattack/error",
         "attacks/clean/error",
     ]
     heads = registry.headline_metrics(metrics)
@@ -148,8 +148,8 @@ def test_headline_metrics_come_from_the_declarations():
     assert heads.robustness == [
         "corruptions/mce",
         "corruptions/mean_corruption_error",
-        "attacks/Linf/pgd/error",
-        "attacks/L2/autoattack/error",
+        "attacks/Linf_8over255/pgd/error",
+        "attacks/L2_0.5/autoattack/error",
     ]
     assert heads.clean == "clean/error"
 

@@ -461,3 +461,146 @@ def test_bootstrap_covers_true_kendall_tau_at_nominal_rate():
         seed=1,
     )
     assert 0.84 <= coverage <= 0.96, coverage
+
+
+def test_partial_statistics_match_the_formula_and_the_bootstrap_resamples_covariates_with_pairs():
+    rng = np.random.default_rng(8)
+    x, z = rng.normal(size=(2, 9))
+    y = x + z + rng.normal(size=9)
+    # The partial-correlation formula on Pearson / Spearman coefficients.
+    for fn, coef in (
+        (stats.partial_pearson_statistic, lambda a, b: np.corrcoef(a, b)[0, 1]),
+        (stats.partial_spearman_statistic, lambda a, b: scipy.stats.spearmanr(a, b).statistic),
+    ):
+        rxy, rxz, ryz = coef(x, y), coef(x, z), coef(y, z)
+        formula = (rxy - rxz * ryz) / math.sqrt((1 - rxz**2) * (1 - ryz**2))
+        assert fn(x, y, z) == pytest.approx(formula, abs=1e-12)
+    assert math.isnan(stats.partial_pearson_statistic(x, 2 * z + 1, z))  # y a function of z
+    b = 400
+    idx = np.random.default_rng(3).integers(0, 9, (b, 9))
+    theta = np.array([stats.partial_spearman_statistic(x[i], y[i], z[i]) for i in idx])
+    ci = stats.bootstrap_ci(
+        x,
+        y,
+        stats.partial_spearman_statistic,
+        given=(z,),
+        num_resamples=b,
+        confidence=0.9,
+        ci_method="percentile",
+        rng=3,
+    )
+    np.testing.assert_allclose(ci.distribution, theta, atol=1e-11)
+    valid = theta[np.isfinite(theta)]
+    assert ci.num_valid == valid.size
+    np.testing.assert_allclose([ci.low, ci.high], np.quantile(valid, [0.05, 0.95]), atol=1e-11)
+    z_missing = z.copy()
+    z_missing[0] = np.nan
+    dropped = stats.bootstrap_ci(
+        x, y, stats.partial_spearman_statistic, given=(z_missing,), num_resamples=50
+    )
+    assert "1 point(s) with a missing" in dropped.note
+    with pytest.raises(ValueError, match="given= covariates need a function"):
+        stats.bootstrap_ci(x, y, "spearman", given=(z,))
+
+
+def _enumerated_p(statistic, n):
+    """Two-sided p by enumerating all n! permutations here (scipy's convention: twice the
+    smaller one-sided p, at most 1)."""
+    null = np.array([statistic(np.array(p)) for p in itertools.permutations(range(n))])
+    obs = statistic(np.arange(n))
+    tol = 1e-12
+    return min(1.0, 2 * min(np.mean(null >= obs - tol), np.mean(null <= obs + tol)))
+
+
+@pytest.mark.parametrize("method", stats.METHODS)
+def test_permutation_correlation_exact_equals_enumeration_and_monte_carlo_is_within_its_error(
+    method,
+):
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=7)
+    y = 0.6 * x + rng.normal(size=7)
+    coef = {
+        "pearson": lambda a, b: np.corrcoef(a, b)[0, 1],
+        "spearman": lambda a, b: scipy.stats.spearmanr(a, b).statistic,
+        "kendall": lambda a, b: scipy.stats.kendalltau(a, b).statistic,
+    }[method]
+    want = _enumerated_p(lambda perm: coef(x[perm], y), 7)
+    exact = stats.permutation_correlation(x, y, method)
+    assert exact.exact and exact.num_permutations == 5040 and "exact" in exact.pvalue_method
+    assert exact.statistic == pytest.approx(coef(x, y), abs=1e-12)
+    assert exact.pvalue == pytest.approx(want, abs=1e-12)
+    assert exact.min_pvalue == pytest.approx(2 / 5040)
+    b = 3000
+    mc = stats.permutation_correlation(x, y, method, exact_max_n=0, num_resamples=b, rng=1)
+    assert not mc.exact and mc.pvalue_method == f"monte carlo ({b} permutations, seed 1)"
+    assert abs(mc.pvalue - want) < 4 * math.sqrt(want * (1 - want) / b) + 2 / b
+    assert math.isnan(stats.permutation_correlation([1, 2], [2, 1]).pvalue)
+
+
+def test_freedman_lane_exact_equals_an_enumeration_of_permuted_residuals():
+    rng = np.random.default_rng(13)
+    x, z = rng.normal(size=(2, 7))
+    y = x + 2 * z + rng.normal(size=7)
+
+    def partial(a, b, c):  # residuals by numpy least squares, then Pearson r
+        design = np.column_stack([np.ones_like(c), c])
+        ra = a - design @ np.linalg.lstsq(design, a, rcond=None)[0]
+        rb = b - design @ np.linalg.lstsq(design, b, rcond=None)[0]
+        return np.corrcoef(ra, rb)[0, 1]
+
+    for method in ("pearson", "spearman"):
+        a, b, c = (x, y, z) if method == "pearson" else map(scipy.stats.rankdata, (x, y, z))
+        design = np.column_stack([np.ones(7), c])
+        fitted = design @ np.linalg.lstsq(design, b, rcond=None)[0]
+        resid = b - fitted
+        want = _enumerated_p(lambda perm: partial(a, fitted + resid[perm], c), 7)
+        res = stats.freedman_lane(x, y, z, method)
+        assert res.exact and res.num_permutations == 5040
+        assert res.statistic == pytest.approx(partial(a, b, c), abs=1e-12)
+        assert res.pvalue == pytest.approx(want, abs=1e-12)
+        b_mc = 4000
+        mc = stats.freedman_lane(x, y, z, method, exact_max_n=0, num_resamples=b_mc, rng=2)
+        assert abs(mc.pvalue - want) < 4 * math.sqrt(want * (1 - want) / b_mc) + 2 / b_mc
+    assert "n=3 < 4" in stats.freedman_lane([1, 2, 3], [3, 1, 2], [1, 1, 2]).note
+    assert "constant" in stats.freedman_lane(x, 2 * z, z).note
+    with pytest.raises(ValueError, match="'kendall'.*pearson, spearman"):
+        stats.freedman_lane(x, y, z, "kendall")
+
+
+def test_holm_against_hand_computed_adjustments():
+    # Sorted 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06,
+    # 1 x 0.04 = 0.04 raised to the running maximum 0.06.
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    # Capped at 1; a NaN stays NaN and does not count: m = 2 -> 2 x 0.3 = 0.6, max(0.6, 0.7).
+    np.testing.assert_allclose(stats.holm([0.7, np.nan, 0.3]), [0.7, np.nan, 0.6])
+    np.testing.assert_allclose(stats.holm([0.6, 0.5]), [1.0, 1.0])
+    assert stats.holm([]).size == 0
+
+
+def test_correlation_power_agrees_with_the_fisher_normal_approximation():
+    # atanh(r) ~ N(atanh(rho) + rho / (2 (n - 1)), 1 / (n - 3)) (Fisher, with his bias term):
+    # power = Phi((atanh(.9) + .9 / (2 (n - 1)) - atanh(.7)) sqrt(n - 3) - z_.95).
+    for n in (10, 40):
+        p = stats.correlation_power(n, num_sims=20_000, rng=0)
+        mean = math.atanh(0.9) + 0.9 / (2 * (n - 1))
+        approx = scipy.stats.norm.cdf(
+            (mean - math.atanh(0.7)) * math.sqrt(n - 3) - scipy.stats.norm.ppf(0.95)
+        )
+        assert abs(p.power - approx) < 4 * p.stderr + 0.015
+    assert stats.correlation_power(40, rng=0).power > stats.correlation_power(10, rng=0).power
+    with pytest.raises(ValueError, match="true_r must be in"):
+        stats.correlation_power(10, true_r=1.0)
+
+
+def test_fisher_bound_by_hand():
+    # r = 0.09, n = 8: tanh(atanh(0.09) + 1.6449 / sqrt(5)) = tanh(0.0902 + 0.7356) = 0.678.
+    assert stats.fisher_bound(0.09, 8) == pytest.approx(
+        math.tanh(math.atanh(0.09) + scipy.stats.norm.ppf(0.95) / math.sqrt(5)), abs=1e-12
+    )
+    assert stats.fisher_bound(0.09, 8) == pytest.approx(0.678, abs=1e-3)
+    assert stats.fisher_bound(0.5, 20, 0.9, "lower") == pytest.approx(
+        math.tanh(math.atanh(0.5) - scipy.stats.norm.ppf(0.9) / math.sqrt(17)), abs=1e-12
+    )
+    assert math.isnan(stats.fisher_bound(0.5, 3))
+    with pytest.raises(ValueError, match="'both'.*upper, lower"):
+        stats.fisher_bound(0.5, 10, side="both")

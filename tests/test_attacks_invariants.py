@@ -264,12 +264,13 @@ def test_evaluate_returns_json_results(setup):
     )
     json.loads(json.dumps(out))
     assert out["clean"]["num_examples"] == 12
-    for norm in ("Linf", "L2"):
+    assert sorted(out) == ["L2_0.5", "Linf_8over255", "clean"]  # norm and radius
+    for norm in ("Linf_8over255", "L2_0.5"):
         pgd = out[norm]["pgd"]
         assert 0.0 <= pgd["accuracy"] <= out["clean"]["accuracy"]
         assert pgd["error"] == pytest.approx(1 - pgd["accuracy"])
         assert pgd["stderr"] >= 0
-    assert out["Linf"]["eps"] == pytest.approx(8 / 255) and out["L2"]["eps"] == 0.5
+    assert out["Linf_8over255"]["eps"] == pytest.approx(8 / 255) and out["L2_0.5"]["eps"] == 0.5
     assert any("examples/s" in line for line in logs)
 
 
@@ -281,10 +282,11 @@ def test_evaluate_attacks_extra_linf_radii_without_moving_the_others(setup):
     out = evaluate_lib.evaluate(
         _EvalModel(model, params), (x, y), extra_linf_eps=(2 / 255, 0.3), **kw
     )
-    assert sorted(out) == ["Linf", "Linf_0.3", "Linf_2over255", "clean"]
-    assert out["Linf"] == {
-        **base["Linf"],
-        "pgd": {**base["Linf"]["pgd"], "time_s": out["Linf"]["pgd"]["time_s"]},
+    assert sorted(out) == ["Linf_0.3", "Linf_2over255", "Linf_8over255", "clean"]
+    first = "Linf_8over255"
+    assert out[first] == {
+        **base[first],
+        "pgd": {**base[first]["pgd"], "time_s": out[first]["pgd"]["time_s"]},
     }
     assert out["Linf_2over255"]["eps"] == pytest.approx(2 / 255)
     # A larger ball fools at least as many examples (PGD-3 is monotone enough at 0.3 vs 2/255).

@@ -5,15 +5,18 @@
   built-in ones (clean, curvature, curvature_augmented, corruptions, attacks).
 * ``config``: the ``analysis`` config section; ``runner``: ``analyze_run(workdir, cfg)``.
 * ``results``: rows {run, overrides, metric, value, stderr} from nested results; CSV/JSON.
-* ``stats``: Pearson, Spearman, Kendall tau-b with p-values; paired bootstrap intervals.
+* ``stats``: Pearson, Spearman, Kendall tau-b with p-values; the one bootstrap (paired, with
+  covariates); exact / Monte Carlo permutation tests (Freedman-Lane for partial
+  correlations); Holm's adjustment; the primary test's power by simulation.
 * ``plots``: flatness-vs-robust-error scatter plots, grid, correlation heat-map (Agg, PNG).
 * ``report``: ``write_report(rows, out_dir)`` -> report.md, correlations.csv/json, figures;
   ``findings`` computes what it says (typed), ``report_markdown`` renders it (``markdown``:
   the one table helper), ``correlations`` the pooled per-run correlations.
 * ``design`` (the runs' conditions and replicates; the reference, families and interventions
-  the sweep declares), ``design_stats`` (seed-noise floor, granulated Kendall, sign-error,
-  partial rank correlation, leave-one-out, intervention line), ``predictions`` (the paper's
-  predictions and their verdicts), ``design_report`` (their sections of report.md),
+  the sweep declares), ``design_stats`` (seed-noise floor, reliability, granulated Kendall,
+  sign-error, partial rank correlation, leave-one-out, intervention line), ``predictions``
+  (the paper's predictions and their verdicts), ``design_report`` (their sections of
+  report.md),
   ``zoo_report`` (imported models: measured vs published).
 """
 
@@ -38,8 +41,12 @@ from flatrob_jax.analysis.stats import (
     bootstrap_ci,
     correlate,
     correlation,
+    correlation_power,
+    freedman_lane,
+    holm,
     kendall,
     pearson,
+    permutation_correlation,
     spearman,
 )
 
@@ -66,11 +73,15 @@ __all__ = [
     "classify_metrics",
     "correlate",
     "correlation",
+    "correlation_power",
     "default_config",
+    "freedman_lane",
+    "holm",
     "flatten_results",
     "headline_metrics",
     "kendall",
     "pearson",
+    "permutation_correlation",
     "pivot",
     "read_rows",
     "register",

@@ -96,7 +96,7 @@ def attacks_config() -> ml_collections.ConfigDict:
     c.num_examples = 1000  # first examples of the test subset; None: all
     c.batch_size = 500  # fixed global batch (rounded up to the device count)
     c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
-    c.norms = ("Linf", "L2")  # threat models
+    c.norms = ("Linf", "L2")  # threat models, reported as 'Linf_8over255', 'L2_0.5' (norm_radius)
     c.linf_eps = 8 / 255
     c.l2_eps = 0.5
     c.extra_linf_eps = ()  # further Linf radii (e.g. (2 / 255,)), reported as 'Linf_2over255'

@@ -26,11 +26,9 @@ on degenerate data: a NaN result with a ``note`` that says why. Definitions:
   ``sum_{i<j} sign(dx) sign(dy)``; its null distribution permutes y within each group
   independently (exact by enumeration when small, else Monte Carlo); the estimate is
   ``S / sum_groups n_g (n_g - 1) / 2`` (pooled tau-a).
-* **Partial Spearman** (``partial_spearman``): Pearson r of the residuals of rank(x) and
-  rank(y) after least squares on [1, rank(z)] (average ranks). This equals the partial
-  correlation formula applied to Spearman coefficients,
-  ``(r_xy - r_xz r_yz) / sqrt((1 - r_xz^2)(1 - r_yz^2))``. p-value: Student's t with
-  n - 3 degrees of freedom (one covariate), as in pingouin's partial_corr.
+* **Partial Spearman** (``partial_spearman_value``): ``stats.partial_spearman_statistic``,
+  Pearson r of the residuals of rank(x) and rank(y) after least squares on [1, rank(z)]
+  (average ranks); its test is ``stats.freedman_lane``.
 * **Leave-one-out influence** (``leave_one_out``): the coefficient recomputed without each
   point; the influence of point i is ``coef_without_i - coef``.
 * **Intervention line** (``intervention_fit``): least squares ``robust = a + b flatness +
@@ -50,6 +48,7 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.stats
 
+from flatrob_jax.analysis import stats
 from flatrob_jax.analysis.design import Conditions
 
 EXACT_MAX_PERMUTATIONS = 200_000  # stratified_kendall enumerates at most this many arrangements
@@ -149,6 +148,49 @@ def kendall_tau_a(x, y) -> float:
 
 
 @dataclass(frozen=True)
+class Axes:
+    """The axes granulated Kendall and sign-error vary one at a time: ``names``, and per
+    condition its value on each axis (a tuple), or None when the condition is on none of them
+    (it is left out)."""
+
+    names: tuple
+    values: tuple
+
+    def differing(self, a: int, b: int) -> tuple | None:
+        """The axes on which conditions a and b differ (None if either is left out)."""
+        va, vb = self.values[a], self.values[b]
+        if va is None or vb is None:
+            return None
+        return tuple(n for n, x, y in zip(self.names, va, vb) if x != y)
+
+
+def factor_axes(design: Conditions) -> Axes:
+    """The design's factors as the axes (every condition on them)."""
+    values = tuple(
+        tuple(design.factor_value(ci, f) for f in design.factors)
+        for ci in range(len(design.conditions))
+    )
+    return Axes(tuple(design.factors), values)
+
+
+def family_axes(design) -> Axes:
+    """The augmentation families and their strength as the two axes: a condition of a
+    (non-intervention) family is at (family name, its strength's rank in the family, 0 the
+    weakest); the reference, when a family holds it, at that family's rank; other conditions
+    are left out. A condition in several families takes the first. Along 'strength' the
+    conditions of one family are compared; along 'family' those at the same strength rank."""
+    values: list = [None] * len(design.conditions)
+    for fam in design.families:
+        if fam.intervention:
+            continue
+        ranks = {s: r for r, s in enumerate(sorted(set(fam.strengths)))}
+        for ci, strength in zip(fam.conditions, fam.strengths):
+            if values[ci] is None:
+                values[ci] = (fam.name, ranks[strength])
+    return Axes(("family", "strength"), tuple(values))
+
+
+@dataclass(frozen=True)
 class Granulated:
     """Granulated Kendall: ``value`` (Psi); ``per_factor[f] = (psi_f, num_groups, [group
     sizes])`` for the factors with at least one group of two or more conditions."""
@@ -158,18 +200,21 @@ class Granulated:
     note: str = ""
 
 
-def granulated_kendall(flat_means, robust_means, design: Conditions) -> Granulated:
-    """Jiang et al.'s granulated Kendall coefficient over the design's factors, one point per
-    condition (``flat_means``/``robust_means``: one per condition)."""
+def granulated_kendall(
+    flat_means, robust_means, design: Conditions, axes: Axes | None = None
+) -> Granulated:
+    """Jiang et al.'s granulated Kendall coefficient over ``axes`` (default: the design's
+    factors, ``factor_axes``), one point per condition (``flat_means``/``robust_means``: one
+    per condition)."""
     fm = np.asarray(flat_means, dtype=float)
     rm = np.asarray(robust_means, dtype=float)
+    axes = axes or factor_axes(design)
     per = {}
-    for f in design.factors:
-        others = [g for g in design.factors if g != f]
+    for k, f in enumerate(axes.names):
         groups: dict[tuple, list] = {}
-        for ci in range(len(design.conditions)):
-            if np.isfinite(fm[ci]) and np.isfinite(rm[ci]):
-                key = tuple(design.factor_value(ci, g) for g in others)
+        for ci, v in enumerate(axes.values):
+            if v is not None and np.isfinite(fm[ci]) and np.isfinite(rm[ci]):
+                key = v[:k] + v[k + 1 :]
                 groups.setdefault(key, []).append(ci)
         taus, sizes = [], []
         for members in groups.values():
@@ -200,10 +245,14 @@ class SignError:
     note: str = ""
 
 
-def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> SignError:
+def sign_error(
+    flat_runs, robust_runs, design: Conditions, threshold: float, axes: Axes | None = None
+) -> SignError:
     """Dziugaite et al.'s sign-error of a flatness measure against a robust error, over pairs
-    of runs whose conditions differ in exactly one factor (``*_runs``: one value per run).
-    Pairs with ``|robust difference| <= threshold`` are dropped (NaN threshold: 0)."""
+    of runs whose conditions differ in exactly one of ``axes`` (default: the design's
+    factors) (``*_runs``: one value per run). Pairs with ``|robust difference| <= threshold``
+    are dropped (NaN threshold: 0)."""
+    axes = axes or factor_axes(design)
     c = np.asarray(flat_runs, dtype=float)
     g = np.asarray(robust_runs, dtype=float)
     thr = float(threshold) if np.isfinite(threshold) else 0.0
@@ -218,9 +267,9 @@ def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> 
             continue
         key = (min(a, b), max(a, b))
         if key not in cache:
-            cache[key] = design.differing_factors(a, b)
+            cache[key] = axes.differing(a, b)
         diff = cache[key]
-        if len(diff) != 1:
+        if diff is None or len(diff) != 1:
             continue
         if abs(g[i] - g[j]) <= thr:
             dropped[diff[0]] += 1
@@ -231,7 +280,7 @@ def sign_error(flat_runs, robust_runs, design: Conditions, threshold: float) -> 
     num_dropped = sum(dropped.values())
     table = {
         f: (float(np.mean(per[f])) if f in per else math.nan, len(per.get(f, [])), dropped[f])
-        for f in design.factors
+        for f in axes.names
         if f in per or f in dropped
     }
     if kept == 0:
@@ -265,6 +314,12 @@ class StratifiedKendall:
     pvalue: float
     pvalue_method: str  # 'exact' or 'monte carlo (N permutations)'
     note: str = ""
+    # The smallest two-sided p the test can give with these groups (exact: P(|S| = its
+    # largest attainable value); Monte Carlo: 1 / (N + 1)).
+    min_pvalue: float = math.nan
+    # The largest attainable |S|: the pairs whose x (strength) differ (a pair of replicates at
+    # one strength adds 0 whatever the measure does), when the measure has no ties.
+    s_max: int = 0
 
 
 def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
@@ -293,112 +348,44 @@ def stratified_kendall(groups: Sequence[tuple], *, rng=0) -> StratifiedKendall:
             dist = new
         total = sum(dist.values())
         p = sum(cnt for v, cnt in dist.items() if abs(v) >= abs(s)) / total
+        top = max(abs(v) for v in dist)
+        min_p = sum(cnt for v, cnt in dist.items() if abs(v) >= top) / total
         method = "exact"
     else:
         gen = _as_generator(rng)
-        hits = 0
-        for _ in range(MONTE_CARLO_PERMUTATIONS):
-            sp = sum(_sign_sum(x, gen.permutation(y)) for x, y in clean)
-            hits += abs(sp) >= abs(s)
+        null = np.zeros(MONTE_CARLO_PERMUTATIONS, dtype=np.int64)
+        for x, y in clean:  # y permuted within each group, independently, all draws at once
+            i, j = np.triu_indices(x.size, 1)
+            dx = np.sign(x[i] - x[j])
+            yp = gen.permuted(np.broadcast_to(y, (MONTE_CARLO_PERMUTATIONS, y.size)), axis=1)
+            null += (np.sign(yp[:, i] - yp[:, j]) * dx).sum(axis=1).astype(np.int64)
+        hits = int(np.sum(np.abs(null) >= abs(s)))
         p = (hits + 1) / (MONTE_CARLO_PERMUTATIONS + 1)
+        min_p = 1 / (MONTE_CARLO_PERMUTATIONS + 1)
         method = f"monte carlo ({MONTE_CARLO_PERMUTATIONS} permutations)"
     note = "" if s or pairs else "no pairs"
+    s_max = sum(int((np.triu(x[:, None] != x[None, :], 1)).sum()) for x, _ in clean)
     return StratifiedKendall(
-        s / pairs if pairs else math.nan, s, pairs, n, len(clean), float(p), method, note
+        s / pairs if pairs else math.nan,
+        s,
+        pairs,
+        n,
+        len(clean),
+        float(p),
+        method,
+        note,
+        float(min_p),
+        s_max,
     )
 
 
 # ------------------------------------------------------------------- partial rank correlation
 
 
-@dataclass(frozen=True)
-class PartialCorrelation:
-    statistic: float
-    pvalue: float
-    n: int
-    note: str = ""
-
-
-def _residuals(v: np.ndarray, z: np.ndarray) -> np.ndarray:
-    design = np.column_stack([np.ones_like(z), z])
-    coef, *_ = np.linalg.lstsq(design, v, rcond=None)
-    return v - design @ coef
-
-
 def partial_spearman_value(x, y, z) -> float:
     """The partial Spearman coefficient of x and y given z on finite arrays (NaN when a
-    residual is constant)."""
-    rx, ry, rz = (scipy.stats.rankdata(np.asarray(a, dtype=float)) for a in (x, y, z))
-    ex, ey = _residuals(rx, rz), _residuals(ry, rz)
-    sx, sy = np.sqrt((ex * ex).sum()), np.sqrt((ey * ey).sum())
-    scale = 1e-9 * max(1.0, float(np.abs(rx).max()))
-    if sx <= scale or sy <= scale:
-        return math.nan
-    return float(np.clip((ex * ey).sum() / (sx * sy), -1.0, 1.0))
-
-
-def partial_spearman(x, y, z) -> PartialCorrelation:
-    """Partial Spearman correlation of x and y controlling for z, with its t-test p-value
-    (n - 3 degrees of freedom). Points with a non-finite x, y or z are dropped."""
-    x, y, z = (np.asarray(a, dtype=float).ravel() for a in (x, y, z))
-    keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-    note = "" if keep.all() else f"{int((~keep).sum())} point(s) with a missing value dropped"
-    x, y, z = x[keep], y[keep], z[keep]
-    n = x.size
-    if n < 4:
-        return PartialCorrelation(math.nan, math.nan, n, _join(note, f"n={n} < 4 points"))
-    r = partial_spearman_value(x, y, z)
-    if not np.isfinite(r):
-        return PartialCorrelation(
-            math.nan,
-            math.nan,
-            n,
-            _join(note, "a rank residual is constant (x or y is a function of z)"),
-        )
-    dof = n - 3
-    if abs(r) >= 1.0:
-        return PartialCorrelation(r, 0.0, n, note)
-    t = r * math.sqrt(dof / (1.0 - r * r))
-    return PartialCorrelation(r, float(2.0 * scipy.stats.t.sf(abs(t), dof)), n, note)
-
-
-@dataclass(frozen=True)
-class Interval:
-    low: float
-    high: float
-    num_valid: int
-    note: str = ""
-
-
-def bootstrap_percentile(
-    statistic: Callable,
-    arrays: Sequence,
-    *,
-    num_resamples: int = 2000,
-    confidence: float = 0.95,
-    rng=0,
-) -> Interval:
-    """Percentile bootstrap interval of ``statistic(*arrays)``, resampling the points (the
-    same indices for every array) with ``rng.integers(0, n, (num_resamples, n))``; resamples
-    on which the statistic is NaN are dropped and counted in the note."""
-    arrays = [np.asarray(a, dtype=float) for a in arrays]
-    n = arrays[0].size
-    if n < 2 or num_resamples < 1:
-        return Interval(math.nan, math.nan, 0, "too few points for a bootstrap")
-    gen = _as_generator(rng)
-    idx = gen.integers(0, n, (int(num_resamples), n))
-    dist = np.array([statistic(*(a[i] for a in arrays)) for i in idx], dtype=float)
-    valid = dist[np.isfinite(dist)]
-    note = (
-        ""
-        if valid.size == dist.size
-        else (f"{dist.size - valid.size} of {dist.size} resamples undefined and dropped")
-    )
-    if valid.size == 0:
-        return Interval(math.nan, math.nan, 0, _join(note, "no valid resample"))
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(valid, [alpha, 1.0 - alpha])
-    return Interval(float(low), float(high), int(valid.size), note)
+    residual is constant): ``stats.partial_spearman_statistic``."""
+    return float(stats.partial_spearman_statistic(x, y, z))
 
 
 @dataclass(frozen=True)
@@ -501,3 +488,56 @@ def intervention_fit(flat, robust, clean, fit_mask, eval_mask) -> InterventionFi
     full = tuple(float(c) for c in coef) + (() if used_clean else (math.nan,))
     note = "" if s > 0 else "the fit is exact (residual SD 0): residuals cannot be scaled"
     return InterventionFit(full, s, dof, n, z, t, pv, used_clean, note)
+
+
+# --------------------------------------------------------------------------- reliability
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """How well a metric's condition means are measured against its seed noise.
+
+    ``between_var``: the variance of the true condition means, estimated as the variance of
+    the observed means (ddof 1) minus the seed variance they carry, ``floor^2 mean(1/n_g)``
+    (floored at 0); ``snr = between_var / floor^2`` (signal-to-noise per run);
+    ``reliability = between_var / var(observed means)``, the share of the condition means'
+    variance that is not seed noise. Two metrics with reliabilities R_a and R_b cannot
+    correlate across condition means beyond ``sqrt(R_a R_b)`` in expectation (Spearman's
+    attenuation)."""
+
+    between_var: float
+    seed_var: float
+    snr: float
+    reliability: float
+    num_conditions: int
+    note: str = ""
+
+
+def reliability(values, design: Conditions, floor: NoiseFloor | None = None) -> Reliability:
+    """The ``Reliability`` of one metric (``values``: one per run) over the design's
+    conditions; NaN with a note without a seed-noise floor or with fewer than 2 conditions."""
+    floor = floor or noise_floor(values, design)
+    mean, _, n = condition_means(values, design)
+    keep = np.isfinite(mean) & (n > 0)
+    k = int(keep.sum())
+    nan = math.nan
+    if not np.isfinite(floor.sd):
+        return Reliability(nan, nan, nan, nan, k, "no replicated condition: no seed variance")
+    if k < 2:
+        return Reliability(nan, floor.sd**2, nan, nan, k, f"{k} condition(s) with a value")
+    observed = float(np.var(mean[keep], ddof=1))
+    seed_var = float(floor.sd**2)
+    between = max(observed - seed_var * float(np.mean(1.0 / n[keep])), 0.0)
+    snr = between / seed_var if seed_var > 0 else math.inf
+    rel = between / observed if observed > 0 else nan
+    return Reliability(between, seed_var, snr, rel, k)
+
+
+def correlation_ceiling(a: Reliability, b: Reliability) -> float:
+    """The largest correlation two metrics' condition means can show in expectation,
+    ``sqrt(R_a R_b)``."""
+    return (
+        math.sqrt(a.reliability * b.reliability)
+        if a.reliability >= 0 <= b.reliability
+        else math.nan
+    )

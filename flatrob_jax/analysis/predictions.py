@@ -5,17 +5,22 @@
   association of strength with the measure is negative, tested over all augmentation
   families at once by the stratified Kendall test (``design_stats.stratified_kendall``, runs as
   points, strengths permuted within families). (b) Every augmented condition is flatter than
-  the ``none`` condition: a two-sided sign test (``scipy.stats.binomtest``, p = 1/2) over
-  the augmented conditions whose mean differs from ``none``'s by more than the seed noise
-  ``floor * sqrt(1/n_a + 1/n_none)``.
+  the ``none`` condition: one contrast per augmented condition against a replicated
+  ``none`` (``contrasts_vs_none``: t on the pooled seed noise), Holm-adjusted over every
+  contrast of P1b; with one ``none`` run the contrasts are not testable and say so.
 * **P2, flatter -> more robust.** Across conditions (one point each: its mean over seeds),
   the flatness measure and the robust error have a positive rank association controlling for
-  clean error (partial Spearman, ``design_stats.partial_spearman``), judged by its bootstrap
-  percentile interval over conditions.
+  clean error (partial Spearman), tested by Freedman-Lane permutation
+  (``stats.freedman_lane``).
 
-The rule (``verdict``): a prediction is **supported** when the interval (or the test at
-level ``1 - confidence``) excludes 0 on the predicted side, **refuted** when it excludes 0 on
-the opposite side, and **inconclusive** otherwise, including when there is nothing to test.
+The primary test, declared before the others, is the paper's: Pearson r of lambda_max (and
+the trace) on augmented data vs mean corruption error across condition means, with its exact
+permutation p (``findings.PrimaryTest``). Everything above is secondary.
+
+The rule (``verdict_from_test``): a prediction is **supported** when the two-sided test at
+level ``1 - confidence`` is significant with the predicted sign, **refuted** when significant
+with the opposite sign, and **inconclusive** otherwise, including when there is nothing to
+test. Each verdict is given raw and after Holm's adjustment within its prediction.
 """
 
 from __future__ import annotations
@@ -72,41 +77,72 @@ class Verdict:
     pvalue: float
     n: int
     evidence: str
+    # Holm-adjusted within the prediction (P1a over the measures, P1b over every contrast
+    # with none, P2 over every measure x robust error), and the verdict at that p.
+    adjusted_pvalue: float = math.nan
+    adjusted_verdict: str = INCONCLUSIVE
 
 
 @dataclass(frozen=True)
-class SignTest:
-    flatter: int
-    sharper: int
-    within: int
+class Contrast:
+    """One augmented condition against ``none`` on one measure: the difference of their means
+    (augmented - none), its standard error from the seed noise ``floor sqrt(1/n_a +
+    1/n_none)``, Student's t with the floor's degrees of freedom and its two-sided p; NaN with
+    a ``note`` when not testable."""
+
+    condition: int
+    difference: float
+    stderr: float
+    t: float
+    dof: int
     pvalue: float
-    verdict: str
-    per_condition: (
-        list  # (condition index, difference to none, threshold, 'flatter'/'sharper'/'within')
-    )
+    note: str = ""
 
 
-def sign_test_vs_none(means, counts, none: int, augmented, floor: float, alpha: float) -> SignTest:
-    """P1b: compare each augmented condition's mean with the ``none`` condition's; a difference
-    within ``floor * sqrt(1/n_a + 1/n_none)`` counts as 'within' (NaN floor: 0)."""
+def contrasts_vs_none(means, counts, none: int, augmented, floor_sd: float, floor_dof: int) -> list:
+    """P1b: each augmented condition's mean against the ``none`` condition's, with the pooled
+    seed noise (``floor_sd`` on ``floor_dof`` degrees of freedom). A contrast needs ``none``
+    replicated (two or more runs): with one run, ``none``'s own seed noise is unmeasured and
+    the one run would be counted in every contrast, so each contrast says it is not testable
+    instead of giving a p-value."""
     means = np.asarray(means, dtype=float)
-    per, flatter, sharper, within = [], 0, 0, 0
+    out = []
     for ci in augmented:
-        if ci == none or not (np.isfinite(means[ci]) and np.isfinite(means[none])):
+        if ci == none:
             continue
         d = float(means[ci] - means[none])
-        thr = (
-            float(floor) * math.sqrt(1.0 / counts[ci] + 1.0 / counts[none])
-            if np.isfinite(floor) and counts[ci] and counts[none]
-            else 0.0
-        )
-        kind = "flatter" if d < -thr else ("sharper" if d > thr else "within")
-        flatter += kind == "flatter"
-        sharper += kind == "sharper"
-        within += kind == "within"
-        per.append((ci, d, thr, kind))
-    m = flatter + sharper
-    p = float(scipy.stats.binomtest(flatter, m, 0.5).pvalue) if m else math.nan
-    # Predicted: flatter, i.e. the share of flatter conditions above 1/2.
-    est = (flatter - sharper) if m else math.nan
-    return SignTest(flatter, sharper, within, p, verdict_from_test(est, p, alpha, +1), per)
+        nan = math.nan
+        if counts[none] < 2:
+            why = (
+                f"not testable: none has {int(counts[none])} run(s); a contrast against it "
+                "needs >= 2 seeds of none"
+            )
+            out.append(Contrast(ci, d, nan, nan, 0, nan, why))
+            continue
+        if not (np.isfinite(d) and np.isfinite(floor_sd) and floor_dof > 0 and counts[ci] > 0):
+            out.append(
+                Contrast(ci, d, nan, nan, 0, nan, "not testable: a mean or the floor is missing")
+            )
+            continue
+        se = float(floor_sd) * math.sqrt(1.0 / counts[ci] + 1.0 / counts[none])
+        if se == 0:
+            out.append(Contrast(ci, d, 0.0, nan, floor_dof, nan, "not testable: zero seed noise"))
+            continue
+        t = d / se
+        p = float(2.0 * scipy.stats.t.sf(abs(t), floor_dof))
+        out.append(Contrast(ci, d, se, t, int(floor_dof), p))
+    return out
+
+
+def contrasts_verdict(contrasts, pvalues, alpha: float) -> str:
+    """P1b on one measure from its contrasts at (raw or adjusted) ``pvalues``: supported when
+    at least one augmented condition is significantly flatter than none and none is
+    significantly sharper, refuted when the reverse, inconclusive otherwise (mixed, nothing
+    significant, or nothing testable)."""
+    flatter = sum(p < alpha and c.difference < 0 for c, p in zip(contrasts, pvalues))
+    sharper = sum(p < alpha and c.difference > 0 for c, p in zip(contrasts, pvalues))
+    if flatter and not sharper:
+        return SUPPORTED
+    if sharper and not flatter:
+        return REFUTED
+    return INCONCLUSIVE

@@ -12,12 +12,14 @@ figures, rendered as Markdown (``report_markdown``).
     study_stats.json               the design statistics (``findings.design_json``), when the
                                    sweep declares its design
 
-report.md opens with the paper's predictions and their verdicts (``predictions``), then the
-run table, the sweep's design (conditions, replicates, families: ``design``), the seed-noise
-floor, the dose-response per family, the within-axis rank statistics (granulated Kendall,
-sign-error), the rank and partial rank correlations across conditions with leave-one-out
-influence, the intervention line (``design_stats``), the pooled per-run correlations, the
-figures and the methods. A section that does not apply to the sweep (one seed, no families,
+report.md opens with the primary test (the paper's Pearson r across condition means, exact
+permutation p) and the secondary predictions' verdicts, raw and Holm-adjusted
+(``predictions``), then the run table, the sweep's design (conditions, replicates, families:
+``design``), the seed-noise floor and reliability, the dose-response per family, P1's
+details, the within-axis rank statistics (granulated Kendall, sign-error), the rank and
+partial rank correlations across conditions with leave-one-out influence, the intervention
+line (``design_stats``), the figures, the methods and, as an appendix without p-values, the
+pooled per-run correlations. A section that does not apply to the sweep (one seed, no families,
 no interventions) says so. Everything before the pooled correlations needs the sweep's design:
 its reference condition (``reference``, ``flatrob_jax.study.Sweep.reference``) and its
 dose-response families (``families``); without a reference the report has the run tables,
@@ -210,6 +212,7 @@ def build_report(
     intervention_keys: Sequence[str] = INTERVENTION_KEYS,
     none_name: str = NONE_AUGMENT,
     missing: Mapping | None = None,
+    notes: Sequence[str] = (),
 ) -> Report:
     """Write the report files (see the module docstring) and return what was computed.
 
@@ -222,7 +225,8 @@ def build_report(
     where training ended) default to those the analyses declare; they are tabulated per run,
     and the covariates correlated with every measure across conditions. ``missing``: ``{run:
     why}`` of the sweep's runs that have no results (failed, not analyzed yet), named in the
-    report.
+    report. ``notes``: sentences the design section states (how the runs were trained: a
+    shared warm start, AugMix without its JSD loss).
     """
     table = pivot(results_rows)
     if not table.runs:
@@ -247,6 +251,7 @@ def build_report(
         intervention_keys=intervention_keys,
         none_name=none_name,
         missing=missing,
+        notes=notes,
     )
     out_dir = os.fspath(out_dir)
     fileio.makedirs(fileio.join(out_dir, "figures", "scatter"))
@@ -426,7 +431,7 @@ def write_report(
 
     ``kwargs`` go to ``build_report`` (clean_metric, label_key, num_resamples, confidence,
     ci_method, seed, dpi, and the design: reference, families, seed_key, intervention_keys,
-    none_name).
+    none_name, notes).
     """
     return build_report(
         results_rows,

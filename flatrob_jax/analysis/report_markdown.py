@@ -6,7 +6,8 @@ of its figures: one function per section, in the order they appear.
     runs; training end point and covariates
     the design sections (design_report)
     imported models: measured vs published (zoo_report)
-    correlations (pooled over runs); figures; methods
+    figures; methods
+    appendix: the correlations pooled over runs (descriptive, no p-values)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from flatrob_jax.analysis import correlations, design_report, stats, zoo_report
 from flatrob_jax.analysis.findings import ReportFindings, Settings
-from flatrob_jax.analysis.markdown import number, pvalue, table, with_stderr
+from flatrob_jax.analysis.markdown import number, table, with_stderr
 from flatrob_jax.analysis.results import MetricTable
 
 SYMBOL = {"pearson": "r", "spearman": "rho", "kendall": "tau-b"}
@@ -45,9 +46,9 @@ def render(found: ReportFindings, figures: dict) -> str:
     if found.design_findings is not None:
         parts += design_report.render_sections(found.design_findings, figures)
     parts += zoo_report.render(found.imported)
-    parts += correlations_section(found)
     parts += figures_section(found, figures)
     parts += methods_section(found)
+    parts += correlations_section(found)
     return "\n".join(parts)
 
 
@@ -117,10 +118,10 @@ def _level(settings: Settings) -> str:
 
 
 def correlations_section(found: ReportFindings) -> list:
-    """The pooled per-run correlations: every (flatness, robust error) x method."""
+    """The appendix: the per-run correlations, every (flatness, robust error) x method,
+    without p-values (runs of one condition are not independent points)."""
     header = ["flatness", "robust error", "n"]
-    for method in stats.METHODS:
-        header += [f"{method.capitalize()} {SYMBOL[method]}", "p"]
+    header += [f"{method.capitalize()} {SYMBOL[method]}" for method in stats.METHODS]
     body, notes = [], []
     for f in found.roles.flatness:
         for r in found.roles.robust:
@@ -133,17 +134,18 @@ def correlations_section(found: ReportFindings) -> list:
                     if np.isfinite(c["ci_low"]) or np.isfinite(c["ci_high"])
                     else ""
                 )
-                cells += [f"{number(c['statistic'], 3)}{ci}", pvalue(c["pvalue"])]
+                cells.append(f"{number(c['statistic'], 3)}{ci}")
                 if c["note"]:
                     notes.append(f"- {f} vs {r}, {method}: {c['note']}")
             body.append(cells)
     ci_name = _CI_NAME[found.settings.ci_method]
     parts = [
-        "## Correlations",
+        "## Appendix: correlations pooled over runs",
         "",
-        "Pooled over runs (every run one point, replicates included). Coefficient "
-        f"[{_level(found.settings)} bootstrap {ci_name} CI] and two-sided p-value, across "
-        "runs.",
+        "Descriptive only: every run one point, replicates included, so a replicated condition "
+        "counts several times and the points are not independent; no p-values are given here "
+        "(the tests are the ones above, across condition means). Coefficient "
+        f"[{_level(found.settings)} bootstrap {ci_name} interval over runs].",
         "",
         table(header, body),
         "",
@@ -178,22 +180,17 @@ def methods_section(found: ReportFindings) -> list:
             "measured"
         )
     text = (
-        f"The sweep has {len(found.table.runs)} runs. For each of {len(roles.flatness)} "
-        f"flatness measure(s) and {len(roles.robust)} robust error(s), we computed the "
-        "correlation across runs (each run is one point; a run missing either value is left "
-        "out of that pair, so n is given per pair). Pearson r uses the raw values; Spearman "
-        "rho is Pearson r of the ranks (ties get their average rank); Kendall tau-b counts "
-        "concordant and discordant pairs with the tie correction. Two-sided p-values: "
-        "Student's t with n - 2 degrees of freedom for Pearson and Spearman (for Spearman an "
-        "approximation that is rough below about 10 runs); for Kendall the exact permutation "
-        "distribution when there are no ties and n <= 33, otherwise the tie-corrected normal "
-        f"approximation. Confidence intervals are {_level(s)} bootstrap "
+        f"The sweep has {len(found.table.runs)} runs. The appendix gives, for each of "
+        f"{len(roles.flatness)} flatness measure(s) and {len(roles.robust)} robust error(s), "
+        "the correlation across runs (each run is one point; a run missing either value is "
+        "left out of that pair, so n is given per pair): Pearson r on the raw values, "
+        "Spearman rho (Pearson r of the ranks, ties get their average rank) and Kendall tau-b "
+        f"(tie-corrected). Its intervals are {_level(s)} bootstrap "
         f"{_CI_LONG_NAME[s.ci_method]} intervals from {s.num_resamples} resamples of the "
         "runs with replacement (paired; NumPy generator, seed "
-        f"{s.seed}; resamples on which a coefficient is undefined are dropped). The scatter "
-        f"plots show {points}, and the least-squares line. {num_tests} tests are reported "
-        "without correction for multiple comparisons; with few runs, read the intervals "
-        "rather than the p-values."
+        f"{s.seed}; resamples on which a coefficient is undefined are dropped). The "
+        f"{num_tests} pooled coefficients carry no p-values: replicates of one condition are "
+        f"not independent points. The scatter plots show {points}, and the least-squares line."
     )
     parts = ["## Methods", "", text, ""]
     if found.design_findings is not None:

@@ -18,6 +18,9 @@ meaningful when the settings match (the zoo sweep configs choose matching ones).
 from __future__ import annotations
 
 import math
+import re
+
+import numpy as np
 
 from flatrob_jax.analysis import markdown
 from flatrob_jax.analysis.design import Conditions
@@ -29,8 +32,9 @@ ZOO_KEY = "import.zoo"
 WEIGHTS_KEY = "import.weights"
 ARCH_KEY = "import.arch"
 CORRUPTION_ERROR = "corruptions/mean_corruption_error"
-LINF_AUTOATTACK_ERROR = "attacks/Linf/autoattack/error"
-LINF_PGD_ERROR = "attacks/Linf/pgd/error"
+# The attacks analysis names each threat model by its norm and radius
+# (attacks.evaluate.threat_name: 'Linf_8over255'), with its radius at attacks/<threat>/eps.
+LINF_EPS = re.compile(r"^attacks/(Linf[^/]*)/eps$")
 
 
 def _pct(v) -> str:
@@ -53,6 +57,13 @@ def _cell(ours, published, eps=None) -> str:
     return f"{mine} (published {_pct(published)}{at}{diff})"
 
 
+def _ours_at(ours: float | None, published: float | None) -> str:
+    """Where ours was measured at another radius than the published one, which."""
+    if ours is None or (published is not None and abs(ours - published) < 1e-6):
+        return ""
+    return f"; ours at eps {ours * 255:.3g}/255"
+
+
 def _accuracy(table: MetricTable, conditions: Conditions, metric, condition) -> float | None:
     """1 - the condition's mean of the error ``metric``, or None when not measured."""
     if metric is None or metric not in table.metrics:
@@ -73,19 +84,40 @@ def _source(overrides: dict):
     return f"file {weights} ({overrides.get(ARCH_KEY, '?')}; no published numbers)", None
 
 
+def _linf_error(table: MetricTable, eps: float | None) -> tuple:
+    """(error metric, attack, radius) of the measured Linf threat model at ``eps`` (the first
+    measured one when ``eps`` is None or none matches): AutoAttack's where measured, else
+    PGD's; (None, None, None) without a Linf attack."""
+    threats = []
+    for m in table.metrics:
+        match = LINF_EPS.match(m)
+        if match:
+            values = table.column(m)
+            values = values[np.isfinite(values)]
+            threats.append((match.group(1), float(values.mean()) if values.size else math.nan))
+    if not threats:
+        return None, None, None
+    at = [t for t in threats if eps is not None and abs(t[1] - eps) < 1e-6]
+    name, radius = (at or threats)[0]
+    for attack, label in (("autoattack", "AutoAttack"), ("pgd", "PGD")):
+        metric = f"attacks/{name}/{attack}/error"
+        if metric in table.metrics:
+            return metric, label, radius
+    return None, None, None
+
+
 def rows(table: MetricTable, conditions: Conditions, clean: str | None) -> list:
     """One dict per imported condition of the sweep (``conditions`` of ``table``'s runs; its
-    clean error ``clean``): label, source, ours and published accuracies."""
-    linf = LINF_AUTOATTACK_ERROR if LINF_AUTOATTACK_ERROR in table.metrics else None
-    linf_attack = "AutoAttack" if linf else None
-    if linf is None and LINF_PGD_ERROR in table.metrics:
-        linf, linf_attack = LINF_PGD_ERROR, "PGD"
+    clean error ``clean``): label, source, ours and published accuracies. Ours at the Linf
+    radius the zoo publishes, where the sweep measured it."""
     out = []
     for i, c in enumerate(conditions.conditions):
         if not any(k in c.overrides for k in (ZOO_KEY, WEIGHTS_KEY)):
             continue
         source, entry = _source(c.overrides)
         pub = entry.published if entry is not None else None
+        pub_eps = pub.eps if pub and pub.threat_model == zoo.LINF else None
+        linf, linf_attack, linf_eps = _linf_error(table, pub_eps)
         out.append(
             {
                 "label": c.label,
@@ -98,6 +130,7 @@ def rows(table: MetricTable, conditions: Conditions, clean: str | None) -> list:
                 ),
                 "linf": _accuracy(table, conditions, linf, i),
                 "linf_attack": linf_attack,
+                "linf_eps": linf_eps,
                 "linf_published": (
                     pub.robust_accuracy if pub and pub.threat_model == zoo.LINF else None
                 ),
@@ -127,7 +160,8 @@ def render(found: list) -> list:
             r["source"],
             _cell(r["clean"], r["clean_published"]),
             _cell(r["corruptions"], r["corruptions_published"]),
-            _cell(r["linf"], r["linf_published"], r["linf_published_eps"]),
+            _cell(r["linf"], r["linf_published"], r["linf_published_eps"])
+            + _ours_at(r["linf_eps"], r["linf_published_eps"]),
         ]
         for r in found
     ]

@@ -42,10 +42,10 @@ def _accuracy_entry(correct: np.ndarray) -> dict:
 
 
 def threat_name(norm: str, eps: float) -> str:
-    """The results key of an extra radius: ``'Linf_2over255'`` when 255 eps is a whole
-    number, else ``'Linf_0.0123'``."""
+    """The results key of a threat model, its norm and radius: Linf as ``'Linf_8over255'``
+    when 255 eps is a whole number, else ``'Linf_0.0123'``; L2 as ``'L2_0.5'``."""
     k = float(eps) * 255
-    if abs(k - round(k)) < 1e-6:
+    if norm == "Linf" and abs(k - round(k)) < 1e-6:
         return f"{norm}_{round(k)}over255"
     return f"{norm}_{float(eps):.4g}"
 
@@ -85,14 +85,15 @@ def evaluate(
       num_devices: devices of the mesh; None: all.
       norms: threat models, ``'Linf'`` (at ``linf_eps``) and/or ``'L2'`` (at ``l2_eps``).
       extra_linf_eps: further Linf radii, each attacked like the first (PGD, and AutoAttack
-        if on) and reported under :func:`threat_name` (``'Linf_2over255'`` for 2/255); the
+        if on); every threat model is reported under :func:`threat_name`, its norm and
+        radius (``'Linf_8over255'``, ``'L2_0.5'``, ``'Linf_2over255'`` for 2/255); the
         ``j``-th uses ``fold_in(key, 100 + j)``, so the other threat models keep their keys.
       pgd_steps, pgd_rel_step_size, pgd_restarts, pgd_loss: PGD with step
         ``pgd_rel_step_size * eps`` and loss ``'ce'`` or ``'margin'``.
       autoattack, autoattack_version: also run the AutoAttack cascade (``'standard'``).
 
-    Returns ``{'clean': {...}, 'Linf': {'eps', 'pgd': {...}, 'autoattack': {...}}, 'L2': ...,
-    'Linf_2over255': ...}``
+    Returns ``{'clean': {...}, 'Linf_8over255': {'eps', 'pgd': {...}, 'autoattack': {...}},
+    'L2_0.5': ..., 'Linf_2over255': ...}`` (at the default radii)
     where each leaf dict holds ``accuracy``, ``error``, ``stderr``, ``num_examples`` (the
     AutoAttack entry also per-attack cumulative accuracies, times and sanity checks).
     """
@@ -154,8 +155,9 @@ def _threat_models(norms, linf_eps, l2_eps, extra_linf_eps) -> list[tuple[str, f
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r} in norms; allowed: {NORMS}")
     threats = [
-        (norm, float(linf_eps if norm == "Linf" else l2_eps), i, norm)
+        (norm, eps, i, threat_name(norm, eps))
         for i, norm in enumerate(norms)
+        for eps in [float(linf_eps if norm == "Linf" else l2_eps)]
     ]
     threats += [
         ("Linf", float(eps), 100 + j, threat_name("Linf", eps))

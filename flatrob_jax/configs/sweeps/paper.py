@@ -4,7 +4,10 @@ What it is for: a test of the paper's claim a referee accepts, with the power to
 pre-registered PRIMARY test is the paper's: across the label-preserving condition means,
 Pearson's r between lambda_max (and the trace) on the run's own augmented training data and the
 mean corruption error (the paper reports r > 0.9); the report opens with it, everything else
-is secondary and Holm-adjusted within its prediction.
+is secondary and Holm-adjusted within its prediction. Its power with the 17 condition means
+(``flatrob_jax.analysis.stats.correlation_power(17)``, 20000 simulated studies): when the true
+r is 0.9, a one-sided 95% Fisher-z bound excludes r <= 0.7 in 78% of them (± 0.3%); with 8
+conditions (the default Fashion-MNIST study) in 45%, with 25 in 91%.
 
 Design (one sweep, one results table, one report):
 
