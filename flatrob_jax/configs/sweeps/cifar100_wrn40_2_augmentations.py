@@ -1,15 +1,15 @@
-"""CIFAR-100, WRN-40-2, one run per augmentation; CIFAR-100-C from the released .npy files
+"""CIFAR-100, WRN-40-2, the paper-scale design; CIFAR-100-C from the released .npy files
 (set analysis.corruptions.data_dir to the CIFAR-100-C directory).
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/cifar100_wrn40_2_augmentations.py \
         --workdir /mnt/studies/cifar100_wrn40_2_augmentations
 
-``--print_commands`` prints the per-run training lines instead, to launch on a pod or cluster
-into the same workdirs. ``:seeds`` trains every run with seeds 0, 1 and 2; the intervention arm
-(SAM, ASAM, weight decay, lr x batch on the reference augmentation; see paper.py) is part
-of the sweep, ``:interventions=false`` leaves it out (17 runs per seed with it, 10 without).
-Expected result and runtime: not measured here (needs tfds cifar100 and the CIFAR-100-C .npy
-files and accelerators).
+``--print_commands`` prints one line per run in dependency order (the same units a fleet
+executor runs). The design is paper.py's: 17 label-preserving conditions, 3 seeds (5 for none
+and crop + flip), none at the reference's training loss, and the intervention arm; 82 runs, 58
+with ``:interventions=false``, 26 with ``:seeds=1``. Cost: about 17 H100-hours (estimated in
+paper.py, as for CIFAR-10: 82 runs of 100 epochs). Expected result: not measured here (needs
+tfds cifar100 and the CIFAR-100-C .npy files and accelerators).
 """
 
 from flatrob_jax.configs.sweeps.paper import paper_sweep

@@ -1,15 +1,16 @@
-"""CIFAR-10, PreAct ResNet-18 (200 epochs): one run per augmentation plus the intervention
+"""CIFAR-10, PreAct ResNet-18 (200 epochs), the paper-scale design with the intervention
 arm (SAM, ASAM, weight decay, lr x batch on the reference augmentation; see paper.py);
 CIFAR-10-C from tfds.
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/cifar10_preact_resnet18_augmentations.py \
         --workdir /mnt/studies/cifar10_preact_resnet18_augmentations
 
-``--print_commands`` prints the per-run training lines instead, to launch on a pod or cluster
-into the same workdirs. ``:seeds`` trains every run with seeds 0, 1 and 2;
-``:interventions=false`` leaves the intervention arm out (17 runs per seed with it, 10
-without). Expected result and runtime: not measured here (needs tfds cifar10 and
-cifar10_corrupted and accelerators).
+``--print_commands`` prints one line per run in dependency order (the same units a fleet
+executor runs). The design is paper.py's: 17 label-preserving conditions, 3 seeds (5 for none
+and crop + flip), none at the reference's training loss, and the intervention arm; 82 runs, 58
+with ``:interventions=false``, 26 with ``:seeds=1``. Cost: about 17 H100-hours (estimated in
+paper.py from ResNet-18's step time: 82 runs of 200 epochs). Expected result: not measured here
+(needs tfds cifar10 and cifar10_corrupted and accelerators).
 """
 
 from flatrob_jax.configs.sweeps.paper import paper_sweep

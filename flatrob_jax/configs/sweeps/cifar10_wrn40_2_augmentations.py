@@ -1,15 +1,15 @@
-"""CIFAR-10, WRN-40-2 (AugMix's recipe, 100 epochs), one run per augmentation; CIFAR-10-C
+"""CIFAR-10, WRN-40-2 (AugMix's recipe, 100 epochs), the paper-scale design; CIFAR-10-C
 from tfds (cifar10_corrupted) and AutoAttack at 8/255 and 0.5.
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/cifar10_wrn40_2_augmentations.py \
         --workdir /mnt/studies/cifar10_wrn40_2_augmentations
 
-``--print_commands`` prints the per-run training lines instead, to launch on a pod or cluster
-into the same workdirs. ``:seeds`` trains every run with seeds 0, 1 and 2; the intervention arm
-(SAM, ASAM, weight decay, lr x batch on the reference augmentation; see paper.py) is part
-of the sweep, ``:interventions=false`` leaves it out (17 runs per seed with it, 10 without).
-Expected result and runtime: not measured here (needs tfds cifar10 and cifar10_corrupted and
-accelerators).
+``--print_commands`` prints one line per run in dependency order (the same units a fleet
+executor runs). The design is paper.py's: 17 label-preserving conditions, 3 seeds (5 for none
+and crop + flip), none at the reference's training loss, and the intervention arm; 82 runs, 58
+with ``:interventions=false``, 26 with ``:seeds=1``. Cost: about 17 H100-hours (estimated in
+paper.py: 82 runs of 100 epochs). Expected result: not measured here (needs tfds cifar10 and
+cifar10_corrupted and accelerators).
 """
 
 from flatrob_jax.configs.sweeps.paper import paper_sweep

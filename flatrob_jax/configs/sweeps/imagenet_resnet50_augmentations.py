@@ -1,13 +1,15 @@
-"""ImageNet, ResNet-50 (90 epochs), one run per augmentation; ImageNet-C from tfds
+"""ImageNet, ResNet-50 (90 epochs), the paper-scale design; ImageNet-C from tfds
 (imagenet2012_corrupted), mCE normalized by AlexNet; flatness on 5000 training images.
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/imagenet_resnet50_augmentations.py \
         --workdir /mnt/studies/imagenet_resnet50_augmentations
 
-``--print_commands`` prints the per-run training lines instead, to launch on a pod or cluster
-into the same workdirs. ``:seeds`` trains every augmentation with seeds 0, 1 and 2. Expected
-result and runtime: not measured here (needs tfds imagenet2012 and imagenet2012_corrupted and
-accelerators).
+``--print_commands`` prints one line per run in dependency order (the same units a fleet
+executor runs). The design is paper.py's: 17 label-preserving conditions, 3 seeds (5 for none
+and crop + flip), none at the reference's training loss, and the intervention arm; 82 runs, 58
+with ``:interventions=false``, 26 with ``:seeds=1``. Cost: not estimated (no ResNet-50 step
+time has been measured). Expected result: not measured here (needs tfds imagenet2012 and
+imagenet2012_corrupted and accelerators).
 """
 
 from flatrob_jax.configs.sweeps.paper import paper_sweep

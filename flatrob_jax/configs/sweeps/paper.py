@@ -28,7 +28,21 @@ Design (one sweep, one results table, one report):
   ``:seeds=1`` is a one-seed pilot (no seed noise: the report then says what it cannot test).
 
 Runs with the defaults: 15 x 3 + 2 x 5 = 55 augmentation runs, 3 matched, 8 x 3 = 24
-interventions: 82 (the 6 SAM/ASAM runs of each seed cost two passes per step).
+interventions: 82 (the 6 SAM/ASAM runs of each seed cost two passes per step);
+``:interventions=false`` 58, ``:seeds=1`` 26.
+
+Cost, estimated (not measured end to end: no sweep of this size has run here). From step times
+measured on one H100 (benchmarks/training.md, benchmarks/curvature.md): a ResNet-18 training
+step at batch 128 takes 4.7 ms (27071 img/s); WRN-40-2's gradient costs 1.33x ResNet-18's
+(0.008 vs 0.006 s per 128 images), so about 6.3 ms a step; an HVP over 128 images costs
+0.011 s (ResNet-18) and 0.016 s (WRN-40-2). Per run on CIFAR (50000 images): training
+0.07 h (WRN-40-2, 100 epochs) or 0.10 h (ResNet-18, 200 epochs); the Hessian measures above
+(at most 100 Lanczos + 200 Hutch++ HVPs over 5000 images, clean and augmented) 0.11 h or
+0.07 h. For the 82 runs, with AugMix's JSD (3 passes) and SAM (2 passes) on top: about
+8 + 9 = 17 H100-hours for WRN-40-2 and 11 + 6 = 17 for ResNet-18, a lower bound: the input
+pipeline, the sharpness measures and AutoAttack are not in it (AutoAttack stops early on
+non-robust points; its cost on 1000 images has not been measured on a GPU here). ImageNet:
+not estimated (no ResNet-50 step time measured).
 """
 
 from flatrob_jax.analysis.design import FamilySpec
