@@ -29,7 +29,7 @@ from flatrob_jax.curvature.hutchinson import (
     hutchinson_trace,
     hutchpp_trace,
 )
-from flatrob_jax.curvature.hvp import hvp
+from flatrob_jax.curvature.hvp import hvp, hvp_block
 from flatrob_jax.curvature.lanczos import LanczosResult, lanczos
 from flatrob_jax.curvature.power_iteration import PowerIterationResult, power_iteration
 from flatrob_jax.curvature.sharpness import (
@@ -60,6 +60,7 @@ __all__ = [
     "hutchinson_trace",
     "hutchpp_trace",
     "hvp",
+    "hvp_block",
     "keskar_sharpness",
     "lanczos",
     "make_dataset_objective",
