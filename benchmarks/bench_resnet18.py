@@ -7,6 +7,7 @@ pyautoattack's CIFAR-10 ResNet-18 (``pyautoattack/examples/model_test.pt``, 11.2
     python benchmarks/bench_resnet18.py --what loops       # CPU lever: host loop vs lax loop (APGD)
     python benchmarks/bench_resnet18.py --what step        # CPU levers on one APGD step (bf16, ...)
     python benchmarks/bench_resnet18.py --what lanczos [--lanczos-impl OLD.py]  # memory, s/step
+    python benchmarks/bench_resnet18.py --what hvp_block --blocks 1,2,4,8  # s per HVP by block
 
 Weights: imported with ``python -m flatrob_jax.import_torch --arch resnet18_cifar`` into
 ``--workdir`` (once; reused) and loaded with ``flatrob_jax.load_for_eval``; the peers get the
@@ -54,6 +55,15 @@ def parse():
         "an older revision: git show REV:flatrob_jax/curvature/lanczos.py)",
     )
     ap.add_argument("--lanczos-steps", type=int, default=10)
+    ap.add_argument(
+        "--probe-block-size",
+        type=int,
+        default=None,
+        help="--what curvature: trace probes per hvp_block call for the 'blocks' row "
+        "(default: analysis.curvature.probe_block_size); the 1-at-a-time row always runs too",
+    )
+    ap.add_argument("--blocks", default="1,2,4,8", help="--what hvp_block: block sizes")
+    ap.add_argument("--repeats", type=int, default=3, help="--what hvp_block: timed calls")
     return ap.parse_args()
 
 
@@ -283,6 +293,24 @@ def bench_curvature(loaded, net, args):
             obj.hvp, obj.params, jax.random.key(1), num_probes=args.probes
         )
     )
+    block = args.probe_block_size
+    if block is None:
+        from flatrob_jax.analysis.analyses import curvature_config
+
+        block = curvature_config().probe_block_size
+
+    def blocked_trace():
+        return curvature.hutchinson_trace(
+            obj.hvp,
+            obj.params,
+            jax.random.key(1),
+            num_probes=args.probes,
+            probe_block_size=block,
+            block_matvec=obj.hvp_block,
+        )
+
+    _, t_tr_block_first = clock(blocked_trace)  # compiles the block program
+    tr_block, t_tr_block = clock(blocked_trace)
     calls = []
     original = ph_module.hessian_vector_product
 
@@ -327,13 +355,66 @@ def bench_curvature(loaded, net, args):
                 f"{samples.mean():.0f} +- {se_ref:.0f}",
                 f"{tr.trace:.0f} +- {tr.stderr:.0f}",
             ),
+            (
+                f"trace, {args.probes} Rademacher probes, probe_block_size={block}",
+                t_tr_ref,
+                t_tr_block,
+                t_tr_block_first,
+                f"{samples.mean():.0f} +- {se_ref:.0f}",
+                f"{tr_block.trace:.0f} +- {tr_block.stderr:.0f}",
+            ),
         ],
     )
     print(
         f"\ns/HVP: ours lambda_max {t_top / top.num_matvecs:.2f}, trace "
-        f"{t_tr / tr.num_matvecs:.2f}; PyHessian lambda_max {t_top_ref / hvps_ref:.2f}, "
-        f"trace {t_tr_ref / args.probes:.2f}"
+        f"{t_tr / tr.num_matvecs:.2f}, trace in blocks of {block} "
+        f"{t_tr_block / tr_block.num_matvecs:.2f}; PyHessian lambda_max "
+        f"{t_top_ref / hvps_ref:.2f}, trace {t_tr_ref / args.probes:.2f}"
     )
+
+
+def bench_hvp_block(loaded, net, args):
+    """Seconds per HVP on the dataset objective by block size (``hvp`` for 1 and
+    ``hvp_block`` for k), median of ``--repeats`` timed calls after one compiling call, with
+    the process's peak RSS after each size (sizes run in increasing order, so each peak is
+    that size's or a smaller one's) and the block's vectors in bytes (2 x k x P x 4)."""
+    import resource
+
+    n = args.n_curv
+    x = smooth_images(n, 2)
+    y = np.random.default_rng(2).integers(0, 10, n).astype(np.int32)
+    obj = curvature.from_flax(
+        loaded.model, loaded.variables, x, y, batch_size=n, mesh=make_mesh(args.devices)
+    )
+    num_params = obj.num_params
+    rows = []
+    for k in sorted(int(b) for b in args.blocks.split(",")):
+        vs = jax.tree_util.tree_map(
+            lambda a, k=k: jnp.ones((k,) + a.shape, a.dtype) * 0.01, obj.params
+        )
+        call = (lambda: obj.hvp(obj.params)) if k == 1 else (lambda vs=vs: obj.hvp_block(vs))
+        _, first = clock(call)
+        times = [clock(call)[1] for _ in range(args.repeats)]
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        rows.append((k, first, float(np.median(times)), min(times), max(times), rss))
+        del vs
+    header(loaded, net, x)
+    print(
+        f"\n### HVP of the mean cross-entropy over {n} images by block size (median of "
+        f"{args.repeats}; load average at the end: {load_average()})\n"
+    )
+    print(
+        "| block k | first call (s) | s per call | min-max | s per HVP | vs k=1 | peak RSS "
+        "(GiB) | block vectors 2kP*4 (GiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    base = rows[0][2] / rows[0][0]
+    for k, first, med, lo, hi, rss in rows:
+        print(
+            f"| {k} | {first:.1f} | {med:.2f} | {lo:.2f}-{hi:.2f} | {med / k:.3f} | "
+            f"{base / (med / k):.2f}x | {rss:.2f} | {2 * k * num_params * 4 / 2**30:.2f} |",
+            flush=True,
+        )
 
 
 def bench_loops(loaded, net, args):
@@ -491,6 +572,7 @@ def main(args):
             "loops": bench_loops,
             "step": bench_step,
             "lanczos": bench_lanczos,
+            "hvp_block": bench_hvp_block,
         }[what](loaded, net, args)
 
 

@@ -50,13 +50,14 @@ def as_block_partial(
     return jax.tree_util.Partial(_vmapped, as_partial(matvec))
 
 
-def check_block_size(block_size: int) -> int:
+def check_block_size(block_size: int, name: str = "block size") -> int:
+    """``block_size`` as an int; ValueError naming it unless it is an integer >= 1."""
     if (
         isinstance(block_size, bool)
         or not isinstance(block_size, (int, np.integer))
         or block_size < 1
     ):
-        raise ValueError(f"block size must be an integer >= 1, got {block_size!r}")
+        raise ValueError(f"{name} must be an integer >= 1, got {block_size!r}")
     return int(block_size)
 
 
