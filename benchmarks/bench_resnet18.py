@@ -220,6 +220,8 @@ def bench_autoattack(loaded, net, args):
     y = torch_logits(net, x).argmax(1)
     how = Execution(batch_size=n, num_devices=args.devices, host_loop=host_loop_arg(args.host_loop))
 
+    from flatrob_jax.attacks import registry
+
     def ours():
         return attacks.autoattack(
             loaded.apply_fn,
@@ -231,6 +233,15 @@ def bench_autoattack(loaded, net, args):
             execution=how,
         )
 
+    def side_by_side(runs):
+        """The cascade's APGD-T and FAB-T with ``runs`` target classes per pass (None: auto)."""
+        for name in ("apgd-t", "fab-t"):
+            registry.ATTACKS[name].settings["runs_per_pass"] = runs
+
+    side_by_side(1)  # before: one target class at a time
+    _, first_one = clock(ours)
+    res_one, t_one = clock(ours)
+    side_by_side(registry.RUNS_PER_PASS)  # the default
     _, first = clock(ours)
     res, t_ours = clock(ours)
     captured = {}
@@ -253,14 +264,27 @@ def bench_autoattack(loaded, net, args):
         f"AutoAttack standard, Linf {args.eps}, {n} images",
         [
             (
-                "AutoAttack (robust accuracy)",
+                "AutoAttack (robust accuracy), target classes one at a time",
+                t_ref,
+                t_one,
+                first_one,
+                f"{ref_acc:.3f}",
+                f"{res_one.robust_accuracy:.3f}",
+            ),
+            (
+                f"AutoAttack (robust accuracy), runs_per_pass={registry.RUNS_PER_PASS} "
+                "(None: auto)",
                 t_ref,
                 t_ours,
                 first,
                 f"{ref_acc:.3f}",
                 f"{res.robust_accuracy:.3f}",
-            )
+            ),
         ],
+    )
+    print(
+        f"\nours per attack, one target at a time (s): "
+        f"{ ({k: round(v, 1) for k, v in res_one.time_s.items()}) }"
     )
     print(
         f"\nours per attack (s): { ({k: round(v, 1) for k, v in res.time_s.items()}) }; "
@@ -375,9 +399,10 @@ def bench_curvature(loaded, net, args):
 
 def bench_hvp_block(loaded, net, args):
     """Seconds per HVP on the dataset objective by block size (``hvp`` for 1 and
-    ``hvp_block`` for k), median of ``--repeats`` timed calls after one compiling call, with
-    the process's peak RSS after each size (sizes run in increasing order, so each peak is
-    that size's or a smaller one's) and the block's vectors in bytes (2 x k x P x 4)."""
+    ``hvp_block`` for k): every size compiled first (in increasing order, the process's peak
+    RSS read after each: each peak is that size's or a smaller one's), then ``--repeats``
+    rounds that time each size once in turn (round robin, so a load that drifts hits every
+    size alike), median per size; and the block's vectors in bytes (2 x k x P x 4)."""
     import resource
 
     n = args.n_curv
@@ -387,17 +412,26 @@ def bench_hvp_block(loaded, net, args):
         loaded.model, loaded.variables, x, y, batch_size=n, mesh=make_mesh(args.devices)
     )
     num_params = obj.num_params
-    rows = []
-    for k in sorted(int(b) for b in args.blocks.split(",")):
-        vs = jax.tree_util.tree_map(
-            lambda a, k=k: jnp.ones((k,) + a.shape, a.dtype) * 0.01, obj.params
-        )
-        call = (lambda: obj.hvp(obj.params)) if k == 1 else (lambda vs=vs: obj.hvp_block(vs))
-        _, first = clock(call)
-        times = [clock(call)[1] for _ in range(args.repeats)]
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        rows.append((k, first, float(np.median(times)), min(times), max(times), rss))
-        del vs
+    sizes = sorted(int(b) for b in args.blocks.split(","))
+    calls, firsts, peaks = {}, {}, {}
+    for k in sizes:
+        if k == 1:
+            calls[k] = lambda: obj.hvp(obj.params)
+        else:
+            vs = jax.tree_util.tree_map(
+                lambda a, k=k: jnp.ones((k,) + a.shape, a.dtype) * 0.01, obj.params
+            )
+            calls[k] = lambda vs=vs: obj.hvp_block(vs)
+        firsts[k] = clock(calls[k])[1]
+        peaks[k] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    times = {k: [] for k in sizes}
+    for _ in range(args.repeats):
+        for k in sizes:
+            times[k].append(clock(calls[k])[1])
+    rows = [
+        (k, firsts[k], float(np.median(times[k])), min(times[k]), max(times[k]), peaks[k])
+        for k in sizes
+    ]
     header(loaded, net, x)
     print(
         f"\n### HVP of the mean cross-entropy over {n} images by block size (median of "
