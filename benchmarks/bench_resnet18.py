@@ -63,6 +63,12 @@ def parse():
         "(default: analysis.curvature.probe_block_size); the 1-at-a-time row always runs too",
     )
     ap.add_argument("--blocks", default="1,2,4,8", help="--what hvp_block: block sizes")
+    ap.add_argument(
+        "--aa-attacks",
+        default="standard",
+        help="--what autoattack: 'standard' or a comma list of attacks (version='custom' on "
+        "both sides, e.g. apgd-ce,apgd-t,fab-t)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="--what hvp_block: timed calls")
     return ap.parse_args()
 
@@ -222,6 +228,12 @@ def bench_autoattack(loaded, net, args):
 
     from flatrob_jax.attacks import registry
 
+    chosen = None
+    version = {}
+    if args.aa_attacks != "standard":
+        chosen = tuple(args.aa_attacks.split(","))
+        version = dict(version="custom", attacks=chosen)
+
     def ours():
         return attacks.autoattack(
             loaded.apply_fn,
@@ -231,6 +243,7 @@ def bench_autoattack(loaded, net, args):
             eps=eps,
             norm="Linf",
             execution=how,
+            **version,
         )
 
     def side_by_side(runs):
@@ -255,13 +268,17 @@ def bench_autoattack(loaded, net, args):
     aa = pyautoattack.AutoAttack(
         net, norm="Linf", eps=eps, version="standard", seed=0, device="cpu"
     )
+    if chosen is not None:
+        # the standard version's settings on a subset of its attacks (version='custom' would
+        # change them: 5 restarts for APGD and FAB)
+        aa.attacks_to_run = list(chosen)
     aa.verbose = False
     _, t_ref = clock(lambda: aa.run_standard_evaluation(nchw(x), torch.from_numpy(y), batch_size=n))
     ref_checks.check_square_sr = original
     header(loaded, net, x)
     ref_acc = min(captured.values()) if captured else float("nan")
     table(
-        f"AutoAttack standard, Linf {args.eps}, {n} images",
+        f"AutoAttack {args.aa_attacks}, Linf {args.eps}, {n} images",
         [
             (
                 "AutoAttack (robust accuracy), target classes one at a time",
