@@ -64,11 +64,12 @@ def test_fab_t_target_classes_side_by_side_give_the_same_points(setup):
 
 
 def test_runs_per_pass_keeps_the_rows_within_the_batch_size():
-    kw = dict(loss="dlr-targeted", n_restarts=1, n_target_classes=9)
+    kw = dict(platform="gpu", loss="dlr-targeted", n_restarts=1, n_target_classes=9)
     assert runs_per_pass_for(500, 1000, **kw) == 1  # full batches: one run at a time
     assert runs_per_pass_for(500, 100, **kw) == 5  # 5 x 100 rows
     assert runs_per_pass_for(500, 8, **kw) == 9  # every target at once
-    assert runs_per_pass_for(500, 8, loss="ce", n_restarts=1, n_target_classes=9) == 1
+    assert runs_per_pass_for(500, 8, **dict(kw, loss="ce")) == 1  # one run only
+    assert runs_per_pass_for(500, 8, **dict(kw, platform="cpu")) == 1  # slower on CPU
 
 
 def test_runs_per_pass_must_be_a_positive_int_or_none(setup):

@@ -46,9 +46,11 @@ and target, then the ``T`` outcomes are folded in run order (the first run that 
 example gives its point). Every row is the same computation on the same key as in the
 one-run-at-a-time loop, so the decisions and results are the same; only the stopping test
 (every example fooled) is taken between groups instead of between runs. It pays where the
-batch is too small to fill the machine (the cascade's last robust examples, small
+batch is too small to fill an accelerator (the cascade's last robust examples, small
 evaluations); :func:`runs_per_pass_for` picks ``T`` so that ``T`` times the batch stays within
-the execution's ``batch_size``.
+the execution's ``batch_size`` on GPU/TPU, and 1 on CPU, where it measured slower (XLA:CPU
+runs a 9x larger batch more than 9x slower here: APGD-T on 30 examples 0.68x,
+benchmarks/attacks.md).
 """
 
 from __future__ import annotations
@@ -380,23 +382,34 @@ def _num_runs(loss: str, n_restarts: int, n_target_classes: int) -> int:
 
 
 def runs_per_pass_for(
-    batch_size: int, num_examples: int, *, loss: str, n_restarts: int, n_target_classes: int
+    batch_size: int,
+    num_examples: int,
+    *,
+    platform: str,
+    loss: str,
+    n_restarts: int,
+    n_target_classes: int,
 ) -> int:
-    """Runs side by side so that the rows (runs x the padded batch) stay within
-    ``batch_size``: ``min(num_runs, batch_size // min(batch_size, num_examples))``."""
+    """Runs side by side: 1 on the CPU backend (measured slower there, module doc); else as
+    many as keep the rows (runs x the padded batch) within ``batch_size``:
+    ``min(num_runs, batch_size // min(batch_size, num_examples))``."""
+    if platform == "cpu":
+        return 1
     num_runs = _num_runs(loss, n_restarts, n_target_classes)
     batch = max(1, min(batch_size, num_examples))
     return max(1, min(num_runs, batch_size // batch))
 
 
-def resolve_runs_per_pass(static: dict, batch_size: int, num_examples: int) -> dict:
+def resolve_runs_per_pass(static: dict, how: Execution, num_examples: int) -> dict:
     """``static`` with its ``runs_per_pass`` checked (an int >= 1) or, where None, chosen by
-    :func:`runs_per_pass_for` (APGD's and FAB-T's settings; FAB-T has no restarts)."""
+    :func:`runs_per_pass_for` for ``how`` (its batch size and backend; APGD's and FAB-T's
+    settings, FAB-T has no restarts)."""
     value = static["runs_per_pass"]
     if value is None:
         value = runs_per_pass_for(
-            batch_size,
+            how.batch_size,
             num_examples,
+            platform=how.mesh().devices.flat[0].platform,
             loss=static.get("loss", "dlr-targeted"),
             n_restarts=static.get("n_restarts", 1),
             n_target_classes=static["n_target_classes"],
@@ -769,8 +782,8 @@ def apgd(
       loss, steps, n_restarts, n_target_classes, rho: as ``APGDAttack``/``APGDAttack_targeted``
         (AutoAttack's standard version: 100 steps, 1 restart, 9 target classes, rho 0.75).
       runs_per_pass: runs (target classes x restarts) side by side as one batched program
-        (same results, see the module doc); None: as many as keep the rows within
-        ``execution.batch_size`` (:func:`runs_per_pass_for`).
+        (same results, see the module doc); None: 1 on CPU, else as many as keep the rows
+        within ``execution.batch_size`` (:func:`runs_per_pass_for`).
       execution: batch size, devices, progress log and ``host_loop`` (the iterations as a
         Python loop of compiled steps or as one compiled program; default: the loop on the
         CPU backend only, where it is faster, benchmarks/attacks.md). Both give the same
@@ -794,7 +807,7 @@ def apgd(
         rho=float(rho),
         runs_per_pass=runs_per_pass,
     )
-    static = resolve_runs_per_pass(static, execution.batch_size, x.shape[0])
+    static = resolve_runs_per_pass(static, execution, x.shape[0])
     if x.shape[0] == 0:
         out = (x, np.zeros(0, bool), np.zeros(0, bool))
     else:

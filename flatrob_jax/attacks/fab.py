@@ -196,8 +196,8 @@ def fab_targeted(
 ):
     """FAB-T adversarial examples within ``eps`` (clean where not found), or ``(x_adv,
     {'fooled': bool[N]})``; see the module doc. ``execution``: batch size, devices, progress
-    log. ``runs_per_pass``: target classes side by side (same result; None: as many as keep
-    the rows within ``execution.batch_size``)."""
+    log. ``runs_per_pass``: target classes side by side (same result; None: 1 on CPU, else as
+    many as keep the rows within ``execution.batch_size``)."""
     x, y = check_inputs(x, y, eps, norm)
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
@@ -211,7 +211,7 @@ def fab_targeted(
         beta=float(beta),
         runs_per_pass=runs_per_pass,
     )
-    static = resolve_runs_per_pass(static, execution.batch_size, x.shape[0])
+    static = resolve_runs_per_pass(static, execution, x.shape[0])
     x_adv, fooled = FAB_TARGETED_RUNNER.run(
         static, apply_fn, (x, y), execution=execution, desc="fab-t"
     )

@@ -27,7 +27,8 @@ from flatrob_jax.execution import Execution
 
 N_TARGET_CLASSES = 9  # AutoAttack's standard version: target classes ranked 2nd..10th
 # Runs (target classes, restarts) side by side in the cascade's APGD and FAB-T (same results):
-# None = as many as keep (runs x batch) within Execution.batch_size (apgd.runs_per_pass_for).
+# None = 1 on CPU (slower there), else as many as keep (runs x batch) within
+# Execution.batch_size (apgd.runs_per_pass_for).
 RUNS_PER_PASS = None
 
 
@@ -129,7 +130,7 @@ def run_attack(
     x, y = check_inputs(x, y, eps, norm)
     static = dict(attack.settings, **settings, eps=float(eps), norm=norm)
     if "runs_per_pass" in static:  # runs side by side: None = as many as the batch allows
-        static = resolve_runs_per_pass(static, execution.batch_size, x.shape[0])
+        static = resolve_runs_per_pass(static, execution, x.shape[0])
     if attack.keyed and key is None:
         raise ValueError(f"attack {name!r} draws random numbers: pass a key")
     return attack.runner.run(
