@@ -49,7 +49,7 @@ one-run-at-a-time loop, so the decisions and results are the same; only the stop
 batch is too small to fill an accelerator (the cascade's last robust examples, small
 evaluations); :func:`runs_per_pass_for` picks ``T`` so that ``T`` times the batch stays within
 the execution's ``batch_size`` on GPU/TPU, and 1 on CPU, where it measured slower (XLA:CPU
-runs a 9x larger batch more than 9x slower here: APGD-T on 30 examples 0.68x,
+runs a 9x larger batch more than 9x slower here: on 30 examples APGD-T 0.68x, FAB-T 0.35x,
 benchmarks/attacks.md).
 """
 
