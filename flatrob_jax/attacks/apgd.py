@@ -45,12 +45,12 @@ the batch, row ``t * B + i`` being run ``g * T + t`` of example ``i`` with that 
 and target, then the ``T`` outcomes are folded in run order (the first run that fools an
 example gives its point). Every row is the same computation on the same key as in the
 one-run-at-a-time loop, so the decisions and results are the same; only the stopping test
-(every example fooled) is taken between groups instead of between runs. It pays where the
-batch is too small to fill an accelerator (the cascade's last robust examples, small
-evaluations); :func:`runs_per_pass_for` picks ``T`` so that ``T`` times the batch stays within
-the execution's ``batch_size`` on GPU/TPU, and 1 on CPU, where it measured slower (XLA:CPU
-runs a 9x larger batch more than 9x slower here: on 30 examples APGD-T 0.68x, FAB-T 0.35x,
-benchmarks/attacks.md).
+(every example fooled) is taken between groups instead of between runs. It is meant for
+batches too small to fill an accelerator (not measured there: the last robust examples,
+small evaluations); :func:`runs_per_pass_for` picks ``T`` so that ``T`` times the batch stays
+within the execution's ``batch_size`` on GPU/TPU, and 1 on CPU, where it measured slower
+(XLA:CPU runs a 9x larger batch more than 9x slower here: on 30 examples APGD-T 0.68x, FAB-T
+0.35x, benchmarks/attacks.md).
 """
 
 from __future__ import annotations
