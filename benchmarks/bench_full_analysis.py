@@ -62,6 +62,12 @@ def parse():
     ap.add_argument("--lanczos-steps", type=int, default=100, help="max HVPs for lambda_max")
     ap.add_argument("--tol", type=float, default=1e-3, help="lambda_max relative tolerance")
     ap.add_argument("--probes", type=int, default=10, help="trace: Rademacher probes")
+    ap.add_argument(
+        "--probe-block-size",
+        type=int,
+        default=None,
+        help="trace: probes per hvp_block call (default: analysis.curvature.probe_block_size)",
+    )
     ap.add_argument("--n-corr", type=int, default=100, help="corruptions: images per cell")
     ap.add_argument("--severities", default="1,3", help="corruptions: comma list of 1..5")
     ap.add_argument("--resolution", default="imagenet", choices=("imagenet", "cifar"))
@@ -191,6 +197,13 @@ def bench_curvature(loaded, net, args, helpers):
         )
     )
 
+    block = args.probe_block_size
+    if block is None:
+        from flatrob_jax.analysis.analyses import curvature_config
+
+        block = curvature_config().probe_block_size
+    print(f"# curvature ours: trace probes in blocks of {block}")
+
     def ours():
         top, t_top = clock(
             lambda: curvature.lanczos(
@@ -204,6 +217,8 @@ def bench_curvature(loaded, net, args, helpers):
                 jax.random.key(1),
                 num_probes=args.probes,
                 min_probes=args.probes,
+                probe_block_size=block,
+                block_matvec=obj.hvp_block,
             )
         )
         return top, tr, t_top, t_tr

@@ -7,6 +7,7 @@ pyautoattack's CIFAR-10 ResNet-18 (``pyautoattack/examples/model_test.pt``, 11.2
     python benchmarks/bench_resnet18.py --what loops       # CPU lever: host loop vs lax loop (APGD)
     python benchmarks/bench_resnet18.py --what step        # CPU levers on one APGD step (bf16, ...)
     python benchmarks/bench_resnet18.py --what lanczos [--lanczos-impl OLD.py]  # memory, s/step
+    python benchmarks/bench_resnet18.py --what hvp_block --blocks 1,2,4,8  # s per HVP by block
 
 Weights: imported with ``python -m flatrob_jax.import_torch --arch resnet18_cifar`` into
 ``--workdir`` (once; reused) and loaded with ``flatrob_jax.load_for_eval``; the peers get the
@@ -54,6 +55,21 @@ def parse():
         "an older revision: git show REV:flatrob_jax/curvature/lanczos.py)",
     )
     ap.add_argument("--lanczos-steps", type=int, default=10)
+    ap.add_argument(
+        "--probe-block-size",
+        type=int,
+        default=None,
+        help="--what curvature: trace probes per hvp_block call for the 'blocks' row "
+        "(default: analysis.curvature.probe_block_size); the 1-at-a-time row always runs too",
+    )
+    ap.add_argument("--blocks", default="1,2,4,8", help="--what hvp_block: block sizes")
+    ap.add_argument(
+        "--aa-attacks",
+        default="standard",
+        help="--what autoattack: 'standard' or a comma list of attacks (version='custom' on "
+        "both sides, e.g. apgd-ce,apgd-t,fab-t)",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="--what hvp_block: timed calls")
     return ap.parse_args()
 
 
@@ -210,6 +226,14 @@ def bench_autoattack(loaded, net, args):
     y = torch_logits(net, x).argmax(1)
     how = Execution(batch_size=n, num_devices=args.devices, host_loop=host_loop_arg(args.host_loop))
 
+    from flatrob_jax.attacks import registry
+
+    chosen = None
+    version = {}
+    if args.aa_attacks != "standard":
+        chosen = tuple(args.aa_attacks.split(","))
+        version = dict(version="custom", attacks=chosen)
+
     def ours():
         return attacks.autoattack(
             loaded.apply_fn,
@@ -219,8 +243,18 @@ def bench_autoattack(loaded, net, args):
             eps=eps,
             norm="Linf",
             execution=how,
+            **version,
         )
 
+    def side_by_side(runs):
+        """The cascade's APGD-T and FAB-T with ``runs`` target classes per pass (None: auto)."""
+        for name in ("apgd-t", "fab-t"):
+            registry.ATTACKS[name].settings["runs_per_pass"] = runs
+
+    side_by_side(1)  # before: one target class at a time
+    _, first_one = clock(ours)
+    res_one, t_one = clock(ours)
+    side_by_side(registry.N_TARGET_CLASSES)  # all 9 target classes in one pass
     _, first = clock(ours)
     res, t_ours = clock(ours)
     captured = {}
@@ -234,23 +268,41 @@ def bench_autoattack(loaded, net, args):
     aa = pyautoattack.AutoAttack(
         net, norm="Linf", eps=eps, version="standard", seed=0, device="cpu"
     )
+    if chosen is not None:
+        # the standard version's settings on a subset of its attacks (version='custom' would
+        # change them: 5 restarts for APGD and FAB)
+        aa.attacks_to_run = list(chosen)
     aa.verbose = False
     _, t_ref = clock(lambda: aa.run_standard_evaluation(nchw(x), torch.from_numpy(y), batch_size=n))
     ref_checks.check_square_sr = original
     header(loaded, net, x)
     ref_acc = min(captured.values()) if captured else float("nan")
     table(
-        f"AutoAttack standard, Linf {args.eps}, {n} images",
+        f"AutoAttack {args.aa_attacks}, Linf {args.eps}, {n} images",
         [
             (
-                "AutoAttack (robust accuracy)",
+                "AutoAttack (robust accuracy), target classes one at a time",
+                t_ref,
+                t_one,
+                first_one,
+                f"{ref_acc:.3f}",
+                f"{res_one.robust_accuracy:.3f}",
+            ),
+            (
+                f"AutoAttack (robust accuracy), runs_per_pass={registry.N_TARGET_CLASSES} "
+                "(the default on CPU is 1)",
                 t_ref,
                 t_ours,
                 first,
                 f"{ref_acc:.3f}",
                 f"{res.robust_accuracy:.3f}",
-            )
+            ),
         ],
+    )
+    side_by_side(registry.RUNS_PER_PASS)
+    print(
+        f"\nours per attack, one target at a time (s): "
+        f"{ ({k: round(v, 1) for k, v in res_one.time_s.items()}) }"
     )
     print(
         f"\nours per attack (s): { ({k: round(v, 1) for k, v in res.time_s.items()}) }; "
@@ -283,6 +335,24 @@ def bench_curvature(loaded, net, args):
             obj.hvp, obj.params, jax.random.key(1), num_probes=args.probes
         )
     )
+    block = args.probe_block_size
+    if block is None:
+        from flatrob_jax.analysis.analyses import curvature_config
+
+        block = curvature_config().probe_block_size
+
+    def blocked_trace():
+        return curvature.hutchinson_trace(
+            obj.hvp,
+            obj.params,
+            jax.random.key(1),
+            num_probes=args.probes,
+            probe_block_size=block,
+            block_matvec=obj.hvp_block,
+        )
+
+    _, t_tr_block_first = clock(blocked_trace)  # compiles the block program
+    tr_block, t_tr_block = clock(blocked_trace)
     calls = []
     original = ph_module.hessian_vector_product
 
@@ -327,13 +397,76 @@ def bench_curvature(loaded, net, args):
                 f"{samples.mean():.0f} +- {se_ref:.0f}",
                 f"{tr.trace:.0f} +- {tr.stderr:.0f}",
             ),
+            (
+                f"trace, {args.probes} Rademacher probes, probe_block_size={block}",
+                t_tr_ref,
+                t_tr_block,
+                t_tr_block_first,
+                f"{samples.mean():.0f} +- {se_ref:.0f}",
+                f"{tr_block.trace:.0f} +- {tr_block.stderr:.0f}",
+            ),
         ],
     )
     print(
         f"\ns/HVP: ours lambda_max {t_top / top.num_matvecs:.2f}, trace "
-        f"{t_tr / tr.num_matvecs:.2f}; PyHessian lambda_max {t_top_ref / hvps_ref:.2f}, "
-        f"trace {t_tr_ref / args.probes:.2f}"
+        f"{t_tr / tr.num_matvecs:.2f}, trace in blocks of {block} "
+        f"{t_tr_block / tr_block.num_matvecs:.2f}; PyHessian lambda_max "
+        f"{t_top_ref / hvps_ref:.2f}, trace {t_tr_ref / args.probes:.2f}"
     )
+
+
+def bench_hvp_block(loaded, net, args):
+    """Seconds per HVP on the dataset objective by block size (``hvp`` for 1 and
+    ``hvp_block`` for k): every size compiled first (in increasing order, the process's peak
+    RSS read after each: each peak is that size's or a smaller one's), then ``--repeats``
+    rounds that time each size once in turn (round robin, so a load that drifts hits every
+    size alike), median per size; and the block's vectors in bytes (2 x k x P x 4)."""
+    import resource
+
+    n = args.n_curv
+    x = smooth_images(n, 2)
+    y = np.random.default_rng(2).integers(0, 10, n).astype(np.int32)
+    obj = curvature.from_flax(
+        loaded.model, loaded.variables, x, y, batch_size=n, mesh=make_mesh(args.devices)
+    )
+    num_params = obj.num_params
+    sizes = sorted(int(b) for b in args.blocks.split(","))
+    calls, firsts, peaks = {}, {}, {}
+    for k in sizes:
+        if k == 1:
+            calls[k] = lambda: obj.hvp(obj.params)
+        else:
+            vs = jax.tree_util.tree_map(
+                lambda a, k=k: jnp.ones((k,) + a.shape, a.dtype) * 0.01, obj.params
+            )
+            calls[k] = lambda vs=vs: obj.hvp_block(vs)
+        firsts[k] = clock(calls[k])[1]
+        peaks[k] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    times = {k: [] for k in sizes}
+    for _ in range(args.repeats):
+        for k in sizes:
+            times[k].append(clock(calls[k])[1])
+    rows = [
+        (k, firsts[k], float(np.median(times[k])), min(times[k]), max(times[k]), peaks[k])
+        for k in sizes
+    ]
+    header(loaded, net, x)
+    print(
+        f"\n### HVP of the mean cross-entropy over {n} images by block size (median of "
+        f"{args.repeats}; load average at the end: {load_average()})\n"
+    )
+    print(
+        "| block k | first call (s) | s per call | min-max | s per HVP | vs k=1 | peak RSS "
+        "(GiB) | block vectors 2kP*4 (GiB) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    base = rows[0][2] / rows[0][0]
+    for k, first, med, lo, hi, rss in rows:
+        print(
+            f"| {k} | {first:.1f} | {med:.2f} | {lo:.2f}-{hi:.2f} | {med / k:.3f} | "
+            f"{base / (med / k):.2f}x | {rss:.2f} | {2 * k * num_params * 4 / 2**30:.2f} |",
+            flush=True,
+        )
 
 
 def bench_loops(loaded, net, args):
@@ -491,6 +624,7 @@ def main(args):
             "loops": bench_loops,
             "step": bench_step,
             "lanczos": bench_lanczos,
+            "hvp_block": bench_hvp_block,
         }[what](loaded, net, args)
 
 

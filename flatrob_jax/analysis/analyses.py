@@ -39,6 +39,12 @@ def curvature_config() -> ml_collections.ConfigDict:
     c.batch_size = 128  # examples per device per microbatch (memory only; no effect on values)
     c.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
     c.batchnorm = "eval"  # 'eval' (running statistics) or 'batch'
+    # Hutchinson/Hutch++ probes and SLQ runs applied this many at a time (objective.hvp_block:
+    # one pass over the data, the primal once per block). 4: 1.22x per HVP on ResNet-18 on the
+    # 2-core CPU (docs/benchmarks.md). Memory grows with it: 2 x block x params floats plus the
+    # tangent activations (+1.2 GiB at 4 on ResNet-18, 8 images); SLQ with density_runs > 1
+    # also holds block x (density_steps + 1) basis vectors
+    c.probe_block_size = 4
     c.lanczos_steps = 100  # lambda_max by Lanczos: max Hessian-vector products
     c.lanczos_tol = 1e-3  # stop when |Hv - theta v| <= tol * |theta|
     c.top_k = 1  # converge the top-k eigenvalues

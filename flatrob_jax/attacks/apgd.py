@@ -38,6 +38,19 @@ Reference behaviour reproduced on purpose (quirks that change results are marked
 
 Randomness differs from the reference by design: each example's starts come from
 ``fold_in(fold_in(key, example_index), run_index)`` (torch's global RNG cannot be matched).
+
+Runs side by side (``runs_per_pass = T > 1``): the runs (APGD-T's target classes times
+restarts) go ``T`` at a time as one batched program over (run, example) rows: ``T`` copies of
+the batch, row ``t * B + i`` being run ``g * T + t`` of example ``i`` with that run's own start
+and target, then the ``T`` outcomes are folded in run order (the first run that fools an
+example gives its point). Every row is the same computation on the same key as in the
+one-run-at-a-time loop, so the decisions and results are the same; only the stopping test
+(every example fooled) is taken between groups instead of between runs. It is meant for
+batches too small to fill an accelerator (not measured there: the last robust examples,
+small evaluations); :func:`runs_per_pass_for` picks ``T`` so that ``T`` times the batch stays
+within the execution's ``batch_size`` on GPU/TPU, and 1 on CPU, where it measured slower
+(XLA:CPU runs a 9x larger batch more than 9x slower here: on 30 examples APGD-T 0.68x, FAB-T
+0.35x, benchmarks/attacks.md).
 """
 
 from __future__ import annotations
@@ -368,6 +381,98 @@ def _num_runs(loss: str, n_restarts: int, n_target_classes: int) -> int:
     return n_restarts * (n_target_classes if loss == "dlr-targeted" else 1)
 
 
+def runs_per_pass_for(
+    batch_size: int,
+    num_examples: int,
+    *,
+    platform: str,
+    loss: str,
+    n_restarts: int,
+    n_target_classes: int,
+) -> int:
+    """Runs side by side: 1 on the CPU backend (measured slower there, module doc); else as
+    many as keep the rows (runs x the padded batch) within ``batch_size``:
+    ``min(num_runs, batch_size // min(batch_size, num_examples))``."""
+    if platform == "cpu":
+        return 1
+    num_runs = _num_runs(loss, n_restarts, n_target_classes)
+    batch = max(1, min(batch_size, num_examples))
+    return max(1, min(num_runs, batch_size // batch))
+
+
+def resolve_runs_per_pass(static: dict, how: Execution, num_examples: int) -> dict:
+    """``static`` with its ``runs_per_pass`` checked (an int >= 1) or, where None, chosen by
+    :func:`runs_per_pass_for` for ``how`` (its batch size and backend; APGD's and FAB-T's
+    settings, FAB-T has no restarts)."""
+    value = static["runs_per_pass"]
+    if value is None:
+        value = runs_per_pass_for(
+            how.batch_size,
+            num_examples,
+            platform=how.mesh().devices.flat[0].platform,
+            loss=static.get("loss", "dlr-targeted"),
+            n_restarts=static.get("n_restarts", 1),
+            n_target_classes=static["n_target_classes"],
+        )
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"runs_per_pass must be None (auto) or an int >= 1, got {value!r}")
+    return {**static, "runs_per_pass": int(value)}
+
+
+def _replicate(a, times: int):
+    """``times`` copies of ``a`` along a new leading axis, flattened into axis 0."""
+    return jnp.concatenate([a] * times, axis=0) if times > 1 else a
+
+
+def _group_start(keys, clean_logits, x, y, first, *, eps, norm, loss, n_restarts, runs):
+    """Rows of runs ``first .. first + runs - 1`` (run-major): starts, labels, targets."""
+    starts, targets = [], []
+    for t in range(runs):
+        x_init, y_target = _run_start(
+            keys, clean_logits, x, first + t, eps=eps, norm=norm, loss=loss, n_restarts=n_restarts
+        )
+        starts.append(x_init)
+        targets.append(y_target)
+    y_target = None if targets[0] is None else jnp.concatenate(targets, axis=0)
+    return (
+        jnp.concatenate(starts, axis=0),
+        _replicate(x, runs),
+        _replicate(y, runs),
+        y_target,
+    )
+
+
+def _group_end(
+    x,
+    robust,
+    x_adv,
+    zero_grad,
+    first,
+    run_robust,
+    run_x_best_adv,
+    run_zero_grad,
+    *,
+    runs: int,
+    num_runs: int,
+):
+    """Fold the ``runs`` outcomes of a group, in run order (runs past ``num_runs`` of the last
+    group are padding and change nothing)."""
+    batch = x.shape[0]
+    for t in range(runs):
+        rows = slice(t * batch, (t + 1) * batch)
+        real = first + t < num_runs
+        robust, x_adv, zero_grad = _run_end(
+            x,
+            robust,
+            x_adv,
+            zero_grad,
+            run_robust[rows] | ~real,
+            run_x_best_adv[rows],
+            run_zero_grad[rows] & real,
+        )
+    return robust, x_adv, zero_grad
+
+
 def _run_start(keys, clean_logits, x, run, *, eps: float, norm: str, loss: str, n_restarts: int):
     """Random start and target labels (or None) of run ``run``."""
     run_keys = jax.vmap(lambda k: jax.random.fold_in(k, run))(keys)
@@ -397,9 +502,11 @@ def apgd_program(
     n_target_classes: int,
     rho: float,
     key_impl: str,
+    runs_per_pass: int = 1,
 ):
     """Per-device program of :func:`apgd` (``APGDAttack.perturb``/``APGDAttack_targeted``),
-    the whole attack compiled as one program (``lax`` loops).
+    the whole attack compiled as one program (``lax`` loops); ``runs_per_pass`` runs side by
+    side (module doc).
 
     Returns ``(x_adv, fooled, zero_grad)`` per example: the adversarial example (clean where
     not fooled), whether it was fooled, whether some run met an all-zero gradient at its start.
@@ -409,6 +516,7 @@ def apgd_program(
         model_fn, valid, x, y, loss=loss, n_target_classes=n_target_classes
     )
     num_runs = _num_runs(loss, n_restarts, n_target_classes)
+    runs = min(runs_per_pass, num_runs)
 
     def cond(c):
         run, robust, _, _ = c
@@ -416,14 +524,41 @@ def apgd_program(
 
     def body(c):
         run, robust, x_adv, zero_grad = c
-        x_init, y_target = _run_start(
-            keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss, n_restarts=n_restarts
+        x_init, xs, ys, y_target = _group_start(
+            keys,
+            clean_logits,
+            x,
+            y,
+            run,
+            eps=eps,
+            norm=norm,
+            loss=loss,
+            n_restarts=n_restarts,
+            runs=runs,
         )
         res = single_run(
-            model_fn, x, y, x_init, y_target, eps=eps, norm=norm, loss=loss, n_iter=n_iter, rho=rho
+            model_fn,
+            xs,
+            ys,
+            x_init,
+            y_target,
+            eps=eps,
+            norm=norm,
+            loss=loss,
+            n_iter=n_iter,
+            rho=rho,
         )
-        return (run + 1,) + _run_end(
-            x, robust, x_adv, zero_grad, res.robust, res.x_best_adv, res.zero_grad
+        return (run + runs,) + _group_end(
+            x,
+            robust,
+            x_adv,
+            zero_grad,
+            run,
+            res.robust,
+            res.x_best_adv,
+            res.zero_grad,
+            runs=runs,
+            num_runs=num_runs,
         )
 
     init = (jnp.int32(0), robust, x, jnp.zeros_like(robust))
@@ -442,16 +577,38 @@ def _host_clean(model_fn, valid, x, y, *, loss, n_target_classes):
 
 
 def _host_start(
-    model_fn, run, x, y, key_data, clean_logits, *, eps, norm, loss, n_iter, n_restarts, key_impl
+    model_fn,
+    run,
+    x,
+    y,
+    key_data,
+    clean_logits,
+    *,
+    eps,
+    norm,
+    loss,
+    n_iter,
+    n_restarts,
+    key_impl,
+    runs,
 ):
     keys = execution.wrap_keys(key_data, key_impl)
-    x_init, y_target = _run_start(
-        keys, clean_logits, x, run, eps=eps, norm=norm, loss=loss, n_restarts=n_restarts
+    x_init, xs, ys, y_target = _group_start(
+        keys,
+        clean_logits,
+        x,
+        y,
+        run,
+        eps=eps,
+        norm=norm,
+        loss=loss,
+        n_restarts=n_restarts,
+        runs=runs,
     )
     state, zero_grad = init_run_state(
-        model_fn, x, y, x_init, y_target, eps=eps, loss=loss, n_iter=n_iter
+        model_fn, xs, ys, x_init, y_target, eps=eps, loss=loss, n_iter=n_iter
     )
-    return state, y if y_target is None else y_target, zero_grad
+    return state, xs, ys, ys if y_target is None else y_target, zero_grad
 
 
 def _host_iteration(model_fn, i, x, y, y_target, state, *, eps, norm, loss, n_iter, rho):
@@ -461,8 +618,31 @@ def _host_iteration(model_fn, i, x, y, y_target, state, *, eps, norm, loss, n_it
     )
 
 
-def _host_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_grad):
-    return _run_end(x, robust, x_adv, zero_grad, run_robust, run_x_best_adv, run_zero_grad)
+def _host_end(
+    run,
+    x,
+    robust,
+    x_adv,
+    zero_grad,
+    run_robust,
+    run_x_best_adv,
+    run_zero_grad,
+    *,
+    runs,
+    num_runs,
+):
+    return _group_end(
+        x,
+        robust,
+        x_adv,
+        zero_grad,
+        run,
+        run_robust,
+        run_x_best_adv,
+        run_zero_grad,
+        runs=runs,
+        num_runs=num_runs,
+    )
 
 
 def _host_fooled(clean_logits, valid, y, still_robust):
@@ -490,6 +670,7 @@ def apgd_driver(
     n_target_classes: int,
     rho: float,
     key_impl: str,
+    runs_per_pass: int = 1,
 ):
     """:func:`apgd_program` with its loops on the host (``execution.run_batched_driver``):
     the same functions compiled per step (clean pass, run start, one iteration, run end)
@@ -498,6 +679,8 @@ def apgd_driver(
     a device whose examples are all fooled changes nothing in further runs)."""
     step = functools.partial(execution.sharded_step, mesh=mesh)
     R, B, S = P(), P(execution.AXIS), _state_specs()
+    num_runs = _num_runs(loss, n_restarts, n_target_classes)
+    runs = min(runs_per_pass, num_runs)
     clean = step(
         _host_clean,
         dict(loss=loss, n_target_classes=n_target_classes),
@@ -507,10 +690,16 @@ def apgd_driver(
     start = step(
         _host_start,
         dict(
-            eps=eps, norm=norm, loss=loss, n_iter=n_iter, n_restarts=n_restarts, key_impl=key_impl
+            eps=eps,
+            norm=norm,
+            loss=loss,
+            n_iter=n_iter,
+            n_restarts=n_restarts,
+            key_impl=key_impl,
+            runs=runs,
         ),
         in_specs=(R, R, B, B, B, B),
-        out_specs=(S, B, B),
+        out_specs=(S, B, B, B, B),
     )
     iteration = step(
         _host_iteration,
@@ -518,19 +707,31 @@ def apgd_driver(
         in_specs=(R, R, B, B, B, S),
         out_specs=S,
     )
-    end = step(_host_end, {}, in_specs=(B,) * 7, out_specs=(B, B, B))
+    end = step(
+        _host_end,
+        dict(runs=runs, num_runs=num_runs),
+        in_specs=(R,) + (B,) * 7,
+        out_specs=(B, B, B),
+    )
     clean_logits, robust = clean(model_fn, valid, x, y)
     x_adv, zero_grad = x, jnp.zeros_like(robust)
-    for run in range(_num_runs(loss, n_restarts, n_target_classes)):
+    for run in range(0, num_runs, runs):
         if not bool(jnp.any(robust)):
             break
-        state, y_target, run_zero_grad = start(
+        state, xs, ys, y_target, run_zero_grad = start(
             model_fn, jnp.int32(run), x, y, key_data, clean_logits
         )
         for i in range(n_iter):
-            state = iteration(model_fn, jnp.int32(i), x, y, y_target, state)
+            state = iteration(model_fn, jnp.int32(i), xs, ys, y_target, state)
         robust, x_adv, zero_grad = end(
-            x, robust, x_adv, zero_grad, state["robust"], state["x_best_adv"], run_zero_grad
+            jnp.int32(run),
+            x,
+            robust,
+            x_adv,
+            zero_grad,
+            state["robust"],
+            state["x_best_adv"],
+            run_zero_grad,
         )
     fooled = step(_host_fooled, {}, in_specs=(B,) * 4, out_specs=B)(clean_logits, valid, y, robust)
     return x_adv, fooled, zero_grad
@@ -567,6 +768,7 @@ def apgd(
     n_restarts: int = 1,
     n_target_classes: int = 9,
     rho: float = 0.75,
+    runs_per_pass: int | None = 1,
     return_info: bool = False,
     execution: Execution = Execution(),
 ):
@@ -579,6 +781,9 @@ def apgd(
       eps, norm: the threat model (``'Linf'`` or ``'L2'``).
       loss, steps, n_restarts, n_target_classes, rho: as ``APGDAttack``/``APGDAttack_targeted``
         (AutoAttack's standard version: 100 steps, 1 restart, 9 target classes, rho 0.75).
+      runs_per_pass: runs (target classes x restarts) side by side as one batched program
+        (same results, see the module doc); None: 1 on CPU, else as many as keep the rows
+        within ``execution.batch_size`` (:func:`runs_per_pass_for`).
       execution: batch size, devices, progress log and ``host_loop`` (the iterations as a
         Python loop of compiled steps or as one compiled program; default: the loop on the
         CPU backend only, where it is faster, benchmarks/attacks.md). Both give the same
@@ -600,7 +805,9 @@ def apgd(
         n_restarts=int(n_restarts),
         n_target_classes=int(n_target_classes),
         rho=float(rho),
+        runs_per_pass=runs_per_pass,
     )
+    static = resolve_runs_per_pass(static, execution, x.shape[0])
     if x.shape[0] == 0:
         out = (x, np.zeros(0, bool), np.zeros(0, bool))
     else:

@@ -15,6 +15,12 @@ misclassified (any class but ``y``, as the reference), keep it if it is the clos
 step back towards ``x0`` by ``beta``.  The attack is deterministic (no keys).  An example
 counts as fooled only if its closest adversarial point lies within ``eps`` (as ``perturb``).
 
+Target classes side by side (``runs_per_pass = T > 1``): ``T`` target classes run as one
+batched program over (target, example) rows (``T`` copies of the batch, row ``t * B + i`` the
+run of example ``i`` against its target ``g * T + t``), their outcomes folded in target order;
+every row is the same deterministic computation as in the one-target-at-a-time loop, so the
+result is the same (``apgd.runs_per_pass_for`` picks ``T``).
+
 Implemented: the standard version (targeted, one restart), Linf and L2.  Not implemented:
 untargeted FAB and random restarts (AutoAttack's 'plus' version), and L1.
 """
@@ -29,7 +35,7 @@ import numpy as np
 
 from flatrob_jax import execution
 from flatrob_jax.attacks import norms
-from flatrob_jax.attacks.apgd import check_inputs
+from flatrob_jax.attacks.apgd import check_inputs, resolve_runs_per_pass
 from flatrob_jax.attacks.fab_projections import projection
 from flatrob_jax.execution import Execution
 
@@ -108,8 +114,10 @@ def fab_targeted_program(
     alpha_max: float,
     eta: float,
     beta: float,
+    runs_per_pass: int = 1,
 ):
-    """Per-device FAB-T (``FABAttack.perturb`` with ``targeted=True``, one restart).
+    """Per-device FAB-T (``FABAttack.perturb`` with ``targeted=True``, one restart), the
+    target classes ``runs_per_pass`` at a time (module doc).
 
     Returns ``(x_adv, fooled)``; ``x_adv`` is clean where not fooled.
     """
@@ -123,17 +131,28 @@ def fab_targeted_program(
             f"{n_target_classes + 1} classes; the model has {num_classes}"
         )
 
+    runs = max(1, min(runs_per_pass, n_target_classes))
+    batch = x.shape[0]
+    xs = jnp.concatenate([x] * runs, axis=0) if runs > 1 else x
+    ys = jnp.concatenate([y] * runs, axis=0) if runs > 1 else y
+
     def cond(c):
         r, robust, _ = c
         return (r < n_target_classes) & jnp.any(robust)
 
     def body(c):
         r, robust, x_adv = c
-        y_target = jnp.take(order, num_classes - 2 - r, axis=1)
+        # target r + t is the class ranked 2 + r + t (past the last target: padding rows)
+        y_target = jnp.concatenate(
+            [
+                jnp.take(order, num_classes - 2 - jnp.minimum(r + t, n_target_classes - 1), axis=1)
+                for t in range(runs)
+            ]
+        )
         adv, res2 = single_run_targeted(
             model_fn,
-            x,
-            y,
+            xs,
+            ys,
             y_target,
             norm=norm,
             n_iter=n_iter,
@@ -141,10 +160,14 @@ def fab_targeted_program(
             eta=eta,
             beta=beta,
         )
-        adv = jnp.where(norms.bcast(res2 < 1e10, x), adv, x)
-        still = (jnp.argmax(model_fn(adv), axis=1) == y) | (norms.lp_norm(x - adv, norm) > eps)
-        fooled = robust & ~still
-        return r + 1, robust & ~fooled, jnp.where(norms.bcast(fooled, x), adv, x_adv)
+        adv = jnp.where(norms.bcast(res2 < 1e10, xs), adv, xs)
+        still = (jnp.argmax(model_fn(adv), axis=1) == ys) | (norms.lp_norm(xs - adv, norm) > eps)
+        for t in range(runs):
+            rows = slice(t * batch, (t + 1) * batch)
+            fooled = robust & ~still[rows] & (r + t < n_target_classes)
+            robust = robust & ~fooled
+            x_adv = jnp.where(norms.bcast(fooled, x), adv[rows], x_adv)
+        return r + runs, robust, x_adv
 
     _, still_robust, x_adv = jax.lax.while_loop(cond, body, (jnp.int32(0), robust, x))
     fooled = (jnp.argmax(clean_logits, axis=1) == y) & valid & ~still_robust
@@ -167,12 +190,14 @@ def fab_targeted(
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
+    runs_per_pass: int = 1,
     return_info: bool = False,
     execution: Execution = Execution(),
 ):
     """FAB-T adversarial examples within ``eps`` (clean where not found), or ``(x_adv,
     {'fooled': bool[N]})``; see the module doc. ``execution``: batch size, devices, progress
-    log."""
+    log. ``runs_per_pass``: target classes side by side (same result; None: 1 on CPU, else as
+    many as keep the rows within ``execution.batch_size``)."""
     x, y = check_inputs(x, y, eps, norm)
     if x.shape[0] == 0:
         return (x, {"fooled": np.zeros(0, bool)}) if return_info else x
@@ -184,7 +209,9 @@ def fab_targeted(
         alpha_max=float(alpha_max),
         eta=float(eta),
         beta=float(beta),
+        runs_per_pass=runs_per_pass,
     )
+    static = resolve_runs_per_pass(static, execution, x.shape[0])
     x_adv, fooled = FAB_TARGETED_RUNNER.run(
         static, apply_fn, (x, y), execution=execution, desc="fab-t"
     )

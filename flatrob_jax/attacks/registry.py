@@ -19,13 +19,17 @@ import jax
 import numpy as np
 
 from flatrob_jax import execution
-from flatrob_jax.attacks.apgd import APGD_RUNNER, check_inputs
+from flatrob_jax.attacks.apgd import APGD_RUNNER, check_inputs, resolve_runs_per_pass
 from flatrob_jax.attacks.fab import FAB_TARGETED_RUNNER
 from flatrob_jax.attacks.norms import NORMS
 from flatrob_jax.attacks.square import SQUARE_RUNNER
 from flatrob_jax.execution import Execution
 
 N_TARGET_CLASSES = 9  # AutoAttack's standard version: target classes ranked 2nd..10th
+# Runs (target classes, restarts) side by side in the cascade's APGD and FAB-T (same results):
+# None = 1 on CPU (slower there), else as many as keep (runs x batch) within
+# Execution.batch_size (apgd.runs_per_pass_for).
+RUNS_PER_PASS = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +129,8 @@ def run_attack(
         )
     x, y = check_inputs(x, y, eps, norm)
     static = dict(attack.settings, **settings, eps=float(eps), norm=norm)
+    if "runs_per_pass" in static:  # runs side by side: None = as many as the batch allows
+        static = resolve_runs_per_pass(static, execution, x.shape[0])
     if attack.keyed and key is None:
         raise ValueError(f"attack {name!r} draws random numbers: pass a key")
     return attack.runner.run(
@@ -139,7 +145,14 @@ def run_attack(
 
 
 def _apgd(loss: str) -> dict:
-    return dict(loss=loss, n_iter=100, n_restarts=1, n_target_classes=N_TARGET_CLASSES, rho=0.75)
+    return dict(
+        loss=loss,
+        n_iter=100,
+        n_restarts=1,
+        n_target_classes=N_TARGET_CLASSES,
+        rho=0.75,
+        runs_per_pass=RUNS_PER_PASS,
+    )
 
 
 register(Attack("apgd-ce", APGD_RUNNER, _apgd("ce"), tag=0, keyed=True, targeted=False))
@@ -158,7 +171,14 @@ register(
     Attack(
         "fab-t",
         FAB_TARGETED_RUNNER,
-        dict(n_iter=100, n_target_classes=N_TARGET_CLASSES, alpha_max=0.1, eta=1.05, beta=0.9),
+        dict(
+            n_iter=100,
+            n_target_classes=N_TARGET_CLASSES,
+            alpha_max=0.1,
+            eta=1.05,
+            beta=0.9,
+            runs_per_pass=RUNS_PER_PASS,
+        ),
         tag=2,
         keyed=False,
         targeted=True,

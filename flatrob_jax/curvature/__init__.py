@@ -29,8 +29,13 @@ from flatrob_jax.curvature.hutchinson import (
     hutchinson_trace,
     hutchpp_trace,
 )
-from flatrob_jax.curvature.hvp import hvp
-from flatrob_jax.curvature.lanczos import LanczosResult, lanczos
+from flatrob_jax.curvature.hvp import hvp, hvp_block
+from flatrob_jax.curvature.lanczos import (
+    BlockLanczosResult,
+    LanczosResult,
+    block_lanczos,
+    lanczos,
+)
 from flatrob_jax.curvature.power_iteration import PowerIterationResult, power_iteration
 from flatrob_jax.curvature.sharpness import (
     PacBayesSigma,
@@ -45,6 +50,7 @@ from flatrob_jax.curvature.sharpness import (
 # for existing callers (benchmarks/bench_curvature.py); new code calls make_mesh.
 
 __all__ = [
+    "BlockLanczosResult",
     "DatasetObjective",
     "Estimate",
     "LanczosResult",
@@ -55,11 +61,13 @@ __all__ = [
     "TraceResult",
     "adaptive_sharpness_average",
     "adaptive_sharpness_worst",
+    "block_lanczos",
     "cross_entropy",
     "from_flax",
     "hutchinson_trace",
     "hutchpp_trace",
     "hvp",
+    "hvp_block",
     "keskar_sharpness",
     "lanczos",
     "make_dataset_objective",

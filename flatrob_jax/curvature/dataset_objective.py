@@ -22,6 +22,10 @@ passed to the jitted functions as arguments (never captured as constants).
 ``DatasetObjective.hvp`` is a ``jax.tree_util.Partial`` (a pytree whose leaves are the
 parameters and data), so :func:`flatrob_jax.curvature.lanczos` and the trace estimators can
 pass it into their own jitted steps: one compiled call per matvec, data not re-embedded.
+``DatasetObjective.hvp_block`` is the same for ``k`` directions at once (``V`` with a leading
+axis ``k``): one pass over the data, the primal forward/backward of each microbatch computed
+once for all ``k`` tangents (:func:`flatrob_jax.curvature.hvp.hvp_block`); the block solvers
+(Hutchinson, Hutch++, SLQ, block Lanczos) take it as their ``block_matvec``.
 
 Compiled once. The jitted functions are built once per (per-example logits function, loss,
 N, batch size, mesh) and shared by every objective with that spec (:func:`from_flax` keys
@@ -62,6 +66,8 @@ class DatasetObjective:
       batch_size: microbatch size per device.
       mesh: the 1-D device mesh with axis 'batch'.
       hvp: ``v -> H v`` (pytree in, pytree out), a ``jax.tree_util.Partial``.
+      hvp_block: ``V -> H V`` for ``k`` stacked directions (every leaf ``[k, *shape]``), a
+        ``Partial``; one pass over the data for the whole block.
       loss: ``params -> L(params)``.
       value_and_grad: ``params -> (L, grad L)``.
       error_rate: ``params -> fraction of misclassified examples`` (argmax of logits).
@@ -73,6 +79,7 @@ class DatasetObjective:
     batch_size: int
     mesh: jax.sharding.Mesh
     hvp: jax.tree_util.Partial
+    hvp_block: jax.tree_util.Partial
     loss: Callable[[PyTree], jax.Array]
     value_and_grad: Callable[[PyTree], tuple[jax.Array, PyTree]]
     error_rate: Callable[[PyTree], jax.Array]
@@ -83,7 +90,8 @@ class DatasetObjective:
         if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(self.params):
             raise ValueError("params must have the structure of the objective's params")
         hvp = jax.tree_util.Partial(self.hvp.func, params, *self.hvp.args[1:])
-        return dataclasses.replace(self, params=params, hvp=hvp)
+        block = jax.tree_util.Partial(self.hvp_block.func, params, *self.hvp_block.args[1:])
+        return dataclasses.replace(self, params=params, hvp=hvp, hvp_block=block)
 
     @property
     def num_params(self) -> int:
@@ -155,6 +163,7 @@ def make_dataset_objective(
         batch_size=batch_size,
         mesh=mesh,
         hvp=jax.tree_util.Partial(programs.hvp, params, state, *data),
+        hvp_block=jax.tree_util.Partial(programs.hvp_block, params, state, *data),
         loss=lambda p: programs.loss(p, state, *data),
         value_and_grad=lambda p: programs.value_and_grad(p, state, *data),
         error_rate=lambda p: programs.error_rate(p, state, *data),
@@ -165,6 +174,7 @@ class _Programs(NamedTuple):
     """The objective's jitted functions of ``(params, state, images, labels, mask[, v])``."""
 
     hvp: Callable
+    hvp_block: Callable
     loss: Callable
     value_and_grad: Callable
     error_rate: Callable
@@ -188,7 +198,7 @@ def _programs(logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatc
 def _build_programs(
     logits_fn, per_example_loss, n, batch_size, mesh, unroll_microbatches
 ) -> _Programs:
-    """The four jitted programs (pmap model: per-device sums over microbatches, psum)."""
+    """The jitted programs (pmap model: per-device sums over microbatches, psum)."""
 
     def masked_sum_loss(p, st, x, y, m):
         losses = per_example_loss(logits_fn(p, st, x), y)
@@ -212,6 +222,21 @@ def _build_programs(
             return dataset_sum(per_batch, _zeros_like(p))
 
         total = run_sharded(per_device, (p, st, v), x, y, m)
+        return jax.tree_util.tree_map(lambda t: t / n, total)
+
+    @jax.jit
+    def _hvp_block(p, st, x, y, m, vs):
+        # vs: every leaf [k, *shape]; the primal pass of each microbatch runs once for all k.
+        def per_device(rep):
+            p, st, vs = rep
+
+            def per_batch(xb, yb, mb):
+                grad_fn = jax.grad(lambda q: masked_sum_loss(q, st, xb, yb, mb))
+                return jax.vmap(lambda v: jax.jvp(grad_fn, (p,), (v,))[1])(vs)
+
+            return dataset_sum(per_batch, _zeros_like(vs))
+
+        total = run_sharded(per_device, (p, st, vs), x, y, m)
         return jax.tree_util.tree_map(lambda t: t / n, total)
 
     @jax.jit
@@ -251,7 +276,7 @@ def _build_programs(
 
         return run_sharded(per_device, (p, st), x, y, m) / n
 
-    return _Programs(_hvp, _loss, _value_and_grad, _error_rate)
+    return _Programs(_hvp, _hvp_block, _loss, _value_and_grad, _error_rate)
 
 
 # Programs of the most recent specs (a sweep measures many checkpoints of one model and shape).

@@ -8,6 +8,12 @@ normalized Rademacher vector, ``E[v^T f(H) v] = tr f(H) / P``, so the density is
 approximated by the nodes ``theta_j`` with weights ``tau_j`` averaged over runs, and smoothed
 with a Gaussian kernel for plotting. The first moment ``sum_j tau_j theta_j = v^T H v`` times
 P is exactly a Hutchinson sample of tr(H) (PyHessian's ``density`` follows the same recipe).
+
+Runs in blocks: with ``block_size = b > 1`` the runs go ``b`` at a time, their Lanczos
+recurrences in lockstep, each step one call of the block operator on ``b`` vectors (one pass
+over the data: ``DatasetObjective.hvp_block``). Same start vectors, same result to float
+rounding; the memory of the Lanczos bases grows ``b``-fold (``b * (steps + 1)`` vectors of P
+floats).
 """
 
 from __future__ import annotations
@@ -18,11 +24,16 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flatrob_jax import fileio
-from flatrob_jax.curvature.lanczos import lanczos_tridiagonal, ritz_pairs
-from flatrob_jax.curvature.linalg import flattener, rademacher
+from flatrob_jax.curvature.lanczos import (
+    lanczos_tridiagonal,
+    lanczos_tridiagonal_runs,
+    ritz_pairs,
+)
+from flatrob_jax.curvature.linalg import check_block_size, flattener, rademacher
 
 PyTree = Any
 
@@ -65,34 +76,62 @@ def slq_density(
     num_steps: int,
     num_runs: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    block_size: int = 1,
+    block_matvec: Callable[[PyTree], PyTree] | None = None,
 ) -> SpectralDensity:
     """SLQ with ``num_runs`` Rademacher start vectors and ``num_steps`` Lanczos steps each;
-    ``progress(steps done, total steps)`` is called after each step."""
+    ``progress(steps done, total steps)`` is called after each step. ``block_size`` runs go
+    together through ``block_matvec`` (None: ``jax.vmap(matvec)``), see the module doc."""
     if num_steps < 1 or num_runs < 1:
         raise ValueError(f"num_steps and num_runs must be >= 1, got {num_steps}, {num_runs}")
+    block_size = check_block_size(block_size)
     dim, dtype, _ = flattener(params_like)
     steps = min(num_steps, dim)
     nodes, weights, matvecs = [], [], 0
-    for run in range(num_runs):
-        start = rademacher(jax.random.fold_in(key, run), dim, dtype)
+    for first in range(0, num_runs, block_size):
+        group = range(first, min(first + block_size, num_runs))
         report = (
             None
             if progress is None
-            else (lambda done, _, r=run: progress(r * steps + done, num_runs * steps))
+            else (
+                lambda done, _, lo=first, n=len(group): progress(
+                    lo * steps + n * done, num_runs * steps
+                )
+            )
         )
-        alphas, betas, _, _ = lanczos_tridiagonal(
-            matvec, params_like, start, steps, progress=report
-        )
-        matvecs += len(alphas)
-        theta, s = ritz_pairs(alphas, betas)
-        node = np.zeros(steps)
-        weight = np.zeros(steps)  # an early breakdown leaves zero-weight padding nodes
-        node[: len(theta)] = theta
-        node[len(theta) :] = theta[-1]
-        weight[: len(theta)] = s[0, :] ** 2
-        nodes.append(node)
-        weights.append(weight)
+        starts = [rademacher(jax.random.fold_in(key, run), dim, dtype) for run in group]
+        if len(group) == 1:
+            alphas, betas, _, _ = lanczos_tridiagonal(
+                matvec, params_like, starts[0], steps, progress=report
+            )
+            tridiagonals = [(alphas, betas)]
+        else:
+            tridiagonals = lanczos_tridiagonal_runs(
+                matvec,
+                params_like,
+                jnp.stack(starts),
+                steps,
+                block_matvec=block_matvec,
+                progress=report,
+            )
+        del starts
+        for alphas, betas in tridiagonals:
+            node, weight = _quadrature(alphas, betas, steps)
+            nodes.append(node)
+            weights.append(weight)
+            matvecs += len(alphas)
     return SpectralDensity(np.array(nodes), np.array(weights), dim, matvecs)
+
+
+def _quadrature(alphas, betas, steps):
+    """Gauss quadrature nodes and weights of one run, padded to ``steps``."""
+    theta, s = ritz_pairs(alphas, betas)
+    node = np.zeros(steps)
+    weight = np.zeros(steps)  # an early breakdown leaves zero-weight padding nodes
+    node[: len(theta)] = theta
+    node[len(theta) :] = theta[-1]
+    weight[: len(theta)] = s[0, :] ** 2
+    return node, weight
 
 
 def plot_density(

@@ -27,10 +27,13 @@ import jax
 from flatrob_jax import execution
 from flatrob_jax.curvature import measures
 from flatrob_jax.curvature.dataset_objective import DatasetObjective, from_flax
+from flatrob_jax.curvature.linalg import check_block_size
 from flatrob_jax.distributed import make_mesh
 
-#: The settings of the objective itself (the rest belong to the measures).
-OBJECTIVE_SETTINGS = ("batch_size", "num_devices", "batchnorm")
+#: The settings of the objective itself and of how H is applied (the rest belong to the
+#: measures): ``probe_block_size`` is the vectors per call of ``objective.hvp_block`` that the
+#: block solvers use (Hutchinson/Hutch++ probes, SLQ runs).
+OBJECTIVE_SETTINGS = ("batch_size", "num_devices", "batchnorm", "probe_block_size")
 
 
 def setting_names() -> tuple[str, ...]:
@@ -54,6 +57,7 @@ def resolve_settings(settings: Mapping, overrides: Mapping | None = None) -> dic
         )
     measures.check_choices(resolved)
     execution.check_count("num_devices", resolved["num_devices"], none_means="all devices")
+    check_block_size(resolved["probe_block_size"], "probe_block_size")
     return resolved
 
 

@@ -23,6 +23,16 @@ which helps when a few large eigenvalues dominate (typical of trained networks).
 
 Probe i is drawn from ``jax.random.fold_in(key, i)``, so estimates are reproducible and a
 longer run extends a shorter one with the same probes.
+
+Blocks. With ``probe_block_size = b > 1`` the probes are applied ``b`` at a time through the
+block operator (``block_matvec``, e.g. ``DatasetObjective.hvp_block``: one pass over the data,
+the primal computed once for the ``b`` tangents; by default ``jax.vmap`` of ``matvec``). The
+probes and keys are the same as with ``b = 1`` and the estimate equals the one-at-a-time
+path's to float rounding. Hutchinson's stopping rule is still checked after every probe, in
+order, so it stops at the same probe; the rest of that last block (at most ``b - 1`` HVPs) is
+computed and discarded (``num_matvecs`` counts the probes used). Memory grows with ``b``:
+``2 * b`` flat vectors of P floats for the probes and their products, plus ``b`` tangent
+copies of the network's activations per microbatch.
 """
 
 from __future__ import annotations
@@ -36,7 +46,15 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from flatrob_jax.curvature.linalg import as_partial, flat_matvec, flattener, rademacher
+from flatrob_jax.curvature.linalg import (
+    as_block_partial,
+    as_partial,
+    check_block_size,
+    flat_block_matvec,
+    flat_matvec,
+    flattener,
+    rademacher,
+)
 
 PyTree = Any
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -110,6 +128,58 @@ def _probe_step(matvec, key, *, unravel, dim, dtype):
 _probe_step_jit = jax.jit(_probe_step, static_argnames=("unravel", "dim", "dtype"))
 
 
+def _probe_block(block_matvec, key, first, *, unravel, dim, dtype, size):
+    """:func:`_probe_step` for the ``size`` probes ``first, first + 1, ...`` (keys
+    ``fold_in(key, i)``, as one at a time), H applied to all of them in one block call."""
+    index = first + jnp.arange(size, dtype=jnp.uint32)
+    z = jax.vmap(lambda i: rademacher(jax.random.fold_in(key, i), dim, dtype))(index)
+    hz = flat_block_matvec(block_matvec, unravel, z)
+    leafwise = jax.tree_util.tree_map(
+        lambda a, b: jnp.sum((a * b).reshape(size, -1), axis=1),
+        jax.vmap(unravel)(z),
+        jax.vmap(unravel)(hz),
+    )
+    quad = jnp.einsum("kp,kp->k", z, hz, precision=HIGHEST)
+    square = jnp.einsum("kp,kp->k", hz, hz, precision=HIGHEST)
+    return quad, square, leafwise
+
+
+_probe_block_jit = jax.jit(_probe_block, static_argnames=("unravel", "dim", "dtype", "size"))
+
+
+def _probe_values(matvec, block_matvec, key, *, num_probes, block_size, unravel, dim, dtype):
+    """Yields ``(z.Hz, |Hz|^2, per-leaf z_l.(Hz)_l)`` of probe 0, 1, ... ``num_probes - 1``,
+    computed one at a time (``block_size == 1``: ``matvec``) or ``block_size`` at a time
+    (``block_matvec``; the last block holds what is left)."""
+    if block_size == 1:
+        op = as_partial(matvec)
+        for i in range(num_probes):
+            q, sq, leafwise = _probe_step_jit(
+                op, jax.random.fold_in(key, i), unravel=unravel, dim=dim, dtype=dtype
+            )
+            yield float(q), float(sq), np.asarray(jax.tree_util.tree_leaves(leafwise), np.float64)
+        return
+    block_op = as_block_partial(matvec, block_matvec)
+    for first in range(0, num_probes, block_size):
+        size = min(block_size, num_probes - first)
+        quad, square, leafwise = jax.device_get(
+            _probe_block_jit(
+                block_op,
+                key,
+                jnp.uint32(first),
+                unravel=unravel,
+                dim=dim,
+                dtype=dtype,
+                size=size,
+            )
+        )
+        per_leaf = np.stack(
+            [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(leafwise)], axis=1
+        )
+        for j in range(size):
+            yield float(quad[j]), float(square[j]), per_leaf[j]
+
+
 def _check_confidence(confidence: float, rel_tol: float | None, min_probes: int, num_probes: int):
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -131,6 +201,8 @@ def hutchinson_trace(
     rel_tol: float | None = None,
     confidence: float = 0.95,
     progress: Callable[[int, int], None] | None = None,
+    probe_block_size: int = 1,
+    block_matvec: Callable[[PyTree], PyTree] | None = None,
 ) -> TraceResult:
     """Hutchinson estimate of tr(H) (plus tr(H^2) and per-layer traces), see module doc.
 
@@ -142,19 +214,29 @@ def hutchinson_trace(
         all ``num_probes``.
       confidence: nominal coverage of the reported interval.
       progress: called as ``progress(probes done, num_probes)`` after each probe.
+      probe_block_size: probes per call of the block operator (1: one HVP call per probe).
+      block_matvec: ``V -> H V`` for stacked directions (e.g. ``DatasetObjective.hvp_block``);
+        None: ``jax.vmap(matvec)``. Used only when ``probe_block_size > 1``.
     """
     _check_confidence(confidence, rel_tol, min_probes, num_probes)
+    block_size = check_block_size(probe_block_size)
     dim, dtype, unravel = flattener(params_like)
-    op = as_partial(matvec)
     names = layer_names(params_like)
     quad, squares, per_leaf = [], [], []
-    for i in range(num_probes):
-        q, sq, leafwise = _probe_step_jit(
-            op, jax.random.fold_in(key, i), unravel=unravel, dim=dim, dtype=dtype
-        )
-        quad.append(float(q))
-        squares.append(float(sq))
-        per_leaf.append(np.asarray(jax.tree_util.tree_leaves(leafwise), dtype=np.float64))
+    values = _probe_values(
+        matvec,
+        block_matvec,
+        key,
+        num_probes=num_probes,
+        block_size=block_size,
+        unravel=unravel,
+        dim=dim,
+        dtype=dtype,
+    )
+    for q, sq, leafwise in values:
+        quad.append(q)
+        squares.append(sq)
+        per_leaf.append(leafwise)
         n = len(quad)
         if progress is not None:
             progress(n, num_probes)
@@ -190,10 +272,20 @@ def _single_matvec(matvec, x, *, unravel):
 _single_matvec_jit = jax.jit(_single_matvec, static_argnames=("unravel",))
 
 
-def _apply_rows(op, block, unravel):
-    """H applied to each row of ``block`` ([r, P]), one compiled matvec call per row (the same
-    compiled program for every block size)."""
-    return jnp.stack([_single_matvec_jit(op, row, unravel=unravel) for row in block])
+_block_matvec_jit = jax.jit(flat_block_matvec, static_argnames=("unravel",))
+
+
+def _apply_rows(op, block_op, block, unravel, block_size):
+    """H applied to each row of ``block`` ([r, P]): one compiled matvec call per row
+    (``block_size == 1``), else one block call per ``block_size`` rows (the last call takes
+    what is left)."""
+    if block_size == 1:
+        return jnp.stack([_single_matvec_jit(op, row, unravel=unravel) for row in block])
+    parts = [
+        _block_matvec_jit(block_op, unravel, block[lo : lo + block_size])
+        for lo in range(0, block.shape[0], block_size)
+    ]
+    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def hutchpp_trace(
@@ -203,23 +295,34 @@ def hutchpp_trace(
     *,
     num_matvecs: int,
     confidence: float = 0.95,
+    probe_block_size: int = 1,
+    block_matvec: Callable[[PyTree], PyTree] | None = None,
 ) -> TraceResult:
-    """Hutch++ estimate of tr(H) with ``num_matvecs`` (>= 3) Hessian-vector products."""
+    """Hutch++ estimate of tr(H) with ``num_matvecs`` (>= 3) Hessian-vector products.
+
+    ``probe_block_size`` and ``block_matvec``: as :func:`hutchinson_trace` (the sketch, its
+    orthonormal basis and the residual probes are each applied in blocks)."""
     if num_matvecs < 3:
         raise ValueError(f"Hutch++ needs num_matvecs >= 3, got {num_matvecs}")
     _check_confidence(confidence, None, 1, num_matvecs)
+    block_size = check_block_size(probe_block_size)
     dim, dtype, unravel = flattener(params_like)
     op = as_partial(matvec)
+    block_op = as_block_partial(matvec, block_matvec) if block_size > 1 else None
+
+    def apply_rows(rows):
+        return _apply_rows(op, block_op, rows, unravel, block_size)
+
     sketch = min(num_matvecs // 3, dim)
     residual_probes = num_matvecs - 2 * sketch
     k_sketch, k_probe = jax.random.split(key)
     s = jax.random.rademacher(k_sketch, (sketch, dim), dtype=jnp.int8).astype(dtype)
-    q = jnp.linalg.qr(_apply_rows(op, s, unravel).T)[0].T  # [sketch, P], orthonormal rows
-    hq = _apply_rows(op, q, unravel)
+    q = jnp.linalg.qr(apply_rows(s).T)[0].T  # [sketch, P], orthonormal rows
+    hq = apply_rows(q)
     top = float(jnp.sum(q * hq))
     g = jax.random.rademacher(k_probe, (residual_probes, dim), dtype=jnp.int8).astype(dtype)
     g = g - jnp.matmul(jnp.matmul(g, q.T, precision=HIGHEST), q, precision=HIGHEST)
-    hg = _apply_rows(op, g, unravel)
+    hg = apply_rows(g)
     samples = np.asarray(jnp.sum(g * hg, axis=1), dtype=np.float64)
     rest, stderr = _mean_stderr(samples)
     return TraceResult(

@@ -52,7 +52,14 @@ import scipy.linalg
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from flatrob_jax.curvature.linalg import as_partial, flat_matvec, flattener
+from flatrob_jax.curvature.linalg import (
+    as_block_partial,
+    as_partial,
+    check_block_size,
+    flat_block_matvec,
+    flat_matvec,
+    flattener,
+)
 
 PyTree = Any
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -303,4 +310,257 @@ def lanczos(
         eigenvectors=eigenvectors,
         smallest_eigenvector=smallest_vector,
         basis_vectors=len(basis),
+    )
+
+
+# ------------------------------------------------------------------ blocks of vectors
+# Several Lanczos recurrences in lockstep (SLQ's runs) and block Lanczos (top-k): each step
+# applies H to a block of b vectors in one call of the block operator (``hvp_block``: one pass
+# over the data, the primal computed once for the b tangents). Memory: b times the basis of
+# one run, ``(steps + 1) * b`` vectors of P floats.
+
+
+def _rows_step(block_matvec, qs, qs_prev, betas_prev, *, unravel):
+    """For each row r: ``w_r = H q_r - alpha_r q_r - beta_prev_r q_prev_r``, ``alpha_r``."""
+    TRACE_COUNTS["rows_step"] += 1
+    w = flat_block_matvec(block_matvec, unravel, qs)
+    alphas = jnp.einsum("rp,rp->r", qs, w, precision=HIGHEST)
+    w = w - alphas[:, None] * qs - betas_prev.astype(w.dtype)[:, None] * qs_prev
+    return w, alphas
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_step_fn(sharding: jax.sharding.Sharding):
+    return jax.jit(_rows_step, static_argnames=("unravel",), out_shardings=sharding)
+
+
+@jax.jit
+def _project_out_rows(w, qs):
+    """Row r of ``w`` minus its projections on row r of each block in ``qs`` (independent runs)."""
+    coeffs = [jnp.einsum("rp,rp->r", q, w, precision=HIGHEST) for q in qs]
+    for c, q in zip(coeffs, qs):
+        w = w - c[:, None] * q
+    return w
+
+
+@jax.jit
+def _normalize_rows(w):
+    beta = jnp.linalg.norm(w, axis=1)
+    return w / jnp.where(beta > 0, beta, 1.0).astype(w.dtype)[:, None], beta
+
+
+def lanczos_tridiagonal_runs(
+    matvec: Callable[[PyTree], PyTree],
+    params_like: PyTree,
+    starts: jax.Array,
+    num_steps: int,
+    *,
+    block_matvec: Callable[[PyTree], PyTree] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`lanczos_tridiagonal` (no stopping test but breakdown) from each row of
+    ``starts`` ([r, P]), the r recurrences run in lockstep: each step is one call of the
+    block operator on r vectors. Returns ``[(alphas, betas)]`` per run, equal to r separate
+    runs up to float rounding. ``progress(step, steps)`` after each step."""
+    dim, dtype, unravel = flattener(params_like)
+    if starts.ndim != 2 or starts.shape[1] != dim:
+        raise ValueError(f"starts have shape {starts.shape}, expected (runs, {dim})")
+    runs = starts.shape[0]
+    steps = min(num_steps, dim)
+    op = as_block_partial(matvec, block_matvec)
+    sharding = vector_sharding(op)
+    step = _rows_step_fn(sharding)
+    basis = [jax.device_put(_normalize_rows(jnp.asarray(starts, dtype))[0], sharding)]
+    del starts
+    alphas, betas = np.zeros((runs, steps)), np.zeros((runs, steps))
+    length = np.zeros(runs, int)  # steps each run keeps (it stops at its own breakdown)
+    done = np.zeros(runs, bool)
+    beta = np.zeros(runs, dtype)
+    eps = np.finfo(dtype).eps
+    for j in range(steps):
+        q_prev = basis[j - 1] if j > 0 else basis[0]
+        w, alpha = step(op, basis[j], q_prev, beta, unravel=unravel)
+        for _ in range(2):
+            for group in _groups(basis):
+                w = _project_out_rows(w, group)
+        q_next, beta_j = _normalize_rows(w)
+        del w
+        basis.append(q_next)
+        alphas[:, j] = np.asarray(alpha, np.float64)
+        betas[:, j] = np.asarray(beta_j, np.float64)
+        beta = np.asarray(betas[:, j], dtype)
+        if progress is not None:
+            progress(j + 1, steps)
+        for r in np.flatnonzero(~done):
+            length[r] = j + 1
+            theta = ritz_pairs(alphas[r, : j + 1], betas[r, : j + 1])[0]
+            done[r] = betas[r, j] <= eps * max(np.max(np.abs(theta)), np.finfo(np.float64).tiny)
+        if np.all(done):
+            break
+    return [(alphas[r, : length[r]], betas[r, : length[r]]) for r in range(runs)]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockLanczosResult:
+    """Output of :func:`block_lanczos`.
+
+    Attributes:
+      eigenvalues: top-k Ritz values, descending (float64).
+      residuals: ``|H y_i - theta_i y_i|`` for each of them (unit Ritz vectors ``y_i``).
+      num_passes: block steps (each one call of the block operator: one pass over the data).
+      num_matvecs: Hessian-vector products (``num_passes * block_size``).
+      converged: whether the stopping test passed before ``num_steps`` ran out.
+      block_size: vectors per block.
+    """
+
+    eigenvalues: np.ndarray
+    residuals: np.ndarray
+    num_passes: int
+    num_matvecs: int
+    converged: bool
+    block_size: int
+
+
+@jax.jit
+def _gram(w):
+    return jnp.matmul(w, w.T, precision=HIGHEST)
+
+
+@jax.jit
+def _left_apply(m, w):
+    return jnp.matmul(m.astype(w.dtype), w, precision=HIGHEST)
+
+
+@jax.jit
+def _project_out_blocks(w, qs):
+    """``w - sum_i (w q_i^T) q_i`` over the blocks ``qs`` (orthonormal rows)."""
+    coeffs = [jnp.matmul(w, q.T, precision=HIGHEST) for q in qs]
+    for c, q in zip(coeffs, qs):
+        w = w - jnp.matmul(c, q, precision=HIGHEST)
+    return w
+
+
+def _cholesky_qr(w):
+    """``w = L q`` with q's rows orthonormal (Cholesky QR, twice; the small factors on the
+    host in float64). Returns ``(q, L)``, or None where the rows are (numerically) dependent."""
+    total = np.eye(w.shape[0])
+    for _ in range(2):
+        g = np.asarray(jax.device_get(_gram(w)), np.float64)
+        try:
+            low = np.linalg.cholesky(g)
+        except np.linalg.LinAlgError:
+            return None
+        if np.min(np.abs(np.diag(low))) <= 1e3 * np.finfo(np.float32).eps * np.max(np.diag(low)):
+            return None
+        w = _left_apply(jnp.asarray(np.linalg.inv(low)), w)
+        total = total @ low  # w_0 = L_1 w_1 = L_1 L_2 w_2
+    return w, total
+
+
+def block_lanczos(
+    matvec: Callable[[PyTree], PyTree],
+    params_like: PyTree,
+    key: jax.Array,
+    *,
+    block_size: int,
+    num_steps: int,
+    k: int = 1,
+    tol: float = 1e-3,
+    block_matvec: Callable[[PyTree], PyTree] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BlockLanczosResult:
+    """Top-k eigenvalues of the symmetric operator by block Lanczos (block size ``b``, full
+    reorthogonalization).
+
+    From ``b`` orthonormal Gaussian start vectors ``Q_0``, step j applies H to the block
+    ``Q_j`` in one call of the block operator, ``A_j = Q_j (H Q_j)^T``, removes the basis from
+    ``H Q_j`` (block Gram-Schmidt, twice) and factors the rest ``L_j Q_{j+1}`` (Cholesky QR,
+    twice). The block tridiagonal ``T`` (diagonal ``A_j``, sub-diagonal ``L_j^T``) gives Ritz
+    pairs with residuals ``|L_m^T s_last|``; it stops when the top-k satisfy
+    ``|H y - theta y| <= tol * |theta|``. A block of b vectors finds clustered or repeated
+    eigenvalues (up to multiplicity b) that single-vector Lanczos resolves slowly; each step
+    is one pass over the data for b HVPs. Memory: ``(steps + 1) * b`` vectors of P floats.
+
+    Args:
+      matvec, params_like, key: operator, vector structure, PRNG key for the start block.
+      block_size: vectors per block (b >= 1).
+      num_steps: maximum block steps (passes); capped so that ``steps * b <= P``.
+      k, tol: as :func:`lanczos`.
+      block_matvec: ``V -> H V`` (e.g. ``DatasetObjective.hvp_block``); None: vmap of matvec.
+      progress: ``progress(steps done, num_steps)`` after each step.
+    """
+    b = check_block_size(block_size)
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}")
+    dim, dtype, unravel = flattener(params_like)
+    if k < 1 or k > min(num_steps * b, dim):
+        raise ValueError(f"k must be in 1..min(num_steps * block_size, dim), got {k}")
+    steps = max(1, min(num_steps, dim // b))
+    op = as_block_partial(matvec, block_matvec)
+    sharding = vector_sharding(op)
+    step = _block_step_fn(sharding)
+    start = jax.device_put(jax.random.normal(key, (b, dim), dtype), sharding)
+    first = _cholesky_qr(start)
+    if first is None:
+        raise ValueError("block_lanczos: the start block is rank deficient")
+    basis = [first[0]]
+    del start, first
+    diag, sub = [], []  # A_j (b x b) and L_j^T
+    converged = False
+    theta = residuals = None
+    for j in range(steps):
+        w, a = step(op, basis[j], unravel=unravel)
+        a = np.asarray(a, np.float64)
+        diag.append((a + a.T) / 2)
+        for _ in range(2):
+            for group in _groups(basis):
+                w = _project_out_blocks(w, group)
+        factored = _cholesky_qr(w)
+        del w
+        if factored is None:  # invariant subspace: T's eigenvalues are exact
+            sub.append(np.zeros((b, b)))
+        else:
+            basis.append(factored[0])
+            sub.append(factored[1].T)
+        if progress is not None:
+            progress(j + 1, steps)
+        m = len(diag)
+        t = np.zeros((m * b, m * b))
+        for i in range(m):
+            t[i * b : (i + 1) * b, i * b : (i + 1) * b] = diag[i]
+            if i + 1 < m:
+                t[(i + 1) * b : (i + 2) * b, i * b : (i + 1) * b] = sub[i]
+                t[i * b : (i + 1) * b, (i + 1) * b : (i + 2) * b] = sub[i].T
+        theta, s = np.linalg.eigh(t)
+        residuals = np.linalg.norm(sub[-1] @ s[-b:, :], axis=0)
+        top = np.argsort(theta)[::-1][:k]
+        if len(theta) >= k and all(residuals[i] <= tol * abs(theta[i]) for i in top):
+            converged = True
+            break
+        if factored is None:
+            break
+    order = np.argsort(theta)[::-1][:k]
+    return BlockLanczosResult(
+        eigenvalues=theta[order],
+        residuals=residuals[order],
+        num_passes=len(diag),
+        num_matvecs=len(diag) * b,
+        converged=converged,
+        block_size=b,
+    )
+
+
+def _block_lanczos_step(block_matvec, q, *, unravel):
+    """``W = H Q`` (rows) and ``A = Q W^T``."""
+    TRACE_COUNTS["block_step"] += 1
+    w = flat_block_matvec(block_matvec, unravel, q)
+    return w, jnp.matmul(q, w.T, precision=HIGHEST)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_step_fn(sharding: jax.sharding.Sharding):
+    return jax.jit(
+        _block_lanczos_step, static_argnames=("unravel",), out_shardings=(sharding, sharding)
     )

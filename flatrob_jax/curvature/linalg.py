@@ -30,6 +30,37 @@ def as_partial(matvec: Callable[[PyTree], PyTree]) -> jax.tree_util.Partial:
     return jax.tree_util.Partial(matvec)
 
 
+def _vmapped(op, vs):
+    return jax.vmap(op)(vs)
+
+
+def as_block_partial(
+    matvec: Callable[[PyTree], PyTree], block_matvec: Callable[[PyTree], PyTree] | None = None
+) -> jax.tree_util.Partial:
+    """The block operator ``V -> H V`` (every leaf with a leading axis ``k``) as a pytree for
+    jitted steps: ``block_matvec`` (e.g. ``DatasetObjective.hvp_block``) if given, else
+    ``jax.vmap`` of ``matvec`` (the primal work that does not depend on the direction is
+    then left unbatched by vmap, so it runs once for the block too)."""
+    if block_matvec is not None:
+        if not callable(block_matvec):
+            raise TypeError(
+                f"block_matvec must be callable (V -> H V), got {type(block_matvec).__name__}"
+            )
+        return as_partial(block_matvec)
+    return jax.tree_util.Partial(_vmapped, as_partial(matvec))
+
+
+def check_block_size(block_size: int, name: str = "block size") -> int:
+    """``block_size`` as an int; ValueError naming it unless it is an integer >= 1."""
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, (int, np.integer))
+        or block_size < 1
+    ):
+        raise ValueError(f"{name} must be an integer >= 1, got {block_size!r}")
+    return int(block_size)
+
+
 def flattener(params_like: PyTree):
     """``(dim, dtype, unravel)`` for the flat representation of ``params_like``.
 
@@ -47,6 +78,15 @@ def flat_matvec(matvec: jax.tree_util.Partial, unravel: Callable, x: jax.Array) 
     """``ravel(matvec(unravel(x)))``, in the dtype of ``x``; call inside jit."""
     out, _ = ravel_pytree(matvec(unravel(x)))
     return out.astype(x.dtype)
+
+
+def flat_block_matvec(
+    block_matvec: jax.tree_util.Partial, unravel: Callable, xs: jax.Array
+) -> jax.Array:
+    """``H`` applied to each row of ``xs`` ([k, P]) in one call of the block operator; call
+    inside jit. Returns [k, P] in the dtype of ``xs``."""
+    out = block_matvec(jax.vmap(unravel)(xs))
+    return jax.vmap(lambda t: ravel_pytree(t)[0])(out).astype(xs.dtype)
 
 
 def rademacher(key: jax.Array, dim: int, dtype) -> jax.Array:

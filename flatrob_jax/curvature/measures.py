@@ -167,6 +167,8 @@ def trace(objective, key, s, log) -> dict:
             rel_tol=s["trace_rel_tol"] or None,
             confidence=s["confidence"],
             progress=_progress(log, "trace"),
+            probe_block_size=s["probe_block_size"],
+            block_matvec=objective.hvp_block,
         )
         out = {
             "trace_of_square": tr.trace_of_square.value,
@@ -182,6 +184,8 @@ def trace(objective, key, s, log) -> dict:
             key,
             num_matvecs=s["trace_max_probes"],
             confidence=s["confidence"],
+            probe_block_size=s["probe_block_size"],
+            block_matvec=objective.hvp_block,
         )
         out = {}
     log(
@@ -209,6 +213,8 @@ def density(objective, key, s, log) -> dict:
         num_steps=s["density_steps"],
         num_runs=s["density_runs"],
         progress=_progress(log, "density"),
+        block_size=s["probe_block_size"],
+        block_matvec=objective.hvp_block,
     )
     slq_trace, slq_stderr = spectrum.trace()
     return {
