@@ -75,6 +75,9 @@ def curvature_config() -> ml_collections.ConfigDict:
     c.adaptive_worst_examples = 1024
     c.adaptive_worst_random_start = False  # start at a random feasible point (theirs: at 0)
     c.adaptive_worst_step_mult = 1.0  # APGD's first step is 2 * rho * this (theirs: 1)
+    # l2 steps: 'scaled' (in delta / |w|, converges to the maximum) or 'weights' (their code's
+    # weight-space step and ellipsoid projection, which stops below it; curvature.sharpness)
+    c.adaptive_worst_l2_geometry = "scaled"
     # curvature_augmented: the loss averaged over this many augmentation draws per image
     c.augment_draws = 1
     c.pac_bayes = False  # PAC-Bayes sigma by bisection (many loss evaluations)

@@ -41,6 +41,7 @@ from flatrob_jax.curvature.density import plot_density, slq_density
 from flatrob_jax.curvature.hutchinson import hutchinson_trace, hutchpp_trace
 from flatrob_jax.curvature.lanczos import lanczos
 from flatrob_jax.curvature.sharpness import (
+    L2_GEOMETRIES,
     NormalizedLogits,
     adaptive_sharpness_apgd,
     adaptive_sharpness_ascent,
@@ -350,6 +351,7 @@ def adaptive_worst(objective, key, s, log) -> dict:
             iters=s["adaptive_worst_iters"],
             random_start=s["adaptive_worst_random_start"],
             step_size_mult=s["adaptive_worst_step_mult"],
+            l2_geometry=s["adaptive_worst_l2_geometry"],
         )
         name = adaptive_spec_name(norm, rho, normalize)
         values[name] = result.value
@@ -463,7 +465,9 @@ register(
             "adaptive_worst_examples",
             "adaptive_worst_random_start",
             "adaptive_worst_step_mult",
+            "adaptive_worst_l2_geometry",
         ),
+        choices={"adaptive_worst_l2_geometry": L2_GEOMETRIES},
         headline=("adaptive_worst/*",),
         check=_check_adaptive_worst,
     )

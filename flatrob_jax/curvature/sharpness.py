@@ -15,6 +15,9 @@ objective), and ``L(w)`` below is that function at the trained parameters ``w``.
   ``max_{||delta / |w| ||_p <= rho} L_B(w + delta) - L_B(w)``, p in {2, inf}, taken per batch
   B of m examples and averaged over the batches (m-sharpness). The maximum is sought with
   their APGD (:func:`adaptive_sharpness_apgd`), so the value is a lower bound on the maximum.
+  For p = 2 their code steps in weight space and projects onto the ellipsoid there, which stops
+  short of the maximum; by default the l2 step is taken in ``u = delta / |w|`` instead, where
+  the constraint is a ball (``l2_geometry='weights'`` reproduces theirs).
   Their "normalized logits" variant is the same with the loss of logits centred and scaled
   to unit l2 norm per example (:class:`NormalizedLogits`).
 * adaptive sharpness, worst case, fast ascent (this project's cheap estimate of the same
@@ -236,19 +239,35 @@ def _project_ellipsoid(z, scale, rho, bisections: int = 100):
     return jnp.where(inside, jnp.where(scale > 0, z, 0.0), projected)
 
 
-@functools.partial(jax.jit, static_argnames=("norm",))
-def _apgd_step(delta, previous, grad, scale, step, rho, *, norm):
-    """One APGD iteration in ``delta = w' - w`` space, as Andriushchenko et al.'s code takes
-    it: ``z = P(delta + step * |w| * g / ||g||_2)`` (p = 2; P the Euclidean projection onto
-    the ellipsoid ``||delta / |w| ||_2 <= rho``) or ``z = clip(delta + step * |w| *
-    sign(g), -rho |w|, rho |w|)`` (p = inf); then ``0.75 z + 0.25 previous``, where
-    ``previous`` is the iterate before ``delta`` (their momentum)."""
+#: The geometry of APGD's l2 step: 'scaled' (step and projection in ``u = delta / |w|``,
+#: where the constraint is the ball ``||u||_2 <= rho`` and the gradient is ``|w| g``) or
+#: 'weights' (Andriushchenko et al.'s code: the step ``|w| g / ||g||_2`` in weight space, then the
+#: Euclidean projection onto the ellipsoid ``||delta / |w| ||_2 <= rho``; its fixed points are
+#: not the constrained maxima unless every |w_i| is equal, so it stops below the maximum).
+#: For p = inf both are the same sign step and clip.
+L2_GEOMETRIES = ("scaled", "weights")
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "geometry"))
+def _apgd_step(delta, previous, grad, scale, step, rho, *, norm, geometry):
+    """One APGD iteration in ``delta = w' - w`` space, with their momentum:
+    ``z = clip(delta + step * |w| * sign(g), -rho |w|, rho |w|)`` (p = inf); for p = 2,
+    ``geometry='scaled'``: ``u = delta / |w|``, ``z = |w| P_ball(u + step * h / ||h||_2)`` with
+    ``h = |w| g`` the gradient in u; ``'weights'``: ``z = P_ellipsoid(delta + step * |w| g /
+    ||g||_2)`` (their code). Then ``0.75 z + 0.25 previous``, ``previous`` the iterate before
+    ``delta`` (their momentum)."""
     if norm == "linf":
         bound = rho * scale
         z = jnp.clip(delta + step * scale * jnp.sign(grad), -bound, bound)
-    else:
+    elif geometry == "weights":
         z = delta + step * scale * grad / (jnp.linalg.norm(grad) + 1e-12)
         z = _project_ellipsoid(z, scale, rho)
+    else:
+        h = scale * grad
+        u = jnp.where(scale > 0, delta / jnp.where(scale > 0, scale, 1.0), 0.0)
+        u = u + step * h / (jnp.linalg.norm(h) + 1e-12)
+        u = u * jnp.minimum(1.0, rho / jnp.maximum(jnp.linalg.norm(u), 1e-30))
+        z = scale * u
     return APGD_MOMENTUM * z + (1.0 - APGD_MOMENTUM) * previous
 
 
@@ -272,6 +291,7 @@ def adaptive_sharpness_apgd(
     iters: int = 20,
     random_start: bool = False,
     step_size_mult: float = 1.0,
+    l2_geometry: str = "scaled",
 ) -> SharpnessResult:
     """Worst-case adaptive m-sharpness by APGD (Andriushchenko et al. 2023):
     ``mean_B max_{||delta / |w| ||_p <= rho} L_B(w + delta) - L_B(w)``.
@@ -281,7 +301,7 @@ def adaptive_sharpness_apgd(
     the full-batch value). Per batch, as in their ``eval_APGD_sharpness``: ``delta_0 = 0``
     (or a random feasible point, key ``fold_in(key, b)``), step ``eta = 2 rho *
     step_size_mult``, ``iters`` iterations of :func:`_apgd_step` (the gradient at the current
-    iterate), the best loss kept; at each of :func:`apgd_checkpoints` the step is halved when
+    iterate; for p = 2 in the ``l2_geometry`` of :data:`L2_GEOMETRIES`), the best loss kept; at each of :func:`apgd_checkpoints` the step is halved when
     fewer than 75% of the iterations since the last check point improved the best loss, or
     when neither the step nor the best loss changed since then, and the next gradient is then
     taken at the best point. Each batch costs ``iters + 1`` gradient evaluations (+1 with a
@@ -290,6 +310,8 @@ def adaptive_sharpness_apgd(
     """
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r}; allowed: {NORMS}")
+    if l2_geometry not in L2_GEOMETRIES:
+        raise ValueError(f"l2_geometry={l2_geometry!r}; allowed: {L2_GEOMETRIES}")
     if not rho >= 0 or iters < 1 or not step_size_mult > 0:
         raise ValueError(
             f"need rho >= 0, iters >= 1, step_size_mult > 0; got rho={rho}, iters={iters}, "
@@ -322,7 +344,9 @@ def adaptive_sharpness_apgd(
         last_step, last_best, last_check, improved = step, best, 0, 0
         for i in range(iters):
             delta, previous = (
-                _apgd_step(delta, previous, grad, scale, step, rho_arg, norm=norm),
+                _apgd_step(
+                    delta, previous, grad, scale, step, rho_arg, norm=norm, geometry=l2_geometry
+                ),
                 delta,
             )
             loss, grad = evaluate(delta)
