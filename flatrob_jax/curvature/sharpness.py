@@ -298,15 +298,15 @@ def adaptive_sharpness_apgd(
 
     ``batches``: one ``value_and_grad`` function per batch B of m examples (the max is taken
     per batch, the mean over batches: m-sharpness; one function over the whole dataset gives
-    the full-batch value). Per batch, as in their ``eval_APGD_sharpness``: ``delta_0 = 0``
-    (or a random feasible point, key ``fold_in(key, b)``), step ``eta = 2 rho *
-    step_size_mult``, ``iters`` iterations of :func:`_apgd_step` (the gradient at the current
-    iterate; for p = 2 in the ``l2_geometry`` of :data:`L2_GEOMETRIES`), the best loss kept; at each of :func:`apgd_checkpoints` the step is halved when
-    fewer than 75% of the iterations since the last check point improved the best loss, or
-    when neither the step nor the best loss changed since then, and the next gradient is then
-    taken at the best point. Each batch costs ``iters + 1`` gradient evaluations (+1 with a
-    random start). Returns the mean increase (``value``), the mean unperturbed and perturbed
-    batch losses, and the evaluations used.
+    the full-batch value). Per batch, as in their ``eval_APGD_sharpness``: ``delta_0 = 0`` (or
+    a random feasible point, key ``fold_in(key, b)``), step ``eta = 2 rho * step_size_mult``,
+    ``iters`` iterations of :func:`_apgd_step` (the gradient at the current iterate; for p = 2
+    in the ``l2_geometry`` of :data:`L2_GEOMETRIES`), the best loss kept; at each of
+    :func:`apgd_checkpoints` the step is halved when fewer than 75% of the iterations since the
+    last check point improved the best loss, or when neither the step nor the best loss changed
+    since then, and the next gradient is then taken at the best point. Each batch costs
+    ``iters + 1`` gradient evaluations (+1 with a random start). Returns the mean increase
+    (``value``), the mean unperturbed and perturbed batch losses, and the evaluations used.
     """
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r}; allowed: {NORMS}")
