@@ -349,6 +349,9 @@ _AUDIT_CURVATURE_SETTINGS = (
     "adaptive_ascent_steps",
     "adaptive_average_rho",
     "adaptive_samples",
+    "adaptive_worst",
+    "adaptive_worst_iters",
+    "adaptive_worst_batch",
 )
 
 
