@@ -29,6 +29,7 @@ TINY = {
         "batch_size": 16,
         "sharpness": True,
         "keskar_iters": 2,
+        "adaptive_ascent": True,
         "adaptive_ascent_steps": 2,
         "adaptive_samples": 2,
         "adaptive_worst": ("linf_0.002", "l2_0.5_normlogits"),

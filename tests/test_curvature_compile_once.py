@@ -90,6 +90,7 @@ def test_a_second_evaluate_of_the_same_model_compiles_nothing(tmp_path):
         density_png="",
         sharpness=True,
         keskar_iters=2,
+        adaptive_ascent=True,
         adaptive_ascent_steps=2,
         adaptive_samples=2,
         adaptive_worst=("linf_0.002", "l2_0.5_normlogits"),

@@ -36,6 +36,7 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
         density_png=str(tmp_path / "density.png"),
         sharpness=True,
         keskar_iters=2,
+        adaptive_ascent=True,
         adaptive_ascent_steps=2,
         adaptive_samples=2,
         adaptive_worst=("linf_0.004", "linf_0.002"),
@@ -133,7 +134,7 @@ def test_the_config_holds_every_setting_once_and_nothing_else():
     assert len(set(names)) == len(names)
     assert sorted(curvature_config().keys()) == sorted(names)
     indices = [m.key_index for m in measures.measures()]
-    assert indices == [0, 1, 2, 3, 4, 5]  # the fold_in of each measure, as it has always been
+    assert indices == [0, 1, 2, 3, 4, 5, 6]  # the fold_in of each measure, as it has always been
     assert [m.name for m in measures.measures()] == [
         "lanczos",
         "trace",
@@ -141,6 +142,7 @@ def test_the_config_holds_every_setting_once_and_nothing_else():
         "sharpness",
         "pac_bayes",
         "adaptive_worst",
+        "adaptive_ascent",
     ]
     with pytest.raises(ValueError, match="key_index=1 is 'trace'"):
         measures.register(measures.Measure("copy", measures.trace, key_index=1))

@@ -55,13 +55,10 @@ def curvature_config() -> ml_collections.ConfigDict:
     c.density_steps = 80  # Lanczos steps per SLQ run
     c.density_runs = 1  # SLQ runs (probe vectors)
     c.density_png = ""  # path of the density plot; '' = beside analysis.json
-    # Keskar, the fast adaptive ascent (adaptive_ascent/l2_<rho>) and the average adaptive
-    # sharpness (adaptive_average/gauss_<rho>), on the whole objective
+    # Keskar and the average adaptive sharpness (adaptive_average/gauss_<rho>), whole objective
     c.sharpness = False
     c.keskar_epsilon = 1e-3  # Keskar: box radius relative to |w| + 1
     c.keskar_iters = 10  # Keskar: L-BFGS-B iterations (Keskar et al. 2017 use 10)
-    c.adaptive_ascent_rho = 0.05  # fast ascent: l2 radius of |w|-scaled perturbations
-    c.adaptive_ascent_steps = 10  # fast ascent: projected ascent steps
     c.adaptive_average_rho = 0.1  # adaptive average: Gaussian sigma of |w|-scaled noise
     c.adaptive_samples = 10  # adaptive average: noise samples
     # Worst-case adaptive m-sharpness by APGD (Andriushchenko et al. 2023), one result
@@ -78,6 +75,11 @@ def curvature_config() -> ml_collections.ConfigDict:
     # l2 steps: 'scaled' (in delta / |w|, converges to the maximum) or 'weights' (their code's
     # weight-space step and ellipsoid projection, which stops below it; curvature.sharpness)
     c.adaptive_worst_l2_geometry = "scaled"
+    # The fast worst-case adaptive ascent (adaptive_ascent/l2_<rho>; not a published solver:
+    # a few projected l2 steps from 0 on the whole objective; adaptive_worst is the published)
+    c.adaptive_ascent = False
+    c.adaptive_ascent_rho = 0.05  # fast ascent: l2 radius of |w|-scaled perturbations
+    c.adaptive_ascent_steps = 10  # fast ascent: projected ascent steps
     # curvature_augmented: the loss averaged over this many augmentation draws per image
     c.augment_draws = 1
     c.pac_bayes = False  # PAC-Bayes sigma by bisection (many loss evaluations)

@@ -13,10 +13,11 @@ The built-in measures, in the order they run (and their key index):
 * ``lanczos`` (0, always): lambda_max with its Ritz residual, the top-k, the smallest;
 * ``trace`` (1): tr(H) by Hutchinson (with tr(H^2) and per-layer traces) or Hutch++;
 * ``density`` (2): the SLQ eigenvalue density (and its plot);
-* ``sharpness`` (3): Keskar, the fast adaptive ascent and the average adaptive sharpness;
+* ``sharpness`` (3): Keskar and the average adaptive sharpness;
 * ``pac_bayes`` (4): the PAC-Bayes sigma;
 * ``adaptive_worst`` (5): worst-case adaptive m-sharpness by APGD (Andriushchenko et al.
-  2023), one value per setting of the ``adaptive_worst`` list.
+  2023), one value per setting of the ``adaptive_worst`` list;
+* ``adaptive_ascent`` (6, draws no key): the fast worst-case adaptive ascent (l2, full batch).
 
 Results are named by what they are: ``adaptive_worst/linf_0.002`` (norm and radius,
 ``_normlogits`` with normalized logits), ``adaptive_ascent/l2_0.05``,
@@ -238,19 +239,12 @@ def density(objective, key, s, log) -> dict:
 
 
 def sharpness(objective, key, s, log) -> dict:
-    """Keskar epsilon-sharpness, the fast adaptive ascent (l2) and the average adaptive
-    sharpness, each named by its setting."""
+    """Keskar epsilon-sharpness and the average adaptive sharpness (named by its setting)."""
     keskar = keskar_sharpness(
         objective.value_and_grad,
         objective.params,
         epsilon=s["keskar_epsilon"],
         max_iters=s["keskar_iters"],
-    )
-    ascent = adaptive_sharpness_ascent(
-        objective.value_and_grad,
-        objective.params,
-        rho=s["adaptive_ascent_rho"],
-        steps=s["adaptive_ascent_steps"],
     )
     average = adaptive_sharpness_average(
         objective.loss,
@@ -259,21 +253,31 @@ def sharpness(objective, key, s, log) -> dict:
         rho=s["adaptive_average_rho"],
         num_samples=s["adaptive_samples"],
     )
-    ascent_name = f"l2_{s['adaptive_ascent_rho']:g}"
     average_name = f"gauss_{s['adaptive_average_rho']:g}"
     log(
-        f"curvature: keskar {keskar.value:.4g}%, adaptive ascent {ascent_name} "
-        f"{ascent.value:.4g}, average {average_name} {average.value:.4g} "
-        f"+- {average.stderr:.2g}"
+        f"curvature: keskar {keskar.value:.4g}% ({keskar.num_evaluations} gradients), "
+        f"adaptive average {average_name} {average.value:.4g} +- {average.stderr:.2g}"
     )
     return {
         "keskar_sharpness": keskar.value,
-        "adaptive_ascent": {ascent_name: ascent.value},
         "adaptive_average": {
             average_name: average.value,
             f"{average_name}_stderr": average.stderr,
         },
     }
+
+
+def adaptive_ascent(objective, key, s, log) -> dict:
+    """The fast worst-case adaptive ascent (l2) on the whole objective, named by its radius."""
+    ascent = adaptive_sharpness_ascent(
+        objective.value_and_grad,
+        objective.params,
+        rho=s["adaptive_ascent_rho"],
+        steps=s["adaptive_ascent_steps"],
+    )
+    name = f"l2_{s['adaptive_ascent_rho']:g}"
+    log(f"curvature: adaptive ascent {name} {ascent.value:.4g}")
+    return {"adaptive_ascent": {name: ascent.value}}
 
 
 # One setting of the adaptive_worst list: '<norm>_<rho>' or '<norm>_<rho>_normlogits'.
@@ -431,15 +435,8 @@ register(
         sharpness,
         key_index=3,
         switch="sharpness",
-        settings=(
-            "keskar_epsilon",
-            "keskar_iters",
-            "adaptive_ascent_rho",
-            "adaptive_ascent_steps",
-            "adaptive_average_rho",
-            "adaptive_samples",
-        ),
-        headline=("keskar_sharpness", "adaptive_ascent/*", "adaptive_average/*"),
+        settings=("keskar_epsilon", "keskar_iters", "adaptive_average_rho", "adaptive_samples"),
+        headline=("keskar_sharpness", "adaptive_average/*"),
     )
 )
 register(
@@ -470,5 +467,15 @@ register(
         choices={"adaptive_worst_l2_geometry": L2_GEOMETRIES},
         headline=("adaptive_worst/*",),
         check=_check_adaptive_worst,
+    )
+)
+register(
+    Measure(
+        "adaptive_ascent",
+        adaptive_ascent,
+        key_index=6,  # draws no key
+        switch="adaptive_ascent",
+        settings=("adaptive_ascent_rho", "adaptive_ascent_steps"),
+        headline=("adaptive_ascent/*",),
     )
 )

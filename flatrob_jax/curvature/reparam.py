@@ -360,7 +360,8 @@ def audit(
       probe_examples: images of ``data`` used to find and check the layers.
       settings: every setting of ``flatrob_jax.curvature.evaluate.evaluate`` (e.g.
         ``flatrob_jax.analysis.analyses.curvature_config()``); the audit switches on the
-        trace and the sharpness measures and off the density and the PAC-Bayes sigma.
+        trace, the sharpness measures and the fast adaptive ascent, and off the density and
+        the PAC-Bayes sigma (the APGD settings ``adaptive_worst`` run as given).
       overrides: settings that replace those in ``settings`` (lanczos_*, trace_*, ...).
 
     Returns a dict: ``alpha``, ``original`` (the measures), and per transform ``layers``,
@@ -377,7 +378,13 @@ def audit(
             raise ValueError(f"unknown rescaling {t!r} in transforms; allowed: {TRANSFORMS}")
     images, labels = data
     probe = np.asarray(images[:probe_examples])
-    switches = {"trace": True, "sharpness": True, "density": False, "pac_bayes": False}
+    switches = {
+        "trace": True,
+        "sharpness": True,
+        "adaptive_ascent": True,
+        "density": False,
+        "pac_bayes": False,
+    }
     settings = resolve_settings(settings, {**overrides, **switches})
 
     def measure(variables, which):

@@ -109,16 +109,17 @@ def keskar_sharpness(
     flat, unravel = ravel_pytree(params)
     w = np.asarray(flat, dtype=np.float64)
     half_width = epsilon * (np.abs(w) + 1.0)
-    best = {"loss": -math.inf, "evals": 0}
+    best = {"loss": -math.inf, "evals": 0, "base": None}
 
     def negative_loss(z):
         loss, grad = value_and_grad_fn(unravel(jnp.asarray(w + z, flat.dtype)))
         loss = float(loss)
         best["evals"] += 1
         best["loss"] = max(best["loss"], loss)
+        if best["base"] is None and not np.any(z):  # L(w): L-BFGS-B's first point, z = 0
+            best["base"] = loss
         return -loss, -np.asarray(ravel_pytree(grad)[0], dtype=np.float64)
 
-    base, _ = negative_loss(np.zeros_like(w))
     scipy.optimize.minimize(
         negative_loss,
         np.zeros_like(w),
@@ -127,7 +128,9 @@ def keskar_sharpness(
         bounds=scipy.optimize.Bounds(-half_width, half_width),
         options={"maxiter": max_iters},
     )
-    loss = -base
+    if best["base"] is None:
+        negative_loss(np.zeros_like(w))
+    loss = best["base"]
     return SharpnessResult(
         value=100.0 * (best["loss"] - loss) / (1.0 + loss),
         loss=loss,
