@@ -326,3 +326,47 @@ def test_apgd_checkpoints_are_croce_and_hein_schedule():
     # p: 0, .22, .41, .57, .70, .80, .87, .93, .99, 1.05 (ceil(p * 20); 0.70 * 20 rounds up)
     assert curvature.sharpness.apgd_checkpoints(20) == (5, 9, 12, 15, 16, 18, 19, 20)
     assert curvature.sharpness.apgd_checkpoints(100) == (22, 41, 58, 70, 80, 87, 93, 99, 105)
+
+
+def test_keskar_runs_keskar_et_al_10_lbfgsb_iterations_by_default():
+    """Keskar et al. 2017 run 10 L-BFGS-B iterations: the function's, the config's and the
+    default study's default. On a logistic loss whose box maximum needs more than 5 iterations,
+    the value and the evaluations are SciPy's own L-BFGS-B run on the same problem."""
+    import inspect
+
+    from flatrob_jax.analysis.analyses import curvature_config
+    from flatrob_jax.study import load_sweep
+
+    assert inspect.signature(curvature.keskar_sharpness).parameters["max_iters"].default == 10
+    assert curvature_config().keskar_iters == 10
+    study = load_sweep("configs/sweeps/fashion_mnist_augmentations.py")
+    assert "analysis.curvature.keskar_iters" not in study.overrides
+    with jax.enable_x64(True):
+        rng = np.random.RandomState(7)
+        features, signs = rng.randn(40, 12), rng.choice([-1.0, 1.0], 40)
+        w = {"w": jnp.asarray(rng.randn(12))}
+
+        def loss(p):
+            return jnp.mean(jnp.logaddexp(0.0, -signs * (features @ p["w"])))
+
+        result = curvature.keskar_sharpness(jax.jit(jax.value_and_grad(loss)), w, epsilon=0.3)
+        w0 = np.asarray(w["w"])
+        seen = []
+
+        def negative(z):
+            seen.append(float(loss({"w": jnp.asarray(w0 + z)})))
+            return -seen[-1], -np.asarray(jax.grad(loss)({"w": jnp.asarray(w0 + z)})["w"])
+
+        bound = 0.3 * (np.abs(w0) + 1)
+        ref = scipy.optimize.minimize(
+            negative,
+            np.zeros(12),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=list(zip(-bound, bound)),
+            options={"maxiter": 10},
+        )
+    assert ref.nit == 10  # the budget binds: 5 iterations would stop short
+    base = float(loss(w))
+    np.testing.assert_allclose(result.value, 100 * (max(seen) - base) / (1 + base), rtol=1e-10)
+    assert result.num_evaluations == ref.nfev
