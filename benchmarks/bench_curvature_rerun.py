@@ -41,6 +41,7 @@ PRESETS = {
         "trace_max_probes": 18,
         "sharpness": True,
         "keskar_iters": 5,
+        "adaptive_ascent": True,
         "adaptive_ascent_steps": 5,
         "adaptive_samples": 16,
     },
