@@ -109,7 +109,7 @@ def test_evaluate_rejects_bad_settings():
         )
     with pytest.raises(ValueError, match="num_devices must be None"):
         curvature_evaluate.evaluate(_eval_model(), data, config, key=key, num_devices=0)
-    for bad in ("linf", "l1_0.1", "l2_-1", "l2_0.5_norm", "linf_x"):
+    for bad in ("linf", "l1_0.1", "l2_-1", "l2_0.5_norm", "linf_x", "l2_1e999"):
         with pytest.raises(ValueError, match=f"adaptive_worst setting '{bad}'; allowed: '<l2"):
             curvature_evaluate.evaluate(_eval_model(), data, config, key=key, adaptive_worst=(bad,))
     with pytest.raises(ValueError, match="names one setting twice"):

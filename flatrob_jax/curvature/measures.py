@@ -293,7 +293,7 @@ def parse_adaptive_spec(spec: str) -> tuple[str, float, bool]:
         rho = float(match.group(2)) if match else -1.0
     except ValueError:
         rho = -1.0
-    if not match or not rho >= 0:
+    if not match or not 0 <= rho < float("inf"):
         raise ValueError(f"adaptive_worst setting {spec!r}; allowed: {ADAPTIVE_SPEC_FORM}")
     return match.group(1), rho, bool(match.group(3))
 
