@@ -167,3 +167,39 @@ def test_pac_bayes_on_a_saturated_error_is_reported_not_raised():
         pac_bayes_target=0.9,
     )
     assert out["pac_bayes_sigma"] is None and "target=0.9" in out["pac_bayes_failure"]
+
+
+def test_the_gradient_at_the_weights_is_computed_once_and_reused_unchanged():
+    """The end point's gradient norm, Keskar's and the fast ascent's first point ask for
+    (L, grad L) at the weights: computed once, the same numbers as computing it again."""
+    import dataclasses
+
+    from flatrob_jax import curvature
+    from flatrob_jax.distributed import make_mesh
+
+    rng = np.random.RandomState(1)
+    data = (rng.rand(12, 8, 8, 1).astype(np.float32), rng.randint(0, 3, 12).astype(np.int32))
+    view = _eval_model()
+    obj = curvature.from_flax(view.model, view.variables, *data, batch_size=6, mesh=make_mesh(1))
+    calls = []
+
+    def counted(p):
+        calls.append(1)
+        return obj.value_and_grad(p)
+
+    reusing = curvature_evaluate.reusing_gradient_at_params(
+        dataclasses.replace(obj, value_and_grad=counted)
+    )
+    assert len(calls) == 1
+    copy = jax.tree_util.tree_map(lambda x: x + 0.0, obj.params)
+    again = reusing.value_and_grad(copy)
+    assert len(calls) == 1
+    fresh = obj.value_and_grad(obj.params)
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(fresh)):
+        np.testing.assert_array_equal(a, b)
+    reusing.value_and_grad(jax.tree_util.tree_map(lambda x: x + 1e-3, obj.params))
+    assert len(calls) == 2
+    keskar = curvature.keskar_sharpness(reusing.value_and_grad, obj.params, max_iters=3)
+    assert len(calls) == 1 + keskar.num_evaluations  # its first point was reused
+    plain = curvature.keskar_sharpness(obj.value_and_grad, obj.params, max_iters=3)
+    assert keskar.value == plain.value

@@ -20,6 +20,7 @@ seconds each stage took under ``seconds``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Mapping
 
@@ -77,6 +78,30 @@ def build_objective(eval_model: Any, data, settings: Mapping) -> DatasetObjectiv
     )
 
 
+@jax.jit
+def _tree_equal(a, b):
+    return jnp.all(
+        jnp.stack([jnp.array_equal(x, y) for x, y in zip(*map(jax.tree_util.tree_leaves, (a, b)))])
+    )
+
+
+def reusing_gradient_at_params(objective: DatasetObjective) -> DatasetObjective:
+    """The objective whose ``value_and_grad`` computes ``(L, grad L)`` at its own params once
+    and returns that result again whenever it is asked at equal params (the end point's
+    gradient norm, Keskar's and the fast ascent's first point): the same program on the same
+    inputs, so the same numbers, one gradient evaluation per measure fewer."""
+    params, compute = objective.params, objective.value_and_grad
+    structure = jax.tree_util.tree_structure(params)
+    at_params = compute(params)
+
+    def value_and_grad(p):
+        if jax.tree_util.tree_structure(p) == structure and bool(_tree_equal(p, params)):
+            return at_params
+        return compute(p)
+
+    return dataclasses.replace(objective, value_and_grad=value_and_grad)
+
+
 def endpoint(objective: DatasetObjective) -> dict:
     """The problem's size and where training ended on it: the loss, the error rate and the
     gradient's l2 norm (how far from a stationary point the curvature is measured)."""
@@ -116,7 +141,7 @@ def evaluate(
     """
     settings = resolve_settings(settings, overrides)
     t0 = time.time()
-    objective = build_objective(eval_model, data, settings)
+    objective = reusing_gradient_at_params(build_objective(eval_model, data, settings))
     out = endpoint(objective)
     seconds = {"loss": time.time() - t0}
     log(

@@ -90,12 +90,13 @@ def get_sweep(arg=None):
         "analysis.curvature.lanczos_steps": 20,
         "analysis.curvature.trace_method": "hutch++",
         "analysis.curvature.trace_max_probes": 18,
-        "analysis.curvature.sharpness": True,  # Keskar (10 L-BFGS-B iterations), average
-        "analysis.curvature.adaptive_samples": 16,
+        # Keskar (10 L-BFGS-B iterations) and the average adaptive sharpness (10 samples)
+        "analysis.curvature.sharpness": True,
         # Andriushchenko et al.'s worst-case adaptive sharpness (APGD, 20 iterations) at one
         # radius of their l-inf grid, on one batch of m = 64 (theirs: 8 batches of 128, and
-        # the full grid: paper.py). With Keskar at 10 iterations and no fast ascent this costs
-        # what v2's sharpness did (benchmarks/bench_curvature_rerun.py --preset study).
+        # the full grid: paper.py). With Keskar at 10 iterations, 10 average samples and no
+        # fast ascent this costs what v2's sharpness did (v2: Keskar 5, 16 samples, the fast
+        # ascent; benchmarks/bench_curvature_rerun.py --preset study / study_v2).
         "analysis.curvature.adaptive_worst": ("linf_0.002",),
         "analysis.curvature.adaptive_worst_batch": 64,
         "analysis.curvature.adaptive_worst_examples": 64,
