@@ -366,7 +366,7 @@ def test_keskar_runs_keskar_et_al_10_lbfgsb_iterations_by_default():
             bounds=list(zip(-bound, bound)),
             options={"maxiter": 10},
         )
-    assert ref.nit == 10  # the budget binds: 5 iterations would stop short
-    base = float(loss(w))
+        base = float(loss(w))
+    assert 5 < ref.nit <= 10  # 5 iterations would stop short of where 10 get
     np.testing.assert_allclose(result.value, 100 * (max(seen) - base) / (1 + base), rtol=1e-10)
     assert result.num_evaluations == ref.nfev
