@@ -32,7 +32,7 @@ TINY = {
         "adaptive_ascent": True,
         "adaptive_ascent_steps": 2,
         "adaptive_samples": 2,
-        "adaptive_worst": ("linf_0.002", "l2_0.5_normlogits"),
+        "adaptive_worst": ("linf_0.002",),
         "adaptive_worst_iters": 2,
         "adaptive_worst_batch": 8,
         "augment_draws": 2,
