@@ -5,7 +5,10 @@ traces and XLA compilations in each call. Since the dataset objective compiles o
 
 Presets: ``default`` (``curvature_config()``), ``default_capped`` (the same with
 ``lanczos_steps=20`` and ``trace_max_probes=20``: the same programs to compile, fewer HVPs),
-``study`` (the default study's analysis settings, configs/sweeps/fashion_mnist_augmentations.py).
+``study`` (the default study's analysis settings, configs/sweeps/fashion_mnist_augmentations.py),
+``study_v2`` (the v2 study's: Keskar 5 iterations, no APGD), ``paper_sharpness`` (the published
+APGD grid of configs/sweeps/paper.py, 20 iterations, m = 128). ``--stages`` prints each stage's
+seconds.
 
 Run: python benchmarks/bench_curvature_rerun.py [--examples 2000] [--preset default_capped]
 """
@@ -19,7 +22,8 @@ import sys
 import time
 import types
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+REPO = os.path.join(os.path.dirname(__file__), "..")
+sys.path.insert(0, REPO)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,16 +35,20 @@ from flatrob_jax.models import get_model  # noqa: E402
 PRESETS = {
     "default": {},
     "default_capped": {"lanczos_steps": 20, "trace_max_probes": 20},
-    "study": {
+    "study_v2": {
         "lanczos_steps": 20,
         "trace_method": "hutch++",
         "trace_max_probes": 18,
         "sharpness": True,
         "keskar_iters": 5,
-        "adaptive_steps": 5,
+        "adaptive_ascent": True,
+        "adaptive_ascent_steps": 5,
         "adaptive_samples": 16,
     },
 }
+# The default study's and the paper design's curvature settings, read from the sweeps.
+PRESETS["study"] = STUDY = {}
+PRESETS["paper_sharpness"] = PAPER = {}
 TRACE = "/jax/core/compile/jaxpr_trace_duration"
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -49,7 +57,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=2000, help="random 28x28x1 images")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default_capped")
+    parser.add_argument("--stages", action="store_true", help="print seconds per stage")
     args = parser.parse_args()
+    STUDY.update(_sweep_curvature("configs/sweeps/fashion_mnist_augmentations.py"))
+    PAPER.update(
+        {
+            k: v
+            for k, v in _sweep_curvature("configs/sweeps/paper.py").items()
+            if k.startswith("adaptive_worst") or k in ("sharpness", "keskar_iters")
+        }
+    )
     model = get_model("cnn_small", 10)
     rng = np.random.RandomState(0)
     images = rng.rand(args.examples, 28, 28, 1).astype(np.float32)
@@ -85,6 +102,20 @@ def main():
             f"| init seed {seed} | {wall:.1f} | {count[TRACE]} ({seconds[TRACE]:.1f}) | "
             f"{count[COMPILE]} ({seconds[COMPILE]:.1f}) | {hvps} | {out['lambda_max']:.6g} |"
         )
+        if args.stages:
+            print("|  | stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in out["seconds"].items()))
+
+
+def _sweep_curvature(path: str) -> dict:
+    """The ``analysis.curvature.*`` overrides of a sweep file (its module-level settings)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep", os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    overrides = getattr(module, "ANALYSIS", None) or module.get_sweep().overrides
+    prefix = "analysis.curvature."
+    return {k[len(prefix) :]: v for k, v in overrides.items() if k.startswith(prefix)}
 
 
 if __name__ == "__main__":

@@ -29,8 +29,13 @@ TINY = {
         "batch_size": 16,
         "sharpness": True,
         "keskar_iters": 2,
-        "adaptive_steps": 2,
+        "adaptive_ascent": True,
+        "adaptive_ascent_steps": 2,
         "adaptive_samples": 2,
+        "adaptive_worst": ("linf_0.002",),
+        "adaptive_worst_iters": 2,
+        "adaptive_worst_batch": 8,
+        "augment_draws": 2,
         "pac_bayes": True,
         "pac_bayes_samples": 2,
         "pac_bayes_metric": "loss",
@@ -47,7 +52,7 @@ TINY = {
         "lanczos_steps": 6,
         "trace_probes": 2,
         "keskar_iters": 2,
-        "adaptive_steps": 2,
+        "adaptive_ascent_steps": 2,
         "adaptive_samples": 2,
         "probe_examples": 8,
     },
@@ -231,3 +236,55 @@ def test_analyze_command_line(trained):
     )
     assert bad.returncode != 0
     assert "unknown config key 'analysis.nope'" in bad.stderr
+
+
+def test_augmented_curvature_averages_k_draws_and_one_draw_is_as_before(trained, tmp_path):
+    """augment_draws=1 is the one augmented copy the analysis always measured (same images,
+    same result as evaluate on it); k draws concatenate k copies (draw 0 first), so the
+    measured loss is the mean of the draws' losses."""
+    from flatrob_jax.analysis import analyses
+    from flatrob_jax.curvature import evaluate as curvature_evaluate
+
+    entry = registry.get("curvature_augmented")
+    inputs = _inputs(trained, tmp_path)
+    config, (images, labels) = inputs.model.config, inputs.train
+    key = jax.random.fold_in(inputs.key, 2)
+    before = analyses.augmented_copy(config, images, labels, key)
+    one = analyses.augmented_draws(config, images, labels, key, 1)
+    two = analyses.augmented_draws(config, images, labels, key, 2)
+    for a, b in zip(one, before):
+        np.testing.assert_array_equal(a, b)
+    n = images.shape[0]
+    assert two[0].shape[0] == 2 * n
+    np.testing.assert_array_equal(two[0][:n], before[0])
+    assert not np.allclose(two[0][n:], before[0])  # a second, different draw
+
+    settings = dict(_settings(entry), sharpness=False, pac_bayes=False, trace=False)
+    settings["lanczos_steps"] = 3
+
+    def measure(draws):
+        out = entry.run(inputs, log=lambda _: None, **dict(settings, augment_draws=draws))
+        out.pop("seconds")
+        return out
+
+    direct = curvature_evaluate.evaluate(
+        inputs.model,
+        before,
+        settings,
+        key=jax.random.fold_in(inputs.key, 1),
+        log=lambda _: None,
+    )
+    direct.pop("seconds")
+    assert measure(1) == direct
+    second = curvature_evaluate.evaluate(
+        inputs.model,
+        (two[0][n:], two[1][n:]),
+        settings,
+        key=jax.random.fold_in(inputs.key, 1),
+        log=lambda _: None,
+    )
+    averaged = measure(2)
+    assert averaged["num_examples"] == 2 * n
+    np.testing.assert_allclose(averaged["loss"], (direct["loss"] + second["loss"]) / 2, rtol=1e-5)
+    with pytest.raises(ValueError, match="augment_draws=0"):
+        measure(0)

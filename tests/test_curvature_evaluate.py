@@ -4,6 +4,7 @@ import json
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,8 +36,12 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
         density_png=str(tmp_path / "density.png"),
         sharpness=True,
         keskar_iters=2,
-        adaptive_steps=2,
+        adaptive_ascent=True,
+        adaptive_ascent_steps=2,
         adaptive_samples=2,
+        adaptive_worst=("linf_0.004", "linf_0.002"),
+        adaptive_worst_iters=3,
+        adaptive_worst_batch=6,
         pac_bayes=True,
         pac_bayes_samples=1,
         pac_bayes_metric="loss",  # the untrained model's error is at chance: cannot rise by 0.1
@@ -63,10 +68,30 @@ def test_evaluate_returns_json_with_uncertainties(tmp_path):
     assert np.isfinite(
         [
             out["keskar_sharpness"],
-            out["adaptive_sharpness_worst"],
-            out["adaptive_sharpness_average"],
+            out["adaptive_ascent"]["l2_0.05"],
+            out["adaptive_average"]["gauss_0.1"],
+            out["adaptive_average"]["gauss_0.1_stderr"],
         ]
     ).all()
+    # APGD (l2 and normalized logits: test_curvature_sharpness), one result per setting,
+    # named by norm and radius; 18 of the 20 examples used
+    # (3 batches of 6); every setting from the same start, so the larger l-inf ball gives more.
+    worst = out["adaptive_worst"]
+    assert sorted(worst) == ["linf_0.002", "linf_0.004"]
+    assert out["adaptive_worst_num_examples"] == 18
+    assert 0 < worst["linf_0.002"] < worst["linf_0.004"]
+    # Where the measures are taken: the gradient norm, against jax.grad of the plain loss.
+    variables = _eval_model().variables
+    model = _eval_model().model
+
+    def loss(p):
+        logits = model.apply({**variables, "params": p}, data[0], train=False)
+        return -jnp.mean(jax.nn.log_softmax(logits)[np.arange(20), data[1]])
+
+    grad = jax.grad(loss)(variables["params"])
+    expected = float(jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad))))
+    np.testing.assert_allclose(out["grad_norm"], expected, rtol=1e-4)
+    assert out["lambda_min_residual"] >= 0
     assert any("lambda_max" in line for line in lines) and any(
         "HVPs/s" in line and "ETA" in line for line in lines
     )
@@ -84,6 +109,17 @@ def test_evaluate_rejects_bad_settings():
         )
     with pytest.raises(ValueError, match="num_devices must be None"):
         curvature_evaluate.evaluate(_eval_model(), data, config, key=key, num_devices=0)
+    for bad in ("linf", "l1_0.1", "l2_-1", "l2_0.5_norm", "linf_x", "l2_1e999"):
+        with pytest.raises(ValueError, match=f"adaptive_worst setting '{bad}'; allowed: '<l2"):
+            curvature_evaluate.evaluate(_eval_model(), data, config, key=key, adaptive_worst=(bad,))
+    with pytest.raises(ValueError, match="names one setting twice"):
+        curvature_evaluate.evaluate(
+            _eval_model(), data, config, key=key, adaptive_worst=("l2_0.5", "l2_0.50")
+        )
+    with pytest.raises(ValueError, match="adaptive_worst_l2_geometry='ball'"):
+        curvature_evaluate.evaluate(
+            _eval_model(), data, config, key=key, adaptive_worst_l2_geometry="ball"
+        )
     with pytest.raises(ValueError, match=r"unknown curvature settings \['lanczos_stpes'\]"):
         curvature_evaluate.evaluate(_eval_model(), data, config, key=key, lanczos_stpes=3)
     partial = {k: v for k, v in config.items() if k not in ("top_k", "confidence")}
@@ -98,13 +134,15 @@ def test_the_config_holds_every_setting_once_and_nothing_else():
     assert len(set(names)) == len(names)
     assert sorted(curvature_config().keys()) == sorted(names)
     indices = [m.key_index for m in measures.measures()]
-    assert indices == [0, 1, 2, 3, 4]  # the fold_in of each measure, as it has always been
+    assert indices == [0, 1, 2, 3, 4, 5, 6]  # the fold_in of each measure, as it has always been
     assert [m.name for m in measures.measures()] == [
         "lanczos",
         "trace",
         "density",
         "sharpness",
         "pac_bayes",
+        "adaptive_worst",
+        "adaptive_ascent",
     ]
     with pytest.raises(ValueError, match="key_index=1 is 'trace'"):
         measures.register(measures.Measure("copy", measures.trace, key_index=1))
@@ -129,3 +167,39 @@ def test_pac_bayes_on_a_saturated_error_is_reported_not_raised():
         pac_bayes_target=0.9,
     )
     assert out["pac_bayes_sigma"] is None and "target=0.9" in out["pac_bayes_failure"]
+
+
+def test_the_gradient_at_the_weights_is_computed_once_and_reused_unchanged():
+    """The end point's gradient norm, Keskar's and the fast ascent's first point ask for
+    (L, grad L) at the weights: computed once, the same numbers as computing it again."""
+    import dataclasses
+
+    from flatrob_jax import curvature
+    from flatrob_jax.distributed import make_mesh
+
+    rng = np.random.RandomState(1)
+    data = (rng.rand(12, 8, 8, 1).astype(np.float32), rng.randint(0, 3, 12).astype(np.int32))
+    view = _eval_model()
+    obj = curvature.from_flax(view.model, view.variables, *data, batch_size=6, mesh=make_mesh(1))
+    calls = []
+
+    def counted(p):
+        calls.append(1)
+        return obj.value_and_grad(p)
+
+    reusing = curvature_evaluate.reusing_gradient_at_params(
+        dataclasses.replace(obj, value_and_grad=counted)
+    )
+    assert len(calls) == 1
+    copy = jax.tree_util.tree_map(lambda x: x + 0.0, obj.params)
+    again = reusing.value_and_grad(copy)
+    assert len(calls) == 1
+    fresh = obj.value_and_grad(obj.params)
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(fresh)):
+        np.testing.assert_array_equal(a, b)
+    reusing.value_and_grad(jax.tree_util.tree_map(lambda x: x + 1e-3, obj.params))
+    assert len(calls) == 2
+    keskar = curvature.keskar_sharpness(reusing.value_and_grad, obj.params, max_iters=3)
+    assert len(calls) == 1 + keskar.num_evaluations  # its first point was reused
+    plain = curvature.keskar_sharpness(obj.value_and_grad, obj.params, max_iters=3)
+    assert keskar.value == plain.value

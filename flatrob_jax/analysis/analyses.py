@@ -61,13 +61,33 @@ def curvature_config() -> ml_collections.ConfigDict:
     c.density_steps = 80  # Lanczos steps per SLQ run
     c.density_runs = 1  # SLQ runs (probe vectors)
     c.density_png = ""  # path of the density plot; '' = beside analysis.json
-    c.sharpness = False  # Keskar and adaptive (worst-case, average) sharpness
+    # Keskar and the average adaptive sharpness (adaptive_average/gauss_<rho>), whole objective
+    c.sharpness = False
     c.keskar_epsilon = 1e-3  # Keskar: box radius relative to |w| + 1
-    c.keskar_iters = 10  # Keskar: L-BFGS-B iterations
-    c.adaptive_rho = 0.05  # adaptive worst case: l2 radius of |w|-scaled perturbations
-    c.adaptive_steps = 10  # adaptive worst case: ascent steps
+    c.keskar_iters = 10  # Keskar: L-BFGS-B iterations (Keskar et al. 2017 use 10)
     c.adaptive_average_rho = 0.1  # adaptive average: Gaussian sigma of |w|-scaled noise
     c.adaptive_samples = 10  # adaptive average: noise samples
+    # Worst-case adaptive m-sharpness by APGD (Andriushchenko et al. 2023), one result
+    # adaptive_worst/<setting> per setting '<l2|linf>_<rho>[_normlogits]' (normlogits: logits
+    # centred and scaled to unit norm); () = off. Their grids: configs/sweeps/paper.py.
+    c.adaptive_worst = ()
+    c.adaptive_worst_iters = 20  # APGD iterations per batch (theirs: 20)
+    c.adaptive_worst_batch = 128  # m: the max is taken per batch of m examples (theirs: 128)
+    # examples used (the first ones, whole batches only; theirs: 1024); None: all
+    c.adaptive_worst_examples = ml_collections.config_dict.placeholder(int)
+    c.adaptive_worst_examples = 1024
+    c.adaptive_worst_random_start = False  # start at a random feasible point (theirs: at 0)
+    c.adaptive_worst_step_mult = 1.0  # APGD's first step is 2 * rho * this (theirs: 1)
+    # l2 steps: 'scaled' (in delta / |w|, converges to the maximum) or 'weights' (their code's
+    # weight-space step and ellipsoid projection, which stops below it; curvature.sharpness)
+    c.adaptive_worst_l2_geometry = "scaled"
+    # The fast worst-case adaptive ascent (adaptive_ascent/l2_<rho>; not a published solver:
+    # a few projected l2 steps from 0 on the whole objective; adaptive_worst is the published)
+    c.adaptive_ascent = False
+    c.adaptive_ascent_rho = 0.05  # fast ascent: l2 radius of |w|-scaled perturbations
+    c.adaptive_ascent_steps = 10  # fast ascent: projected ascent steps
+    # curvature_augmented: the loss averaged over this many augmentation draws per image
+    c.augment_draws = 1
     c.pac_bayes = False  # PAC-Bayes sigma by bisection (many loss evaluations)
     c.pac_bayes_metric = "error"  # 'error' (Jiang et al.) or 'loss'
     c.pac_bayes_target = 0.1  # the rise of the metric that defines sigma
@@ -182,10 +202,28 @@ def augmented_copy(config, images: np.ndarray, labels: np.ndarray, key) -> tuple
     return np.concatenate(out_images), np.concatenate(out_labels)
 
 
+def augmented_draws(config, images: np.ndarray, labels: np.ndarray, key, draws: int) -> tuple:
+    """``draws`` augmented copies of the examples, concatenated (draw-major): draw 0 is
+    :func:`augmented_copy` with ``key`` (what one draw has always been), draw j >= 1 with
+    ``fold_in(key, j)``. The mean loss over them is the augmented loss averaged over
+    ``draws`` augmentations of every image, so its curvature is that of the average."""
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"curvature.augment_draws={draws!r}: must be an integer >= 1")
+    copies = [
+        augmented_copy(config, images, labels, key if j == 0 else jax.random.fold_in(key, j))
+        for j in range(draws)
+    ]
+    return tuple(np.concatenate(parts) for parts in zip(*copies))
+
+
 def curvature_augmented(inputs, *, log=print, **settings) -> dict:
-    """The same measures on the training examples augmented by the run's own policy."""
+    """The same measures on the training examples augmented by the run's own policy (the
+    loss averaged over ``augment_draws`` draws per image)."""
     config = inputs.model.config
-    data = augmented_copy(config, *inputs.train, jax.random.fold_in(inputs.key, 2))
+    draws = settings["augment_draws"]
+    data = augmented_draws(config, *inputs.train, jax.random.fold_in(inputs.key, 2), draws)
+    if draws > 1:
+        log(f"curvature_augmented: {draws} augmentation draws per image")
     return _curvature(inputs, data, "augmented", log, settings)
 
 
@@ -243,7 +281,7 @@ def attacks(inputs, *, log=print, **settings) -> dict:
 
 
 # The headline flatness measures: those the curvature measures declare (lambda_max, trace,
-# Keskar, worst-case and average adaptive sharpness, PAC-Bayes sigma).
+# Keskar, the adaptive ascent, average and APGD worst case by setting, PAC-Bayes sigma).
 _FLATNESS = curvature_measures.headline_metrics()
 
 register(
@@ -315,10 +353,13 @@ _AUDIT_CURVATURE_SETTINGS = (
     "lanczos_tol",
     "keskar_epsilon",
     "keskar_iters",
-    "adaptive_rho",
-    "adaptive_steps",
+    "adaptive_ascent_rho",
+    "adaptive_ascent_steps",
     "adaptive_average_rho",
     "adaptive_samples",
+    "adaptive_worst",
+    "adaptive_worst_iters",
+    "adaptive_worst_batch",
 )
 
 

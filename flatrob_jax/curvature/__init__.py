@@ -11,7 +11,8 @@ Typical use (a trained Flax model, eval-mode BatchNorm, the loss averaged over a
 
 Modules: hvp (forward-over-reverse HVP), dataset_objective (the dataset-level operator,
 sharded over devices), lanczos, power_iteration (PyHessian's method), hutchinson (+ Hutch++),
-density (stochastic Lanczos quadrature), sharpness (Keskar, adaptive, PAC-Bayes), measures
+density (stochastic Lanczos quadrature), sharpness (Keskar, adaptive by APGD and by a fast
+ascent, average adaptive, PAC-Bayes), measures
 (the registry of measures the analysis runs) and evaluate (the analysis's hook: one objective,
 then each configured measure).
 """
@@ -38,10 +39,12 @@ from flatrob_jax.curvature.lanczos import (
 )
 from flatrob_jax.curvature.power_iteration import PowerIterationResult, power_iteration
 from flatrob_jax.curvature.sharpness import (
+    NormalizedLogits,
     PacBayesSigma,
     SharpnessResult,
+    adaptive_sharpness_apgd,
+    adaptive_sharpness_ascent,
     adaptive_sharpness_average,
-    adaptive_sharpness_worst,
     keskar_sharpness,
     pac_bayes_sigma,
 )
@@ -54,13 +57,15 @@ __all__ = [
     "DatasetObjective",
     "Estimate",
     "LanczosResult",
+    "NormalizedLogits",
     "PacBayesSigma",
     "PowerIterationResult",
     "SharpnessResult",
     "SpectralDensity",
     "TraceResult",
+    "adaptive_sharpness_apgd",
+    "adaptive_sharpness_ascent",
     "adaptive_sharpness_average",
-    "adaptive_sharpness_worst",
     "block_lanczos",
     "cross_entropy",
     "from_flax",

@@ -71,6 +71,7 @@ class DatasetObjective:
       loss: ``params -> L(params)``.
       value_and_grad: ``params -> (L, grad L)``.
       error_rate: ``params -> fraction of misclassified examples`` (argmax of logits).
+      source: how it was built (model function, examples, loss...), for :meth:`batches`.
     """
 
     params: PyTree
@@ -83,6 +84,7 @@ class DatasetObjective:
     loss: Callable[[PyTree], jax.Array]
     value_and_grad: Callable[[PyTree], tuple[jax.Array, PyTree]]
     error_rate: Callable[[PyTree], jax.Array]
+    source: "_Source | None" = None
 
     def at(self, params: PyTree) -> "DatasetObjective":
         """The same objective with the Hessian taken at ``params`` (same structure and dtypes):
@@ -93,9 +95,58 @@ class DatasetObjective:
         block = jax.tree_util.Partial(self.hvp_block.func, params, *self.hvp_block.args[1:])
         return dataclasses.replace(self, params=params, hvp=hvp, hvp_block=block)
 
+    def batches(
+        self,
+        size: int,
+        *,
+        num_examples: int | None = None,
+        per_example_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    ) -> list["DatasetObjective"]:
+        """Objectives over consecutive batches of ``size`` examples of the first
+        ``num_examples`` (default all; a multiple of ``size``), at these ``params``, with the
+        same state and mesh and ``per_example_loss`` (default this objective's). Microbatches
+        of ``min(batch_size, ceil(size / devices))``, so a small batch is not padded to a whole
+        microbatch per device. All batches share one set of compiled programs."""
+        if self.source is None:
+            raise ValueError("this objective was not built by make_dataset_objective")
+        src = self.source
+        n = self.num_examples if num_examples is None else num_examples
+        if size < 1 or not 0 < n <= self.num_examples or n % size:
+            raise ValueError(
+                f"need batches of size >= 1 that tile num_examples <= {self.num_examples}; "
+                f"got size={size}, num_examples={n}"
+            )
+        micro = min(self.batch_size, math.ceil(size / self.mesh.devices.size))
+        return [
+            make_dataset_objective(
+                src.logits_fn,
+                self.params,
+                self.state,
+                src.images[start : start + size],
+                src.labels[start : start + size],
+                batch_size=micro,
+                mesh=self.mesh,
+                per_example_loss=per_example_loss or src.per_example_loss,
+                allow_padding=src.allow_padding,
+                unroll_microbatches=src.unroll_microbatches,
+            )
+            for start in range(0, n, size)
+        ]
+
     @property
     def num_params(self) -> int:
         return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+
+
+class _Source(NamedTuple):
+    """What :func:`make_dataset_objective` was given (host arrays), for ``batches``."""
+
+    logits_fn: Callable
+    images: np.ndarray
+    labels: np.ndarray
+    per_example_loss: Callable
+    allow_padding: bool
+    unroll_microbatches: bool
 
 
 def make_dataset_objective(
@@ -167,6 +218,9 @@ def make_dataset_objective(
         loss=lambda p: programs.loss(p, state, *data),
         value_and_grad=lambda p: programs.value_and_grad(p, state, *data),
         error_rate=lambda p: programs.error_rate(p, state, *data),
+        source=_Source(
+            logits_fn, images, labels, per_example_loss, allow_padding, unroll_microbatches
+        ),
     )
 
 

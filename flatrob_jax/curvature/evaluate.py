@@ -2,9 +2,10 @@
 
 ``evaluate(eval_model, data, settings, *, key, log)`` builds the dataset-level objective once
 (the mean cross-entropy over the given examples, eval-mode BatchNorm, sharded over the mesh),
-records where training ended on those examples (loss, error rate), then runs each measure of
-:mod:`flatrob_jax.curvature.measures` that ``settings`` switch on (lambda_max by Lanczos
-always; tr(H), the SLQ density, sharpness and the PAC-Bayes sigma by their switches).
+records where training ended on those examples (loss, error rate, gradient norm), then runs
+each measure of :mod:`flatrob_jax.curvature.measures` that ``settings`` switch on (lambda_max
+by Lanczos always, with its Ritz residual and the bottom Ritz value lambda_min; tr(H), the SLQ
+density, sharpness, the PAC-Bayes sigma and the APGD adaptive sharpness by their switches).
 
 ``settings`` are the fields of the ``analysis.curvature`` config section, all of them: the
 defaults live in one place, ``flatrob_jax.analysis.analyses.curvature_config()``, and a
@@ -19,10 +20,13 @@ seconds each stage took under ``seconds``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
 from flatrob_jax import execution
 from flatrob_jax.curvature import measures
@@ -34,11 +38,14 @@ from flatrob_jax.distributed import make_mesh
 #: measures): ``probe_block_size`` is the vectors per call of ``objective.hvp_block`` that the
 #: block solvers use (Hutchinson/Hutch++ probes, SLQ runs).
 OBJECTIVE_SETTINGS = ("batch_size", "num_devices", "batchnorm", "probe_block_size")
+#: Settings of the data the caller measures on, read by the analysis that builds the data
+#: (``augment_draws``: ``analysis.analyses.curvature_augmented``); accepted and unused here.
+DATA_SETTINGS = ("augment_draws",)
 
 
 def setting_names() -> tuple[str, ...]:
-    """Every setting ``evaluate`` takes: the objective's, then each measure's."""
-    return OBJECTIVE_SETTINGS + measures.setting_names()
+    """Every setting ``evaluate`` takes: the data's, the objective's, then each measure's."""
+    return DATA_SETTINGS + OBJECTIVE_SETTINGS + measures.setting_names()
 
 
 def resolve_settings(settings: Mapping, overrides: Mapping | None = None) -> dict:
@@ -75,13 +82,41 @@ def build_objective(eval_model: Any, data, settings: Mapping) -> DatasetObjectiv
     )
 
 
+@jax.jit
+def _tree_equal(a, b):
+    return jnp.all(
+        jnp.stack([jnp.array_equal(x, y) for x, y in zip(*map(jax.tree_util.tree_leaves, (a, b)))])
+    )
+
+
+def reusing_gradient_at_params(objective: DatasetObjective) -> DatasetObjective:
+    """The objective whose ``value_and_grad`` computes ``(L, grad L)`` at its own params once
+    and returns that result again whenever it is asked at equal params (the end point's
+    gradient norm, Keskar's and the fast ascent's first point): the same program on the same
+    inputs, so the same numbers, one gradient evaluation per measure fewer."""
+    params, compute = objective.params, objective.value_and_grad
+    structure = jax.tree_util.tree_structure(params)
+    at_params = compute(params)
+
+    def value_and_grad(p):
+        if jax.tree_util.tree_structure(p) == structure and bool(_tree_equal(p, params)):
+            return at_params
+        return compute(p)
+
+    return dataclasses.replace(objective, value_and_grad=value_and_grad)
+
+
 def endpoint(objective: DatasetObjective) -> dict:
-    """The problem's size and where training ended on it (loss and error rate)."""
+    """The problem's size and where training ended on it: the loss, the error rate and the
+    gradient's l2 norm (how far from a stationary point the curvature is measured)."""
+    _, grad = objective.value_and_grad(objective.params)
+    flat, _ = ravel_pytree(grad)
     return {
         "num_examples": objective.num_examples,
         "num_params": objective.num_params,
         "num_devices": int(objective.mesh.devices.size),
         "loss": float(objective.loss(objective.params)),
+        "grad_norm": float(jnp.linalg.norm(flat)),
         "error_rate": float(objective.error_rate(objective.params)),
     }
 
@@ -104,13 +139,13 @@ def evaluate(
       settings: every curvature setting (a mapping, e.g. the ``analysis.curvature`` config
         section; the fields and their meaning: ``analysis.analyses.curvature_config``).
       key: PRNG key; measure ``m`` uses ``fold_in(key, m.key_index)`` (lanczos 0, trace 1,
-        density 2, sharpness 3, pac_bayes 4).
+        density 2, sharpness 3, pac_bayes 4, adaptive_worst 5).
       log: progress printer.
       overrides: settings that replace those in ``settings``.
     """
     settings = resolve_settings(settings, overrides)
     t0 = time.time()
-    objective = build_objective(eval_model, data, settings)
+    objective = reusing_gradient_at_params(build_objective(eval_model, data, settings))
     out = endpoint(objective)
     seconds = {"loss": time.time() - t0}
     log(

@@ -13,8 +13,15 @@ The built-in measures, in the order they run (and their key index):
 * ``lanczos`` (0, always): lambda_max with its Ritz residual, the top-k, the smallest;
 * ``trace`` (1): tr(H) by Hutchinson (with tr(H^2) and per-layer traces) or Hutch++;
 * ``density`` (2): the SLQ eigenvalue density (and its plot);
-* ``sharpness`` (3): Keskar, worst-case and average adaptive sharpness;
-* ``pac_bayes`` (4): the PAC-Bayes sigma.
+* ``sharpness`` (3): Keskar and the average adaptive sharpness;
+* ``pac_bayes`` (4): the PAC-Bayes sigma;
+* ``adaptive_worst`` (5): worst-case adaptive m-sharpness by APGD (Andriushchenko et al.
+  2023), one value per setting of the ``adaptive_worst`` list;
+* ``adaptive_ascent`` (6, draws no key): the fast worst-case adaptive ascent (l2, full batch).
+
+Results are named by what they are: ``adaptive_worst/linf_0.002`` (norm and radius,
+``_normlogits`` with normalized logits), ``adaptive_ascent/l2_0.05``,
+``adaptive_average/gauss_0.1`` (with its ``_stderr``).
 
 Adding a measure: its function and one ``register(Measure(...))`` here (or in its own module
 that calls ``register``), and its switch and settings, with their defaults, in the config
@@ -24,6 +31,7 @@ that calls ``register``), and its switch and settings, with their defaults, in t
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable, Mapping
 
 import jax
@@ -34,8 +42,11 @@ from flatrob_jax.curvature.density import plot_density, slq_density
 from flatrob_jax.curvature.hutchinson import hutchinson_trace, hutchpp_trace
 from flatrob_jax.curvature.lanczos import lanczos
 from flatrob_jax.curvature.sharpness import (
+    L2_GEOMETRIES,
+    NormalizedLogits,
+    adaptive_sharpness_apgd,
+    adaptive_sharpness_ascent,
     adaptive_sharpness_average,
-    adaptive_sharpness_worst,
     keskar_sharpness,
     pac_bayes_sigma,
 )
@@ -52,10 +63,11 @@ class Measure:
     name: str
     run: Run
     key_index: int  # its key is fold_in(evaluate's key, key_index); unique per measure
-    switch: str | None = None  # the bool setting that turns it on; None: always run
+    switch: str | None = None  # the setting that turns it on (when truthy); None: always run
     settings: tuple[str, ...] = ()  # the settings ``run`` reads
     choices: Mapping[str, tuple] = dataclasses.field(default_factory=dict)  # allowed values
-    headline: tuple[str, ...] = ()  # its result keys that are headline flatness measures
+    headline: tuple[str, ...] = ()  # fnmatch patterns of its headline flatness results
+    check: Callable[[Mapping], None] | None = None  # further checks of its settings' values
 
 
 _REGISTRY: dict[str, Measure] = {}
@@ -100,16 +112,20 @@ def setting_names() -> tuple[str, ...]:
 
 
 def headline_metrics() -> tuple[str, ...]:
-    """The result keys that are headline flatness measures, in registration order."""
+    """The (fnmatch) patterns of the results that are headline flatness measures, relative
+    to the curvature result, in registration order."""
     return tuple(name for m in measures() for name in m.headline)
 
 
 def check_choices(settings: Mapping) -> None:
-    """ValueError naming the first setting whose value is not one of its allowed values."""
+    """ValueError naming the first setting whose value is not one of its allowed values (or
+    fails its measure's ``check``)."""
     for m in measures():
         for name, allowed in m.choices.items():
             if settings[name] not in allowed:
                 raise ValueError(f"{name}={settings[name]!r}; allowed: {allowed}")
+        if m.check is not None:
+            m.check(settings)
 
 
 def enabled(settings: Mapping) -> tuple[Measure, ...]:
@@ -229,15 +245,12 @@ def density(objective, key, s, log) -> dict:
 
 
 def sharpness(objective, key, s, log) -> dict:
-    """Keskar epsilon-sharpness, worst-case (l2) and average adaptive sharpness."""
+    """Keskar epsilon-sharpness and the average adaptive sharpness (named by its setting)."""
     keskar = keskar_sharpness(
         objective.value_and_grad,
         objective.params,
         epsilon=s["keskar_epsilon"],
         max_iters=s["keskar_iters"],
-    )
-    worst = adaptive_sharpness_worst(
-        objective.value_and_grad, objective.params, rho=s["adaptive_rho"], steps=s["adaptive_steps"]
     )
     average = adaptive_sharpness_average(
         objective.loss,
@@ -246,16 +259,117 @@ def sharpness(objective, key, s, log) -> dict:
         rho=s["adaptive_average_rho"],
         num_samples=s["adaptive_samples"],
     )
+    average_name = f"gauss_{s['adaptive_average_rho']:g}"
     log(
-        f"curvature: keskar {keskar.value:.4g}%, adaptive worst {worst.value:.4g}, "
-        f"average {average.value:.4g} +- {average.stderr:.2g}"
+        f"curvature: keskar {keskar.value:.4g}% ({keskar.num_evaluations} gradients), "
+        f"adaptive average {average_name} {average.value:.4g} +- {average.stderr:.2g}"
     )
     return {
         "keskar_sharpness": keskar.value,
-        "adaptive_sharpness_worst": worst.value,
-        "adaptive_sharpness_average": average.value,
-        "adaptive_sharpness_average_stderr": average.stderr,
+        "adaptive_average": {
+            average_name: average.value,
+            f"{average_name}_stderr": average.stderr,
+        },
     }
+
+
+def adaptive_ascent(objective, key, s, log) -> dict:
+    """The fast worst-case adaptive ascent (l2) on the whole objective, named by its radius."""
+    ascent = adaptive_sharpness_ascent(
+        objective.value_and_grad,
+        objective.params,
+        rho=s["adaptive_ascent_rho"],
+        steps=s["adaptive_ascent_steps"],
+    )
+    name = f"l2_{s['adaptive_ascent_rho']:g}"
+    log(f"curvature: adaptive ascent {name} {ascent.value:.4g}")
+    return {"adaptive_ascent": {name: ascent.value}}
+
+
+# One setting of the adaptive_worst list: '<norm>_<rho>' or '<norm>_<rho>_normlogits'.
+_ADAPTIVE_SPEC = re.compile(r"(l2|linf)_([0-9.eE+-]+?)(_normlogits)?")
+ADAPTIVE_SPEC_FORM = "'<l2|linf>_<rho>[_normlogits]', e.g. 'linf_0.002', 'l2_0.5_normlogits'"
+
+
+def parse_adaptive_spec(spec: str) -> tuple[str, float, bool]:
+    """``(norm, rho, normalize_logits)`` of one ``adaptive_worst`` setting (ValueError naming
+    it and the allowed form otherwise)."""
+    match = _ADAPTIVE_SPEC.fullmatch(spec) if isinstance(spec, str) else None
+    try:
+        rho = float(match.group(2)) if match else -1.0
+    except ValueError:
+        rho = -1.0
+    if not match or not 0 <= rho < float("inf"):
+        raise ValueError(f"adaptive_worst setting {spec!r}; allowed: {ADAPTIVE_SPEC_FORM}")
+    return match.group(1), rho, bool(match.group(3))
+
+
+def adaptive_spec_name(norm: str, rho: float, normalize_logits: bool) -> str:
+    """The result name of a setting: ``linf_0.002``, ``l2_0.5_normlogits``."""
+    return f"{norm}_{rho:g}" + ("_normlogits" if normalize_logits else "")
+
+
+def _check_adaptive_worst(s: Mapping) -> None:
+    specs = s["adaptive_worst"]
+    if isinstance(specs, str):
+        raise ValueError(
+            f"adaptive_worst={specs!r}: a tuple of settings, e.g. ('linf_0.002', 'l2_0.5')"
+        )
+    names = [adaptive_spec_name(*parse_adaptive_spec(spec)) for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"adaptive_worst={tuple(specs)!r} names one setting twice")
+    for name in ("adaptive_worst_iters", "adaptive_worst_batch"):
+        if not s[name] >= 1:
+            raise ValueError(f"{name}={s[name]!r}: must be >= 1")
+    if s["adaptive_worst_examples"] is not None and not s["adaptive_worst_examples"] >= 1:
+        raise ValueError(
+            f"adaptive_worst_examples={s['adaptive_worst_examples']!r}: must be >= 1 or None"
+        )
+    if not s["adaptive_worst_step_mult"] > 0:
+        raise ValueError(f"adaptive_worst_step_mult={s['adaptive_worst_step_mult']!r}: must be > 0")
+
+
+def adaptive_worst(objective, key, s, log) -> dict:
+    """Worst-case adaptive m-sharpness by APGD for each setting of the ``adaptive_worst`` list,
+    on the first ``adaptive_worst_examples`` examples (rounded down to whole batches of
+    ``adaptive_worst_batch``), every setting from the same key."""
+    m = s["adaptive_worst_batch"]
+    limit = s["adaptive_worst_examples"] or objective.num_examples
+    used = min(limit, objective.num_examples) // m * m
+    if used == 0:
+        raise ValueError(
+            f"adaptive_worst_batch={m} is more than the {objective.num_examples} examples "
+            "the curvature is measured on"
+        )
+    loss = objective.source.per_example_loss if objective.source else None
+    batches = {}
+    values = {}
+    for spec in s["adaptive_worst"]:
+        norm, rho, normalize = parse_adaptive_spec(spec)
+        if normalize not in batches:
+            batch_loss = NormalizedLogits(loss) if normalize else None
+            batches[normalize] = [
+                b.value_and_grad
+                for b in objective.batches(m, num_examples=used, per_example_loss=batch_loss)
+            ]
+        result = adaptive_sharpness_apgd(
+            batches[normalize],
+            objective.params,
+            key,
+            rho=rho,
+            norm=norm,
+            iters=s["adaptive_worst_iters"],
+            random_start=s["adaptive_worst_random_start"],
+            step_size_mult=s["adaptive_worst_step_mult"],
+            l2_geometry=s["adaptive_worst_l2_geometry"],
+        )
+        name = adaptive_spec_name(norm, rho, normalize)
+        values[name] = result.value
+        log(
+            f"curvature: adaptive worst {name} {result.value:.4g} "
+            f"({used // m} batches of {m}, {result.num_evaluations} gradients)"
+        )
+    return {"adaptive_worst": values, "adaptive_worst_num_examples": used}
 
 
 def pac_bayes(objective, key, s, log) -> dict:
@@ -327,15 +441,8 @@ register(
         sharpness,
         key_index=3,
         switch="sharpness",
-        settings=(
-            "keskar_epsilon",
-            "keskar_iters",
-            "adaptive_rho",
-            "adaptive_steps",
-            "adaptive_average_rho",
-            "adaptive_samples",
-        ),
-        headline=("keskar_sharpness", "adaptive_sharpness_worst", "adaptive_sharpness_average"),
+        settings=("keskar_epsilon", "keskar_iters", "adaptive_average_rho", "adaptive_samples"),
+        headline=("keskar_sharpness", "adaptive_average/*"),
     )
 )
 register(
@@ -347,5 +454,34 @@ register(
         settings=("pac_bayes_metric", "pac_bayes_target", "pac_bayes_samples"),
         choices={"pac_bayes_metric": PAC_BAYES_METRICS},
         headline=("pac_bayes_sigma",),
+    )
+)
+register(
+    Measure(
+        "adaptive_worst",
+        adaptive_worst,
+        key_index=5,
+        switch="adaptive_worst",  # the list of settings; empty: off
+        settings=(
+            "adaptive_worst_iters",
+            "adaptive_worst_batch",
+            "adaptive_worst_examples",
+            "adaptive_worst_random_start",
+            "adaptive_worst_step_mult",
+            "adaptive_worst_l2_geometry",
+        ),
+        choices={"adaptive_worst_l2_geometry": L2_GEOMETRIES},
+        headline=("adaptive_worst/*",),
+        check=_check_adaptive_worst,
+    )
+)
+register(
+    Measure(
+        "adaptive_ascent",
+        adaptive_ascent,
+        key_index=6,  # draws no key
+        switch="adaptive_ascent",
+        settings=("adaptive_ascent_rho", "adaptive_ascent_steps"),
+        headline=("adaptive_ascent/*",),
     )
 )

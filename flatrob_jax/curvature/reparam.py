@@ -34,6 +34,7 @@ and is left out). The audit reports the largest logit difference of the full res
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import time
 import types
 from typing import Any, Callable
@@ -45,16 +46,18 @@ import jax.numpy as jnp
 import numpy as np
 
 TRANSFORMS = ("bn_scale", "relu_rescale")
-# The measures the audit compares (keys of curvature.evaluate.evaluate's result).
+# The measures the audit compares: fnmatch patterns of curvature.evaluate.evaluate's results,
+# nested keys '/'-joined (the adaptive ones are named by their setting: 'adaptive_ascent/l2_0.05').
 MEASURES = (
     "lambda_max",
     "trace",
     "keskar_sharpness",
-    "adaptive_sharpness_worst",
-    "adaptive_sharpness_average",
+    "adaptive_ascent/*",
+    "adaptive_average/*",
+    "adaptive_worst/*",
 )
 # Measures that are invariant to both rescalings by construction (perturbations scaled by |w|).
-INVARIANT = ("adaptive_sharpness_worst", "adaptive_sharpness_average")
+INVARIANT = ("adaptive_ascent/*", "adaptive_average/*", "adaptive_worst/*")
 
 PyTree = Any
 
@@ -300,16 +303,33 @@ def rescale(transform: str, model, variables: dict, alpha: float, probe_images) 
     return fns[transform](model, variables, alpha, probe_images)
 
 
+def is_measure(name: str, patterns=MEASURES) -> bool:
+    """Whether the '/'-joined result name ``name`` matches one of ``patterns``."""
+    return not name.endswith("_stderr") and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _flat_numbers(result: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_numbers(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
 def _measures(result: dict) -> dict:
-    out = {m: result[m] for m in MEASURES if m in result}
-    for extra in (
-        "trace_stderr",
-        "adaptive_sharpness_average_stderr",
-        "loss",
-        "lambda_max_residual",
-    ):
-        if extra in result:
-            out[extra] = result[extra]
+    """The audited measures of an ``evaluate`` result ('/'-joined names; the adaptive average
+    with its ``_stderr``), with the trace's stderr, the loss and lambda_max's residual."""
+    flat = _flat_numbers(result)
+    out = {m: v for m, v in flat.items() if is_measure(m)}
+    for m in list(out):
+        if f"{m}_stderr" in flat:
+            out[f"{m}_stderr"] = flat[f"{m}_stderr"]
+    for extra in ("loss", "lambda_max_residual"):
+        if extra in flat:
+            out[extra] = flat[extra]
     return out
 
 
@@ -340,7 +360,8 @@ def audit(
       probe_examples: images of ``data`` used to find and check the layers.
       settings: every setting of ``flatrob_jax.curvature.evaluate.evaluate`` (e.g.
         ``flatrob_jax.analysis.analyses.curvature_config()``); the audit switches on the
-        trace and the sharpness measures and off the density and the PAC-Bayes sigma.
+        trace, the sharpness measures and the fast adaptive ascent, and off the density and
+        the PAC-Bayes sigma (the APGD settings ``adaptive_worst`` run as given).
       overrides: settings that replace those in ``settings`` (lanczos_*, trace_*, ...).
 
     Returns a dict: ``alpha``, ``original`` (the measures), and per transform ``layers``,
@@ -357,7 +378,13 @@ def audit(
             raise ValueError(f"unknown rescaling {t!r} in transforms; allowed: {TRANSFORMS}")
     images, labels = data
     probe = np.asarray(images[:probe_examples])
-    switches = {"trace": True, "sharpness": True, "density": False, "pac_bayes": False}
+    switches = {
+        "trace": True,
+        "sharpness": True,
+        "adaptive_ascent": True,
+        "density": False,
+        "pac_bayes": False,
+    }
     settings = resolve_settings(settings, {**overrides, **switches})
 
     def measure(variables, which):
@@ -371,7 +398,8 @@ def audit(
     logits_fn = _logits_fn(eval_model.model)
     original = measure(original_vars, "original")
     out = {"alpha": float(alpha), "move_tol": move_tol, "original": original}
-    moved_any = {m: False for m in MEASURES}
+    names = [m for m in original if is_measure(m)]
+    moved_any = {m: False for m in names}
     for t in transforms:
         try:
             r = rescale(t, eval_model.model, original_vars, alpha, probe)
@@ -388,7 +416,7 @@ def audit(
         )
         values = measure(r.variables, t)
         ratio, moved = {}, {}
-        for m in MEASURES:
+        for m in names:
             a, b = original.get(m), values.get(m)
             if a is None or b is None:
                 continue
@@ -410,5 +438,5 @@ def audit(
             f"reparam audit: {t}: "
             + ", ".join(f"{m} x{v:.3g}" for m, v in ratio.items() if v is not None)
         )
-    out["invariant_measures"] = [m for m in MEASURES if m in original and not moved_any[m]]
+    out["invariant_measures"] = [m for m in names if not moved_any[m]]
     return out

@@ -24,10 +24,12 @@ only, and ``none`` is "crop + flip, then none". The report's "Training end point
 every run's train loss and error, clean and augmented.
 
 Measured on every run, with the same examples and keys: flatness on 256 training images, clean
-and through the run's own augmentation (lambda_max by Lanczos, the trace by Hutch++, Keskar
-and adaptive worst-case / average sharpness); robustness on 500 test images (mean corruption
-error and mCE over 15 corruptions x 5 severities, PGD-10 at 2/255 and 8/255); clean error,
-mean confidence and expected calibration error as covariates.
+and through the run's own augmentation (lambda_max by Lanczos with its Ritz residual and the
+bottom Ritz value, the trace by Hutch++, Keskar sharpness, the average adaptive sharpness and
+the worst-case adaptive l-inf sharpness by APGD at rho 0.002 on 64 images, the gradient
+norm); robustness on 500 test images (mean corruption error and mCE over 15 corruptions x 5
+severities, PGD-10 at 2/255 and 8/255); clean error, mean confidence and expected
+calibration error as covariates.
 
     python -m flatrob_jax.sweep --sweep configs/sweeps/fashion_mnist_augmentations.py \\
         --workdir workdirs/fashion_mnist_study
@@ -98,10 +100,16 @@ def get_sweep(arg=None):
         "analysis.curvature.lanczos_steps": 20,
         "analysis.curvature.trace_method": "hutch++",
         "analysis.curvature.trace_max_probes": 18,
+        # Keskar (10 L-BFGS-B iterations) and the average adaptive sharpness (10 samples)
         "analysis.curvature.sharpness": True,
-        "analysis.curvature.keskar_iters": 5,
-        "analysis.curvature.adaptive_steps": 5,
-        "analysis.curvature.adaptive_samples": 16,
+        # Andriushchenko et al.'s worst-case adaptive sharpness (APGD, 20 iterations) at one
+        # radius of their l-inf grid, on one batch of m = 64 (theirs: 8 batches of 128, and
+        # the full grid: paper.py). With Keskar at 10 iterations, 10 average samples and no
+        # fast ascent this costs what v2's sharpness did (v2: Keskar 5, 16 samples, the fast
+        # ascent; benchmarks/bench_curvature_rerun.py --preset study / study_v2).
+        "analysis.curvature.adaptive_worst": ("linf_0.002",),
+        "analysis.curvature.adaptive_worst_batch": 64,
+        "analysis.curvature.adaptive_worst_examples": 64,
         "analysis.corruptions.corrupted_dtype": "uint8",
         "analysis.attacks.norms": ("Linf",),
         "analysis.attacks.extra_linf_eps": (2 / 255,),

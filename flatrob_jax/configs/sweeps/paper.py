@@ -73,6 +73,15 @@ ASAM_RHOS = (0.5, 1.0)  # Kwon et al.'s CIFAR range (ASAM's radius is relative t
 WEIGHT_DECAY_FACTORS = (0.5, 2.0)  # x the base config's optimizer.weight_decay
 LR_BATCH_FACTORS = (0.5, 2.0)  # lr and batch size x f together (f = 1 is the reference run)
 
+ADAPTIVE_LINF_RHOS = (0.001, 0.002, 0.004, 0.008)
+ADAPTIVE_L2_RHOS = (0.25, 0.5, 1.0, 2.0)
+ADAPTIVE_WORST_GRID = tuple(
+    f"{norm}_{rho:g}{suffix}"
+    for norm, rhos in (("linf", ADAPTIVE_LINF_RHOS), ("l2", ADAPTIVE_L2_RHOS))
+    for suffix in ("", "_normlogits")
+    for rho in rhos
+)
+
 # Flatness on 5000 training examples (eval-mode BatchNorm), robustness on 10000 test images
 # (corruptions) and 1000 (AutoAttack, as RobustBench reports).
 ANALYSIS = {
@@ -83,7 +92,14 @@ ANALYSIS = {
     "analysis.curvature.lanczos_tol": 1e-3,
     "analysis.curvature.trace_max_probes": 200,
     "analysis.curvature.trace_rel_tol": 0.02,
-    "analysis.curvature.sharpness": True,
+    "analysis.curvature.sharpness": True,  # Keskar (10 L-BFGS-B iterations), average adaptive
+    # Andriushchenko et al.'s worst-case adaptive sharpness grids for CNNs (their
+    # sh/eval_sharpness_final.sh): APGD, 20 iterations, m = 128 on 1024 training examples,
+    # l-inf and l2, each with and without normalized logits.
+    "analysis.curvature.adaptive_worst": ADAPTIVE_WORST_GRID,
+    "analysis.curvature.adaptive_worst_iters": 20,
+    "analysis.curvature.adaptive_worst_batch": 128,
+    "analysis.curvature.adaptive_worst_examples": 1024,
     "analysis.attacks.num_examples": 1000,
     "analysis.attacks.autoattack": True,
 }
