@@ -133,6 +133,9 @@ def get_sweep(arg=None):
                 "analysis.num_train_examples": 64,
                 "analysis.num_test_examples": 64,
                 "analysis.curvature.trace_max_probes": 9,
+                # m-sharpness on 16 examples: the quickstart's smoke study measures on 32
+                "analysis.curvature.adaptive_worst_batch": 16,
+                "analysis.curvature.adaptive_worst_examples": 16,
             }
         )
         warm_start = {"augment.name": "standard", "train.num_steps": 4}
