@@ -295,6 +295,10 @@ register(
         covariates=("calibration/confidence", "calibration/ece"),
     )
 )
+# Where training ended, at the weights the flatness is measured at: the loss and error, and
+# the diagnostics that say how far that point is from a minimum and how far to trust
+# lambda_max (the gradient norm, the smallest Ritz value, lambda_max's Ritz residual).
+_ENDPOINT = ("loss", "error_rate", "grad_norm", "lambda_min", "lambda_max_residual")
 register(
     Analysis(
         "curvature",
@@ -304,7 +308,7 @@ register(
         default_config=curvature_config,
         path="curvature/clean",
         flatness=_FLATNESS,
-        endpoint=("loss", "error_rate"),
+        endpoint=_ENDPOINT,
     )
 )
 register(
@@ -316,7 +320,7 @@ register(
         default_config=curvature_config,
         path="curvature/augmented",
         flatness=_FLATNESS,
-        endpoint=("loss", "error_rate"),
+        endpoint=_ENDPOINT,
     )
 )
 register(

@@ -105,8 +105,11 @@ def end_point_section(found: ReportFindings) -> list:
         "",
         "Where each run's training ended (loss and error, BatchNorm in eval mode, on the "
         "training examples the flatness is measured on, clean and through the run's own "
-        "augmentation) and the covariates of robustness (mean confidence and expected "
-        "calibration error on the clean test images).",
+        "augmentation), with the diagnostics of that point: the gradient norm (zero at a "
+        "stationary point), lambda_min (the smallest Ritz value of Lanczos, an upper bound on "
+        "the smallest Hessian eigenvalue: negative means not a minimum) and lambda_max's Ritz "
+        "residual (how well lambda_max has converged); and the covariates of robustness (mean "
+        "confidence and expected calibration error on the clean test images).",
         "",
         table(["run", "label", *descriptive], body),
         "",
