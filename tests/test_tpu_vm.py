@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -312,10 +313,12 @@ class Workers:
     def __init__(self, root, script, start_line):
         self.start_line = start_line
         self.homes = [os.path.join(root, f"worker{i}") for i in range(2)]
+        # tmux's socket lives under TMUX_TMPDIR: a short directory of its own, since a unix
+        # socket path longer than 107 bytes (pytest's tmp paths can be) fails to connect.
+        self.tmux_dirs = [tempfile.mkdtemp(prefix="flatrob-tmux-") for _ in self.homes]
         for home in self.homes:
             flatrob = os.path.join(home, "flatrob")
             os.makedirs(os.path.join(flatrob, "venv", "bin"))
-            os.makedirs(os.path.join(home, "tmux"))
             with open(os.path.join(flatrob, "train.sh"), "w") as f:
                 f.write(script + "\n")
             shutil.copy(RELAUNCH, os.path.join(flatrob, "relaunch.sh"))
@@ -337,7 +340,7 @@ class Workers:
 
     def env(self, i, port, step_delay):
         env = multihost.process_env(i, 2, 2, port)
-        env.update(HOME=self.homes[i], TMUX_TMPDIR=os.path.join(self.homes[i], "tmux"))
+        env.update(HOME=self.homes[i], TMUX_TMPDIR=self.tmux_dirs[i])
         env.pop("TMUX", None)
         if step_delay:
             env["STEP_DELAY"] = str(step_delay)
