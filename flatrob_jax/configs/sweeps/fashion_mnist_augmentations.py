@@ -34,10 +34,10 @@ calibration error as covariates.
     python -m flatrob_jax.sweep --sweep configs/sweeps/fashion_mnist_augmentations.py \\
         --workdir workdirs/fashion_mnist_study
 
-Runtime: v2 of this study (10 runs, warm start not analyzed) took 12 min 34 s wall on the
-2-core CPU (quiet, benchmarks/study.md) and 19 min 10 s from a fresh clone on another machine
-of the kind; v3 (12 runs and the warm start analyzed) has not yet been timed side by side with
-it. The report's verdicts and what they mean are in benchmarks/study.md (v2). ``:smoke`` is a
+Runtime: 21 min 47 s wall, 2.98 GB peak memory on the 2-core CPU, quiet (benchmarks/study.md,
+with where the time goes and what the report carries); v2 of this study (10 runs, the warm
+start not analyzed) took 12 min 34 s and 19 min 10 s on two other machines of the kind, not yet
+compared side by side. ``:smoke`` is a
 3-run, few-step version for tests.
 """
 
